@@ -1,0 +1,203 @@
+"""The ``qtchat`` command: the desktop app, ``serve`` (headless), ``host`` and ``join``.
+
+``qtchat`` alone opens the start dialog; ``qtchat serve`` runs the server with
+no display; ``qtchat host`` and ``qtchat join`` skip the dialog. Where there is
+no display, the GUI commands say so in one line and suggest ``qtchat serve``
+instead of letting Qt abort.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from qtchat import DEFAULT_PORT, __version__
+
+log = logging.getLogger(__name__)
+
+
+def default_data_dir() -> Path:
+    """Where the server keeps history, sessions and its TLS certificate."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    if sys.platform == "win32":
+        base = os.environ.get("APPDATA") or base
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    return Path(base) / "qtchat"
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("a port is a number from 0 to 65535")
+    return value
+
+
+def add_server_options(parser: argparse.ArgumentParser, *, headless: bool) -> None:
+    """Options shared by ``serve`` and ``host``."""
+    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
+                        help=f"TCP port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
+    parser.add_argument("--server-name", default=None,
+                        help="the name people see for this server (default: this computer's name)")
+    parser.add_argument("--password", default=None,
+                        help="a password everyone must give to join (default: none)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="folder for history, sessions and the TLS certificate "
+                             f"(default {default_data_dir()})")
+    parser.add_argument("--tls", action="store_true",
+                        help="encrypt connections with TLS (a self-signed certificate is made "
+                             "on first use and its fingerprint printed)")
+    parser.add_argument("--no-announce", action="store_true",
+                        help="do not announce the room on the LAN (mDNS/DNS-SD)")
+    parser.add_argument("--interfaces", default=None,
+                        help="comma-separated addresses to announce on (default: all)")
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max-clients", type=int, default=1000,
+                        help="most people registered at once (default 1000)")
+    limits.add_argument("--resume-grace", type=_positive_float, default=120.0,
+                        help="seconds a dropped person's name and messages are kept for them to "
+                             "resume (default 120)")
+    limits.add_argument("--rate-limit", type=_positive_float, default=20.0,
+                        metavar="FRAMES_PER_S",
+                        help="frames per second per connection (default 20; 0 = no limit)")
+    limits.add_argument("--rate-burst", type=int, default=40,
+                        help="frames a connection may send in a burst (default 40)")
+    limits.add_argument("--register-timeout", type=_positive_float, default=10.0,
+                        help="seconds a new connection has to register (default 10)")
+    limits.add_argument("--idle-timeout", type=_positive_float, default=30.0,
+                        help="seconds of silence before the server pings, and again before it "
+                             "gives up (default 30)")
+    limits.add_argument("--send-queue-bytes", type=int, default=1 << 20,
+                        help="unsent bytes a slow reader may have queued before it is cut off "
+                             "(default 1 MiB)")
+    limits.add_argument("--history-retention", type=int, default=10_000,
+                        help="messages kept per room (default 10000)")
+    if headless:
+        parser.add_argument("--host", default="0.0.0.0",
+                            help="address to listen on (default 0.0.0.0: every interface)")
+        parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+
+
+def server_config(args: argparse.Namespace, host: str = "0.0.0.0"):
+    """A ServerConfig from parsed ``serve``/``host`` options."""
+    from qtchat.server import ServerConfig
+
+    return ServerConfig(
+        host=getattr(args, "host", host),
+        port=args.port,
+        server_name=args.server_name or socket.gethostname() or "qtchat",
+        password=args.password or None,
+        data_dir=args.data_dir or default_data_dir(),
+        max_clients=args.max_clients,
+        register_timeout=args.register_timeout,
+        idle_timeout=args.idle_timeout,
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
+        send_queue_bytes=args.send_queue_bytes,
+        history_retention=args.history_retention,
+        resume_grace=args.resume_grace,
+        tls=args.tls,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qtchat",
+        description="Chat with people on your network. Run without arguments to open the app.",
+    )
+    parser.add_argument("--version", action="version", version=f"qtchat {__version__}")
+    parser.add_argument("--smoke", action="store_true",
+                        help="self-test: host a room on a free port, join it, post a message, "
+                             "exit 0 (works offscreen)")
+    parser.add_argument("--startup-probe", action="store_true",
+                        help="exit as soon as the start dialog is shown, printing the time taken")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the chat server without a window",
+                           description="Run the chat server headless (no display needed).")
+    add_server_options(serve, headless=True)
+
+    host = sub.add_parser("host", help="host a room and join it, skipping the start dialog")
+    host.add_argument("--nick", required=True, help="your name in the room")
+    add_server_options(host, headless=False)
+
+    join = sub.add_parser("join", help="join a room, skipping the start dialog")
+    join.add_argument("address", help="host:port, or a qtchat:// invite link")
+    join.add_argument("--nick", required=True, help="your name in the room")
+    join.add_argument("--password", default=None, help="the room's password, if it has one")
+    return parser
+
+
+def has_display() -> bool:
+    """Whether Qt can open windows here (or was told to draw offscreen)."""
+    if os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    if sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        from qtchat.serve import run_serve
+
+        return run_serve(args)
+    if not has_display() and not args.smoke:
+        print("qtchat: no display found (DISPLAY and WAYLAND_DISPLAY are unset); "
+              "run `qtchat serve` for a headless server.", file=sys.stderr)
+        return 2
+    if args.smoke:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from qtchat.gui.app import run_gui
+
+    return run_gui(args)
+
+
+def install_signal_wakeup(on_signal) -> object:
+    """Call ``on_signal(signum)`` on the Qt loop for SIGINT/SIGTERM.
+
+    Python runs signal handlers only between bytecodes, and a Qt loop can sit in
+    C for a long time; a wake-up socket watched by a QSocketNotifier brings the
+    loop back at once. Returns the notifier (keep a reference).
+    """
+    from PySide6.QtCore import QSocketNotifier
+
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    received: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+    notifier = QSocketNotifier(reader.fileno(), QSocketNotifier.Type.Read)
+
+    def drain() -> None:
+        with contextlib.suppress(BlockingIOError):
+            reader.recv(64)
+        while received:
+            on_signal(received.pop(0))
+
+    notifier.activated.connect(drain)
+    notifier._keep = (reader, writer, handler, drain)  # type: ignore[attr-defined]
+    return notifier

