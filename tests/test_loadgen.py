@@ -1,0 +1,81 @@
+"""The benchmark load generator against the real `qtchat serve`: every delivery arrives.
+
+Runs `benchmarks/loadgen.py --quick` as a subprocess (it starts its own server on
+127.0.0.1, port 0) and checks counts only: N clients × M messages deliveries in the
+fan-out runs, every copy in the one-at-a-time run, every client registered in the storm
+and memory runs, no error frames, and a server that exits 0 on SIGTERM. No timing is
+asserted: this machine's speed is the benchmark's business, not the test's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+LOADGEN = REPO / "benchmarks" / "loadgen.py"
+
+pytestmark = pytest.mark.skipif(
+    not (REPO / "qtchat" / "server.py").exists() or not (REPO / "qtchat" / "cli.py").exists(),
+    reason="qtchat/server.py or qtchat/cli.py is missing: no `qtchat serve` to load yet",
+)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    out = tmp_path_factory.mktemp("loadgen") / "quick.json"
+    proc = subprocess.run(
+        [sys.executable, str(LOADGEN), "--quick", "--json", str(out)],
+        capture_output=True, text=True, timeout=110, cwd=out.parent, check=False)
+    report = proc.stdout[-3000:] + "\n" + proc.stderr[-3000:]
+    assert out.exists(), f"loadgen wrote no results (exit {proc.returncode}):\n{report}"
+    data = json.loads(out.read_text())
+    data["returncode"] = proc.returncode
+    return data, report
+
+
+def _runs(data: dict[str, Any], workload: str) -> list[dict[str, Any]]:
+    runs = [r for r in data["results"] if r["workload"] == workload]
+    assert runs, f"no {workload} run in the quick plan"
+    return runs
+
+
+def test_fanout_delivers_every_message_to_every_client(quick_run):
+    data, report = quick_run
+    for run in _runs(data, "fanout"):
+        assert "error" not in run, report
+        assert run["messages"] > 0
+        assert run["deliveries"] == run["expected"] == run["n"] * run["messages"], run
+        assert run["clients_with_wrong_count"] == 0, run
+        assert run["anomalies"] == {}, run
+        assert run["samples"] > 0, "the probes saw no latency stamps"
+
+
+def test_one_at_a_time_every_copy_arrives(quick_run):
+    data, report = quick_run
+    for run in _runs(data, "latency"):
+        assert "error" not in run, report
+        assert run["deliveries"] == run["expected"] == run["n"] * run["messages"], run
+        assert run["anomalies"] == {}, run
+
+
+def test_storm_and_idle_clients_all_register(quick_run):
+    data, report = quick_run
+    for run in _runs(data, "storm"):
+        assert run["registered"] == run["n"], report
+        assert run["failures"] == {}, run
+    for run in _runs(data, "memory"):
+        assert run["failures"] == {}, report
+        assert set(run["rss_kb"]) == {str(n) for n in run["steps"]}, run
+
+
+def test_server_behaved_and_loadgen_exited_zero(quick_run):
+    data, report = quick_run
+    assert data["server_problems"] == [], report
+    assert all(r["ok"] for r in data["results"]), report
+    assert data["returncode"] == 0, report
