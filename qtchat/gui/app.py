@@ -1,0 +1,405 @@
+"""The desktop app: start dialog → (host a room and join it | join one) → chat window.
+
+``run_gui`` owns the QApplication and the one qasync loop (discovery and
+announcing are asyncio code on Qt's loop). ``AppController`` turns the start
+dialog's choices into a ``ChatServer`` (when hosting) and a ``ChatClient``,
+reports failures back into the dialog in words a person understands, and opens
+the ``ChatWindow`` once registered. ``--smoke`` drives the same path
+unattended: it proves a build really works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QTimer, Slot
+from PySide6.QtNetwork import QHostAddress, QTcpServer
+from PySide6.QtWidgets import QApplication
+
+from qtchat import DEFAULT_PORT
+from qtchat.address import format_hostport, format_invite, local_addresses, parse_join_target
+from qtchat.client import ChatClient, ConnectError, Endpoint
+from qtchat.gui.start_dialog import HostChoice, JoinChoice, StartDialog, settings
+from qtchat.names import parse_name
+from qtchat.server import ChatServer, ServerConfig, ServerError
+
+log = logging.getLogger(__name__)
+_STARTED = time.perf_counter()
+
+
+class HostRuntime:
+    """The in-process server of a person hosting a room, and its LAN announcement."""
+
+    def __init__(self, server: ChatServer, announcer: Any = None) -> None:
+        self.server = server
+        self.announcer = announcer
+
+    def addresses(self) -> list[str]:
+        return [format_hostport(a, self.server.port) for a in local_addresses()]
+
+    def addresses_text(self) -> str:
+        found = self.addresses()
+        if not found:
+            return f"Hosting on port {self.server.port} (no network found: only this computer)"
+        return "Others can join at " + " · ".join(found[:3])
+
+    def invite(self) -> str:
+        hosts = local_addresses() or ["127.0.0.1"]
+        return format_invite(hosts[0], self.server.port, self.server.fingerprint,
+                             tls=self.server.config.tls)
+
+    def shutdown(self) -> None:
+        if self.announcer is not None:
+            announcer, self.announcer = self.announcer, None
+            _spawn(announcer.stop())
+        if self.server.is_listening:
+            self.server.stop("shutdown")
+
+
+def _spawn(coro) -> asyncio.Task | None:
+    try:
+        loop = asyncio.get_event_loop()
+    except RuntimeError:
+        coro.close()
+        return None
+    return loop.create_task(coro)
+
+
+def free_port_after(port: int, tries: int = 50) -> int | None:
+    """The first port after ``port`` that we can listen on, or None."""
+    probe = QTcpServer()
+    for candidate in range(port + 1, min(65536, port + 1 + tries)):
+        if probe.listen(QHostAddress.SpecialAddress.Any, candidate):
+            probe.close()
+            return candidate
+    return None
+
+
+def session_key(hostport: str, name: str) -> str:
+    return f"sessions/{hostport}/{parse_name(name).folded}"
+
+
+class AppController(QObject):
+    """From the start dialog's choice to a connected chat window."""
+
+    def __init__(self, args: argparse.Namespace, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.args = args
+        self.exit_code = 0
+        self.browser = None
+        self.dialog: StartDialog | None = None
+        self.window = None
+        self.client: ChatClient | None = None
+        self.host_runtime: HostRuntime | None = None
+        self._announce = not getattr(args, "no_announce", False) and not args.smoke
+        self._smoke_text = ""
+
+    # --- start -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        args = self.args
+        if args.command == "host":
+            choice = HostChoice(name=args.nick, room_name=args.server_name or
+                                f"{args.nick}'s room", port=args.port,
+                                password=args.password, tls=args.tls)
+            self.host(choice)
+        elif args.command == "join":
+            try:
+                target = parse_join_target(args.address)
+            except ValueError as exc:
+                print(f"qtchat: {exc}", file=sys.stderr)
+                self.quit(2)
+                return
+            self.join(JoinChoice(name=args.nick, target=target, password=args.password))
+        else:
+            self.show_dialog()
+
+    def show_dialog(self) -> None:
+        model = None
+        if self._announce:
+            model = self._start_browser()
+        self.dialog = StartDialog(model)
+        self.dialog.hostRequested.connect(self.host)
+        self.dialog.joinRequested.connect(self.join)
+        self.dialog.rejected.connect(self._dialog_closed)
+        self.dialog.show()
+        if self.args.startup_probe:
+            QTimer.singleShot(0, self._probe_done)
+        elif self.args.smoke:
+            QTimer.singleShot(0, self._smoke_host)
+
+    def _start_browser(self):
+        try:
+            from qtchat.discovery import RoomBrowser
+        except ImportError:  # pragma: no cover - discovery is a dependency
+            return None
+        interfaces = self.args.interfaces.split(",") if getattr(self.args, "interfaces",
+                                                                 None) else None
+        self.browser = RoomBrowser(self, interfaces=interfaces)
+        _spawn(self._browse())
+        return self.browser.model
+
+    async def _browse(self) -> None:
+        try:
+            await self.browser.start()
+        except Exception as exc:  # discovery is a convenience: typing an address still works
+            log.warning("LAN discovery unavailable: %s", exc)
+            if self.dialog is not None:
+                self.dialog.rooms_empty.setText(
+                    f"Can't look for rooms on this network ({exc}); type an address below.")
+
+    @Slot()
+    def _dialog_closed(self) -> None:
+        if self.window is None:
+            self.quit(0)
+
+    # --- host ------------------------------------------------------------------------
+
+    @Slot(object)
+    def host(self, choice: HostChoice) -> None:
+        data_dir = getattr(self.args, "data_dir", None)
+        if self.args.smoke:
+            data_dir = Path(tempfile.mkdtemp(prefix="qtchat-smoke-"))
+        config = ServerConfig(
+            host="0.0.0.0", port=choice.port, server_name=choice.room_name,
+            password=choice.password, tls=choice.tls,
+            data_dir=data_dir or _default_host_dir(), host_user=parse_name(choice.name).display,
+        )
+        try:
+            server = ChatServer(config, self)
+            server.start()
+        except ServerError as exc:
+            message = str(exc)
+            free = free_port_after(choice.port)
+            if "already in use" in message and free is not None:
+                message = (f"Port {choice.port} is already in use (is another qtchat hosting?). "
+                           f"Port {free} is free — press Host again to use it.")
+                if self.dialog is not None:
+                    self.dialog.port_spin.setValue(free)
+            self._fail(message)
+            return
+        announcer = None
+        if self._announce:
+            announcer = self._announce_room(server, choice)
+        self.host_runtime = HostRuntime(server, announcer)
+        endpoint = Endpoint("127.0.0.1", server.port, choice.tls, server.fingerprint)
+        self._connect(endpoint, choice.name, choice.password)
+
+    def _announce_room(self, server: ChatServer, choice: HostChoice):
+        from qtchat.discovery import RoomAnnouncer
+
+        announcer = RoomAnnouncer()
+        interfaces = self.args.interfaces.split(",") if getattr(self.args, "interfaces",
+                                                                 None) else None
+
+        async def announce() -> None:
+            try:
+                await announcer.start(choice.room_name, server.port, choice.tls,
+                                      server.fingerprint, interfaces)
+            except Exception as exc:
+                log.warning("room not announced on the LAN: %s", exc)
+                if self.window is not None:
+                    self.window.statusBar().showMessage(
+                        f"Not announced on the LAN ({exc}); share the invite instead.", 15000)
+
+        _spawn(announce())
+        return announcer
+
+    # --- join ------------------------------------------------------------------------
+
+    @Slot(object)
+    def join(self, choice: JoinChoice) -> None:
+        target = choice.target
+        endpoint = Endpoint(target.host, target.port, target.tls, target.fingerprint)
+        self._connect(endpoint, choice.name, choice.password)
+
+    def _connect(self, endpoint: Endpoint, name: str, password: str | None) -> None:
+        pin_store = None
+        if endpoint.tls:
+            from qtchat.tlsutil import PinStore
+
+            pin_store = PinStore(_app_data_dir())
+        client = ChatClient(self, pin_store=pin_store)
+        self.client = client
+        client.registered.connect(self._registered)
+        client.connectFailed.connect(self._connect_failed)
+        client.usernameTaken.connect(self._username_taken)
+        stored = settings().value(session_key(endpoint.address, name))
+        resume = None
+        if isinstance(stored, list | tuple) and len(stored) == 2:
+            resume = (str(stored[0]), int(stored[1]))
+        client.open(endpoint, name, password, resume=resume)
+
+    @Slot(object)
+    def _registered(self, frame: dict[str, Any]) -> None:
+        client = self.client
+        assert client is not None
+        client.registered.disconnect(self._registered)
+        client.connectFailed.disconnect(self._connect_failed)
+        client.usernameTaken.disconnect(self._username_taken)
+        client.registered.connect(self._save_session)
+        client.messageReceived.connect(self._save_session)
+        self._save_session()
+        from qtchat.gui.main_window import ChatWindow
+
+        self.window = ChatWindow(client, self.host_runtime)
+        self.window._on_registered(frame)
+        self.window.closedByUser.connect(self._window_closed)
+        self.window.show()
+        if self.dialog is not None:
+            self.dialog.hide()
+        if self.args.smoke:
+            self._smoke_send()
+
+    @Slot()
+    def _save_session(self, *_args: object) -> None:
+        client = self.client
+        if client is None or client.endpoint is None or not client.session:
+            return
+        settings().setValue(session_key(client.endpoint.address, client.name),
+                            [client.session, client.last_seq])
+
+    @Slot(object)
+    def _connect_failed(self, error: ConnectError) -> None:
+        self._abandon_client()
+        self._fail(str(error))
+
+    @Slot(str)
+    def _username_taken(self, name: str) -> None:
+        self._abandon_client()
+        if self.dialog is not None:
+            self.dialog.show_error(f"The name {name} is taken — try another.",
+                                   focus=self.dialog.name_edit)
+        else:
+            self._fail(f"The name {name} is taken — try another.")
+
+    def _abandon_client(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client.deleteLater()
+            self.client = None
+        if self.host_runtime is not None:
+            self.host_runtime.shutdown()
+            self.host_runtime.server.close_store()
+            self.host_runtime = None
+
+    def _fail(self, message: str) -> None:
+        if self.dialog is not None:
+            self.dialog.show_error(message)
+            if self.args.smoke:
+                print(f"qtchat: smoke test FAILED: {message}", file=sys.stderr)
+                self.quit(1)
+            return
+        print(f"qtchat: {message}", file=sys.stderr)
+        self.quit(1)
+
+    @Slot()
+    def _window_closed(self) -> None:
+        self._save_session()
+        QTimer.singleShot(300, lambda: self.quit(self.exit_code))  # let bye frames leave
+
+    def quit(self, code: int) -> None:
+        self.exit_code = code
+        if self.host_runtime is not None:
+            self.host_runtime.shutdown()
+        if self.browser is not None:
+            browser, self.browser = self.browser, None
+            _spawn(browser.stop())
+        QTimer.singleShot(100, QApplication.quit)
+
+    # --- self tests ------------------------------------------------------------------
+
+    @Slot()
+    def _probe_done(self) -> None:
+        elapsed = _process_age_ms()
+        print(f"qtchat: start dialog shown after {elapsed:.0f} ms", flush=True)
+        self.quit(0)
+
+    @Slot()
+    def _smoke_host(self) -> None:
+        dialog = self.dialog
+        assert dialog is not None
+        QTimer.singleShot(20_000, self._smoke_timeout)
+        dialog.name_edit.setText("smoke")
+        dialog.room_edit.setText("smoke test")
+        dialog.tls_check.setChecked(False)
+        dialog.port_spin.setValue(free_port_after(DEFAULT_PORT + 100) or DEFAULT_PORT + 100)
+        dialog.tabs.setCurrentIndex(0)
+        dialog.host_button.click()
+
+    def _smoke_send(self) -> None:
+        client = self.client
+        assert client is not None
+        self._smoke_text = f"smoke test {os.getpid()}"
+        client.sendConfirmed.connect(self._smoke_confirmed)
+        client.send_broadcast(self._smoke_text)
+
+    @Slot(str, object)
+    def _smoke_confirmed(self, _message_id: str, frame: dict[str, Any]) -> None:
+        if frame.get("text") == self._smoke_text:
+            print(f"qtchat: smoke test passed: hosted on port {self.host_runtime.server.port}, "
+                  f"joined, posted message seq {frame['seq']}", flush=True)
+            if self.window is not None:
+                self.window._force_close = True
+                self.window.close()
+            self.exit_code = 0
+            self.quit(0)
+
+    @Slot()
+    def _smoke_timeout(self) -> None:
+        print("qtchat: smoke test FAILED: no echo within 20 s", file=sys.stderr)
+        self.quit(1)
+
+
+def _default_host_dir() -> Path:
+    from qtchat.cli import default_data_dir
+
+    return default_data_dir() / "host"
+
+
+def _app_data_dir() -> Path:
+    from qtchat.cli import default_data_dir
+
+    return default_data_dir()
+
+
+def _process_age_ms() -> float:
+    """Milliseconds since this process started (Linux: from /proc), else since import."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as stat:
+            start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime", encoding="ascii") as uptime:
+            up = float(uptime.read().split()[0])
+        return (up - start_ticks / os.sysconf("SC_CLK_TCK")) * 1000
+    except (OSError, ValueError, IndexError):
+        return (time.perf_counter() - _STARTED) * 1000
+
+
+def run_gui(args: argparse.Namespace) -> int:
+    """Run the desktop app until its last window closes; return the exit code."""
+    import qasync
+
+    from qtchat.resources import install_app_icon
+
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("qtchat")
+    app.setOrganizationName("qtchat")
+    app.setQuitOnLastWindowClosed(False)  # the controller quits after saying bye
+    install_app_icon(app)
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    controller = AppController(args)
+    with loop:
+        loop.call_soon(controller.start)
+        loop.run_forever()
+    return controller.exit_code

@@ -1,0 +1,682 @@
+"""The chat window: conversations on the left, messages in tabs, members on the right.
+
+It reads ``ChatClient`` signals into models (``MessageModel``, ``MemberModel``,
+``RoomModel``) and turns what the person types into client calls. Peer text
+only ever reaches widgets through the models and the plain-text delegate, a
+plain-text label, or an escaped notification.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtCore import QEvent, QModelIndex, Qt, QTimer, QUrl, Signal, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QGuiApplication, QKeyEvent
+from PySide6.QtWidgets import (
+    QApplication,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QSystemTrayIcon,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from qtchat import protocol as p
+from qtchat.client import ChatClient, ConnectError
+from qtchat.gui.delegate import configure_view
+from qtchat.gui.models import (
+    ACTION_PREFIX,
+    ConversationKind,
+    MemberModel,
+    MessageModel,
+    NoticeKind,
+    RoomModel,
+    RoomRoles,
+)
+from qtchat.names import InvalidName, parse_name
+
+log = logging.getLogger(__name__)
+
+HELP_TEXT = (
+    "Commands: /w NAME TEXT (or /msg) whispers to one person · /me TEXT an action · "
+    "/join ROOM · /leave [ROOM] · /help · /quit. Tab completes names; Up/Down recall what "
+    "you typed."
+)
+LEAVE_REASONS = {
+    "quit": "left",
+    "left": "left the room",
+    "disconnected": "lost their connection",
+    "timeout": "timed out",
+    "kicked": "was disconnected by the host",
+}
+
+
+def fold(name: str) -> str:
+    """The comparison form of a name or room (falls back to casefold if invalid)."""
+    try:
+        return parse_name(name).folded
+    except (InvalidName, TypeError):
+        return name.casefold()
+
+
+@dataclass
+class Conversation:
+    """One open conversation: a room, or the whispers with one person."""
+
+    kind: ConversationKind
+    title: str
+    model: MessageModel
+    view: QListView
+    members: MemberModel | None = None
+    history_requested: set[int] = field(default_factory=set)
+
+
+class ChatInput(QLineEdit):
+    """The message line: Enter sends, Up/Down recall, Tab completes names.
+
+    Signals:
+        submitted(str text): Enter was pressed on non-empty text.
+    """
+
+    submitted = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setPlaceholderText("Message — Enter sends, /help lists commands")
+        self.setMaxLength(p.MAX_TEXT_CHARS)
+        self._history: list[str] = []
+        self._history_pos = 0
+        self.names_provider = lambda: []  # set by the window
+        self.returnPressed.connect(self._submit)
+
+    @Slot()
+    def _submit(self) -> None:
+        text = self.text()
+        if not text.strip():
+            return
+        self._history.append(text)
+        self._history = self._history[-200:]
+        self._history_pos = len(self._history)
+        self.clear()
+        self.submitted.emit(text)
+
+    def event(self, event: QEvent) -> bool:
+        # Tab is a focus-change key; take it before QWidget does.
+        if event.type() == QEvent.Type.KeyPress and isinstance(event, QKeyEvent) and \
+                event.key() == Qt.Key.Key_Tab:
+            self.complete_name()
+            return True
+        return super().event(event)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Up and self._history:
+            self._history_pos = max(0, self._history_pos - 1)
+            self.setText(self._history[self._history_pos])
+            return
+        if event.key() == Qt.Key.Key_Down and self._history:
+            self._history_pos = min(len(self._history), self._history_pos + 1)
+            self.setText(self._history[self._history_pos]
+                         if self._history_pos < len(self._history) else "")
+            return
+        super().keyPressEvent(event)
+
+    def complete_name(self) -> None:
+        """Complete the word before the cursor to a member's name."""
+        text, cursor = self.text(), self.cursorPosition()
+        start = cursor
+        while start > 0 and not text[start - 1].isspace():
+            start -= 1
+        prefix = text[start:cursor]
+        if not prefix:
+            return
+        folded = prefix.casefold()
+        matches = sorted(n for n in self.names_provider() if n.casefold().startswith(folded))
+        if not matches:
+            return
+        name = matches[0]
+        suffix = ": " if start == 0 else " "
+        self.setText(text[:start] + name + suffix + text[cursor:])
+        self.setCursorPosition(start + len(name) + len(suffix))
+
+
+class ChatWindow(QMainWindow):
+    """The main window for one connection (``client``), optionally hosting (``host``).
+
+    Signals:
+        closedByUser(): the window was closed and the conversation ended.
+    """
+
+    closedByUser = Signal()
+
+    def __init__(self, client: ChatClient, host: Any = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.client = client
+        self.host = host  # qtchat.gui.app.HostRuntime when hosting
+        self.me = client.name
+        self._conversations: dict[tuple[ConversationKind, str], Conversation] = {}
+        self._force_close = False
+        self.resize(980, 640)
+
+        self.rooms = RoomModel(self)
+        self.rooms_view = QListView()
+        self.rooms_view.setModel(self.rooms)
+        self.rooms_view.setEditTriggers(QListView.EditTrigger.NoEditTriggers)
+        self.rooms_view.clicked.connect(self._room_clicked)
+        join_button = QPushButton("Join a room…")
+        join_button.clicked.connect(self._ask_join)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(QLabel("Conversations"))
+        left_layout.addWidget(self.rooms_view)
+        left_layout.addWidget(join_button)
+
+        self.tabs = QTabWidget()
+        self.tabs.setTabsClosable(True)
+        self.tabs.setDocumentMode(True)
+        self.tabs.currentChanged.connect(self._tab_changed)
+        self.tabs.tabCloseRequested.connect(self._close_tab)
+        self.input = ChatInput()
+        self.input.names_provider = self._known_names
+        self.input.submitted.connect(self.submit)
+        center = QWidget()
+        center_layout = QVBoxLayout(center)
+        center_layout.setContentsMargins(0, 0, 0, 0)
+        center_layout.addWidget(self.tabs, 1)
+        center_layout.addWidget(self.input)
+
+        self.members_label = QLabel("Members")
+        self.members_view = QListView()
+        self.members_view.setEditTriggers(QListView.EditTrigger.NoEditTriggers)
+        self.members_view.doubleClicked.connect(self._member_double_clicked)
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(self.members_label)
+        right_layout.addWidget(self.members_view)
+
+        splitter = QSplitter()
+        splitter.addWidget(left)
+        splitter.addWidget(center)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([190, 600, 190])
+        self.setCentralWidget(splitter)
+
+        self.state_label = QLabel()
+        self.state_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.statusBar().addWidget(self.state_label, 1)
+        if host is not None:
+            self.address_label = QLabel(host.addresses_text())
+            self.address_label.setTextFormat(Qt.TextFormat.PlainText)
+            self.address_label.setTextInteractionFlags(
+                Qt.TextInteractionFlag.TextSelectableByMouse)
+            self.invite_button = QPushButton("Copy invite")
+            self.invite_button.setToolTip("Copy a qtchat:// link others can paste into Join")
+            self.invite_button.clicked.connect(self.copy_invite)
+            self.statusBar().addPermanentWidget(self.address_label)
+            self.statusBar().addPermanentWidget(self.invite_button)
+
+        quit_action = QAction("Quit", self)
+        quit_action.setShortcut("Ctrl+Q")
+        quit_action.triggered.connect(self.close)
+        self.addAction(quit_action)
+
+        self.tray: QSystemTrayIcon | None = None
+        if QSystemTrayIcon.isSystemTrayAvailable():
+            self.tray = QSystemTrayIcon(QApplication.windowIcon(), self)
+            self.tray.setToolTip("qtchat")
+            self.tray.show()
+
+        c = client
+        c.registered.connect(self._on_registered)
+        c.roomJoined.connect(self._on_room_joined)
+        c.roomLeft.connect(self._on_room_left)
+        c.userJoined.connect(self._on_user_joined)
+        c.userLeft.connect(self._on_user_left)
+        c.messageReceived.connect(self._on_message)
+        c.sendConfirmed.connect(self._on_send_confirmed)
+        c.sendFailed.connect(self._on_send_failed)
+        c.historyReceived.connect(self._on_history)
+        c.errorReceived.connect(self._on_error)
+        c.connectionLost.connect(self._on_connection_lost)
+        c.reconnected.connect(self._on_reconnected)
+        c.closed.connect(self._on_closed)
+        c.stateChanged.connect(self._on_state)
+        c.connectFailed.connect(self._on_connect_failed)
+
+        self._update_title()
+        self._on_state(c.state)
+
+    # --- conversations ----------------------------------------------------------------
+
+    def conversation(self, kind: ConversationKind, name: str,
+                     create: bool = True) -> Conversation | None:
+        key = (kind, fold(name))
+        found = self._conversations.get(key)
+        if found is not None or not create:
+            return found
+        model = MessageModel(self, self_name=self.me, conversation=name)
+        view = QListView()
+        view.setModel(model)
+        delegate, keeper = configure_view(view)
+        delegate.retryRequested.connect(self._retry)
+        delegate.linkActivated.connect(self._open_link)
+        keeper.topReached.connect(self._top_reached)
+        members = MemberModel(self) if kind == ConversationKind.ROOM else None
+        conv = Conversation(kind, name, model, view, members)
+        self._conversations[key] = conv
+        self.rooms.add(name, kind)
+        label = name if kind == ConversationKind.ROOM else f"✉ {name}"
+        self.tabs.addTab(view, label)
+        return conv
+
+    def current(self) -> Conversation | None:
+        widget = self.tabs.currentWidget()
+        for conv in self._conversations.values():
+            if conv.view is widget:
+                return conv
+        return None
+
+    def show_conversation(self, conv: Conversation) -> None:
+        self.tabs.setCurrentWidget(conv.view)
+
+    @Slot(int)
+    def _tab_changed(self, _index: int) -> None:
+        conv = self.current()
+        if conv is None:
+            return
+        self.rooms.clear_unread(conv.title, conv.kind)
+        if conv.members is not None:
+            self.members_view.setModel(conv.members)
+            self.members_label.setText(f"In {conv.title}")
+        self.rooms_view.setCurrentIndex(self.rooms.index(self.rooms.row_of(conv.title, conv.kind)))
+        self._update_title()
+        self.input.setFocus()
+
+    @Slot(int)
+    def _close_tab(self, index: int) -> None:
+        widget = self.tabs.widget(index)
+        for key, conv in list(self._conversations.items()):
+            if conv.view is widget:
+                if conv.kind == ConversationKind.ROOM:
+                    if fold(conv.title) == p.LOBBY:
+                        self._notice(conv, "Everyone stays in the lobby; it cannot be closed.")
+                        return
+                    self.client.leave(conv.title)
+                    return  # closed when the server confirms (roomLeft)
+                self._drop_conversation(key)
+                return
+
+    def _drop_conversation(self, key: tuple[ConversationKind, str]) -> None:
+        conv = self._conversations.pop(key, None)
+        if conv is None:
+            return
+        self.tabs.removeTab(self.tabs.indexOf(conv.view))
+        self.rooms.remove(conv.title, conv.kind)
+        conv.view.deleteLater()
+
+    @Slot(QModelIndex)
+    def _room_clicked(self, index: QModelIndex) -> None:
+        name = index.data(RoomRoles.Name)
+        kind = ConversationKind(index.data(RoomRoles.Kind))
+        conv = self.conversation(kind, name, create=False)
+        if conv is not None:
+            self.show_conversation(conv)
+
+    @Slot(QModelIndex)
+    def _member_double_clicked(self, index: QModelIndex) -> None:
+        name = index.data(Qt.ItemDataRole.UserRole + 1)  # MemberRoles.Name
+        if isinstance(name, str) and fold(name) != fold(self.me):
+            conv = self.conversation(ConversationKind.PRIVATE, name)
+            assert conv is not None
+            self.show_conversation(conv)
+
+    @Slot()
+    def _ask_join(self) -> None:
+        room, ok = QInputDialog.getText(self, "Join a room", "Room name (created if new):")
+        if ok and room.strip():
+            self.submit(f"/join {room.strip()}")
+
+    def _known_names(self) -> list[str]:
+        conv = self.current()
+        names: set[str] = set()
+        if conv is not None and conv.members is not None:
+            names.update(conv.members.names())
+        for other in self._conversations.values():
+            if other.kind == ConversationKind.PRIVATE:
+                names.add(other.title)
+        return sorted(names)
+
+    # --- sending ----------------------------------------------------------------------
+
+    @Slot(str)
+    def submit(self, text: str) -> None:
+        """What the person typed: a command or a message to the current conversation."""
+        conv = self.current()
+        if text.startswith("/") and not text.startswith("//"):
+            self._command(text, conv)
+            return
+        if text.startswith("//"):
+            text = text[1:]  # "//path" sends "/path"
+        if conv is None:
+            return
+        if conv.kind == ConversationKind.PRIVATE:
+            self._send_whisper(conv.title, text)
+        else:
+            self._send_broadcast(conv, text)
+
+    def _check(self, text: str, conv: Conversation | None) -> bool:
+        try:
+            p.check_text(text)
+        except p.LocalProtocolError as exc:
+            if conv is not None:
+                self._notice(conv, exc.message, NoticeKind.ERROR)
+            return False
+        return True
+
+    def _send_broadcast(self, conv: Conversation, text: str) -> None:
+        if not self._check(text, conv):
+            return
+        message_id = self.client.send_broadcast(text, conv.title)
+        action = text.startswith(ACTION_PREFIX)
+        conv.model.add_pending(message_id, text.removeprefix(ACTION_PREFIX) if action else text,
+                               sender=self.me, peer=conv.title, action=action)
+
+    def _send_whisper(self, to: str, text: str) -> None:
+        conv = self.conversation(ConversationKind.PRIVATE, to)
+        assert conv is not None
+        if not self._check(text, conv):
+            return
+        message_id = self.client.send_whisper(to, text)
+        action = text.startswith(ACTION_PREFIX)
+        conv.model.add_pending(message_id, text.removeprefix(ACTION_PREFIX) if action else text,
+                               sender=self.me, peer=to, whisper=True, action=action)
+
+    def _command(self, text: str, conv: Conversation | None) -> None:
+        command, _, rest = text[1:].partition(" ")
+        command = command.lower()
+        rest = rest.strip()
+        target = conv or self.conversation(ConversationKind.ROOM, p.LOBBY)
+        assert target is not None
+        if command in ("w", "msg", "whisper", "query"):
+            name, _, message = rest.partition(" ")
+            if not name:
+                self._notice(target, "Usage: /w NAME TEXT", NoticeKind.ERROR)
+                return
+            try:
+                parse_name(name)
+            except InvalidName as exc:
+                self._notice(target, str(exc), NoticeKind.ERROR)
+                return
+            private = self.conversation(ConversationKind.PRIVATE, name)
+            assert private is not None
+            self.show_conversation(private)
+            if message.strip():
+                self._send_whisper(name, message)
+        elif command == "me":
+            if not rest:
+                self._notice(target, "Usage: /me TEXT", NoticeKind.ERROR)
+            elif target.kind == ConversationKind.PRIVATE:
+                self._send_whisper(target.title, ACTION_PREFIX + rest)
+            else:
+                self._send_broadcast(target, ACTION_PREFIX + rest)
+        elif command == "join":
+            if not rest:
+                self._notice(target, "Usage: /join ROOM", NoticeKind.ERROR)
+                return
+            try:
+                parse_name(rest, "room name")
+            except InvalidName as exc:
+                self._notice(target, str(exc), NoticeKind.ERROR)
+                return
+            self.client.join(rest)
+        elif command in ("leave", "part"):
+            room = rest or (target.title if target.kind == ConversationKind.ROOM else "")
+            if not room or fold(room) == p.LOBBY:
+                self._notice(target, "Everyone stays in the lobby; it cannot be left.",
+                             NoticeKind.ERROR)
+                return
+            self.client.leave(room)
+        elif command == "help":
+            self._notice(target, HELP_TEXT)
+        elif command in ("quit", "exit"):
+            self.close()
+        else:
+            self._notice(target, f"Unknown command /{command} — type /help for the list.",
+                         NoticeKind.ERROR)
+
+    # --- client signals ---------------------------------------------------------------
+
+    @Slot(object)
+    def _on_registered(self, frame: dict[str, Any]) -> None:
+        self.me = frame["name"]
+        for conv in self._conversations.values():
+            conv.model.self_name = self.me
+        lobby = self.conversation(ConversationKind.ROOM, p.LOBBY)
+        assert lobby is not None and lobby.members is not None
+        lobby.members.set_members([str(n) for n in frame["users"]], self._hosts())
+        for room in frame.get("in_rooms") or []:
+            if isinstance(room, str) and fold(room) != p.LOBBY:
+                self.client.join(room)  # refreshes members and recent history
+        if frame.get("resumed") is False:
+            self.client.request_history(p.LOBBY)
+        if self.tabs.currentIndex() < 0:
+            self.show_conversation(lobby)
+        self._update_title()
+
+    @Slot(object)
+    def _on_room_joined(self, frame: dict[str, Any]) -> None:
+        conv = self.conversation(ConversationKind.ROOM, frame["room"])
+        assert conv is not None and conv.members is not None
+        conv.members.set_members([str(n) for n in frame["users"]], self._hosts())
+        conv.model.add_messages(frame["history"])
+        self.show_conversation(conv)
+
+    @Slot(str)
+    def _on_room_left(self, room: str) -> None:
+        self._drop_conversation((ConversationKind.ROOM, fold(room)))
+
+    @Slot(str, str)
+    def _on_user_joined(self, name: str, room: str) -> None:
+        conv = self.conversation(ConversationKind.ROOM, room, create=False)
+        if conv is None or conv.members is None:
+            return
+        conv.members.add_member(name, host=name in self._hosts())
+        self._notice(conv, f"{name} joined", NoticeKind.JOIN)
+
+    @Slot(str, str, str)
+    def _on_user_left(self, name: str, room: str, reason: str) -> None:
+        conv = self.conversation(ConversationKind.ROOM, room, create=False)
+        if conv is None or conv.members is None:
+            return
+        conv.members.remove_member(name)
+        self._notice(conv, f"{name} {LEAVE_REASONS.get(reason, 'left')}", NoticeKind.LEAVE)
+
+    def _conversation_of(self, frame: dict[str, Any]) -> Conversation:
+        if frame["type"] == "whisper":
+            peer = frame["to"] if fold(frame["from"]) == fold(self.me) else frame["from"]
+            conv = self.conversation(ConversationKind.PRIVATE, peer)
+        else:
+            conv = self.conversation(ConversationKind.ROOM, frame["room"])
+        assert conv is not None
+        return conv
+
+    @Slot(object)
+    def _on_message(self, frame: dict[str, Any]) -> None:
+        conv = self._conversation_of(frame)
+        if not conv.model.add_message(frame):
+            return
+        own = fold(frame["from"]) == fold(self.me)
+        if own:
+            return
+        if conv is not self.current() or not self.isActiveWindow():
+            if conv.model.unread_marker_row() < 0:
+                conv.model.set_unread_marker(frame["seq"] - 1)
+            if conv is not self.current():
+                self.rooms.increment_unread(conv.title, conv.kind)
+        mention = re.search(rf"(?<!\w){re.escape(self.me)}(?!\w)", frame["text"], re.IGNORECASE)
+        if frame["type"] == "whisper" or mention:
+            self._notify(frame)
+
+    @Slot(str, object)
+    def _on_send_confirmed(self, _message_id: str, frame: dict[str, Any]) -> None:
+        self._conversation_of(frame).model.add_message(frame)
+
+    @Slot(str, str, str)
+    def _on_send_failed(self, message_id: str, code: str, message: str) -> None:
+        for conv in self._conversations.values():
+            if conv.model.mark_failed(message_id):
+                self._notice(conv, f"Not sent: {message}", NoticeKind.ERROR)
+                return
+
+    @Slot(str, list)
+    def _on_history(self, room: str, messages: list) -> None:
+        conv = self.conversation(ConversationKind.ROOM, room, create=False)
+        if conv is not None:
+            conv.model.add_messages(messages)
+
+    @Slot(str, str, str)
+    def _on_error(self, code: str, message: str, ref: str) -> None:
+        conv = self.current() or self.conversation(ConversationKind.ROOM, p.LOBBY)
+        assert conv is not None
+        self._notice(conv, message, NoticeKind.ERROR)
+
+    @Slot(str)
+    def _on_connection_lost(self, reason: str) -> None:
+        for conv in self._conversations.values():
+            self._notice(conv, f"Connection lost ({reason}) — reconnecting…", NoticeKind.LEAVE)
+
+    @Slot(bool)
+    def _on_reconnected(self, gap: bool) -> None:
+        for conv in self._conversations.values():
+            if gap and conv.kind == ConversationKind.ROOM:
+                conv.model.add_gap_marker()
+            self._notice(conv, "Reconnected — nothing was lost." if not gap else
+                         "Reconnected — some older messages were not kept by the host.",
+                         NoticeKind.RECONNECTED)
+
+    @Slot(str)
+    def _on_closed(self, reason: str) -> None:
+        if self._force_close:
+            return
+        text = {"shutdown": "The host closed the room.", "kicked": "The host disconnected you.",
+                "quit": "You left."}.get(reason, f"Disconnected ({reason}).")
+        for conv in self._conversations.values():
+            self._notice(conv, text, NoticeKind.LEAVE)
+        self.input.setEnabled(False)
+
+    @Slot(object)
+    def _on_connect_failed(self, error: ConnectError) -> None:
+        for conv in self._conversations.values():
+            self._notice(conv, str(error), NoticeKind.ERROR)
+        self.input.setEnabled(False)
+
+    @Slot(str)
+    def _on_state(self, state: str) -> None:
+        endpoint = self.client.endpoint
+        where = endpoint.address if endpoint else ""
+        text = {
+            "connected": f"Connected to {where} as {self.me}",
+            "connecting": f"Connecting to {where}…",
+            "reconnecting": f"Connection lost — reconnecting to {where}…",
+            "disconnected": "Not connected",
+        }.get(state, state)
+        if self.client.server_info.get("tls") and state == "connected":
+            text += " · encrypted"
+        self.state_label.setText(text)
+        self.input.setEnabled(state != "disconnected")
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _hosts(self) -> list[str]:
+        """The hosting person's name as the server announced it (``server.host``)."""
+        host = self.client.server_info.get("host")
+        return [host] if isinstance(host, str) and host else []
+
+    def _notice(self, conv: Conversation, text: str, kind: NoticeKind = NoticeKind.INFO) -> None:
+        conv.model.add_notice(text, kind)
+
+    def _update_title(self) -> None:
+        conv = self.current()
+        server = str(self.client.server_info.get("name") or "")
+        parts = [conv.title if conv else "", server, "qtchat"]
+        if self.host is not None:
+            parts[1] = f"{server} (hosting)"
+        self.setWindowTitle(" — ".join(part for part in parts if part))
+
+    def _notify(self, frame: dict[str, Any]) -> None:
+        if self.isActiveWindow():
+            return
+        QApplication.alert(self)
+        if self.tray is not None and QSystemTrayIcon.supportsMessages():
+            kind = "Whisper" if frame["type"] == "whisper" else f"Mention in {frame['room']}"
+            # Notification servers may render a subset of HTML: escape peer text.
+            self.tray.showMessage(html.escape(f"{kind} from {frame['from']}"),
+                                  html.escape(frame["text"][:200]),
+                                  QSystemTrayIcon.MessageIcon.Information, 8000)
+
+    @Slot()
+    def _top_reached(self) -> None:
+        """Scrolled to the top of everything shown: fetch an older page from the host."""
+        conv = self.current()
+        if conv is None or conv.kind != ConversationKind.ROOM:
+            return
+        oldest = conv.model.oldest_seq()
+        if oldest is not None and oldest > 1 and oldest not in conv.history_requested:
+            conv.history_requested.add(oldest)
+            self.client.request_history(conv.title, before=oldest, limit=100)
+
+    @Slot(str)
+    def _retry(self, message_id: str) -> None:
+        for conv in self._conversations.values():
+            if conv.model.mark_sending(message_id):
+                self.client.retry(message_id)
+                return
+
+    @Slot(str)
+    def _open_link(self, url: str) -> None:
+        link = QUrl(url)
+        if link.scheme() in ("http", "https"):  # never file:, never anything local
+            QDesktopServices.openUrl(link)
+
+    @Slot()
+    def copy_invite(self) -> None:
+        if self.host is None:
+            return
+        QGuiApplication.clipboard().setText(self.host.invite())
+        self.statusBar().showMessage("Invite copied — paste it to the people you want to join.",
+                                     5000)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.host is not None and not self._force_close:
+            others = max(0, self.host.server.client_count - 1)
+            if others:
+                answer = QMessageBox.question(
+                    self, "Close the room?",
+                    f"{others} other {'person is' if others == 1 else 'people are'} in this "
+                    "room. Closing the window closes the room for everyone.",
+                    QMessageBox.StandardButton.Close | QMessageBox.StandardButton.Cancel,
+                    QMessageBox.StandardButton.Cancel)
+                if answer != QMessageBox.StandardButton.Close:
+                    event.ignore()
+                    return
+        self._force_close = True
+        self.client.close()
+        if self.host is not None:
+            self.host.shutdown()
+        if self.tray is not None:
+            self.tray.hide()
+        event.accept()
+        QTimer.singleShot(0, self.closedByUser.emit)

@@ -1,0 +1,283 @@
+"""The start dialog: your name, then Host a room or Join one.
+
+The dialog only collects a choice and shows errors; the app controller does the
+connecting and calls ``show_error`` when it fails, so the person can fix the
+name, address or password and try again without starting over.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from PySide6.QtCore import QModelIndex, QSettings, Qt, Signal, Slot
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QPushButton,
+    QSpinBox,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from qtchat import DEFAULT_PORT
+from qtchat.address import JoinTarget, parse_join_target
+from qtchat.names import InvalidName, parse_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HostChoice:
+    name: str
+    room_name: str
+    port: int
+    password: str | None
+    tls: bool
+
+
+@dataclass(frozen=True, slots=True)
+class JoinChoice:
+    name: str
+    target: JoinTarget
+    password: str | None
+
+
+def settings() -> QSettings:
+    return QSettings("qtchat", "qtchat")
+
+
+def _plain_label(text: str = "") -> QLabel:
+    label = QLabel(text)
+    label.setTextFormat(Qt.TextFormat.PlainText)  # peer-supplied text is never HTML
+    label.setWordWrap(True)
+    return label
+
+
+class StartDialog(QDialog):
+    """Choose a name and Host or Join.
+
+    Signals:
+        hostRequested(HostChoice): the person pressed Host with valid input.
+        joinRequested(JoinChoice): the person pressed Join with valid input.
+    """
+
+    hostRequested = Signal(object)
+    joinRequested = Signal(object)
+
+    def __init__(self, discovered_model=None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("qtchat")
+        self.setMinimumWidth(460)
+        stored = settings()
+
+        title = QLabel("Chat with people on your network")
+        font = QFont(title.font())
+        font.setPointSizeF(font.pointSizeF() * 1.3)
+        font.setBold(True)
+        title.setFont(font)
+
+        self.name_edit = QLineEdit(str(stored.value("name", "") or ""))
+        self.name_edit.setPlaceholderText("Your name, e.g. Alice")
+        self.name_edit.setMaxLength(64)
+        self.name_hint = _plain_label()
+        self.name_edit.textChanged.connect(self._check_name)
+
+        # Host tab
+        self.room_edit = QLineEdit(str(stored.value("room_name", "") or ""))
+        self.room_edit.setPlaceholderText("e.g. Team room")
+        self.port_spin = QSpinBox()
+        self.port_spin.setRange(1, 65535)
+        self.port_spin.setValue(int(stored.value("port", DEFAULT_PORT) or DEFAULT_PORT))
+        self.host_password = QLineEdit()
+        self.host_password.setEchoMode(QLineEdit.EchoMode.Password)
+        self.host_password.setPlaceholderText("optional")
+        self.tls_check = QCheckBox("Encrypt with TLS")
+        self.tls_check.setChecked(stored.value("tls", "false") in (True, "true"))
+        self.host_button = QPushButton("Host a room")
+        self.host_button.setDefault(True)
+        self.host_button.clicked.connect(self._host)
+        host_tab = QWidget()
+        host_form = QFormLayout(host_tab)
+        host_form.addRow("Room name", self.room_edit)
+        host_form.addRow("Port", self.port_spin)
+        host_form.addRow("Password", self.host_password)
+        host_form.addRow("", self.tls_check)
+        host_form.addRow("", self.host_button)
+
+        # Join tab
+        self.rooms_view = QListView()
+        self.rooms_view.setEditTriggers(QListView.EditTrigger.NoEditTriggers)
+        self.rooms_view.setMinimumHeight(110)
+        self.rooms_empty = _plain_label("Looking for rooms on your network…")
+        if discovered_model is not None:
+            self.rooms_view.setModel(discovered_model)
+            self.rooms_view.clicked.connect(self._pick_discovered)
+            self.rooms_view.doubleClicked.connect(self._join_discovered)
+            discovered_model.rowsInserted.connect(self._update_rooms_hint)
+            discovered_model.rowsRemoved.connect(self._update_rooms_hint)
+            discovered_model.modelReset.connect(self._update_rooms_hint)
+        else:
+            self.rooms_empty.setText("Discovery is off; type the host's address below.")
+        self.address_edit = QLineEdit(str(stored.value("address", "") or ""))
+        self.address_edit.setPlaceholderText("host:port or a qtchat:// invite link")
+        self.join_password = QLineEdit()
+        self.join_password.setEchoMode(QLineEdit.EchoMode.Password)
+        self.join_password.setPlaceholderText("if the room has one")
+        self.join_button = QPushButton("Join")
+        self.join_button.clicked.connect(self._join)
+        join_tab = QWidget()
+        join_layout = QVBoxLayout(join_tab)
+        join_layout.addWidget(QLabel("Rooms on your network"))
+        join_layout.addWidget(self.rooms_view)
+        join_layout.addWidget(self.rooms_empty)
+        join_form = QFormLayout()
+        join_form.addRow("Address", self.address_edit)
+        join_form.addRow("Password", self.join_password)
+        join_layout.addLayout(join_form)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.join_button)
+        join_layout.addLayout(buttons)
+
+        self.tabs = QTabWidget()
+        self.tabs.addTab(host_tab, "Host a room")
+        self.tabs.addTab(join_tab, "Join")
+        self.tabs.setCurrentIndex(int(stored.value("tab", 0) or 0))
+        self.tabs.currentChanged.connect(self._tab_changed)
+
+        self.error_label = _plain_label()
+        self.error_label.setStyleSheet("color: #b3261e;")
+        self.error_label.hide()
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(title)
+        name_row = QFormLayout()
+        name_row.addRow("Your name", self.name_edit)
+        layout.addLayout(name_row)
+        layout.addWidget(self.name_hint)
+        layout.addWidget(self.tabs)
+        layout.addWidget(self.error_label)
+        self._check_name(self.name_edit.text())
+        self._update_rooms_hint()
+        self._tab_changed(self.tabs.currentIndex())
+
+    # --- input checks -----------------------------------------------------------------
+
+    def _name_error(self, text: str) -> str | None:
+        if not text.strip():
+            return "Type the name others will see."
+        try:
+            parse_name(text.strip())
+        except InvalidName as exc:
+            return str(exc)
+        return None
+
+    @Slot(str)
+    def _check_name(self, text: str) -> None:
+        problem = self._name_error(text)
+        if problem is None:
+            self.name_hint.setText("✓ Others will see you as " + parse_name(text.strip()).display)
+            self.name_hint.setStyleSheet("color: #1b6e3a;")
+        else:
+            self.name_hint.setText(problem)
+            self.name_hint.setStyleSheet("color: #8a5300;")
+        self.host_button.setEnabled(problem is None)
+        self.join_button.setEnabled(problem is None)
+
+    @Slot()
+    def _update_rooms_hint(self) -> None:
+        model = self.rooms_view.model()
+        if model is None:
+            return
+        self.rooms_empty.setVisible(model.rowCount() == 0)
+
+    @Slot(int)
+    def _tab_changed(self, index: int) -> None:
+        (self.host_button if index == 0 else self.join_button).setDefault(True)
+
+    # --- actions ----------------------------------------------------------------------
+
+    def show_error(self, message: str, *, focus: QWidget | None = None) -> None:
+        """Show why the last attempt failed (plain text) and re-enable the buttons."""
+        self.error_label.setText(message)
+        self.error_label.show()
+        self.set_busy(False)
+        if focus is not None:
+            focus.setFocus()
+            if isinstance(focus, QLineEdit):
+                focus.selectAll()
+
+    def set_busy(self, busy: bool, message: str = "") -> None:
+        if busy:
+            self.error_label.setStyleSheet("color: palette(text);")
+            self.error_label.setText(message)
+            self.error_label.setVisible(bool(message))
+        else:
+            self.error_label.setStyleSheet("color: #b3261e;")
+        ok = not busy and self._name_error(self.name_edit.text()) is None
+        self.host_button.setEnabled(ok)
+        self.join_button.setEnabled(ok)
+
+    def _remember(self) -> None:
+        stored = settings()
+        stored.setValue("name", self.name_edit.text().strip())
+        stored.setValue("room_name", self.room_edit.text().strip())
+        stored.setValue("port", self.port_spin.value())
+        stored.setValue("tls", self.tls_check.isChecked())
+        stored.setValue("address", self.address_edit.text().strip())
+        stored.setValue("tab", self.tabs.currentIndex())
+
+    @Slot()
+    def _host(self) -> None:
+        name = self.name_edit.text().strip()
+        if self._name_error(name):
+            self.show_error(self._name_error(name) or "", focus=self.name_edit)
+            return
+        room = self.room_edit.text().strip() or f"{parse_name(name).display}'s room"
+        self._remember()
+        self.set_busy(True, f"Starting {room}…")
+        self.hostRequested.emit(HostChoice(
+            name=name, room_name=room, port=self.port_spin.value(),
+            password=self.host_password.text() or None, tls=self.tls_check.isChecked(),
+        ))
+
+    @Slot()
+    def _join(self) -> None:
+        name = self.name_edit.text().strip()
+        if self._name_error(name):
+            self.show_error(self._name_error(name) or "", focus=self.name_edit)
+            return
+        try:
+            target = parse_join_target(self.address_edit.text())
+        except ValueError as exc:
+            self.show_error(str(exc), focus=self.address_edit)
+            return
+        self._remember()
+        self.set_busy(True, f"Connecting to {target.hostport}…")
+        self.joinRequested.emit(JoinChoice(name=name, target=target,
+                                           password=self.join_password.text() or None))
+
+    def _discovered_target(self, index: QModelIndex) -> JoinTarget | None:
+        from qtchat.discovery import RoomRole
+
+        room = index.data(RoomRole.Room)
+        return None if room is None else room.join_target()
+
+    @Slot(QModelIndex)
+    def _pick_discovered(self, index: QModelIndex) -> None:
+        target = self._discovered_target(index)
+        if target is not None:
+            self.address_edit.setText(target.invite if target.tls else target.hostport)
+
+    @Slot(QModelIndex)
+    def _join_discovered(self, index: QModelIndex) -> None:
+        self._pick_discovered(index)
+        self._join()
