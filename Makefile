@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { PYBIN=$$(sh .ci/pick-python) && echo "qtchat: creating $(VENV) with $$PYBIN" && $$PYBIN -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,dist]'
 	@touch $(STAMP)
 
 # The desktop app. Without a display it runs the headless server instead and says how to join.
@@ -37,7 +37,6 @@ bench: $(STAMP)
 	$(PY) benchmarks/loadgen.py --all
 
 dist: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,dist]'
 	$(PY) -m PyInstaller --noconfirm --clean qtchat.spec
 
 screenshots: $(STAMP)
