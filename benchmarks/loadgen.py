@@ -58,6 +58,7 @@ import shutil
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -155,6 +156,21 @@ def raise_fd_limit(needed: int) -> int:
     return soft
 
 
+def pin_cpus(enabled: bool) -> tuple[set[int], set[int]] | None:
+    """Put this process on the last CPU and return (loadgen CPUs, server CPUs).
+
+    Loopback TCP wake-ups pull the woken process onto the waker's CPU, so unpinned the
+    server and the load generator often share one core of two (each then shows 50-60 %
+    CPU and latency doubles). Pinned, each has its own core, and runs are repeatable.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if not enabled or len(cpus) < 2:
+        return None
+    mine, theirs = {cpus[-1]}, set(cpus[:-1])
+    os.sched_setaffinity(0, mine)
+    return mine, theirs
+
+
 def require_loopback(host: str) -> None:
     """Refuse any target that is not on this machine's loopback (127.0.0.0/8 or ::1)."""
     try:
@@ -227,15 +243,20 @@ def default_server_cmd() -> list[str]:
             "--data-dir", "{data_dir}", "--no-announce", "--max-clients", "5000"]
 
 
-async def start_server(cmd: Sequence[str], timeout: float) -> Server:
-    """Start a server command and wait for its `qtchat: serving "..." on HOST:PORT` line."""
+async def start_server(cmd: Sequence[str], timeout: float,
+                       cpus: set[int] | None = None) -> Server:
+    """Start a server command and wait for its `qtchat: serving "..." on HOST:PORT` line.
+
+    With `cpus`, the server (and every thread it makes) runs only on those CPUs.
+    """
     data_dir = Path(tempfile.mkdtemp(prefix="qtchat-bench-"))
     argv = [part.replace("{data_dir}", str(data_dir / "data")) for part in cmd]
     stderr_path = data_dir / "server.stderr"
     with stderr_path.open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=stderr, start_new_session=True)
+            stderr=stderr, start_new_session=True,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     server = Server(host="", port=0, pid=process.pid, process=process, data_dir=data_dir,
                     stderr_path=stderr_path)
     assert process.stdout is not None
@@ -321,8 +342,10 @@ class ServerSource:
     pid: int | None = None
     reuse: bool = False
     start_timeout: float = 30.0
+    cpus: set[int] | None = None
     _shared: Server | None = None
     problems: list[str] = field(default_factory=list)
+    pinning: str = "not pinned"
 
     @contextlib.asynccontextmanager
     async def server(self) -> AsyncIterator[Server]:
@@ -332,10 +355,10 @@ class ServerSource:
         assert self.cmd is not None
         if self.reuse:
             if self._shared is None or not self._shared.alive():
-                self._shared = await start_server(self.cmd, self.start_timeout)
+                self._shared = await start_server(self.cmd, self.start_timeout, self.cpus)
             yield self._shared
             return
-        server = await start_server(self.cmd, self.start_timeout)
+        server = await start_server(self.cmd, self.start_timeout, self.cpus)
         try:
             yield server
         finally:
@@ -415,6 +438,7 @@ class Swarm:
         self.server_info: dict[str, Any] = {}
         self._next_index = 0
         self.closing = False
+        self.connect_loop_s = 0.0  # how long the last connect() loop itself took
         self._waiter: asyncio.Future[None] | None = None
         self._wait_check: Callable[[], bool] | None = None
         self.loop.add_reader(self.epoll.fileno(), self._on_ready)
@@ -655,6 +679,7 @@ class Swarm:
             self.conns[conn.fd] = conn
             self.epoll.register(conn.fd, EPOLLIN | EPOLLOUT)
             batch.append(conn)
+        self.connect_loop_s = (time.monotonic_ns() - start) / 1e9
 
         def settled() -> bool:
             return all(c.state >= REGISTERED for c in batch)
@@ -972,6 +997,7 @@ async def run_storm(ctx: RunContext, n: int) -> dict[str, Any]:
         per = storm.per_client_ms
         result.update(
             workload="storm", n=n, registered=storm.registered, seconds=storm.seconds,
+            connect_loop_s=swarm.connect_loop_s,
             failures=storm.failures,
             p50_ms=percentile(per, 0.5) if per else None,
             p99_ms=percentile(per, 0.99) if per else None,
@@ -1230,8 +1256,8 @@ def render_tables(results: list[dict[str, Any]]) -> str:
     if storm:
         out += ["**C. Connect storm** (first connect → last `registered`)", "",
                 "| N | seconds | registered | per-client p50 ms | per-client p99 ms "
-                "| server CPU | loadgen CPU | target | notes |",
-                "|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+                "| loadgen's connect() loop s | server CPU | loadgen CPU | target | notes |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
         for n, runs in storm.items():
             server, own, notes = _cpu_cells(runs)
             secs = [r.get("seconds") for r in runs]
@@ -1245,8 +1271,9 @@ def render_tables(results: list[dict[str, Any]]) -> str:
             out.append(
                 f"| {n} | {_cell(secs, digits=3)} | {regs} "
                 f"| {_cell([r.get('p50_ms') for r in runs], digits=1)} "
-                f"| {_cell([r.get('p99_ms') for r in runs], digits=1)} | {server} | {own} "
-                f"| {target_text} | {notes} |")
+                f"| {_cell([r.get('p99_ms') for r in runs], digits=1)} "
+                f"| {_cell([r.get('connect_loop_s') for r in runs], digits=3)} "
+                f"| {server} | {own} | {target_text} | {notes} |")
         out.append("")
     mem = _group(results, "memory")
     if mem:
@@ -1272,6 +1299,10 @@ def render_tables(results: list[dict[str, Any]]) -> str:
                 f"| {target_text} | {notes} |")
         out.append("")
     return "\n".join(out)
+
+
+def _cpu_list(cpus: set[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
 
 
 def _mb(kb: float | None) -> float | None:
@@ -1301,16 +1332,29 @@ def machine_summary(results: list[dict[str, Any]], argv: Sequence[str],
         how = "fresh server per run" if not source.reuse else "one server for all runs"
         how += f": `{shlex.join(source.cmd or [])}`"
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    commit = _git("rev-parse", "--short", "HEAD") or "?"
+    if _git("status", "--porcelain", "--", "qtchat"):
+        commit += " with uncommitted changes in qtchat/"
     return "\n".join([
         f"- Date: {when}",
         f"- Machine: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}",
         f"- Python {platform.python_version()}, PySide6 {pyside}, server reports "
         f"`{server}`",
-        f"- Server: {how}",
+        f"- Server: {how}; repository at {commit}",
+        f"- CPUs: {source.pinning}",
         f"- Command: `{shlex.join(['python', 'benchmarks/loadgen.py', *argv])}`",
         f"- Runs per row: {max((r.get('rep', 0) + 1 for r in results), default=0)}; "
         "cells show the median and (min–max).",
     ])
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True,
+                              text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def write_readme(block: str, path: Path = README) -> None:
@@ -1370,6 +1414,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="use an already running server (loopback only)")
     p.add_argument("--server-pid", type=int,
                    help="pid of the --connect server, for its CPU and RSS")
+    p.add_argument("--no-pin", action="store_true",
+                   help="do not pin the load generator to the last CPU and a server it "
+                        "starts to the others")
     p.add_argument("--reuse-server", action="store_true",
                    help="start one server for all runs instead of one per run")
     p.add_argument("--write-readme", action="store_true",
@@ -1406,6 +1453,12 @@ async def main_async(args: argparse.Namespace, argv: Sequence[str]) -> int:
         jobs = [Job(args.workload, n, args.repeat) for n in args.clients]
     raise_fd_limit(max(j.n for j in jobs) + 256)
     source = build_source(args)
+    pinned = pin_cpus(not args.no_pin)
+    if pinned is not None:
+        source.cpus = pinned[1] if source.cmd is not None else None
+        source.pinning = (f"load generator on CPU {_cpu_list(pinned[0])}"
+                          + (f", server on CPU {_cpu_list(pinned[1])}" if source.cpus
+                             else " (the running server is not pinned)"))
     results = await run_plan(jobs, source, args)
     block = machine_summary(results, argv, source) + "\n\n" + render_tables(results)
     if source.problems:
