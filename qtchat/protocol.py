@@ -103,24 +103,31 @@ def check_text(text: object) -> str:
         )
     if text.isspace():
         raise LocalProtocolError("invalid_text", "A message cannot be only white space.")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+    if _has_lone_surrogate(text):
         raise LocalProtocolError(
             "invalid_text", "The message contains a lone surrogate (broken Unicode)."
-        ) from None
+        )
     return text
 
 
 def _check_name(value: object, *, room: bool = False) -> str:
+    # A name of the wrong JSON type is an ill-typed field (bad_frame), not a bad name.
+    if not isinstance(value, str):
+        what = "room" if room else "name"
+        raise LocalProtocolError("bad_frame", f"a {what} must be a string")
     try:
         (parse_room if room else parse_name)(value)
     except InvalidName as exc:
         raise LocalProtocolError("invalid_name", str(exc)) from None
-    except TypeError:  # unhashable: a list or object where a name belongs
-        raise LocalProtocolError("bad_frame", "a name must be a string") from None
-    assert isinstance(value, str)
     return value
+
+
+def _has_lone_surrogate(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _check_str(value: object, what: str, max_chars: int) -> None:
@@ -128,6 +135,10 @@ def _check_str(value: object, what: str, max_chars: int) -> None:
         raise LocalProtocolError("bad_frame", f"{what} must be a string")
     if len(value) > max_chars:
         raise LocalProtocolError("bad_frame", f"{what} can be at most {max_chars} characters")
+    # JSON's "\ud800" escape decodes to a lone surrogate, which cannot be encoded back
+    # to UTF-8: it would fail later, when the value is echoed or stored.
+    if _has_lone_surrogate(value):
+        raise LocalProtocolError("bad_frame", f"{what} contains a lone surrogate")
 
 
 def _check_optional_str(value: object, what: str, max_chars: int) -> None:
@@ -135,13 +146,15 @@ def _check_optional_str(value: object, what: str, max_chars: int) -> None:
         _check_str(value, what, max_chars)
 
 
-def _check_int(value: object, what: str, low: int, high: int | None = None) -> None:
+MAX_INT = 2**63 - 1  # SQLite's INTEGER: a larger seq could not even be looked up
+
+
+def _check_int(value: object, what: str, low: int, high: int = MAX_INT) -> None:
     # bool is an int in Python but not in JSON's eyes.
     if not isinstance(value, int) or isinstance(value, bool):
         raise LocalProtocolError("bad_frame", f"{what} must be an integer")
-    if value < low or (high is not None and value > high):
-        upper = f" to {high}" if high is not None else " or more"
-        raise LocalProtocolError("bad_frame", f"{what} must be {low}{upper}")
+    if not low <= value <= high:
+        raise LocalProtocolError("bad_frame", f"{what} must be {low} to {high}")
 
 
 # --- frames a client sends --------------------------------------------------------------
@@ -392,14 +405,24 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[Any]:
         if self.closed or not data:
             return []
-        if self._partial:
-            self._partial += data
-            data = bytes(self._partial)
-            self._partial.clear()
+        limit = self.max_frame - 1  # the newline counts
+        partial = self._partial
+        if b"\n" not in data:
+            # Still inside one line: append (never re-copy what is held, so a line
+            # trickled in byte by byte costs linear time), or give up past the cap.
+            if len(partial) + len(data) > limit:
+                return [self._too_large()]
+            partial += data
+            return []
+        if partial:
+            if len(partial) + data.index(b"\n") > limit:
+                return [self._too_large()]
+            partial += data
+            data = bytes(partial)
+            partial.clear()
         lines = data.split(b"\n")
         rest = lines.pop()
         out: list[Any] = []
-        limit = self.max_frame - 1  # the newline counts
         parse = self.parse
         for line in lines:
             if len(line) > limit:
@@ -414,7 +437,7 @@ class FrameDecoder:
         if len(rest) > limit:
             out.append(self._too_large())
         elif rest:
-            self._partial += rest
+            partial += rest
         return out
 
     def _too_large(self) -> RemoteProtocolError:

@@ -38,7 +38,7 @@ from PySide6.QtNetwork import (
 from qtchat import __version__
 from qtchat import protocol as p
 from qtchat.names import Name, parse_name, parse_room
-from qtchat.store import WHISPER_BUCKET, MessageStore, hash_secret
+from qtchat.store import WHISPER_BUCKET, MessageStore, StoreLocked, hash_secret
 
 try:  # POSIX: the kernel's count of unsent bytes
     import fcntl
@@ -51,6 +51,10 @@ except (ImportError, AttributeError):
 log = logging.getLogger(__name__)
 
 _ALLOWED_BEFORE_REGISTER = frozenset({"register", "ping", "pong", "bye"})
+# Client ids remembered per session for de-duplicating retried sends.
+_CLIENT_IDS_KEPT = 10_000
+# How long a closing connection may take to hand its last bytes to the peer.
+_CLOSE_GRACE = 5.0
 
 
 @dataclass(slots=True)
@@ -74,6 +78,7 @@ class ServerConfig:
     resume_grace: float = 120.0
     tls: bool = False
     listen_backlog: int = 1024
+    host_user: str | None = None  # the name of the person hosting in-process, if any
 
 
 class ServerError(Exception):
@@ -95,9 +100,10 @@ class Session:
     """One registered user, which outlives its connection for the resume grace period."""
 
     __slots__ = ("client_ids", "conn", "held_until", "name", "rooms", "secret", "secret_hash",
-                 "sent_upto", "sid")
+                 "sent_upto", "sid", "start_seq")
 
-    def __init__(self, sid: int, secret_hash: str, name: Name, secret: str = "") -> None:
+    def __init__(self, sid: int, secret_hash: str, name: Name, secret: str = "", *,
+                 start_seq: int = 0) -> None:
         self.sid = sid
         self.secret_hash = secret_hash
         self.secret = secret  # known once the client presents it (not stored on disk)
@@ -106,7 +112,18 @@ class Session:
         self.conn: _Connection | None = None
         self.held_until: float | None = None
         self.client_ids: dict[str, int] = {}
-        self.sent_upto = 0  # every message up to this seq reached the OS on the last connection
+        # Nothing older than start_seq is replayed on a resume: it was never missed.
+        self.start_seq = start_seq
+        # Every message up to this seq reached the OS on the last connection: where a
+        # resume without ``since`` starts.
+        self.sent_upto = start_seq
+
+    def remember_client_id(self, client_id: str, seq: int) -> None:
+        ids = self.client_ids
+        ids[client_id] = seq
+        if len(ids) > 2 * _CLIENT_IDS_KEPT:  # keep the newest, amortised
+            for old in list(ids)[:-_CLIENT_IDS_KEPT]:
+                del ids[old]
 
 
 class _Connection(QObject):
@@ -128,6 +145,8 @@ class _Connection(QObject):
         self.last_heard = now
         self.ping_sent_at: float | None = None
         self.pre_register_bytes = 0
+        self.closing_since: float | None = None  # removed, waiting for its last bytes to go
+        self.deleted = False
         self.tokens = float(server.config.rate_burst)
         self.tokens_at = now
         self.rate_error_at = 0.0
@@ -143,10 +162,16 @@ class _Connection(QObject):
     @Slot()
     def on_disconnected(self) -> None:
         self.server._remove_connection(self, "disconnected")
+        self.server._discard(self)
 
     @Slot(QAbstractSocket.SocketError)
     def on_error(self, _error: QAbstractSocket.SocketError) -> None:
         self.server._remove_connection(self, "disconnected")
+        # Whatever the error, this socket is done; abort() emits disconnected if it
+        # still was connected, and _discard is idempotent.
+        if self.socket.state() != QAbstractSocket.SocketState.UnconnectedState:
+            self.socket.abort()
+        self.server._discard(self)
 
     @Slot(int)
     def on_bytes_written(self, _count: int) -> None:
@@ -185,8 +210,15 @@ class ChatServer(QObject):
         if self.config.data_dir is not None:
             self.config.data_dir.mkdir(parents=True, exist_ok=True)
             db_path = self.config.data_dir / "history.sqlite3"
-        self.store = MessageStore(db_path, retention=self.config.history_retention)
+        try:
+            self.store = MessageStore(db_path, retention=self.config.history_retention)
+        except StoreLocked as exc:
+            raise ServerError(
+                f"{self.config.data_dir} is in use by another qtchat server "
+                "(give this one its own --data-dir)"
+            ) from exc
         self._conns: set[_Connection] = set()
+        self._closing: set[_Connection] = set()  # removed, last bytes still leaving
         self._sessions_by_secret: dict[str, Session] = {}  # keyed by secret hash
         self._names: dict[str, Session] = {}  # skeleton -> session (connected or held)
         self._rooms: dict[str, Room] = {}
@@ -221,13 +253,13 @@ class ChatServer(QObject):
             except ValueError:
                 self.store.end_session(stored.sid)
                 continue
-            session = Session(stored.sid, stored.secret_hash, name)
+            session = Session(stored.sid, stored.secret_hash, name, start_seq=stored.start_seq)
+            session.sent_upto = max(stored.sent_upto, stored.start_seq)
             session.held_until = held_until
             for room_name in stored.rooms:
                 room = self._room(parse_room(room_name))
                 session.rooms[room.key] = room
-            session.client_ids = self.store.client_ids(stored.sid)
-            session.sent_upto = 0
+            session.client_ids = self.store.client_ids(stored.sid, _CLIENT_IDS_KEPT)
             self._sessions_by_secret[stored.secret_hash] = session
             self._names[name.skeleton] = session
         self.store.commit()
@@ -299,8 +331,15 @@ class ChatServer(QObject):
             self._queue(conn, bye)
         self._flush()
         for conn in list(self._conns):
-            conn.removed = True  # no user_left storm while shutting down
+            # No user_left storm while shutting down, and the sessions stay stored:
+            # they are held again when the server next starts.
+            conn.removed = True
+            session = conn.session
+            if session is not None and session.conn is conn:
+                self.store.update_session_sent_upto(session.sid, session.sent_upto)
             conn.socket.disconnectFromHost()
+            if conn.socket.state() == QAbstractSocket.SocketState.UnconnectedState:
+                self._discard(conn)
         self._conns.clear()
         self.store.commit()
         self.stopped.emit()
@@ -327,6 +366,7 @@ class ChatServer(QObject):
             self._conns.add(conn)
             if socket.state() != QAbstractSocket.SocketState.ConnectedState:
                 self._remove_connection(conn, "disconnected")
+                self._discard(conn)
             elif socket.bytesAvailable():
                 self._read(conn)
 
@@ -339,15 +379,28 @@ class ChatServer(QObject):
         now = time.monotonic()
         conn.last_heard = now
         conn.ping_sent_at = None
-        if conn.session is None:
-            conn.pre_register_bytes += len(data)
-            if conn.pre_register_bytes > self.config.pre_register_bytes:
-                self._send_error(conn, "bad_frame",
-                                 "Too much data before register; closing the connection.")
+        # Before register, go line by line so that only the bytes up to the register
+        # frame count against the limit (a client may pipeline frames behind it).
+        limit = self.config.pre_register_bytes
+        while data and conn.session is None:
+            cut = data.find(b"\n") + 1 or len(data)
+            line, data = data[:cut], data[cut:]
+            conn.pre_register_bytes += len(line)
+            if conn.pre_register_bytes > limit:
+                self._send_error(conn, "not_registered",
+                                 f"More than {limit:,} bytes before register; closing.")
                 self._close(conn, "kicked")
                 return
+            self._process(conn, conn.decoder.feed(line), now)
+            if conn.removed:
+                return
+        if data:
+            self._process(conn, conn.decoder.feed(data), now)
+
+    def _process(self, conn: _Connection, items: list[Any], now: float) -> None:
+        """Apply decoded frames (or decoding errors) in order, each in its own try."""
         rate = self.config.rate_limit
-        for item in conn.decoder.feed(data):
+        for item in items:
             if rate:
                 tokens = min(self.config.rate_burst, conn.tokens + (now - conn.tokens_at) * rate)
                 conn.tokens_at = now
@@ -454,33 +507,48 @@ class ChatServer(QObject):
         secret = secrets.token_urlsafe(24)  # 192 bits
         lobby = self._rooms[p.LOBBY]
         sid = self.store.new_session(secret, name.display, [lobby.display])
-        session = Session(sid, hash_secret(secret), name, secret)
+        session = Session(sid, hash_secret(secret), name, secret, start_seq=self.store.last_seq)
         session.rooms[lobby.key] = lobby
         self._sessions_by_secret[session.secret_hash] = session
         self._names[name.skeleton] = session
         self._attach(conn, session)
-        self._queue(conn, p.encode(self._registered_frame(session, resumed=False, gap=False)))
+        self._send_registered(conn, session, resumed=False, gap=False)
         self._go_live(conn, announce=True)
 
-    def _registered_frame(self, session: Session, *, resumed: bool, gap: bool) -> dict[str, Any]:
+    def _send_registered(self, conn: _Connection, session: Session, *, resumed: bool,
+                         gap: bool) -> None:
+        """Queue ``registered``; lobby members that do not fit follow as ``user_joined``."""
         lobby = self._rooms[p.LOBBY]
+        users = [c.session.name.display for c in lobby.conns if c.session]
+        if session.name.display not in users and lobby.key in session.rooms:
+            users.append(session.name.display)
+        # Rooms the user is in first, then the busiest: what survives if the list is cut.
+        rooms = sorted(self._rooms.values(),
+                       key=lambda room: (room.key not in session.rooms, -len(room.conns),
+                                         room.display))
         frame: dict[str, Any] = {
             "type": "registered",
             "name": session.name.display,
             "session": session.secret,
-            "users": [c.session.name.display for c in lobby.conns if c.session],
-            "rooms": sorted(room.display for room in self._rooms.values()),
+            "users": users,
+            "rooms": [room.display for room in rooms],
             "in_rooms": [room.display for room in session.rooms.values()],
             "server": {"name": self.config.server_name, "version": __version__,
-                       "tls": self.config.tls},
+                       "tls": self.config.tls, "host": self.config.host_user},
             "protocol": p.PROTOCOL_VERSION,
             "resumed": resumed,
         }
         if resumed:
             frame["gap"] = gap
-        if session.name.display not in frame["users"] and lobby.key in session.rooms:
-            frame["users"].append(session.name.display)
-        return frame
+        data, cut = _encode_trimmed(frame, ("users", False), ("rooms", False),
+                                    ("in_rooms", False))
+        self._queue(conn, data)
+        for name in cut.get("users", ()):
+            self._queue(conn, p.encode({"type": "user_joined", "name": name,
+                                        "room": lobby.display}))
+        if cut.get("rooms") or cut.get("in_rooms"):
+            log.warning("registered frame for %s left out %d rooms to fit %d bytes",
+                        session.name.display, len(cut.get("rooms", ())), p.MAX_FRAME_BYTES)
 
     def _attach(self, conn: _Connection, session: Session) -> None:
         conn.session = session
@@ -492,16 +560,18 @@ class ChatServer(QObject):
     def _resume(self, conn: _Connection, session: Session, frame: p.Register) -> None:
         old = session.conn
         if old is not None:  # the server has not noticed the old connection die yet
-            self._detach(old, announce="disconnected")
-            self._close(old, "disconnected")
+            self._close(old, "disconnected", abort=True)
         if frame.resume:
             session.secret = frame.resume
         since = frame.since if frame.since is not None else session.sent_upto
+        # What came before the session began was never missed (and never lost to it).
+        since = max(since, session.start_seq)
         buckets = [*session.rooms, WHISPER_BUCKET]
         gap = any(self.store.pruned_upto(bucket) > since for bucket in buckets)
         self._attach(conn, session)
-        self._queue(conn, p.encode(self._registered_frame(session, resumed=True, gap=gap)))
+        self._send_registered(conn, session, resumed=True, gap=gap)
         log.info("%s resumed since seq %d", session.name.display, since)
+        # The live key view: rooms joined while replaying are replayed too.
         conn.replay = self.store.replay(session.rooms.keys(), session.sid, since)
         conn.socket.bytesWritten.connect(conn.on_bytes_written)
         self._continue_replay(conn)
@@ -541,6 +611,8 @@ class ChatServer(QObject):
         session = conn.session
         if session is None or session.conn is not conn:
             return
+        # Only a live connection was announced (user_joined) in its rooms.
+        announce = announce if conn.live else None
         conn.live = False
         for room in session.rooms.values():
             room.conns.pop(conn, None)
@@ -549,6 +621,7 @@ class ChatServer(QObject):
                                               "room": room.display, "reason": announce}))
                 self.userLeft.emit(session.name.display, room.display, announce)
         session.conn = None
+        self.store.update_session_sent_upto(session.sid, session.sent_upto)
         self._registered -= 1
         self.clientCountChanged.emit(self._registered)
 
@@ -572,10 +645,11 @@ class ChatServer(QObject):
         return room
 
     def _broadcast(self, conn: _Connection, session: Session, frame: p.Broadcast) -> None:
+        # A retried send is answered with the original even if things changed since.
+        if frame.id is not None and self._repeat(conn, session, frame.id):
+            return
         room = self._room_of(conn, session, frame.room, "broadcast")
         if room is None:
-            return
-        if frame.id is not None and self._repeat(conn, session, frame.id):
             return
         ts = p.utc_timestamp()
         sender = session.name.display
@@ -585,30 +659,35 @@ class ChatServer(QObject):
                    "room": room.display, "text": frame.text}
         self._posted.append(message)
         data = p.encode(message)
+        # The sender's copy is not sent while it is still being replayed to: the replay
+        # reaches it, in order.
         if frame.id is None:
             self._fan_out(room, data)
         else:
-            session.client_ids[frame.id] = seq
-            message["id"] = frame.id
-            self._fan_out(room, data, conn, p.encode(message))
+            session.remember_client_id(frame.id, seq)
+            self._fan_out(room, data, conn, p.encode({**message, "id": frame.id}))
 
     def _repeat(self, conn: _Connection, session: Session, client_id: str) -> bool:
-        """A send whose id this session already used: answer with the original."""
+        """A send whose id this session already used: answer with the original.
+
+        The original is sent only once the connection is live (a replay in progress
+        carries it), and not at all if retention has removed it.
+        """
         seq = session.client_ids.get(client_id)
         if seq is None:
             return False
         original = self.store.message_by_seq(seq)
-        if original is not None:
+        if original is not None and conn.live:
             self._queue(conn, p.encode(original))
         return True
 
     def _whisper(self, conn: _Connection, session: Session, frame: p.Whisper) -> None:
+        if frame.id is not None and self._repeat(conn, session, frame.id):
+            return
         target = self._names.get(parse_name(frame.to).skeleton)
         if target is None:
             self._send_error(conn, "no_such_user", f"Nobody called {frame.to} is here.",
                              "whisper")
-            return
-        if frame.id is not None and self._repeat(conn, session, frame.id):
             return
         ts = p.utc_timestamp()
         seq = self.store.add(ts=ts, bucket=WHISPER_BUCKET, room=None,
@@ -617,32 +696,39 @@ class ChatServer(QObject):
                              text=frame.text, client_id=frame.id)
         message = {"type": "whisper", "seq": seq, "ts": ts, "from": session.name.display,
                    "to": target.name.display, "text": frame.text}
+        # A held or replaying recipient gets it from the replay of its resume.
         if target is not session and target.conn is not None and target.conn.live:
             self._queue(target.conn, p.encode(message))
         if frame.id is not None:
-            session.client_ids[frame.id] = seq
+            session.remember_client_id(frame.id, seq)
             message["id"] = frame.id
-        self._queue(conn, p.encode(message))
+        if conn.live:
+            self._queue(conn, p.encode(message))
 
     def _join(self, conn: _Connection, session: Session, frame: p.Join) -> None:
         name = parse_room(frame.room)
-        if name.folded in session.rooms:
-            room = session.rooms[name.folded]
-        else:
+        room = session.rooms.get(name.folded)
+        if room is None:
             room = self._room(name)
             session.rooms[room.key] = room
             self.store.update_session_rooms(session.sid,
                                             [r.display for r in session.rooms.values()])
-            self._fan_out(room, p.encode({"type": "user_joined", "name": session.name.display,
-                                          "room": room.display}))
-            self.userJoined.emit(session.name.display, room.display)
-            room.conns[conn] = None
-        history = self._fitting(self.store.page(room.key, None, p.DEFAULT_HISTORY_LIMIT),
-                                {"type": "joined", "room": room.display,
-                                 "users": [c.session.name.display for c in room.conns
-                                           if c.session]},
-                                "history")
-        self._queue(conn, history)
+            if conn.live:  # else _go_live announces it with the others, when caught up
+                self._fan_out(room, p.encode({"type": "user_joined",
+                                              "name": session.name.display,
+                                              "room": room.display}))
+                self.userJoined.emit(session.name.display, room.display)
+                room.conns[conn] = None
+        users = [c.session.name.display for c in room.conns if c.session]
+        if session.name.display not in users:
+            users.append(session.name.display)
+        frame_out = {"type": "joined", "room": room.display, "users": users,
+                     "history": self.store.page(room.key, None, p.DEFAULT_HISTORY_LIMIT)}
+        data, cut = _encode_trimmed(frame_out, ("history", True), ("users", False))
+        self._queue(conn, data)
+        for user in cut.get("users", ()):
+            self._queue(conn, p.encode({"type": "user_joined", "name": user,
+                                        "room": room.display}))
 
     def _room(self, name: Name) -> Room:
         room = self._rooms.get(name.folded)
@@ -650,17 +736,6 @@ class ChatServer(QObject):
             room = self._rooms[name.folded] = Room(name)
             self.store.save_room(room.key, room.display)
         return room
-
-    def _fitting(self, messages: list[dict[str, Any]], frame: dict[str, Any], key: str) -> bytes:
-        """Encode ``frame`` with as many of the newest ``messages`` as fit in one frame."""
-        while True:
-            frame[key] = messages
-            try:
-                return p.encode(frame)
-            except p.LocalProtocolError:
-                if not messages:
-                    raise
-                messages = messages[max(1, len(messages) // 4):]
 
     def _leave(self, conn: _Connection, session: Session, frame: p.Leave) -> None:
         name = parse_room(frame.room)
@@ -670,22 +745,27 @@ class ChatServer(QObject):
             return
         room = session.rooms.pop(name.folded, None)
         if room is None:
-            self._send_error(conn, "not_in_room", f"You are not in {frame.room!r}.", "leave")
+            if name.folded in self._rooms:
+                self._send_error(conn, "not_in_room", f"You are not in {frame.room!r}.", "leave")
+            else:
+                self._send_error(conn, "no_such_room", f"There is no room called {frame.room!r}.",
+                                 "leave")
             return
-        room.conns.pop(conn, None)
         self.store.update_session_rooms(session.sid, [r.display for r in session.rooms.values()])
         self._queue(conn, p.encode({"type": "left", "room": room.display}))
-        self._fan_out(room, p.encode({"type": "user_left", "name": session.name.display,
-                                      "room": room.display, "reason": "left"}))
-        self.userLeft.emit(session.name.display, room.display, "left")
+        if room.conns.pop(conn, False) is None:  # it was live there, so others knew
+            self._fan_out(room, p.encode({"type": "user_left", "name": session.name.display,
+                                          "room": room.display, "reason": "left"}))
+            self.userLeft.emit(session.name.display, room.display, "left")
 
     def _history(self, conn: _Connection, session: Session, frame: p.History) -> None:
         room = self._room_of(conn, session, frame.room, "history")
         if room is None:
             return
         messages = self.store.page(room.key, frame.before, frame.limit)
-        self._queue(conn, self._fitting(messages, {"type": "history", "room": room.display},
-                                        "messages"))
+        data, _cut = _encode_trimmed({"type": "history", "room": room.display,
+                                      "messages": messages}, ("messages", True))
+        self._queue(conn, data)
 
     # --- writing -----------------------------------------------------------------------
 
@@ -716,7 +796,7 @@ class ChatServer(QObject):
     @Slot()
     def _flush(self) -> None:
         """Once per pass: commit the store, then one write per connection."""
-        self.store.commit()  # stored before any copy is sent
+        self.store.commit(messages_only=True)  # stored before any copy is sent
         if self._posted:
             posted, self._posted = self._posted, []
             self.messagesPosted.emit(posted)
@@ -732,7 +812,9 @@ class ChatServer(QObject):
             out.clear()
             socket = conn.socket
             socket.write(data)
-            socket.flush()
+            socket.flush()  # may find the peer gone: errorOccurred removes the connection
+            if conn.removed:
+                continue
             waiting = socket.bytesToWrite()
             if waiting == 0:
                 if conn.session is not None and conn.live:
@@ -742,21 +824,34 @@ class ChatServer(QObject):
                 self._close(conn, "timeout", abort=True)
 
     def _close(self, conn: _Connection, reason: str, *, abort: bool = False) -> None:
-        """End a connection: flush what it is owed (unless aborting), then remove it."""
+        """End a connection: send what it is owed (unless aborting), then remove it."""
         if conn.removed:
             return
-        if not abort and conn.out:
-            data = b"".join(conn.out)
-            conn.out.clear()
-            conn.socket.write(data)
+        owed = b"" if abort else b"".join(conn.out)
         self._remove_connection(conn, reason)
+        socket = conn.socket
         if abort:
-            conn.socket.abort()
+            socket.abort()
         else:
-            conn.socket.disconnectFromHost()
+            if owed:
+                socket.write(owed)
+                socket.flush()
+            # Waits for Qt's buffer to drain before closing; _sweep aborts it if the
+            # peer does not take the bytes within _CLOSE_GRACE.
+            socket.disconnectFromHost()
+        if socket.state() == QAbstractSocket.SocketState.UnconnectedState:
+            self._discard(conn)
+        elif not conn.deleted:
+            conn.closing_since = time.monotonic()
+            self._closing.add(conn)
 
     def _remove_connection(self, conn: _Connection, reason: str) -> None:
-        """The one way out for a connection; calling it twice is harmless."""
+        """The one way out for a connection; calling it twice is harmless.
+
+        It takes the connection out of every list and announces the departure; the
+        QObject itself goes (``_discard``) once its socket has closed, so the last
+        bytes (an error, a ``bye``) are not cut off by deleting the socket.
+        """
         if conn.removed:
             return
         conn.removed = True
@@ -770,6 +865,14 @@ class ChatServer(QObject):
             else:
                 session.held_until = time.monotonic() + self.config.resume_grace
         conn.replay = None
+
+    def _discard(self, conn: _Connection) -> None:
+        """Forget a removed connection for good and delete it (idempotent)."""
+        if conn.deleted:
+            return
+        conn.deleted = True
+        self._closing.discard(conn)
+        self._conns.discard(conn)
         conn.deleteLater()
 
     # --- timers ------------------------------------------------------------------------
@@ -777,8 +880,13 @@ class ChatServer(QObject):
     @Slot()
     def _sweep(self) -> None:
         """Registration deadline, idle pings and timeouts, and expired held sessions."""
+        self.store.commit()  # session and room changes not yet carried by a message commit
         now = time.monotonic()
         c = self.config
+        for conn in list(self._closing):
+            if conn.closing_since is not None and now - conn.closing_since > _CLOSE_GRACE:
+                conn.socket.abort()
+                self._discard(conn)
         for conn in list(self._conns):
             if conn.session is None:
                 if now - conn.connected_at > c.register_timeout:
@@ -796,6 +904,49 @@ class ChatServer(QObject):
             if session.held_until is not None and session.held_until < now:
                 log.info("resume grace of %s ended", session.name.display)
                 self._end_session(session)
+
+
+def _encode_trimmed(
+    frame: dict[str, Any], *trims: tuple[str, bool]
+) -> tuple[bytes, dict[str, list[Any]]]:
+    """Encode ``frame`` within the frame size, shortening its lists if it must.
+
+    ``trims`` names the lists to shorten, in the order to sacrifice them, each with
+    whether to keep its tail (newest history) rather than its head. Each list is cut
+    only as far as needed, once the lists before it are as short as they can be.
+    Returns the bytes and, per list, the items left out (the caller may send those
+    some other way, e.g. members as ``user_joined``).
+    """
+    cut: dict[str, list[Any]] = {}
+    try:
+        return p.encode(frame), cut
+    except p.LocalProtocolError:
+        pass
+
+    def fits(key: str, items: list[Any], keep_tail: bool, n: int) -> bool:
+        frame[key] = items[len(items) - n:] if keep_tail else items[:n]
+        try:
+            p.encode(frame)
+        except p.LocalProtocolError:
+            return False
+        return True
+
+    for key, keep_tail in trims:
+        items = list(frame[key])
+        if not fits(key, items, keep_tail, 0):
+            cut[key] = items  # even without any of it the frame is too large: go on
+            continue
+        low, high = 0, len(items)  # the most items that fit lie in [low, high]
+        while low < high:
+            middle = (low + high + 1) // 2
+            if fits(key, items, keep_tail, middle):
+                low = middle
+            else:
+                high = middle - 1
+        fits(key, items, keep_tail, low)
+        cut[key] = items[:len(items) - low] if keep_tail else items[low:]
+        return p.encode(frame), cut
+    raise p.LocalProtocolError("frame_too_large", f"{frame['type']} does not fit in a frame")
 
 
 def _kernel_unsent(socket: QTcpSocket) -> int:

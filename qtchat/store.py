@@ -11,6 +11,10 @@ restarts: the highest one handed out is kept in the ``meta`` table.
 
 Sessions (for resume) are kept here too, so a host restart does not end them.
 Session secrets are stored only as SHA-256 hashes.
+
+A data directory belongs to one server at a time: the database is opened in
+SQLite's EXCLUSIVE locking mode, so a second server on the same folder fails at
+once with ``StoreLocked`` instead of fighting over every commit.
 """
 
 from __future__ import annotations
@@ -52,9 +56,15 @@ CREATE TABLE IF NOT EXISTS sessions (
     sid INTEGER PRIMARY KEY,
     secret_hash TEXT NOT NULL UNIQUE,
     name TEXT NOT NULL,
-    rooms TEXT NOT NULL            -- JSON list of room names as shown
+    rooms TEXT NOT NULL,           -- JSON list of room names as shown
+    sent_upto INTEGER NOT NULL DEFAULT 0,  -- see Session.sent_upto in server.py
+    start_seq INTEGER NOT NULL DEFAULT 0   -- last_seq when the session began
 );
 """
+
+
+class StoreLocked(Exception):
+    """Another process (another qtchat server) has this database open."""
 
 
 def hash_secret(secret: str) -> str:
@@ -67,6 +77,8 @@ class StoredSession:
     secret_hash: str
     name: str
     rooms: list[str]
+    sent_upto: int
+    start_seq: int
 
 
 class MessageStore:
@@ -74,10 +86,28 @@ class MessageStore:
 
     def __init__(self, path: Path | None, retention: int = 10_000) -> None:
         self.retention = retention
-        self._db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = sqlite3.connect(
+            str(path) if path else ":memory:", isolation_level=None, timeout=0.5
+        )
+        try:
+            # EXCLUSIVE before WAL: the WAL index then lives in this process's memory
+            # (no -shm file) and the lock is held until close.
+            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("BEGIN IMMEDIATE")  # take the lock now, not at the first message
+            self._db.executescript(_SCHEMA)  # executescript commits first
+        except sqlite3.OperationalError as exc:
+            self._db.close()
+            if "locked" in str(exc):
+                raise StoreLocked(f"{path} is in use by another qtchat server") from None
+            raise
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
+        for column in ("sent_upto", "start_seq"):  # databases from before these columns
+            if column not in columns:
+                self._db.execute(
+                    f"ALTER TABLE sessions ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+                )
         row = self._db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
         stored_max = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()[0]
         self.last_seq: int = max(row[0] if row else 0, stored_max)
@@ -92,6 +122,7 @@ class MessageStore:
             self._db.execute("SELECT key, pruned_upto FROM rooms").fetchall()
         )
         self._over: set[str] = set()
+        self._closed = False
         self._db.execute("BEGIN")
 
     # --- writing -----------------------------------------------------------------------
@@ -131,8 +162,16 @@ class MessageStore:
             self._db.execute(sql, params)
         self._session_ops.clear()
 
-    def commit(self) -> None:
-        """Write everything added since the last commit in one transaction."""
+    def commit(self, *, messages_only: bool = False) -> None:
+        """Write everything added since the last commit in one transaction.
+
+        ``messages_only``: do nothing unless messages are waiting. Session and
+        room changes then ride along with the next message commit or the
+        server's periodic full commit (at most a second later): a connect storm
+        need not pay one transaction per pass for them.
+        """
+        if messages_only and not self._pending:
+            return
         if not (self._pending or self._session_ops or self._over):
             return
         self._write_pending()
@@ -171,9 +210,13 @@ class MessageStore:
         log.info("history of %r pruned up to seq %d (%d messages)", bucket, cutoff, deleted)
 
     def close(self) -> None:
+        """Commit what is pending and close; calling it twice is harmless."""
+        if self._closed:
+            return
         self.commit()
         self._db.execute("COMMIT")
         self._db.close()
+        self._closed = True
 
     # --- reading -----------------------------------------------------------------------
 
@@ -205,19 +248,21 @@ class MessageStore:
         ``sid``, in seq order; the session's own sends carry their ``id``.
 
         Reads in batches up to the newest seq at each step, so a caller that
-        consumes it slowly also gets what was stored meanwhile.
+        consumes it slowly also gets what was stored meanwhile; ``buckets`` is
+        iterated afresh for every batch, so a live view (``dict.keys()``) follows
+        rooms joined or left meanwhile.
         """
-        buckets = list(buckets)
-        marks = ",".join("?" * len(buckets)) or "NULL"
-        sql = (
-            "SELECT seq, ts, bucket, room, sender, sender_sid, recipient, text, client_id "
-            f"FROM messages WHERE seq>? AND (bucket IN ({marks}) OR (bucket='' AND "
-            "(sender_sid=? OR recipient_sid=?))) ORDER BY seq LIMIT ?"
-        )
         cursor = since
         while True:
+            keys = list(buckets)
+            marks = ",".join("?" * len(keys)) or "NULL"
+            sql = (
+                "SELECT seq, ts, bucket, room, sender, sender_sid, recipient, text, client_id "
+                f"FROM messages WHERE seq>? AND (bucket IN ({marks}) OR (bucket='' AND "
+                "(sender_sid=? OR recipient_sid=?))) ORDER BY seq LIMIT ?"
+            )
             self._write_pending()
-            rows = self._db.execute(sql, (cursor, *buckets, sid, sid, batch)).fetchall()
+            rows = self._db.execute(sql, (cursor, *keys, sid, sid, batch)).fetchall()
             if not rows:
                 return
             for seq, ts, bucket, room, sender, sender_sid, recipient, text, cid in rows:
@@ -276,14 +321,22 @@ class MessageStore:
         )
 
     def new_session(self, secret: str, name: str, rooms: list[str]) -> int:
+        """A new session, begun at the current ``last_seq``; returns its id."""
         self._last_sid += 1
         self._session_ops.append(
             (
-                "INSERT INTO sessions VALUES (?, ?, ?, ?)",
-                (self._last_sid, hash_secret(secret), name, json.dumps(rooms)),
+                "INSERT INTO sessions (sid, secret_hash, name, rooms, sent_upto, start_seq) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (self._last_sid, hash_secret(secret), name, json.dumps(rooms),
+                 self.last_seq, self.last_seq),
             )
         )
         return self._last_sid
+
+    def update_session_sent_upto(self, sid: int, sent_upto: int) -> None:
+        self._session_ops.append(
+            ("UPDATE sessions SET sent_upto=? WHERE sid=?", (sent_upto, sid))
+        )
 
     def update_session_rooms(self, sid: int, rooms: list[str]) -> None:
         self._session_ops.append(
@@ -296,8 +349,8 @@ class MessageStore:
     def sessions(self) -> list[StoredSession]:
         self._write_pending()
         return [
-            StoredSession(sid, secret_hash, name, json.loads(rooms))
-            for sid, secret_hash, name, rooms in self._db.execute(
-                "SELECT sid, secret_hash, name, rooms FROM sessions"
+            StoredSession(sid, secret_hash, name, json.loads(rooms), sent_upto, start_seq)
+            for sid, secret_hash, name, rooms, sent_upto, start_seq in self._db.execute(
+                "SELECT sid, secret_hash, name, rooms, sent_upto, start_seq FROM sessions"
             )
         ]
