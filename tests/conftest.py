@@ -4,3 +4,38 @@ import os
 
 # Without a display Qt aborts the whole run (exit 134); set before any Qt import.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest
+
+
+@pytest.fixture
+def make_server(qtbot, tmp_path):
+    """Start in-process ChatServers on 127.0.0.1, port 0; stopped after the test.
+
+    ``make_server(**config)`` overrides ServerConfig fields. The rate limit is off
+    unless a test sets it (tests send in bursts); ``data_dir`` is the test's own.
+    """
+    from qtchat.server import ChatServer, ServerConfig
+
+    servers = []
+
+    def make(**overrides):
+        settings = {"host": "127.0.0.1", "port": 0, "server_name": "test",
+                    "data_dir": tmp_path / "data", "rate_limit": 0.0}
+        settings.update(overrides)
+        server = ChatServer(ServerConfig(**settings))
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        if server.is_listening:
+            server.stop()
+        server.close_store()
+
+
+@pytest.fixture
+def server(make_server):
+    """One server with the defaults of make_server."""
+    return make_server()
