@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSplitter,
     QSystemTrayIcon,
+    QTabBar,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -279,7 +280,12 @@ class ChatWindow(QMainWindow):
         self._conversations[key] = conv
         self.rooms.add(name, kind)
         label = name if kind == ConversationKind.ROOM else f"✉ {name}"
-        self.tabs.addTab(view, label)
+        index = self.tabs.addTab(view, label)
+        if kind == ConversationKind.ROOM and fold(name) == p.LOBBY:
+            # Everyone stays in the lobby: no close button that could only refuse.
+            # (the close button's side depends on the style: clear both)
+            for side in (QTabBar.ButtonPosition.LeftSide, QTabBar.ButtonPosition.RightSide):
+                self.tabs.tabBar().setTabButton(index, side, None)
         return conv
 
     def current(self) -> Conversation | None:
