@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import logging
 import os
 import sys
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QTimer, Slot
+from PySide6.QtCore import QDir, QLockFile, QObject, QTimer, Slot
 from PySide6.QtNetwork import QHostAddress, QTcpServer
 from PySide6.QtWidgets import QApplication
 
@@ -101,6 +102,7 @@ class AppController(QObject):
         self.host_runtime: HostRuntime | None = None
         self._announce = not getattr(args, "no_announce", False) and not args.smoke
         self._smoke_text = ""
+        self._session_lock: QLockFile | None = None
 
     # --- start -----------------------------------------------------------------------
 
@@ -232,11 +234,32 @@ class AppController(QObject):
         client.registered.connect(self._registered)
         client.connectFailed.connect(self._connect_failed)
         client.usernameTaken.connect(self._username_taken)
-        stored = settings().value(session_key(endpoint.address, name))
+        key = session_key(endpoint.address, name)
+        stored = settings().value(key)
         resume = None
-        if isinstance(stored, list | tuple) and len(stored) == 2:
+        owned = self._lock_session(key)
+        if owned and isinstance(stored, list | tuple) and len(stored) == 2:
             resume = (str(stored[0]), int(stored[1]))
         client.open(endpoint, name, password, resume=resume)
+
+    def _lock_session(self, key: str) -> bool:
+        """Claim a saved session for this process.
+
+        Two copies of the app with the same name on one machine share QSettings;
+        without this lock the second would resume the first one's session and the
+        two would take it from each other forever. The second registers afresh
+        instead (and is told the name is taken).
+        """
+        if self._session_lock is not None:
+            self._session_lock.unlock()
+            self._session_lock = None
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
+        lock = QLockFile(str(Path(QDir.tempPath()) / f"qtchat-session-{digest}.lock"))
+        lock.setStaleLockTime(0)  # only a dead process's lock is stale (checked by PID)
+        if not lock.tryLock(0):
+            return False
+        self._session_lock = lock
+        return True
 
     @Slot(object)
     def _registered(self, frame: dict[str, Any]) -> None:
@@ -264,6 +287,8 @@ class AppController(QObject):
         client = self.client
         if client is None or client.endpoint is None or not client.session:
             return
+        if self._session_lock is None:
+            return  # another copy of the app owns the saved session for this name
         settings().setValue(session_key(client.endpoint.address, client.name),
                             [client.session, client.last_seq])
 
