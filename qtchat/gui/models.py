@@ -1,0 +1,1233 @@
+"""Qt item models behind the chat window: messages, room members, open conversations.
+
+Three ``QAbstractListModel`` subclasses, all plain-Python state driven by the window
+from ChatClient signals (models never touch sockets, widgets never parse frames):
+
+``MessageModel``
+    One conversation (a room, or the private whispers with one person). Rows are
+    chat messages, the user's own not-yet-confirmed ("pending") messages, system
+    notices, at most one "new messages" marker and "some history was lost" gap
+    markers. Messages are kept in server ``seq`` order; duplicates (by ``seq``) are
+    dropped, so resume replays and overlapping history pages are harmless.
+
+    Rows are stored compactly (one slotted ``MessageEntry`` each, sender and room
+    strings shared) so 100,000 messages cost a few tens of MB. A ``QListView``
+    lays out *every* row on *every* insertion (one ``sizeHint`` call per row,
+    ~3.5 µs each from Python), so the model can expose only its newest rows: with
+    ``window`` set (default ``DEFAULT_WINDOW``), rows older than the window stay
+    stored but hidden while the view follows the newest message
+    (``follow_tail``); ``reveal_older()`` shows them again when the user scrolls
+    up. ``qtchat.gui.delegate.configure_view`` wires that up.
+
+``MemberModel``
+    Names in one room, sorted case-insensitively, with a host flag.
+
+``RoomModel``
+    The rooms and private conversations the user has open, with unread counts.
+
+Untrusted text (message text, names) is only ever returned as plain ``str``; no role
+carries HTML, and tooltips never contain peer text (Qt would guess rich text).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import itertools
+import logging
+import time
+import zlib
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from enum import IntEnum
+from functools import lru_cache
+from operator import attrgetter
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QByteArray,
+    QDateTime,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    Qt,
+)
+from PySide6.QtGui import QColor, QFont
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ACTION_PREFIX",
+    "DEFAULT_WINDOW",
+    "ConversationKind",
+    "MemberModel",
+    "MemberRoles",
+    "MessageEntry",
+    "MessageModel",
+    "MessageRoles",
+    "NoticeKind",
+    "RoomModel",
+    "RoomRoles",
+    "RowKind",
+    "SendState",
+    "format_time",
+    "parse_timestamp",
+    "sender_color",
+]
+
+#: Message text starting with this is a ``/me`` action, shown as "* name text".
+ACTION_PREFIX = "/me "
+
+#: Rows a ``MessageModel`` keeps exposed while its view follows the newest message.
+#: A QListView relays out every row on every insertion at ~3.5 µs per row from
+#: Python, so 3,000 rows ≈ 10 ms per incoming message, and a 10,000-message
+#: replay only measures the 3,000 rows it shows. The rest stays stored and is
+#: revealed when the user scrolls up (``reveal_older``).
+DEFAULT_WINDOW = 3000
+
+#: A message whose text starts with this is a ``/me`` action ("* name text").
+ACTION_PREFIX = "/me "
+
+_USER_ROLE = int(Qt.ItemDataRole.UserRole)
+_ParentIndex = QModelIndex | QPersistentModelIndex
+
+
+# --------------------------------------------------------------------------- enums
+
+
+class RowKind(IntEnum):
+    """What a ``MessageModel`` row is (``MessageRoles.Kind``)."""
+
+    MESSAGE = 0  #: a chat message, delivered or pending (see ``SendState``)
+    NOTICE = 1  #: a system notice: join/leave/connection lost/reconnected/…
+    UNREAD_MARKER = 2  #: the "new messages" line; at most one per model
+    GAP_MARKER = 3  #: "some history was lost" (a resume with ``gap: true``)
+
+
+class SendState(IntEnum):
+    """Delivery state of a message row (``MessageRoles.State``)."""
+
+    SENT = 0  #: on the server: it has a ``seq`` (every received message, every echo)
+    SENDING = 1  #: the user's own message, sent but not yet echoed by the server
+    FAILED = 2  #: the send failed; the window may retry with the same local id
+
+
+class NoticeKind(IntEnum):
+    """Flavour of a notice row (``MessageRoles.NoticeKind``); the delegate may style it."""
+
+    INFO = 0
+    JOIN = 1
+    LEAVE = 2
+    CONNECTION_LOST = 3
+    RECONNECTED = 4
+    ERROR = 5
+
+
+class ConversationKind(IntEnum):
+    """A ``RoomModel`` row is a room or a private (whisper) conversation."""
+
+    ROOM = 0
+    PRIVATE = 1
+
+
+class MessageRoles(IntEnum):
+    """Item data roles of ``MessageModel``; ``Qt.DisplayRole`` is a plain-text summary."""
+
+    Kind = _USER_ROLE + 1  #: int ``RowKind``
+    Sender = _USER_ROLE + 2  #: str name as the server shows it ("" for notices/markers)
+    Text = _USER_ROLE + 3  #: str, the raw untrusted text (plain text, never HTML)
+    Timestamp = _USER_ROLE + 4  #: QDateTime in local time (server ``ts``; now for local rows)
+    TimeText = _USER_ROLE + 5  #: str "hh:mm", local time
+    Seq = _USER_ROLE + 6  #: int server seq, or None (pending, notices, markers)
+    IsOwn = _USER_ROLE + 7  #: bool, sent by this user
+    IsWhisper = _USER_ROLE + 8  #: bool, a private message
+    IsAction = _USER_ROLE + 9  #: bool, a ``/me`` action ("* name text")
+    State = _USER_ROLE + 10  #: int ``SendState``
+    SenderColor = _USER_ROLE + 11  #: QColor stable per name, or None
+    Peer = _USER_ROLE + 12  #: str room of a broadcast, recipient of a whisper
+    LocalId = _USER_ROLE + 13  #: str local id of a pending message, else None
+    NoticeKind = _USER_ROLE + 14  #: int ``NoticeKind`` for notices, else None
+    RowKey = _USER_ROLE + 15  #: int identity of the row's *content*; changes when it does
+
+
+class MemberRoles(IntEnum):
+    """Item data roles of ``MemberModel``; DisplayRole is "name" or "name (host)"."""
+
+    Name = _USER_ROLE + 1  #: str
+    IsHost = _USER_ROLE + 2  #: bool
+    NameColor = _USER_ROLE + 3  #: QColor, the same colour the messages use
+
+
+class RoomRoles(IntEnum):
+    """Item data roles of ``RoomModel``; DisplayRole is "name" or "name (3)"."""
+
+    Name = _USER_ROLE + 1  #: str
+    Kind = _USER_ROLE + 2  #: int ``ConversationKind``
+    Unread = _USER_ROLE + 3  #: int
+
+
+def _role_names(roles: type[IntEnum]) -> dict[int, QByteArray]:
+    names = {int(Qt.ItemDataRole.DisplayRole): QByteArray(b"display")}
+    for role in roles:
+        snake = role.name[0].lower() + role.name[1:]
+        names[int(role)] = QByteArray(snake.encode())
+    return names
+
+
+# ----------------------------------------------------------------- small helpers
+
+
+def parse_timestamp(ts: object) -> int:
+    """Milliseconds since the epoch for a protocol ``ts`` ("2024-05-01T12:00:00.123Z").
+
+    Falls back to now (logged) when ``ts`` is missing or malformed: a bad timestamp
+    from a peer must not lose the message.
+    """
+    if isinstance(ts, str):
+        try:
+            parsed = datetime.fromisoformat(ts)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            # Exact: ~1.7e12 ms is far inside a double's 2**53 integer range.
+            return round(parsed.timestamp() * 1000)
+    log.debug("bad or missing ts %r; using the local clock", ts)
+    return time.time_ns() // 1_000_000
+
+
+@lru_cache(maxsize=4096)
+def _minute_text(minute: int) -> str:
+    return datetime.fromtimestamp(minute * 60).strftime("%H:%M")
+
+
+def format_time(ts_ms: int) -> str:
+    """Local wall-clock "hh:mm" for epoch milliseconds (cached per minute)."""
+    return _minute_text(ts_ms // 60_000)
+
+
+def _relative_luminance(r: float, g: float, b: float) -> float:
+    def channel(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
+
+
+#: Relative luminance of name colours. 0.18 gives a contrast of ~4.6:1 against
+#: *both* pure white and pure black (WCAG AA for normal text on either); the
+#: "dark" variant is lighter for dark themes whose background is not pure black.
+_LUMINANCE_BALANCED = 0.18
+_LUMINANCE_ON_DARK = 0.32
+
+
+@lru_cache(maxsize=2048)
+def _name_rgb(name: str, target: float) -> tuple[int, int, int]:
+    hue = (zlib.crc32(name.casefold().encode("utf-8")) % 360) / 360.0
+    lo, hi = 0.0, 1.0
+    for _ in range(20):  # bisect the HSL lightness that hits the target luminance
+        mid = (lo + hi) / 2
+        if _relative_luminance(*colorsys.hls_to_rgb(hue, mid, 0.75)) < target:
+            lo = mid
+        else:
+            hi = mid
+    r, g, b = colorsys.hls_to_rgb(hue, (lo + hi) / 2, 0.75)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def sender_color(name: str, dark: bool = False) -> QColor:
+    """A stable colour for ``name``: hue from a CRC of the case-folded name.
+
+    Stable across runs and machines (not Python's salted ``hash``). The default is
+    readable on light and dark backgrounds alike; ``dark=True`` gives a lighter
+    shade of the same hue for dark themes.
+    """
+    target = _LUMINANCE_ON_DARK if dark else _LUMINANCE_BALANCED
+    return QColor(*_name_rgb(name, target))
+
+
+# ---------------------------------------------------------------- MessageModel
+
+
+_OWN = 1
+_WHISPER = 2
+_ACTION = 4
+
+#: Sort key of pending rows: after every message, notice and marker.
+_PENDING_KEY = float("inf")
+_sort_key = attrgetter("key")
+# Row identities for rows without a seq: negative, process-wide unique, so they
+# never collide with a seq and a delegate may cache by them across models.
+_serial = itertools.count(1)
+
+
+_new_entry = object.__new__
+
+
+def _new_uid() -> int:
+    return -next(_serial)
+
+
+class MessageEntry:
+    """One ``MessageModel`` row. Read-only for everyone but the model.
+
+    ``MessageModel.entry(row)`` hands these out so the delegate can paint without
+    a ``data()`` call per role. Fields:
+
+    - ``key``: sort key: the ``seq`` of a message; for notices and markers the
+      ``seq`` they follow; ``inf`` for pending messages (they stay at the bottom).
+    - ``uid``: identity of the row's *content*: the ``seq`` for delivered
+      messages, otherwise a negative serial that is renewed when the row changes
+      (so a cache keyed by ``uid`` never serves stale sizes).
+    - ``seq`` (int or None), ``kind`` (RowKind), ``state`` (SendState),
+      ``notice`` (NoticeKind or None), ``ts`` (epoch ms), ``sender``, ``text``,
+      ``peer`` (room, or whisper recipient), ``local_id`` (pending only),
+      ``is_own``/``is_whisper``/``is_action``.
+    """
+
+    __slots__ = (
+        "flags",
+        "key",
+        "kind",
+        "local_id",
+        "notice",
+        "peer",
+        "sender",
+        "seq",
+        "state",
+        "text",
+        "ts",
+        "uid",
+    )
+
+    def __init__(
+        self,
+        *,
+        key: float,
+        uid: int,
+        seq: int | None,
+        kind: RowKind,
+        ts: int,
+        sender: str = "",
+        text: str = "",
+        peer: str = "",
+        flags: int = 0,
+        state: SendState = SendState.SENT,
+        notice: NoticeKind | None = None,
+        local_id: str | None = None,
+    ) -> None:
+        self.key = key
+        self.uid = uid
+        self.seq = seq
+        self.kind = kind
+        self.ts = ts
+        self.sender = sender
+        self.text = text
+        self.peer = peer
+        self.flags = flags
+        self.state = state
+        self.notice = notice
+        self.local_id = local_id
+
+    @property
+    def is_own(self) -> bool:
+        return bool(self.flags & _OWN)
+
+    @property
+    def is_whisper(self) -> bool:
+        return bool(self.flags & _WHISPER)
+
+    @property
+    def is_action(self) -> bool:
+        return bool(self.flags & _ACTION)
+
+    def __repr__(self) -> str:
+        return (
+            f"MessageEntry(kind={self.kind.name}, seq={self.seq}, uid={self.uid}, "
+            f"sender={self.sender!r}, state={self.state.name}, text={self.text[:30]!r})"
+        )
+
+
+def display_text(entry: MessageEntry) -> str:
+    """Plain-text one-line rendering of a row (DisplayRole, copy, accessibility)."""
+    if entry.kind == RowKind.MESSAGE:
+        if entry.is_action:
+            line = f"* {entry.sender} {entry.text}"
+        elif entry.is_whisper:
+            arrow = f"→ {entry.peer}" if entry.is_own else f"← {entry.sender}"
+            line = f"{arrow}: {entry.text}"
+        else:
+            line = f"{entry.sender}: {entry.text}"
+        if entry.state == SendState.SENDING:
+            line += " (sending…)"
+        elif entry.state == SendState.FAILED:
+            line += " (failed)"
+        return line
+    return entry.text
+
+
+class MessageModel(QAbstractListModel):
+    """The rows of one conversation, in server ``seq`` order. See the module docstring.
+
+    Feed it from ChatClient signals::
+
+        model.self_name = registered["name"]
+        model.add_messages(joined["history"])          # backlog, one insert per block
+        model.add_message(frame)                       # live broadcast / whisper
+        model.add_pending(local_id, text)              # before sending {"id": local_id}
+        model.add_message(echo)                        # echo with that id: same row, SENT
+        model.mark_failed(local_id)                    # send failed / connection lost
+        model.add_notice("bob joined", NoticeKind.JOIN)
+        model.add_messages(history["messages"])        # older page: prepended in place
+
+    ``own`` (sent by this user) defaults to ``frame["from"] == self_name``. A
+    ``/me`` action travels as text starting with ``ACTION_PREFIX`` ("/me "): such
+    rows get ``IsAction`` and the text without the prefix. A caller that decides
+    otherwise passes ``action=`` (or sets an ``"action"`` key on batch frames).
+    Malformed frames raise ``ValueError`` from ``add_message``; ``add_messages``
+    skips and logs them (one bad frame must not lose a history page).
+    """
+
+    def __init__(
+        self,
+        parent: QObject,
+        *,
+        self_name: str = "",
+        conversation: str = "",
+        window: int | None = DEFAULT_WINDOW,
+    ) -> None:
+        """``parent`` is required (every Qt object has one). ``conversation`` is
+        the room name or the whisper peer, for the window's bookkeeping only.
+        ``window``: rows to keep exposed while following the tail (None: all)."""
+        super().__init__(parent)
+        if window is not None and window < 1:
+            raise ValueError("window must be positive or None")
+        self.self_name = self_name
+        self.conversation = conversation
+        self._window = window
+        self._follow_tail = True
+        self._rows: list[MessageEntry] = []
+        self._start = 0  # rows[: _start] are stored but hidden (older than the window)
+        self._seqs: set[int] = set()
+        self._pending: dict[str, MessageEntry] = {}
+        self._unread_marker: MessageEntry | None = None
+        self._oldest: int | None = None
+        self._newest: int | None = None
+        self._strings: dict[str, str] = {}  # one shared copy of each sender/room name
+
+    # ------------------------------------------------------------ Qt interface
+
+    def rowCount(self, parent: _ParentIndex = QModelIndex()) -> int:  # noqa: B008
+        if parent.isValid():
+            return 0
+        return len(self._rows) - self._start
+
+    def data(self, index: _ParentIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or index.column() != 0:
+            return None
+        row = index.row()
+        if not 0 <= row < len(self._rows) - self._start:
+            return None
+        entry = self._rows[self._start + row]
+        role = int(role)
+        if role == Qt.ItemDataRole.DisplayRole:
+            return display_text(entry)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            # Only our own formatting: Qt renders a tooltip as HTML if it looks like it.
+            return QDateTime.fromMSecsSinceEpoch(entry.ts).toString("yyyy-MM-dd hh:mm:ss")
+        if role == Qt.ItemDataRole.AccessibleTextRole:
+            return display_text(entry)
+        if role < _USER_ROLE:
+            return None
+        return self._custom_data(entry, role)
+
+    def _custom_data(self, entry: MessageEntry, role: int) -> Any:
+        if role == MessageRoles.Kind:
+            return int(entry.kind)
+        if role == MessageRoles.Sender:
+            return entry.sender
+        if role == MessageRoles.Text:
+            return entry.text
+        if role == MessageRoles.Timestamp:
+            return QDateTime.fromMSecsSinceEpoch(entry.ts)
+        if role == MessageRoles.TimeText:
+            return format_time(entry.ts)
+        if role == MessageRoles.Seq:
+            return entry.seq
+        if role == MessageRoles.IsOwn:
+            return entry.is_own
+        if role == MessageRoles.IsWhisper:
+            return entry.is_whisper
+        if role == MessageRoles.IsAction:
+            return entry.is_action
+        if role == MessageRoles.State:
+            return int(entry.state)
+        if role == MessageRoles.SenderColor:
+            return sender_color(entry.sender) if entry.sender else None
+        if role == MessageRoles.Peer:
+            return entry.peer
+        if role == MessageRoles.LocalId:
+            return entry.local_id
+        if role == MessageRoles.NoticeKind:
+            return None if entry.notice is None else int(entry.notice)
+        if role == MessageRoles.RowKey:
+            return entry.uid
+        return None
+
+    def flags(self, index: _ParentIndex) -> Qt.ItemFlag:
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        flags = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemNeverHasChildren
+        if self.entry(index.row()).kind == RowKind.MESSAGE:
+            flags |= Qt.ItemFlag.ItemIsSelectable
+        return flags
+
+    def roleNames(self) -> dict[int, QByteArray]:
+        return _role_names(MessageRoles)
+
+    # ----------------------------------------------------------------- reading
+
+    def entry(self, row: int) -> MessageEntry:
+        """The entry at visible ``row`` (fast path for the delegate; do not modify)."""
+        return self._rows[self._start + row]
+
+    def entries(self) -> Iterator[MessageEntry]:
+        """Every stored entry, hidden ones included, oldest first."""
+        return iter(self._rows)
+
+    def stored_count(self) -> int:
+        """Rows stored, hidden ones included (``rowCount()`` counts visible rows)."""
+        return len(self._rows)
+
+    def message_count(self) -> int:
+        """Messages with a seq that are stored."""
+        return len(self._seqs)
+
+    def oldest_seq(self) -> int | None:
+        """Smallest stored seq (for ``history {before: …}``), None if no message."""
+        return self._oldest
+
+    def newest_seq(self) -> int | None:
+        """Largest stored seq (for ``register {since: …}`` on resume), None if none."""
+        return self._newest
+
+    def has_seq(self, seq: int) -> bool:
+        return seq in self._seqs
+
+    def row_of_seq(self, seq: int) -> int:
+        """Visible row of the message ``seq``; -1 if absent or hidden."""
+        if seq not in self._seqs:
+            return -1
+        i = bisect_left(self._rows, seq, 0, self._message_end(), key=_sort_key)
+        return i - self._start if i >= self._start else -1
+
+    def pending(self, local_id: str) -> MessageEntry | None:
+        """The pending (sending or failed) entry with this local id, if any."""
+        return self._pending.get(local_id)
+
+    def pending_entries(self) -> list[MessageEntry]:
+        """Pending entries, oldest first (e.g. to resend them all after a resume)."""
+        return self._rows[len(self._rows) - len(self._pending) :]
+
+    def unread_marker_row(self) -> int:
+        """Visible row of the "new messages" marker; -1 if none or hidden."""
+        marker = self._unread_marker
+        if marker is None:
+            return -1
+        i = self._index_of(marker)
+        return i - self._start if i >= self._start else -1
+
+    # ---------------------------------------------------------------- messages
+
+    def add_message(
+        self, frame: Mapping[str, Any], own: bool | None = None, *, action: bool | None = None
+    ) -> bool:
+        """Add one ``broadcast``/``whisper`` frame; False if its seq is already here.
+
+        ``action``: show it as a ``/me`` action ("* name text"), without a leading
+        ``ACTION_PREFIX``. None (the default) decides from the frame: its
+        ``action`` key if present, else whether the text starts with "/me ".
+
+        An echo whose ``id`` names a pending row turns that row into this message
+        (moved to its seq position if others arrived meanwhile): never two rows.
+        The common case, a seq newer than all, is an append; an older seq is
+        inserted in place (bisect). Raises ``ValueError`` on a malformed frame.
+        """
+        entry = self._entry_from_frame(frame, own, action)
+        pend = self._pending_for(frame)
+        seq = entry.seq
+        assert seq is not None
+        if seq in self._seqs:
+            if pend is not None:  # already shown (e.g. replayed before the echo)
+                self._drop_pending(pend)
+            return False
+        self._seqs.add(seq)
+        self._note_seq(seq, seq)
+        if pend is not None:
+            entry.flags |= _OWN
+            self._replace_pending(pend, entry)
+        else:
+            self._insert_one(entry, bisect_left)
+        self._after_append()
+        return True
+
+    def add_messages(self, frames: Iterable[Mapping[str, Any]], own: bool | None = None) -> int:
+        """Add a batch (a ``joined``/``history`` page, a resume replay); returns rows added.
+
+        Duplicates are dropped, the batch is sorted by seq, and each run of new
+        messages landing between the same two existing rows goes in with one
+        ``beginInsertRows``: a backlog appended at the bottom or an older page
+        prepended at the top is a single insertion.
+        """
+        fresh: list[MessageEntry] = []
+        seen = self._seqs
+        batch_seqs: set[int] = set()
+        echoes: list[Mapping[str, Any]] = []
+        for frame in frames:
+            try:
+                entry = self._entry_from_frame(frame, own, None)
+            except ValueError as exc:
+                log.warning("skipping a malformed message in a batch: %s", exc)
+                continue
+            seq = entry.seq
+            if seq in seen or seq in batch_seqs:
+                pend = self._pending_for(frame)
+                if pend is not None:
+                    self._drop_pending(pend)
+                continue
+            if self._pending_for(frame) is not None:
+                echoes.append(frame)
+                continue
+            batch_seqs.add(seq)  # type: ignore[arg-type]
+            fresh.append(entry)
+        added = len(fresh)
+        if fresh:
+            fresh.sort(key=_sort_key)
+            self._note_seq(fresh[0].key, fresh[-1].key)  # type: ignore[arg-type]
+            seen.update(batch_seqs)
+            self._insert_sorted(fresh)
+        for frame in echoes:  # rare: our own echo inside a replay
+            if self.add_message(frame, own=True):
+                added += 1
+        if added:
+            self._after_append()
+        return added
+
+    # ------------------------------------------------------------ own messages
+
+    def add_pending(
+        self,
+        local_id: str,
+        text: str,
+        *,
+        sender: str | None = None,
+        peer: str = "",
+        whisper: bool = False,
+        action: bool = False,
+    ) -> None:
+        """Show the user's message at the bottom as "sending…" until its echo arrives.
+
+        Send it with ``"id": local_id``; ``add_message`` of the echo resolves it.
+        ``sender`` defaults to ``self_name``; ``peer`` is the room or recipient.
+        """
+        if not local_id:
+            raise ValueError("local_id must be a non-empty string")
+        if local_id in self._pending:
+            raise ValueError(f"local id {local_id!r} is already pending")
+        flags = _OWN | (_WHISPER if whisper else 0) | (_ACTION if action else 0)
+        entry = MessageEntry(
+            key=_PENDING_KEY,
+            uid=_new_uid(),
+            seq=None,
+            kind=RowKind.MESSAGE,
+            ts=time.time_ns() // 1_000_000,
+            sender=self._shared(self.self_name if sender is None else sender),
+            text=text,
+            peer=self._shared(peer),
+            flags=flags,
+            state=SendState.SENDING,
+            local_id=local_id,
+        )
+        row = len(self._rows) - self._start
+        self.beginInsertRows(QModelIndex(), row, row)
+        self._rows.append(entry)
+        self._pending[local_id] = entry
+        self.endInsertRows()
+
+    def mark_failed(self, local_id: str) -> bool:
+        """Show a pending message as failed ("click to retry"); False if unknown."""
+        return self._set_pending_state(local_id, SendState.FAILED)
+
+    def mark_sending(self, local_id: str) -> bool:
+        """Back to "sending…" (the window is retrying with the same id)."""
+        return self._set_pending_state(local_id, SendState.SENDING)
+
+    def remove_pending(self, local_id: str) -> bool:
+        """Drop a pending message (the user gave up on it); False if unknown."""
+        entry = self._pending.get(local_id)
+        if entry is None:
+            return False
+        self._drop_pending(entry)
+        return True
+
+    # --------------------------------------------------------- notices, markers
+
+    def add_notice(
+        self, text: str, kind: NoticeKind = NoticeKind.INFO, ts: str | int | None = None
+    ) -> None:
+        """Add a system notice after the newest message (before pending ones).
+
+        ``ts``: a protocol ISO timestamp, epoch milliseconds, or None for now.
+        """
+        if isinstance(ts, int):
+            ts_ms = ts
+        elif ts is None:
+            ts_ms = time.time_ns() // 1_000_000
+        else:
+            ts_ms = parse_timestamp(ts)
+        entry = MessageEntry(
+            key=self._newest or 0,
+            uid=_new_uid(),
+            seq=None,
+            kind=RowKind.NOTICE,
+            ts=ts_ms,
+            text=text,
+            notice=NoticeKind(kind),
+        )
+        self._insert_one(entry, bisect_right)
+        self._after_append()
+
+    def add_gap_marker(self, after_seq: int | None = None) -> None:
+        """Mark "some history was lost" after ``after_seq`` (default: the newest).
+
+        Call it when ``registered`` says ``gap: true``, before the replay arrives.
+        """
+        anchor = (self._newest or 0) if after_seq is None else after_seq
+        entry = MessageEntry(
+            key=anchor,
+            uid=_new_uid(),
+            seq=None,
+            kind=RowKind.GAP_MARKER,
+            ts=time.time_ns() // 1_000_000,
+            text="Some history was lost",
+        )
+        self._insert_one(entry, bisect_right)
+
+    def set_unread_marker(self, after_seq: int | None = None) -> None:
+        """Put the single "new messages" line after ``after_seq`` (default: the newest).
+
+        Typical use: when the conversation loses focus, mark the current end;
+        messages arriving later appear below the line. Moves an existing marker.
+        """
+        anchor = (self._newest or 0) if after_seq is None else after_seq
+        old = self._unread_marker
+        if old is not None:
+            if old.key == anchor:
+                return
+            self._remove_at(self._index_of(old))
+        entry = MessageEntry(
+            key=anchor,
+            uid=_new_uid(),
+            seq=None,
+            kind=RowKind.UNREAD_MARKER,
+            ts=time.time_ns() // 1_000_000,
+            text="New messages",
+        )
+        self._unread_marker = entry
+        self._insert_one(entry, bisect_right)
+
+    def clear_unread_marker(self) -> None:
+        """Remove the "new messages" line, if any."""
+        old = self._unread_marker
+        if old is not None:
+            self._unread_marker = None
+            self._remove_at(self._index_of(old))
+
+    def clear(self) -> None:
+        """Forget every row (e.g. the user left the room)."""
+        self.beginResetModel()
+        self._rows.clear()
+        self._start = 0
+        self._seqs.clear()
+        self._pending.clear()
+        self._unread_marker = None
+        self._oldest = self._newest = None
+        self._strings.clear()
+        self.endResetModel()
+
+    # ------------------------------------------------------ window over the tail
+
+    @property
+    def window(self) -> int | None:
+        """Rows kept exposed while following the tail; None exposes everything."""
+        return self._window
+
+    @property
+    def follow_tail(self) -> bool:
+        """True while the view shows the newest row (set by the view helper).
+
+        While True, appends hide the oldest exposed rows beyond ``window`` (with
+        some slack, so it happens once per ``window // 4`` messages). While False
+        nothing is hidden: rows never vanish under a reader who scrolled up.
+        """
+        return self._follow_tail
+
+    @follow_tail.setter
+    def follow_tail(self, value: bool) -> None:
+        self._follow_tail = bool(value)
+
+    def hidden_count(self) -> int:
+        """Stored rows older than the first visible one."""
+        return self._start
+
+    def reveal_older(self, count: int) -> int:
+        """Show up to ``count`` hidden older rows at the top; returns how many."""
+        count = min(count, self._start)
+        if count <= 0:
+            return 0
+        self.beginInsertRows(QModelIndex(), 0, count - 1)
+        self._start -= count
+        self.endInsertRows()
+        return count
+
+    def hide_older(self, count: int) -> int:
+        """Hide up to ``count`` of the oldest visible rows (never pending ones)."""
+        visible_done = self._message_end() - self._start
+        count = min(count, visible_done)
+        if count <= 0:
+            return 0
+        self.beginRemoveRows(QModelIndex(), 0, count - 1)
+        self._start += count
+        self.endRemoveRows()
+        return count
+
+    def trim_to_window(self) -> int:
+        """Hide the oldest visible rows beyond ``window``; returns how many."""
+        if self._window is None:
+            return 0
+        return self.hide_older(self.rowCount() - self._window)
+
+    def _after_append(self) -> None:
+        window = self._window
+        if (
+            window is not None
+            and self._follow_tail
+            and len(self._rows) - self._start > window + window // 4
+        ):
+            self.trim_to_window()
+
+    # ---------------------------------------------------------------- internals
+
+    def _shared(self, name: str) -> str:
+        return self._strings.setdefault(name, name)
+
+    def _entry_from_frame(
+        self, frame: Mapping[str, Any], own: bool | None, action: bool | None
+    ) -> MessageEntry:
+        try:
+            seq = frame["seq"]
+            sender = frame["from"]
+            text = frame["text"]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"message frame lacks {exc}") from None
+        if type(seq) is not int or seq < 0:
+            raise ValueError(f"bad seq {seq!r}")
+        if not isinstance(sender, str) or not isinstance(text, str):
+            raise ValueError("from/text must be strings")
+        get = frame.get
+        to = get("to")
+        whisper = get("type") == "whisper" or (isinstance(to, str) and "room" not in frame)
+        peer = to if whisper else get("room", "")
+        if not isinstance(peer, str):
+            peer = ""
+        if own is None:
+            own = bool(self.self_name) and sender == self.self_name
+        flags = (_OWN if own else 0) | (_WHISPER if whisper else 0)
+        if action is None:
+            action = bool(get("action", False)) or text.startswith(ACTION_PREFIX)
+        if action:
+            flags |= _ACTION
+            text = text.removeprefix(ACTION_PREFIX)
+        strings = self._strings
+        # The hot path of a backlog: skip __init__'s keyword handling (~4x faster).
+        entry = _new_entry(MessageEntry)
+        entry.key = entry.uid = entry.seq = seq
+        entry.kind = RowKind.MESSAGE
+        entry.ts = parse_timestamp(get("ts"))
+        entry.sender = strings.setdefault(sender, sender)
+        entry.text = text
+        entry.peer = strings.setdefault(peer, peer)
+        entry.flags = flags
+        entry.state = SendState.SENT
+        entry.notice = None
+        entry.local_id = None
+        return entry
+
+    def _pending_for(self, frame: Mapping[str, Any]) -> MessageEntry | None:
+        local_id = frame.get("id")
+        if isinstance(local_id, str) and self._pending:
+            return self._pending.get(local_id)
+        return None
+
+    def _note_seq(self, low: int, high: int) -> None:
+        if self._oldest is None or low < self._oldest:
+            self._oldest = low
+        if self._newest is None or high > self._newest:
+            self._newest = high
+
+    def _message_end(self) -> int:
+        """Index after the last non-pending row (pending rows are always last)."""
+        return len(self._rows) - len(self._pending)
+
+    def _position(self, key: float, side: Any) -> int:
+        """Where a row with ``key`` goes among non-pending rows (``side``: bisect fn)."""
+        rows = self._rows
+        end = self._message_end()
+        if end == 0 or rows[end - 1].key < key:
+            return end  # the common case: newest so far
+        return side(rows, key, 0, end, key=_sort_key)
+
+    def _index_of(self, entry: MessageEntry) -> int:
+        rows = self._rows
+        i = bisect_left(rows, entry.key, key=_sort_key)
+        while rows[i] is not entry:  # rows sharing a key: a handful at most
+            i += 1
+        return i
+
+    def _insert_block(self, pos: int, block: list[MessageEntry]) -> None:
+        if pos >= self._start:
+            row = pos - self._start
+            self.beginInsertRows(QModelIndex(), row, row + len(block) - 1)
+            self._rows[pos:pos] = block
+            self.endInsertRows()
+        else:  # older than the window: stored, not shown (reveal_older shows it)
+            self._rows[pos:pos] = block
+            self._start += len(block)
+
+    def _insert_one(self, entry: MessageEntry, side: Any) -> None:
+        self._insert_block(self._position(entry.key, side), [entry])
+
+    def _insert_sorted(self, fresh: list[MessageEntry]) -> None:
+        rows = self._rows
+        end = self._message_end()
+        first = fresh[0].key
+        if end == 0 or rows[end - 1].key < first:
+            self._insert_block(end, fresh)  # backlog / replay at the bottom
+            return
+        last = fresh[-1].key
+        lo = bisect_left(rows, first, 0, end, key=_sort_key)
+        if lo == bisect_left(rows, last, lo, end, key=_sort_key):
+            self._insert_block(lo, fresh)  # a history page at the top, or one gap
+            return
+        # Interleaved with existing rows: one block per gap, inserted back to front
+        # so the positions computed up front stay valid.
+        blocks: list[tuple[int, list[MessageEntry]]] = []
+        for entry in fresh:
+            pos = bisect_left(rows, entry.key, lo, end, key=_sort_key)
+            if blocks and blocks[-1][0] == pos:
+                blocks[-1][1].append(entry)
+            else:
+                blocks.append((pos, [entry]))
+            lo = pos
+        for pos, block in reversed(blocks):
+            self._insert_block(pos, block)
+
+    def _remove_at(self, i: int) -> None:
+        if i >= self._start:
+            row = i - self._start
+            self.beginRemoveRows(QModelIndex(), row, row)
+            del self._rows[i]
+            self.endRemoveRows()
+        else:
+            del self._rows[i]
+            self._start -= 1
+
+    def _drop_pending(self, entry: MessageEntry) -> None:
+        i = self._index_of(entry)
+        self._remove_at(i)
+        del self._pending[entry.local_id]  # type: ignore[arg-type]
+
+    def _replace_pending(self, pend: MessageEntry, entry: MessageEntry) -> None:
+        rows = self._rows
+        done = self._message_end()  # rows[done:] are pending, `pend` among them
+        old = self._index_of(pend)
+        if done == 0 or rows[done - 1].key < entry.key:
+            target = done
+        else:
+            target = bisect_left(rows, entry.key, 0, done, key=_sort_key)
+        del self._pending[pend.local_id]  # type: ignore[arg-type]
+        if target == old:  # already in place: the usual case
+            rows[old] = entry
+            index = self.index(old - self._start)
+            self.dataChanged.emit(index, index)
+        elif target >= self._start:  # others arrived meanwhile: move up to its seq
+            src, dst = old - self._start, target - self._start
+            self.beginMoveRows(QModelIndex(), src, src, QModelIndex(), dst)
+            del rows[old]
+            rows.insert(target, entry)
+            self.endMoveRows()
+            index = self.index(dst)
+            self.dataChanged.emit(index, index)
+        else:  # its seq is older than the window: leave the visible rows, store hidden
+            self._remove_at(old)
+            rows.insert(target, entry)
+            self._start += 1
+
+    def _set_pending_state(self, local_id: str, state: SendState) -> bool:
+        entry = self._pending.get(local_id)
+        if entry is None:
+            return False
+        if entry.state != state:
+            entry.state = state
+            entry.uid = _new_uid()  # its size changes: new identity for caches
+            index = self.index(self._index_of(entry) - self._start)
+            self.dataChanged.emit(index, index)
+        return True
+
+
+# ----------------------------------------------------------------- MemberModel
+
+
+def _name_key(name: str) -> tuple[str, str]:
+    return (name.casefold(), name)
+
+
+class MemberModel(QAbstractListModel):
+    """The members of one room, sorted case-insensitively; delta updates.
+
+    Names are compared exactly as the server shows them (the server already made
+    them unique on their folded form); sorting uses ``str.casefold`` with the
+    name itself as tie-break. Lookups are O(log n) bisects over the sort keys.
+    """
+
+    def __init__(self, parent: QObject) -> None:
+        super().__init__(parent)
+        self._keys: list[tuple[str, str]] = []  # sorted (casefold, name)
+        self._hosts: set[str] = set()
+
+    def rowCount(self, parent: _ParentIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._keys)
+
+    def data(self, index: _ParentIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self._keys):
+            return None
+        name = self._keys[index.row()][1]
+        role = int(role)
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
+            return f"{name} (host)" if name in self._hosts else name
+        if role == MemberRoles.Name or role == Qt.ItemDataRole.EditRole:
+            return name
+        if role == MemberRoles.IsHost:
+            return name in self._hosts
+        if role in (MemberRoles.NameColor, Qt.ItemDataRole.ForegroundRole):
+            return sender_color(name)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return "Hosting this server" if name in self._hosts else None
+        return None
+
+    def flags(self, index: _ParentIndex) -> Qt.ItemFlag:
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        return (
+            Qt.ItemFlag.ItemIsEnabled
+            | Qt.ItemFlag.ItemIsSelectable
+            | Qt.ItemFlag.ItemNeverHasChildren
+        )
+
+    def roleNames(self) -> dict[int, QByteArray]:
+        return _role_names(MemberRoles)
+
+    # ------------------------------------------------------------------ API
+
+    def set_members(self, names: Iterable[str], hosts: Iterable[str] = ()) -> None:
+        """Replace everyone (``registered.users``, ``joined.users``): one reset."""
+        self.beginResetModel()
+        self._keys = sorted({_name_key(n) for n in names})
+        self._hosts = set(hosts) & {name for _, name in self._keys}
+        self.endResetModel()
+
+    def add_member(self, name: str, host: bool = False) -> bool:
+        """Insert ``name`` in sorted position; False if present (host flag updated)."""
+        key = _name_key(name)
+        i = bisect_left(self._keys, key)
+        if i < len(self._keys) and self._keys[i] == key:
+            if host:
+                self.set_host(name)
+            return False
+        self.beginInsertRows(QModelIndex(), i, i)
+        self._keys.insert(i, key)
+        if host:
+            self._hosts.add(name)
+        self.endInsertRows()
+        return True
+
+    def remove_member(self, name: str) -> bool:
+        """Remove ``name``; False if absent."""
+        i = self.row_of(name)
+        if i < 0:
+            return False
+        self.beginRemoveRows(QModelIndex(), i, i)
+        del self._keys[i]
+        self._hosts.discard(name)
+        self.endRemoveRows()
+        return True
+
+    def set_host(self, name: str, host: bool = True) -> bool:
+        """Set or clear the host flag of a present member; False if absent."""
+        i = self.row_of(name)
+        if i < 0:
+            return False
+        if (name in self._hosts) != host:
+            if host:
+                self._hosts.add(name)
+            else:
+                self._hosts.discard(name)
+            index = self.index(i)
+            self.dataChanged.emit(index, index)
+        return True
+
+    def row_of(self, name: str) -> int:
+        """Row of ``name``, -1 if absent (O(log n))."""
+        key = _name_key(name)
+        i = bisect_left(self._keys, key)
+        return i if i < len(self._keys) and self._keys[i] == key else -1
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.row_of(name) >= 0
+
+    def names(self) -> list[str]:
+        """Members in display order."""
+        return [name for _, name in self._keys]
+
+    def is_host(self, name: str) -> bool:
+        return name in self._hosts
+
+
+# ------------------------------------------------------------------- RoomModel
+
+
+class _Conversation:
+    __slots__ = ("kind", "name", "unread")
+
+    def __init__(self, kind: ConversationKind, name: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.unread = 0
+
+
+def _conversation_key(kind: ConversationKind, name: str) -> tuple[int, int, str, str]:
+    # Rooms before private conversations, the lobby first, then case-insensitively.
+    return (int(kind), int(name != "lobby"), name.casefold(), name)
+
+
+class RoomModel(QAbstractListModel):
+    """Open rooms and private conversations with unread counts.
+
+    A row is identified by (name, kind): a room "bob" and the whispers with bob
+    are separate rows. DisplayRole is "name" or "name (unread)"; FontRole is bold
+    while something is unread.
+    """
+
+    def __init__(self, parent: QObject) -> None:
+        super().__init__(parent)
+        self._rows: list[_Conversation] = []
+        self._keys: list[tuple[int, int, str, str]] = []
+
+    def rowCount(self, parent: _ParentIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._rows)
+
+    def data(self, index: _ParentIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+            return None
+        conv = self._rows[index.row()]
+        role = int(role)
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
+            return f"{conv.name} ({conv.unread})" if conv.unread else conv.name
+        if role == RoomRoles.Name:
+            return conv.name
+        if role == RoomRoles.Kind:
+            return int(conv.kind)
+        if role == RoomRoles.Unread:
+            return conv.unread
+        if role == Qt.ItemDataRole.FontRole and conv.unread:
+            font = QFont()
+            font.setBold(True)
+            return font
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return "Room" if conv.kind == ConversationKind.ROOM else "Private conversation"
+        return None
+
+    def flags(self, index: _ParentIndex) -> Qt.ItemFlag:
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        return (
+            Qt.ItemFlag.ItemIsEnabled
+            | Qt.ItemFlag.ItemIsSelectable
+            | Qt.ItemFlag.ItemNeverHasChildren
+        )
+
+    def roleNames(self) -> dict[int, QByteArray]:
+        return _role_names(RoomRoles)
+
+    # ------------------------------------------------------------------ API
+
+    def add(self, name: str, kind: ConversationKind = ConversationKind.ROOM) -> int:
+        """Open a conversation (idempotent); returns its row."""
+        key = _conversation_key(kind, name)
+        i = bisect_left(self._keys, key)
+        if i < len(self._keys) and self._keys[i] == key:
+            return i
+        self.beginInsertRows(QModelIndex(), i, i)
+        self._keys.insert(i, key)
+        self._rows.insert(i, _Conversation(ConversationKind(kind), name))
+        self.endInsertRows()
+        return i
+
+    def remove(self, name: str, kind: ConversationKind = ConversationKind.ROOM) -> bool:
+        """Close a conversation; False if it was not open."""
+        i = self.row_of(name, kind)
+        if i < 0:
+            return False
+        self.beginRemoveRows(QModelIndex(), i, i)
+        del self._keys[i]
+        del self._rows[i]
+        self.endRemoveRows()
+        return True
+
+    def row_of(self, name: str, kind: ConversationKind = ConversationKind.ROOM) -> int:
+        """Row of the conversation, -1 if not open."""
+        key = _conversation_key(kind, name)
+        i = bisect_left(self._keys, key)
+        return i if i < len(self._keys) and self._keys[i] == key else -1
+
+    def increment_unread(
+        self, name: str, kind: ConversationKind = ConversationKind.ROOM, by: int = 1
+    ) -> int:
+        """Count ``by`` more unread messages (opening the conversation if needed,
+        e.g. the first whisper from someone); returns the new count."""
+        i = self.add(name, kind)
+        conv = self._rows[i]
+        conv.unread += by
+        index = self.index(i)
+        self.dataChanged.emit(index, index)
+        return conv.unread
+
+    def clear_unread(self, name: str, kind: ConversationKind = ConversationKind.ROOM) -> None:
+        """Zero the unread count (the user looked at the conversation)."""
+        i = self.row_of(name, kind)
+        if i >= 0 and self._rows[i].unread:
+            self._rows[i].unread = 0
+            index = self.index(i)
+            self.dataChanged.emit(index, index)
+
+    def unread(self, name: str, kind: ConversationKind = ConversationKind.ROOM) -> int:
+        i = self.row_of(name, kind)
+        return self._rows[i].unread if i >= 0 else 0
+
+    def total_unread(self) -> int:
+        return sum(conv.unread for conv in self._rows)
+
+    def conversations(self) -> list[tuple[str, ConversationKind]]:
+        """(name, kind) of every open conversation, in display order."""
+        return [(conv.name, conv.kind) for conv in self._rows]
