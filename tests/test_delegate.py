@@ -1,0 +1,335 @@
+"""MessageDelegate and configure_view: plain-text painting, cached sizes, clicks,
+and the ScrollKeeper's bottom-following and place-keeping."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PySide6.QtCore import QPoint, QRect, Qt
+from PySide6.QtGui import QColor, QFontMetricsF, QImage, QPainter
+from PySide6.QtWidgets import QAbstractItemView, QListView, QStyle, QStyleOptionViewItem
+
+from qtchat.gui import delegate as delegate_module
+from qtchat.gui.delegate import MessageDelegate, ScrollKeeper, configure_view
+from qtchat.gui.models import MessageEntry, MessageModel, MessageRoles, NoticeKind, RowKind
+
+TS = "2024-05-01T12:34:56.789Z"
+WHITE = QColor(255, 255, 255)
+
+
+def broadcast(seq: int, sender: str = "alice", text: str | None = None, **extra) -> dict:
+    return {"type": "broadcast", "seq": seq, "ts": TS, "from": sender, "room": "lobby",
+            "text": f"message {seq}" if text is None else text, **extra}
+
+
+class Chat:
+    """A shown QListView over a MessageModel, set up by configure_view."""
+
+    def __init__(self, qtbot, window: int | None = None, width: int = 500, height: int = 300):
+        self.view = QListView()
+        qtbot.addWidget(self.view)
+        self.model = MessageModel(self.view, self_name="me", window=window)
+        self.view.setModel(self.model)
+        self.delegate, self.keeper = configure_view(self.view)
+        self.view.resize(width, height)
+        self.view.show()
+        self.qtbot = qtbot
+        self.settle()
+
+    def settle(self) -> None:
+        self.qtbot.wait(1)  # let the delayed layout and the paint run
+        if self.model.rowCount():
+            self.view.visualRect(self.model.index(self.model.rowCount() - 1))
+        self.view.viewport().repaint()
+
+    @property
+    def bar(self):
+        return self.view.verticalScrollBar()
+
+    def render_row(self, row: int) -> QImage:
+        """Paint one row with the delegate into a white image."""
+        index = self.model.index(row)
+        width = self.view.viewport().width()
+        height = self.delegate.sizeHint(QStyleOptionViewItem(), index).height()
+        image = QImage(width, height, QImage.Format.Format_RGB32)
+        image.fill(WHITE)
+        option = QStyleOptionViewItem()
+        option.rect = QRect(0, 0, width, height)
+        option.state = QStyle.StateFlag.State_Enabled
+        painter = QPainter(image)
+        self.delegate.paint(painter, option, index)
+        painter.end()
+        return image
+
+
+def ink_right(image: QImage) -> int:
+    """The rightmost column with a non-white pixel (-1 if blank)."""
+    for x in range(image.width() - 1, -1, -1):
+        for y in range(image.height()):
+            if image.pixelColor(x, y) != WHITE:
+                return x
+    return -1
+
+
+@pytest.fixture
+def chat(qtbot) -> Chat:
+    return Chat(qtbot)
+
+
+# --------------------------------------------------------------- plain text only
+
+
+@pytest.mark.parametrize("markup", ["<b>bold</b>", "<img src=/etc/hostname>",
+                                    "<a href='http://x'>link</a>", "&lt;tag&gt; &amp;"])
+def test_html_is_laid_out_and_drawn_literally(chat, markup):
+    chat.model.add_message(broadcast(1, "bob", markup))
+    chat.model.add_message(broadcast(2, "bob", "bold"))
+    chat.settle()
+    index = chat.model.index(0)
+    laid_out = chat.delegate.laid_out_text(index)
+    assert markup in laid_out
+    assert laid_out.startswith("bob: ")
+    # The drawn ink reaches as far as the literal characters would.
+    fm = QFontMetricsF(chat.view.font())
+    literal = ink_right(chat.render_row(0))
+    plain = ink_right(chat.render_row(1))
+    extra = fm.horizontalAdvance(markup) - fm.horizontalAdvance("bold")
+    assert literal - plain >= 0.8 * extra
+
+
+def test_delegate_source_has_no_rich_text_path():
+    source = Path(delegate_module.__file__).read_text(encoding="utf-8")
+    code = re.sub(r'""".*?"""', "", source, flags=re.DOTALL)  # docstrings may say "HTML"
+    for rich in ("QTextDocument", "setHtml", "mightBeRichText", "RichText", "QLabel"):
+        assert rich not in code
+
+
+def test_bidi_controls_cannot_move_the_name(chat):
+    chat.model.add_message(broadcast(1, "bob", "\u202eevil"))
+    text = chat.delegate.laid_out_text(chat.model.index(0))
+    assert text == "bob: \u2068\u202eevil\u2069"  # the peer's text is isolated
+
+
+def test_message_prefixes(chat):
+    model = chat.model
+    model.add_message(broadcast(1, "erin", "/me waves"))
+    model.add_message({"type": "whisper", "seq": 2, "ts": TS, "from": "bob", "to": "me",
+                       "text": "psst"})
+    model.add_message({"type": "whisper", "seq": 3, "ts": TS, "from": "me", "to": "carol",
+                       "text": "hi"})
+    model.add_message(broadcast(4, "dave", "two\nlines\r\nthree"))
+    texts = [chat.delegate.laid_out_text(model.index(r)) for r in range(4)]
+    assert texts[0] == "* erin \u2068waves\u2069"
+    assert texts[1] == "← bob: \u2068psst\u2069"
+    assert texts[2] == "→ carol: \u2068hi\u2069"
+    assert texts[3] == "dave: \u2068two\u2028lines\u2028three\u2069"
+
+
+def test_every_row_kind_paints_and_differs(chat):
+    model = chat.model
+    model.add_message(broadcast(1, "alice", "hello"))
+    model.add_message(broadcast(2, "me", "hello"))  # own: tinted
+    model.add_notice("bob joined", NoticeKind.JOIN)
+    model.set_unread_marker()
+    model.add_gap_marker()
+    model.add_pending("p1", "sending")
+    model.add_pending("p2", "failing")
+    model.mark_failed("p2")
+    chat.settle()
+    images = [chat.render_row(r) for r in range(model.rowCount())]
+    assert all(ink_right(image) > 0 for image in images)
+    # Own rows have a tinted background; others stay white.
+    assert images[0].pixelColor(images[0].width() - 2, 1) == WHITE
+    assert images[1].pixelColor(images[1].width() - 2, 1) != WHITE
+    # Pending rows carry a status line: taller than a sent row.
+    assert images[5].height() > images[1].height()
+    assert images[6].height() == images[5].height()
+    # The failed row says so in red.
+    reds = [images[6].pixelColor(x, y) for x in range(images[6].width())
+            for y in range(images[6].height() // 2, images[6].height())]
+    assert any(c.red() > 150 and c.green() < 100 and c.blue() < 100 for c in reds)
+    assert chat.delegate.laid_out_text(model.index(3)) == ""  # markers have no text layout
+
+
+# ------------------------------------------------------------------------- sizes
+
+
+def test_configure_view_settings(chat):
+    view = chat.view
+    assert isinstance(chat.delegate, MessageDelegate) and view.itemDelegate() is chat.delegate
+    assert isinstance(chat.keeper, ScrollKeeper)
+    assert not view.uniformItemSizes()
+    assert view.verticalScrollMode() == QAbstractItemView.ScrollMode.ScrollPerPixel
+    assert view.layoutMode() == QListView.LayoutMode.SinglePass
+    assert view.resizeMode() == QListView.ResizeMode.Adjust
+    assert view.editTriggers() == QAbstractItemView.EditTrigger.NoEditTriggers
+    assert chat.delegate.parent() is view and chat.keeper.parent() is view
+
+
+def test_size_hint_is_cached_per_row_and_width(chat, monkeypatch):
+    long_text = "word " * 200
+    chat.model.add_message(broadcast(1, "alice", long_text))
+    chat.settle()
+    builds = []
+    real_build = chat.delegate._build
+    monkeypatch.setattr(chat.delegate, "_build", lambda e: builds.append(e.uid) or real_build(e))
+    index = chat.model.index(0)
+    option = QStyleOptionViewItem()
+    first = chat.delegate.sizeHint(option, index)
+    assert chat.delegate.sizeHint(option, index) == first
+    assert builds == []  # measured during the layout already
+    chat.view.resize(300, 300)  # narrower: re-measured, taller
+    chat.settle()
+    assert builds == [1]
+    assert chat.delegate.sizeHint(option, index).height() > first.height()
+
+
+def test_state_change_re_measures_the_row(chat):
+    chat.model.add_pending("p", "hello")
+    chat.settle()
+    index = chat.model.index(0)
+    pending_h = chat.view.visualRect(index).height()
+    chat.model.add_message(broadcast(1, "me", "hello", id="p"))
+    chat.settle()
+    assert chat.view.visualRect(chat.model.index(0)).height() < pending_h
+
+
+_ascii_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1,
+                      max_size=120)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=_ascii_text, sender=st.from_regex(r"[A-Za-z0-9_.-]{1,32}", fullmatch=True),
+       width=st.integers(120, 900), own=st.booleans())
+def test_single_line_shortcut_agrees_with_the_full_layout(chat, text, sender, width, own):
+    # _measure skips QTextLayout for short ASCII lines; it must never disagree.
+    delegate = chat.delegate
+    delegate._width = width
+    delegate._invalidate()
+    entry = MessageEntry(key=1, uid=1, seq=1, kind=RowKind.MESSAGE, ts=0, sender=sender,
+                         text=text, flags=1 if own else 0)
+    assert delegate._measure(entry) == delegate._build(entry).height
+
+
+def test_a_wrong_cached_height_is_corrected_when_painted(chat, qtbot, caplog):
+    chat.model.add_message(broadcast(1, "alice", "word " * 100))
+    chat.settle()
+    right = chat.view.visualRect(chat.model.index(0)).height()
+    chat.delegate._heights[chat.model.entry(0).uid] = 7  # as if mis-measured
+    chat.view.scheduleDelayedItemsLayout()
+    chat.view.executeDelayedItemsLayout()  # laid out, not yet painted
+    assert chat.view.visualRect(chat.model.index(0)).height() == 7
+    with qtbot.waitSignal(chat.delegate.sizeHintChanged):
+        chat.view.viewport().repaint()
+    chat.settle()
+    assert chat.view.visualRect(chat.model.index(0)).height() == right
+    assert "measured 7 px" in caplog.text
+
+
+def test_switching_models_keeps_each_cache(qtbot):
+    chat = Chat(qtbot)
+    other = MessageModel(chat.view, window=None)
+    chat.model.add_messages([broadcast(s) for s in range(1, 50)])
+    other.add_messages([broadcast(s, text="other " * 30) for s in range(1, 50)])
+    chat.settle()
+    chat.view.setModel(other)
+    chat.settle()
+    heights_other = chat.view.visualRect(other.index(0)).height()
+    chat.view.setModel(chat.model)
+    chat.settle()
+    assert chat.view.visualRect(chat.model.index(0)).height() < heights_other
+    assert chat.bar.value() == chat.bar.maximum()  # a new model starts at its newest row
+
+
+# ------------------------------------------------------------------------ clicks
+
+
+def test_clicking_a_failed_message_asks_for_a_retry(chat, qtbot):
+    chat.model.add_message(broadcast(1))
+    chat.model.add_pending("local-7", "lost")
+    chat.model.add_pending("local-8", "in flight")
+    chat.model.mark_failed("local-7")
+    chat.settle()
+    with qtbot.assertNotEmitted(chat.delegate.retryRequested):
+        rect = chat.view.visualRect(chat.model.index(2))
+        qtbot.mouseClick(chat.view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    with qtbot.waitSignal(chat.delegate.retryRequested) as blocker:
+        rect = chat.view.visualRect(chat.model.index(1))
+        qtbot.mouseClick(chat.view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert blocker.args == ["local-7"]
+
+
+def test_clicking_a_url_activates_it(chat, qtbot):
+    url = "https://example.org/a?b=1"
+    chat.model.add_message(broadcast(1, "bob", f"see {url}, then <b>this</b>"))
+    chat.settle()
+    index = chat.model.index(0)
+    entry = chat.model.entry(0)
+    built = chat.delegate._paint_for(entry)
+    start = chat.delegate.laid_out_text(index).index(url)
+    line = built.layout.lineForTextPosition(start + 3)
+    x = line.cursorToX(start + 3)[0]
+    rect = chat.view.visualRect(index)
+    pos = rect.topLeft() + QPoint(int(built.text_origin.x() + x),
+                                  int(built.text_origin.y() + line.y() + line.height() / 2))
+    assert chat.delegate.link_at(entry, pos - rect.topLeft()) == url  # no trailing comma
+    with qtbot.waitSignal(chat.delegate.linkActivated) as blocker:
+        qtbot.mouseClick(chat.view.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+    assert blocker.args == [url]
+    assert chat.delegate.link_at(entry, QPoint(2, 2)) is None  # the time column
+
+
+# ------------------------------------------------------------------ ScrollKeeper
+
+
+def test_follows_the_bottom_while_there(chat):
+    chat.model.add_messages([broadcast(s) for s in range(1, 200)])
+    chat.settle()
+    assert chat.bar.maximum() > 0 and chat.bar.value() == chat.bar.maximum()
+    before = chat.bar.maximum()
+    for seq in range(200, 230):
+        chat.model.add_message(broadcast(seq))
+    chat.settle()
+    assert chat.bar.maximum() > before and chat.bar.value() == chat.bar.maximum()
+    assert chat.keeper.at_bottom() and chat.model.follow_tail
+
+
+def test_keeps_the_readers_place_when_history_is_prepended(chat):
+    chat.model.add_messages([broadcast(s) for s in range(1000, 1200)])
+    chat.settle()
+    chat.bar.setValue(chat.bar.maximum() // 2)
+    chat.settle()
+    assert not chat.keeper.at_bottom() and not chat.model.follow_tail
+    top = chat.view.indexAt(QPoint(1, 1))
+    seq, y = top.data(MessageRoles.Seq), chat.view.visualRect(top).top()
+    chat.model.add_messages([broadcast(s) for s in range(900, 1000)])  # a history page
+    chat.model.add_message(broadcast(1200))  # and a live one below
+    chat.settle()
+    top = chat.view.indexAt(QPoint(1, 1))
+    assert top.data(MessageRoles.Seq) == seq
+    assert abs(chat.view.visualRect(top).top() - y) <= 1
+    chat.keeper.scroll_to_bottom()
+    chat.settle()
+    assert chat.bar.value() == chat.bar.maximum() and chat.model.follow_tail
+
+
+def test_top_reveals_hidden_rows_then_asks_for_history(qtbot):
+    chat = Chat(qtbot, window=60)
+    chat.model.add_messages([broadcast(s) for s in range(1, 301)])
+    chat.settle()
+    assert chat.model.hidden_count() == 240 and chat.model.rowCount() == 60
+    first_shown = chat.model.index(0).data(MessageRoles.Seq)
+    with qtbot.assertNotEmitted(chat.keeper.topReached):
+        chat.bar.setValue(0)
+        chat.settle()
+    assert chat.model.hidden_count() == 0 and chat.model.rowCount() == 300
+    # The row that was at the top is still where the reader left it.
+    assert chat.view.indexAt(QPoint(1, 1)).data(MessageRoles.Seq) == first_shown
+    with qtbot.waitSignal(chat.keeper.topReached):
+        chat.bar.setValue(0)
+    assert chat.model.oldest_seq() == 1  # what the window asks the server to go before
