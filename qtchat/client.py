@@ -28,6 +28,7 @@ from PySide6.QtCore import QObject, QTimer, Signal, Slot
 from PySide6.QtNetwork import QAbstractSocket, QSslSocket, QTcpSocket
 
 from qtchat import protocol as p
+from qtchat.names import InvalidName, parse_name
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 CLIENT_RATE = 15.0
 CLIENT_BURST = 30
 MAX_SERVER_FRAME = 1 << 20  # what we accept from a server (lenient: it is ours)
+CLOSE_LINGER_MS = 2000  # how long ``close`` lets the bye drain before dropping the socket
+TLS_PROBE_MS = 3000  # how long a TLS handshake may take to tell a TLS host (see _probe_for_tls)
 
 FAILURE_KINDS = {
     "not_resolved": "The name does not resolve to an address.",
@@ -50,6 +53,22 @@ FAILURE_KINDS = {
     "username_taken": "Someone in the room already uses that name.",
     "invalid_name": "The name is not allowed.",
     "network": "A network error.",
+}
+
+
+# Server refusals of a join, as sentences naming the address and what to try.
+_JOIN_REFUSALS = {
+    "wrong_password": "The host at {where} did not accept the password: check it with the "
+                      "host (it is case-sensitive) and join again.",
+    "server_full": "The room at {where} is full: try again later, or ask the host to let "
+                   "more people in.",
+    "protocol_mismatch": "The host at {where} runs a version of qtchat this app cannot talk "
+                         "to: install the same qtchat version as the host.",
+}
+# ``bye`` reasons after which the session can be resumed, with what connectionLost says.
+_RESUMABLE_BYES = {
+    "shutdown": "the host closed the room",
+    "timeout": "the host stopped waiting for us",
 }
 
 
@@ -148,7 +167,9 @@ class ChatClient(QObject):
         self._seen: set[int] = set()
         self._seen_order: deque[int] = deque()
         self._outbox: dict[str, dict[str, Any]] = {}  # id -> frame, until echoed
+        self._failed: set[str] = set()  # outbox ids refused: sent again only by ``retry``
         self._in_flight: deque[str] = deque()  # ids sent on this connection, in order
+        self._heard = False  # any bytes from the server on this connection yet
         self._send_queue: deque[bytes] = deque()
         self._tokens = float(CLIENT_BURST)
         self._tokens_at = time.monotonic()
@@ -160,6 +181,8 @@ class ChatClient(QObject):
         self._reconnect_timer = self._timer(self._reconnect, single=True)
         self._keepalive_timer = self._timer(self._on_keepalive, single=False)
         self._pace_timer = self._timer(self._drain_send_queue, single=True)
+        self._tls_probe: QSslSocket | None = None
+        self._tls_probe_timer = self._timer(self._on_tls_probe_done, single=True)
 
     def _timer(self, slot, *, single: bool) -> QTimer:
         timer = QTimer(self)
@@ -169,14 +192,31 @@ class ChatClient(QObject):
 
     # --- public API ---------------------------------------------------------------------
 
-    def open(self, endpoint: Endpoint, name: str, password: str | None = None) -> None:
-        """Connect and register; results arrive as ``registered`` or ``connectFailed``."""
+    def open(
+        self,
+        endpoint: Endpoint,
+        name: str,
+        password: str | None = None,
+        resume: tuple[str, int] | None = None,
+    ) -> None:
+        """Connect and register; results arrive as ``registered`` or ``connectFailed``.
+
+        ``resume`` = (session, last seq seen) from an earlier run of the app: the
+        server gives the name back and replays what was missed, if it still holds
+        that session; otherwise it is a fresh registration.
+        """
         self.endpoint = endpoint
         self.name = name
         self.password = password
         self._closing = False
         self._ever_registered = False
-        self.session = None
+        self.session, self.last_seq = resume if resume else (None, 0)
+        problem = _name_problem(name)
+        if problem is not None:  # no point in connecting: say so at once
+            self._drop_socket()
+            self._set_state("disconnected")
+            self.connectFailed.emit(self._invalid_name_error(name, problem))
+            return
         self._start_connection()
 
     async def connect_async(
@@ -194,8 +234,10 @@ class ChatClient(QObject):
                 future.set_exception(error)  # type: ignore[arg-type]
 
         def taken(taken_name: str) -> None:
-            failed(ConnectError("username_taken",
-                                f"The name {taken_name} is taken — try another."))
+            failed(ConnectError(
+                "username_taken",
+                f"Someone at {endpoint.address} already uses the name \"{taken_name}\": "
+                "choose another name."))
 
         self.registered.connect(done)
         self.connectFailed.connect(failed)
@@ -209,7 +251,12 @@ class ChatClient(QObject):
             self.usernameTaken.disconnect(taken)
 
     def register(self, name: str) -> None:
-        """Try another name after ``usernameTaken`` (the connection stayed open)."""
+        """Try another name after ``usernameTaken`` or ``invalid_name`` (the connection
+        stayed open). An invalid name is refused at once with ``connectFailed``."""
+        problem = _name_problem(name)
+        if problem is not None:
+            self.connectFailed.emit(self._invalid_name_error(name, problem))
+            return
         self.name = name
         self._send_register()
 
@@ -222,20 +269,32 @@ class ChatClient(QObject):
         return self._send_message(p.Whisper(to=to, text=text, id=message_id or _new_id()))
 
     def retry(self, message_id: str) -> None:
-        """Send a failed message again (same id: the server will not post it twice)."""
+        """Send a failed message again (same id: the server will not post it twice).
+
+        While disconnected it goes with the next (re)connection.
+        """
         frame = self._outbox.get(message_id)
-        if frame is not None and self._registered_now:
+        if frame is None:
+            return
+        self._failed.discard(message_id)
+        if self._registered_now:
             self._in_flight.append(message_id)
             self._send_raw(p.encode(frame))
 
     def discard(self, message_id: str) -> None:
         """Forget a pending or failed message."""
         self._outbox.pop(message_id, None)
+        self._failed.discard(message_id)
 
     @property
     def pending_ids(self) -> list[str]:
-        """Messages sent or queued that the server has not confirmed yet."""
+        """Messages sent or queued that the server has not confirmed yet (failed ones too)."""
         return list(self._outbox)
+
+    @property
+    def failed_ids(self) -> list[str]:
+        """Messages refused (``sendFailed``): kept for ``retry`` or ``discard``, not re-sent."""
+        return [message_id for message_id in self._outbox if message_id in self._failed]
 
     def join(self, room: str) -> None:
         self._send_frame(p.Join(room=room))
@@ -254,15 +313,26 @@ class ChatClient(QObject):
     def close(self, reason: str = "quit") -> None:
         """Leave for good: ``bye``, then close. No reconnect follows."""
         self._closing = True
-        self._reconnect_timer.stop()
-        self._connect_timer.stop()
-        self._keepalive_timer.stop()
-        socket = self._socket
-        if socket is not None and socket.state() == QAbstractSocket.SocketState.ConnectedState:
-            if self._registered_now:
+        for timer in (self._reconnect_timer, self._connect_timer, self._keepalive_timer,
+                      self._pace_timer):
+            timer.stop()
+        self._drop_tls_probe()
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            socket.blockSignals(True)
+            if self._registered_now and \
+                    socket.state() == QAbstractSocket.SocketState.ConnectedState:
                 socket.write(p.encode(p.Bye()))
+            # Not abort(): that discards the unsent bye, and the server, seeing a drop
+            # instead of a goodbye, would hold the name for its whole resume grace period.
             socket.disconnectFromHost()
-        self._drop_socket()
+            if socket.state() == QAbstractSocket.SocketState.UnconnectedState:
+                socket.deleteLater()
+            else:  # still sending the bye
+                QTimer.singleShot(CLOSE_LINGER_MS, socket, socket.deleteLater)
+        self._registered_now = False
+        self._send_queue.clear()
+        self._in_flight.clear()
         self._set_state("disconnected")
         self.closed.emit(reason)
 
@@ -283,6 +353,7 @@ class ChatClient(QObject):
         self._drop_socket()
         self._decoder = p.FrameDecoder(parse=p.parse_server_frame, max_frame=MAX_SERVER_FRAME)
         self._registered_now = False
+        self._heard = False
         self._in_flight.clear()
         self._send_queue.clear()
         self._set_state("reconnecting" if self._ever_registered else "connecting")
@@ -301,6 +372,7 @@ class ChatClient(QObject):
             socket.connectToHost(endpoint.host, endpoint.port)
 
     def _drop_socket(self) -> None:
+        self._drop_tls_probe()
         socket, self._socket = self._socket, None
         if socket is not None:
             socket.blockSignals(True)
@@ -333,8 +405,9 @@ class ChatClient(QObject):
             self._fail_connection(ConnectError(
                 "tls_mismatch",
                 f"Warning: the host at {address} presented a different certificate than "
-                f"expected.\nExpected: {expected}\nPresented: {seen}\nSomeone may be "
-                "impersonating the host, or it was reinstalled. Not connecting.",
+                f"expected, so qtchat did not connect: someone may be impersonating the "
+                f"host, or it was reinstalled — ask the host for a new invite link and "
+                f"compare fingerprints.\nExpected: {expected}\nPresented: {seen}",
             ), retry=False)
             return
         if self.pin_store is not None:
@@ -354,11 +427,29 @@ class ChatClient(QObject):
     def _on_connect_timeout(self) -> None:
         endpoint = self.endpoint
         assert endpoint is not None
-        self._fail_connection(ConnectError(
-            "timeout",
-            f"No answer from {endpoint.address} after {self.connect_timeout:g} s — a firewall "
-            f"may be blocking port {endpoint.port}, or the host is on another network.",
-        ), retry=True)
+        socket = self._socket
+        where, wait = endpoint.address, f"{self.connect_timeout:g} s"
+        connected = (socket is not None
+                     and socket.state() == QAbstractSocket.SocketState.ConnectedState)
+        if not connected:
+            error = ConnectError(
+                "timeout",
+                f"No answer from {where} within {wait}: check that the address is right and "
+                f"the host is on this network, or ask the host to let port {endpoint.port} "
+                "through its firewall.")
+        elif isinstance(socket, QSslSocket) and not socket.isEncrypted():
+            error = ConnectError(
+                "tls_failed",
+                f"The host at {where} accepted the connection but the secure (TLS) "
+                f"handshake did not finish within {wait}: the host may not use TLS — try "
+                "joining without TLS, or use the host's invite link.")
+        else:
+            error = ConnectError(
+                "timeout",
+                f"The host at {where} accepted the connection but did not answer like a "
+                f"qtchat host within {wait}: check the port number (qtchat uses 8800 unless "
+                "the host changed it) and that qtchat on the host is not stuck.")
+        self._fail_connection(error, retry=True)
 
     @Slot(QAbstractSocket.SocketError)
     def _on_socket_error(self, error: QAbstractSocket.SocketError) -> None:
@@ -366,6 +457,10 @@ class ChatClient(QObject):
             return
         if self._registered_now:
             self._lost(self._socket.errorString())
+            return
+        if error == QAbstractSocket.SocketError.RemoteHostClosedError and \
+                self._may_be_tls_host():
+            self._probe_for_tls()
             return
         self._fail_connection(self._describe(error), retry=True)
 
@@ -375,26 +470,66 @@ class ChatClient(QObject):
         E = QAbstractSocket.SocketError
         where = endpoint.address
         if error == E.HostNotFoundError:
-            return ConnectError("not_resolved",
-                                f"Can't find a computer called {endpoint.host!r} — check the "
-                                "spelling, or use its IP address.")
+            return ConnectError(
+                "not_resolved",
+                f"Can't find a computer called \"{endpoint.host}\" (to join {where}): check "
+                "the spelling, or use the host's IP address instead.")
         if error == E.ConnectionRefusedError:
-            return ConnectError("refused",
-                                f"Nothing is listening on {where} — is the host running and "
-                                "the port open?")
+            return ConnectError(
+                "refused",
+                f"Nothing is listening on {where}: check that the host has started the room "
+                "and that the port number is right.")
         if error == E.SocketTimeoutError:
-            return ConnectError("timeout", f"No answer from {where} — a firewall may be blocking "
-                                           f"port {endpoint.port}.")
+            return ConnectError(
+                "timeout",
+                f"No answer from {where}: check that the host is on this network, or ask the "
+                f"host to let port {endpoint.port} through its firewall.")
         if error in (E.SslHandshakeFailedError, E.SslInternalError, E.SslInvalidUserDataError):
-            return ConnectError("tls_failed",
-                                f"The secure connection to {where} failed — the host may not "
-                                "use TLS (untick TLS), or uses a different setup.")
+            return ConnectError(
+                "tls_failed",
+                f"The secure (TLS) connection to {where} failed: the host may not use TLS — "
+                "try joining without TLS, or use the host's invite link.")
         if error == E.RemoteHostClosedError:
-            hint = ("" if endpoint.tls else
-                    " It may require TLS: use the host's invite link, or tick TLS.")
-            return ConnectError("closed", f"{where} closed the connection before answering.{hint}")
+            return self._closed_error()
         message = self._socket.errorString() if self._socket else "network error"
-        return ConnectError("network", f"Could not connect to {where}: {message}.")
+        return ConnectError(
+            "network",
+            f"Could not connect to {where} ({message}): check the address and this "
+            "computer's network connection, then try again.")
+
+    def _closed_error(self) -> ConnectError:
+        assert self.endpoint is not None
+        where = self.endpoint.address
+        if self._heard:  # it answered (e.g. username_taken), then gave up waiting
+            return ConnectError(
+                "closed",
+                f"The host at {where} closed the connection before a name was accepted: "
+                "join again and choose a name promptly.")
+        return ConnectError(
+            "closed",
+            f"The host at {where} closed the connection before answering: check the port "
+            "number, or ask the host whether the room is running.")
+
+    def _plain_client_tls_server(self) -> ConnectError:
+        assert self.endpoint is not None
+        return ConnectError(
+            "tls_failed",
+            f"The host at {self.endpoint.address} expects a secure (TLS) connection: join "
+            "with TLS turned on, or use the host's invite link.")
+
+    def _not_qtchat_error(self) -> ConnectError:
+        assert self.endpoint is not None
+        return ConnectError(
+            "network",
+            f"The host at {self.endpoint.address} answered with something that is not "
+            "qtchat: check the port number (qtchat uses 8800 unless the host changed it).")
+
+    def _invalid_name_error(self, name: str, reason: str) -> ConnectError:
+        where = self.endpoint.address if self.endpoint else "the host"
+        return ConnectError(
+            "invalid_name",
+            f"The name \"{name}\" can't be used to join {where}: {reason} Choose another "
+            "name.")
 
     def _fail_connection(self, error: ConnectError, *, retry: bool) -> None:
         """A connection attempt failed before registration."""
@@ -413,9 +548,50 @@ class ChatClient(QObject):
             return
         if self._registered_now:
             self._lost("the connection closed")
+        elif self._may_be_tls_host():
+            self._probe_for_tls()
         else:
-            self._fail_connection(self._describe(QAbstractSocket.SocketError.RemoteHostClosedError),
-                                  retry=True)
+            self._fail_connection(self._closed_error(), retry=True)
+
+    def _may_be_tls_host(self) -> bool:
+        """A first plain connection closed without a byte back: a TLS host does that."""
+        return (self.endpoint is not None and not self.endpoint.tls and not self._heard
+                and not self._ever_registered and QSslSocket.supportsSsl())
+
+    def _probe_for_tls(self) -> None:
+        """The host hung up on our plain first frame without a word, as a TLS host does:
+        try a TLS handshake (nothing is sent over it) to tell the person which it is."""
+        assert self.endpoint is not None
+        self._connect_timer.stop()
+        self._drop_socket()
+        probe = QSslSocket(self)
+        self._tls_probe = probe
+        probe.setPeerVerifyMode(QSslSocket.PeerVerifyMode.VerifyNone)
+        probe.encrypted.connect(self._on_tls_probe_done)
+        probe.errorOccurred.connect(self._on_tls_probe_done)
+        self._tls_probe_timer.start(TLS_PROBE_MS)
+        probe.connectToHostEncrypted(self.endpoint.host, self.endpoint.port)
+
+    @Slot()
+    def _on_tls_probe_done(self) -> None:
+        probe, self._tls_probe = self._tls_probe, None
+        if probe is None:
+            return
+        self._tls_probe_timer.stop()
+        speaks_tls = probe.isEncrypted()
+        probe.blockSignals(True)
+        probe.abort()
+        probe.deleteLater()
+        self._fail_connection(self._plain_client_tls_server() if speaks_tls
+                              else self._closed_error(), retry=True)
+
+    def _drop_tls_probe(self) -> None:
+        probe, self._tls_probe = self._tls_probe, None
+        self._tls_probe_timer.stop()
+        if probe is not None:
+            probe.blockSignals(True)
+            probe.abort()
+            probe.deleteLater()
 
     def _lost(self, reason: str) -> None:
         """An established connection dropped: resume it after a backoff."""
@@ -430,6 +606,7 @@ class ChatClient(QObject):
             self._schedule_reconnect()
         else:
             self._set_state("disconnected")
+            self._fail_outbox()
             self.closed.emit(reason)
 
     def _schedule_reconnect(self) -> None:
@@ -460,11 +637,23 @@ class ChatClient(QObject):
         socket = self._socket
         if socket is None:
             return
-        for item in self._decoder.feed(socket.readAll().data()):
+        data = socket.readAll().data()
+        if not self._heard and data:
+            self._heard = True
+            # A TLS record (handshake 0x16 or alert 0x15, version 3.x) where a JSON
+            # frame should be: the host wants TLS and we spoke plain TCP.
+            if not isinstance(socket, QSslSocket) and data[:1] in (b"\x15", b"\x16") \
+                    and data[1:2] == b"\x03":
+                self._fail_connection(self._plain_client_tls_server(), retry=False)
+                return
+        for item in self._decoder.feed(data):
             if isinstance(item, p.RemoteProtocolError):
                 log.warning("bad frame from server: %s", item)
                 if item.fatal:
-                    self._lost("the host sent an oversized frame")
+                    if self._registered_now:
+                        self._lost("the host sent an oversized frame")
+                    else:
+                        self._fail_connection(self._not_qtchat_error(), retry=True)
                     return
                 continue
             try:
@@ -565,42 +754,46 @@ class ChatClient(QObject):
                         self.join(room)
                 self.request_history(p.LOBBY)
             self.reconnected.emit(bool(frame.get("gap")) or not resumed)
-        for frame_out in list(self._outbox.values()):
-            self._in_flight.append(frame_out["id"])
-            self._send_raw(p.encode(frame_out))
+        for message_id, frame_out in list(self._outbox.items()):
+            if message_id not in self._failed:  # refused ones wait for ``retry``
+                self._in_flight.append(message_id)
+                self._send_raw(p.encode(frame_out))
 
     def _on_error_frame(self, frame: dict[str, Any]) -> None:
         code, message = frame["code"], frame["message"]
         ref = str(frame.get("ref") or "")
-        if not self._registered_now and code in ("wrong_password", "server_full",
-                                                 "protocol_mismatch", "invalid_name"):
-            texts = {
-                "wrong_password": "Wrong password.",
-                "server_full": "The room is full — try again later.",
-                "protocol_mismatch": "The host runs an incompatible version of qtchat.",
-            }
-            self._closing = code != "invalid_name"
-            error = ConnectError(code, texts.get(code, message))
-            if code == "invalid_name":
-                self.connectFailed.emit(error)
-                return
-            self._fail_connection(error, retry=False)
+        if not self._registered_now and code == "invalid_name":
+            # Like username_taken, the connection stays: ``register`` another name.
+            self._connect_timer.stop()
+            self.connectFailed.emit(self._invalid_name_error(self.name, message))
+            return
+        if not self._registered_now and code in _JOIN_REFUSALS:
+            assert self.endpoint is not None
+            self._closing = True
+            self._fail_connection(
+                ConnectError(code, _JOIN_REFUSALS[code].format(where=self.endpoint.address)),
+                retry=False)
             return
         if ref in ("broadcast", "whisper") and self._in_flight:
             failed_id = self._in_flight.popleft()
+            if failed_id in self._outbox:
+                self._failed.add(failed_id)
             self.sendFailed.emit(failed_id, code, message)
             return
         self.errorReceived.emit(code, message, ref)
 
     def _on_bye(self, reason: str) -> None:
-        if reason == "shutdown" and self.auto_reconnect and self._ever_registered:
-            self._lost("the host closed the room")  # it may come back: keep trying
+        if reason in _RESUMABLE_BYES and self.auto_reconnect and self._ever_registered:
+            # The host may come back (shutdown), or gave up on us while we were frozen
+            # (timeout) and holds the session: keep trying.
+            self._lost(_RESUMABLE_BYES[reason])
             return
         self._closing = True
         self._registered_now = False
         self._keepalive_timer.stop()
         self._drop_socket()
         self._set_state("disconnected")
+        self._fail_outbox()
         self.closed.emit(reason)
 
     # --- sending ------------------------------------------------------------------------
@@ -641,8 +834,20 @@ class ChatClient(QObject):
             self._pace_timer.start(int(1000 / CLIENT_RATE) + 1)
 
     def _fail_outbox(self) -> None:
+        """The conversation ended: what was not confirmed fails (``retry`` after ``open``)."""
         for message_id in list(self._outbox):
-            self.sendFailed.emit(message_id, "not_connected", "Not connected.")
+            if message_id not in self._failed:
+                self._failed.add(message_id)
+                self.sendFailed.emit(message_id, "not_connected", "Not connected.")
+
+
+def _name_problem(name: str) -> str | None:
+    """Why the server would refuse ``name`` (the same rules, checked here), or None."""
+    try:
+        parse_name(name)
+    except InvalidName as exc:
+        return str(exc)
+    return None
 
 
 def _new_id() -> str:
