@@ -121,8 +121,10 @@ class LineClient(QObject):
     ``next``/``wait_for``/``sync``.
     """
 
-    def __init__(self, qtbot, port: int, host: str = "127.0.0.1", *, connect: bool = True):
+    def __init__(self, qtbot, port: int, host: str = "127.0.0.1", *, connect: bool = True,
+                 auto_pong: bool = False):
         super().__init__()
+        self.auto_pong = auto_pong  # answer the server's pings, as a live client does
         self.qtbot = qtbot
         self.port = port
         self.host = host
@@ -153,8 +155,10 @@ class LineClient(QObject):
         for item in self.decoder.feed(self.socket.readAll().data()):
             if isinstance(item, Exception):
                 self.errors.append(item)
-            else:
-                self.frames.append(item)
+                continue
+            self.frames.append(item)
+            if self.auto_pong and item["type"] == "ping":
+                self.send({"type": "pong", "token": item.get("token")})
 
     @Slot()
     def _on_disconnected(self) -> None:
@@ -249,11 +253,12 @@ class LineClient(QObject):
         self.wait_closed()
 
 
-def connect_clients(qtbot, port: int, count: int, prefix: str = "user") -> list[LineClient]:
+def connect_clients(qtbot, port: int, count: int, prefix: str = "user", *,
+                    auto_pong: bool = False) -> list[LineClient]:
     """``count`` registered LineClients; each has read everything up to its own register."""
     clients = []
     for _ in range(count):
-        client = LineClient(qtbot, port)
+        client = LineClient(qtbot, port, auto_pong=auto_pong)
         assert client.register(unique_name(prefix))["type"] == "registered"
         clients.append(client)
     for client in clients:
@@ -362,12 +367,20 @@ def run_threads(qtbot, targets: Iterable[Callable[[], Any]],
 SERVING = re.compile(r'^qtchat: serving "(?P<name>.*)" on (?P<host>[^\s]+):(?P<port>\d+)$')
 
 
+def qtchat_command() -> list[str]:
+    """The installed ``qtchat`` command of this environment (its console script)."""
+    script = Path(sys.executable).with_name("qtchat")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from qtchat.cli import main; sys.exit(main())"]
+
+
 class ServeProcess:
     """``qtchat serve`` in a subprocess; ``port`` is read from its serving line."""
 
     def __init__(self, data_dir: Path, *args: str, port: int = 0) -> None:
         env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONUNBUFFERED="1")
-        self.argv = [sys.executable, "-m", "qtchat.cli", "serve", "--host", "127.0.0.1",
+        self.argv = [*qtchat_command(), "serve", "--host", "127.0.0.1",
                      "--port", str(port), "--data-dir", str(data_dir), "--no-announce",
                      "--server-name", "proc", *args]
         self.process = subprocess.Popen(self.argv, stdout=subprocess.PIPE,

@@ -1,0 +1,216 @@
+"""Limits and their enforcement: what a misbehaving or slow client costs, and what it gets."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import pytest
+from helpers import LineClient, ServeProcess, SyncClient, connect_clients, run_threads, wait_until
+
+import qtchat.server
+
+
+def test_max_clients_gets_server_full_then_close(qtbot, make_server):
+    server = make_server(max_clients=2)
+    first, second = connect_clients(qtbot, server.port, 2, "full", auto_pong=True)
+    third = LineClient(qtbot, server.port)
+    error = third.register("Third")
+    assert (error["code"], error["ref"]) == ("server_full", "register")
+    third.wait_closed()
+    assert server.users() == [first.name, second.name]
+    # Counted at register: a held session does not count, and its owner may come back.
+    second.close()
+    first.wait_for("user_left")
+    fourth = LineClient(qtbot, server.port)
+    assert fourth.register("Fourth")["type"] == "registered"
+    back = LineClient(qtbot, server.port)
+    assert back.register(second.name, resume=second.session)["resumed"] is True
+
+
+def test_no_register_in_time_gets_not_registered_then_close(qtbot, make_server):
+    server = make_server(register_timeout=0.3)
+    registered = connect_clients(qtbot, server.port, 1, auto_pong=True)[0]
+    lingering = LineClient(qtbot, server.port)
+    lingering.send({"type": "ping", "token": "not a register"})
+    lingering.wait_closed()
+    assert lingering.frames[0] == {"type": "pong", "token": "not a register"}
+    assert lingering.frames[-1]["code"] == "not_registered"
+    assert not registered.closed and registered.sync() == []
+
+
+def test_silence_gets_a_ping_and_no_answer_closes_with_timeout(qtbot, make_server):
+    server = make_server(idle_timeout=0.3)
+    watcher = connect_clients(qtbot, server.port, 1, "watch", auto_pong=True)[0]
+    quiet = connect_clients(qtbot, server.port, 1, "quiet")[0]
+    ping = quiet.wait_for("ping")
+    assert isinstance(ping["token"], str)
+    quiet.send({"type": "pong", "token": ping["token"]})
+    second = quiet.wait_for("ping")  # answered: kept, and pinged again when silent again
+    assert second["token"]
+    quiet.wait_closed()
+    assert quiet.frames[-1] == {"type": "bye", "reason": "timeout"}
+    left = watcher.wait_for("user_left", name=quiet.name)
+    assert left["reason"] == "timeout"
+    assert not watcher.closed
+    # A timeout is an unclean end: the session is held for a resume.
+    back = LineClient(qtbot, server.port)
+    assert back.register(quiet.name, resume=quiet.session)["resumed"] is True
+
+
+def test_rate_limit_drops_frames_with_one_error_and_keeps_the_connection(qtbot, make_server):
+    server = make_server(rate_limit=20.0, rate_burst=10)
+    sender, watcher = connect_clients(qtbot, server.port, 2, "rate")
+    sender.frames.clear()
+    started = time.monotonic()
+    sender.send_raw(b"".join(json.dumps({"type": "broadcast", "text": f"flood {i}"}).encode()
+                             + b"\n" for i in range(100)))
+    # Keep pinging until one is answered: the bucket refills, the connection was kept.
+    tokens: list[str] = []
+
+    def answered() -> bool:
+        tokens.append(f"after{len(tokens)}")
+        sender.send({"type": "ping", "token": tokens[-1]})
+        return any(f["type"] == "pong" and f.get("token") in tokens for f in sender.frames)
+
+    qtbot.waitUntil(answered, timeout=10_000)
+    elapsed = time.monotonic() - started
+    errors = [f for f in sender.frames if f["type"] == "error"]
+    assert errors and all(e["code"] == "rate_limited" for e in errors)
+    assert len(errors) <= 1 + math.ceil(elapsed)  # at most one such error per second
+    echoed = [f["text"] for f in sender.frames if f["type"] == "broadcast"]
+    assert 0 < len(echoed) < 100  # about the burst (less what registering used)
+    assert echoed == [f"flood {i}" for i in range(len(echoed))]  # the first ones, in order
+    heard = [f["text"] for f in watcher.sync() if f["type"] == "broadcast"]
+    assert heard == echoed  # what was dropped was dropped for everyone
+    assert not sender.closed
+
+
+def test_8_kib_before_register_then_closed(qtbot, server):
+    client = LineClient(qtbot, server.port)
+    pings = b"".join(b'{"type":"ping","token":"%04d"}\n' % i for i in range(400))  # 12 KB
+    client.send_raw(pings)
+    client.wait_closed()
+    pongs = [f for f in client.frames if f["type"] == "pong"]
+    assert 0 < len(pongs) < 400
+    assert len(pongs) * len(b'{"type":"ping","token":"0000"}\n') <= 8 * 1024
+    assert client.frames[-1]["type"] == "error"
+    assert client.frames[-1]["code"] == "not_registered"
+
+
+def test_frames_pipelined_behind_register_do_not_count_as_before_register(qtbot, server):
+    watcher = connect_clients(qtbot, server.port, 1)[0]
+    client = LineClient(qtbot, server.port)
+    burst = [{"type": "register", "name": "Pipeliner", "protocol": 1},
+             *({"type": "broadcast", "text": "p" * 500} for _ in range(40))]
+    client.send_raw(b"".join(json.dumps(f).encode() + b"\n" for f in burst))  # 21 KB
+    assert client.sync() and not client.closed
+    assert sum(f["type"] == "broadcast" for f in watcher.sync()) == 40
+
+
+def test_a_slow_reader_is_reset_without_slowing_the_others(qtbot, make_server):
+    server = make_server(idle_timeout=60.0)
+    sender, fast = connect_clients(qtbot, server.port, 2, "fast")
+    slow = SyncClient(server.port, rcvbuf=4096)
+    (registered,) = run_threads(qtbot, [lambda: slow.register("Slowpoke")])
+    assert registered["type"] == "registered"
+    fast.wait_for("user_joined", name="Slowpoke")
+    count = 600  # about 2.5 MB: far more than the 1 MiB a slow reader may have queued
+    text = "x" * 4000
+    sender.send_raw(b"".join(json.dumps({"type": "broadcast", "text": text,
+                                         "id": f"{i}"}).encode() + b"\n"
+                             for i in range(count)))
+    left = fast.wait_for("user_left", name="Slowpoke", timeout=30_000)
+    assert left["reason"] == "timeout"
+    # The fast reader got everything and still answers at once.
+    qtbot.waitUntil(lambda: sum(f["type"] == "broadcast" for f in fast.frames) >= count,
+                    timeout=30_000)
+    fast.pos = len(fast.frames)
+    assert fast.sync() == []
+    assert "Slowpoke" not in server.users()
+    with pytest.raises(OSError):  # the slow one was reset, not waited for
+        while True:
+            slow._fill()
+
+
+def test_a_fast_clients_ping_is_answered_while_a_slow_reader_is_stuck(qtbot, make_server):
+    server = make_server(send_queue_bytes=64 << 20)  # never cut off in this test
+    sender, fast = connect_clients(qtbot, server.port, 2, "stuck")
+    slow = SyncClient(server.port, rcvbuf=4096)
+    run_threads(qtbot, [lambda: slow.register("Stuck")])
+    fast.wait_for("user_joined", name="Stuck")
+    sender.send_raw(b"".join(json.dumps({"type": "broadcast", "text": "y" * 4000}).encode()
+                             + b"\n" for _ in range(300)))
+    sender.wait_for("broadcast", timeout=30_000)
+    for _ in range(5):
+        fast.sync()
+    assert not fast.closed
+    assert "Stuck" in server.users()
+    slow.close()
+
+
+def test_wrong_password_then_close_and_the_compare_is_constant_time(qtbot, make_server,
+                                                                     monkeypatch):
+    calls = []
+    real = qtchat.server.hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(qtchat.server.hmac, "compare_digest", spy)
+    server = make_server(password="s3cret")
+    for attempt in ({}, {"password": "wrong"}, {"password": "s3cre"}):
+        client = LineClient(qtbot, server.port)
+        error = client.register("Guest", **attempt)
+        assert (error["code"], error["ref"]) == ("wrong_password", "register")
+        client.wait_closed()
+    client = LineClient(qtbot, server.port)
+    assert client.register("Guest", password="s3cret")["type"] == "registered"
+    assert len(calls) == 4 and calls[-1] == (b"s3cret", b"s3cret")
+
+
+def test_1000_connect_then_reset_cycles_leak_no_file_descriptors(tmp_path):
+    with ServeProcess(tmp_path / "data") as server:
+        warm = SyncClient(server.port)
+        warm.register("warm")
+        warm.send({"type": "broadcast", "text": "warm up the store"})
+        warm.recv_until("broadcast")
+        warm.send({"type": "bye"})
+        warm.close()
+        baseline = _quiet_fd_count(server)
+        for cycle in range(1000):
+            client = SyncClient(server.port)
+            kind = cycle % 10
+            if kind == 0:
+                client.register(f"cycle{cycle}")
+            elif kind == 1:
+                client.send_raw(b'{"type":"register","na')  # half a frame
+            elif kind == 2:
+                client.send_raw(b"\xff" * 100 + b"\n")
+            client.reset()
+        probe = SyncClient(server.port)
+        probe.sync()  # accepted after every connection before it
+        wait_until(lambda: server.open_fds() <= baseline + 1)
+        probe.close()
+        wait_until(lambda: server.open_fds() <= baseline)
+        assert server.open_fds() == baseline
+        probe = SyncClient(server.port)
+        assert probe.register("probe")["type"] == "registered"
+
+
+def _quiet_fd_count(server: ServeProcess) -> int:
+    """The server's open files once every earlier connection has been dealt with.
+
+    A probe connection is accepted after all that queued before it, so once it
+    has its pong the earlier ones have been accepted (and their resets seen);
+    then the count settles at what it is without the probe.
+    """
+    probe = SyncClient(server.port)
+    probe.sync()
+    with_probe = server.open_fds()
+    probe.send({"type": "bye"})
+    probe.close()
+    wait_until(lambda: server.open_fds() < with_probe)
+    return server.open_fds()
