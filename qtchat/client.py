@@ -102,7 +102,8 @@ class ChatClient(QObject):
     Signals:
         stateChanged(str state): "disconnected", "connecting", "connected", "reconnecting".
         registered(dict frame): the server accepted us (also after each resume).
-        connectFailed(ConnectError error): the first connection failed; no retry follows.
+        connectFailed(ConnectError error): joining failed (the first connection, or a
+            reconnect that cannot succeed, e.g. the name was taken meanwhile); no retry follows.
         usernameTaken(str name): the name is in use; call ``register`` with another.
         connectionLost(str reason): an established connection dropped; reconnecting.
         reconnected(bool gap): resumed after a drop; ``gap`` if history was lost meanwhile.
@@ -693,8 +694,7 @@ class ChatClient(QObject):
         elif kind == "history":
             self.historyReceived.emit(frame["room"], frame["messages"])
         elif kind == "username_taken":
-            self._connect_timer.stop()
-            self.usernameTaken.emit(frame["name"])
+            self._on_username_taken(frame["name"])
         elif kind == "error":
             self._on_error_frame(frame)
         elif kind == "bye":
@@ -758,6 +758,20 @@ class ChatClient(QObject):
             if message_id not in self._failed:  # refused ones wait for ``retry``
                 self._in_flight.append(message_id)
                 self._send_raw(p.encode(frame_out))
+
+    def _on_username_taken(self, name: str) -> None:
+        self._connect_timer.stop()
+        if not self._ever_registered:
+            self.usernameTaken.emit(name)  # the connection stays: ``register`` another
+            return
+        # Coming back after the resume grace period ended, someone else has the name
+        # now: retrying would only be refused again, every time.
+        assert self.endpoint is not None
+        self._closing = True
+        self._fail_connection(ConnectError(
+            "username_taken",
+            f"While you were away, someone at {self.endpoint.address} took the name "
+            f"\"{name}\": join again with another name."), retry=False)
 
     def _on_error_frame(self, frame: dict[str, Any]) -> None:
         code, message = frame["code"], frame["message"]

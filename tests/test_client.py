@@ -86,6 +86,11 @@ def cut(server: ChatServer, name: str) -> None:
     server_side(server, name).socket.abort()
 
 
+def held_names(server: ChatServer) -> set[str]:
+    """Names the server keeps (connected, or within their resume grace; no public view)."""
+    return {session.name.display for session in server._names.values()}
+
+
 def listener(server: ChatServer) -> QTcpServer:
     """The server's listening socket, to hold reconnects back (no public handle)."""
     assert server._listener is not None
@@ -369,6 +374,61 @@ def test_host_restart_under_connected_clients(qtbot, tmp_path, make_client):
     finally:
         second.stop()
         second.close_store()
+
+
+@pytest.fixture
+def short_grace_server(tmp_path: Path) -> Iterator[ChatServer]:
+    host = ChatServer(host_config(tmp_path / "host", resume_grace=0.2))
+    host.start()
+    yield host
+    host.stop()
+    host.close_store()
+
+
+def away_past_the_grace_period(qtbot, server: ChatServer, client: ChatClient) -> None:
+    """Cut ``client`` off and hold its reconnect back until the server forgot it."""
+    listener(server).pauseAccepting()
+    with qtbot.waitSignal(client.connectionLost, timeout=WAIT):
+        cut(server, client.name)
+    qtbot.waitUntil(lambda: client.name not in held_names(server), timeout=WAIT)
+
+
+def test_back_after_the_grace_period_rejoins_as_a_new_session(
+        qtbot, short_grace_server, make_client):
+    server = short_grace_server
+    bob = make_client()
+    join(qtbot, bob, server, "bob")
+    with qtbot.waitSignal(bob.roomJoined, timeout=WAIT):
+        bob.join("dev")
+    old_session = bob.session
+    away_past_the_grace_period(qtbot, server, bob)
+    gaps = record(bob.reconnected)
+    with qtbot.waitSignals([bob.reconnected, bob.roomJoined, bob.historyReceived],
+                           timeout=WAIT):
+        listener(server).resumeAccepting()
+    assert gaps == [(True,)]  # not resumed: what was said meanwhile may be missing
+    assert bob.session != old_session
+    assert sorted(bob.rooms) == ["dev", "lobby"]
+    assert server.users("dev") == ["bob"]
+
+
+def test_back_after_the_grace_period_to_a_name_taken_meanwhile(
+        qtbot, short_grace_server, make_client):
+    server = short_grace_server
+    bob, newcomer = make_client(), make_client()
+    join(qtbot, bob, server, "bob")
+    with qtbot.waitSignal(newcomer.usernameTaken, timeout=WAIT):
+        newcomer.open(endpoint(server), "Bob")  # stays connected, unregistered
+    away_past_the_grace_period(qtbot, server, bob)
+    with qtbot.waitSignal(newcomer.registered, timeout=WAIT):
+        newcomer.register("Bob")  # the name is free now
+    with qtbot.assertNotEmitted(bob.usernameTaken), \
+            qtbot.waitSignal(bob.connectFailed, timeout=WAIT) as failed:
+        listener(server).resumeAccepting()
+    error = failed.args[0]
+    assert error.kind == "username_taken"
+    assert endpoint(server).address in str(error) and "another name" in str(error)
+    assert bob.state == "disconnected"
 
 
 def test_close_says_bye_and_frees_the_name(qtbot, server, pair, make_client):
