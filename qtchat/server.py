@@ -31,6 +31,7 @@ from PySide6.QtNetwork import (
     QHostAddress,
     QSslConfiguration,
     QSslServer,
+    QSslSocket,
     QTcpServer,
     QTcpSocket,
 )
@@ -144,6 +145,7 @@ class _Connection(QObject):
         self.connected_at = now
         self.last_heard = now
         self.ping_sent_at: float | None = None
+        self.queued_upto = 0  # last_seq when its latest bytes were handed to Qt
         self.pre_register_bytes = 0
         self.closing_since: float | None = None  # removed, waiting for its last bytes to go
         self.deleted = False
@@ -291,10 +293,15 @@ class ChatServer(QObject):
 
         if self.config.data_dir is None:
             raise ServerError("TLS needs a data directory to keep its certificate in")
-        cert_path, key_path = tlsutil.ensure_certificate(
-            self.config.data_dir, self.config.server_name
-        )
-        certificate, key = tlsutil.load_qt_credentials(cert_path, key_path)
+        if not QSslSocket.supportsSsl():
+            raise ServerError("TLS is not available: Qt found no TLS library on this system")
+        try:
+            cert_path, key_path = tlsutil.ensure_certificate(
+                self.config.data_dir, self.config.server_name
+            )
+            certificate, key = tlsutil.load_qt_credentials(cert_path, key_path)
+        except (OSError, ValueError) as exc:
+            raise ServerError(f"cannot set up TLS: {exc}") from exc
         self.fingerprint = tlsutil.qt_fingerprint(certificate)
         listener = QSslServer(self)
         ssl = QSslConfiguration.defaultConfiguration()
@@ -811,17 +818,18 @@ class ChatServer(QObject):
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
             socket = conn.socket
-            socket.write(data)
-            socket.flush()  # may find the peer gone: errorOccurred removes the connection
-            if conn.removed:
-                continue
+            # Qt writes on its write notifier, in C++, right after this pass. Bytes
+            # still waiting from the previous pass mean the kernel's buffer is full.
             waiting = socket.bytesToWrite()
             if waiting == 0:
                 if conn.session is not None and conn.live:
-                    conn.session.sent_upto = last_seq
+                    conn.session.sent_upto = conn.queued_upto
             elif waiting + _kernel_unsent(socket) > limit:
                 log.warning("%r is not reading; dropping it", conn)
                 self._close(conn, "timeout", abort=True)
+                continue
+            socket.write(data)
+            conn.queued_upto = last_seq
 
     def _close(self, conn: _Connection, reason: str, *, abort: bool = False) -> None:
         """End a connection: send what it is owed (unless aborting), then remove it."""

@@ -271,13 +271,16 @@ class SyncClient:
     """A blocking-socket client, for threads and for servers in other processes."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", *, rcvbuf: int | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, wrap: Callable[[socket.socket], Any] | None = None,
+                 ) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:  # before connect, so the window is small from the start
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         self.sock.connect((host, port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if wrap is not None:  # e.g. TLS
+            self.sock = wrap(self.sock)
         self.decoder = p.FrameDecoder(parse=p.parse_server_frame)
         self.pending: list[dict[str, Any]] = []
         self.closed = False

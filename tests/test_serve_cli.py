@@ -1,0 +1,75 @@
+"""``qtchat serve`` as a person runs it: a subprocess, its output and its exit codes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+from helpers import SERVING, ServeProcess, SyncClient, qtchat_command
+
+from qtchat.cli import build_parser
+
+
+def run_qtchat(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    return subprocess.run([*qtchat_command(), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
+def test_serve_prints_where_it_serves_serves_and_says_bye_on_sigterm(tmp_path):
+    with ServeProcess(tmp_path / "data") as server:
+        match = SERVING.match(server.line)
+        assert match["name"] == "proc" and match["host"] == "127.0.0.1"
+        assert server.port > 0
+        alice, bob = SyncClient(server.port), SyncClient(server.port)
+        assert alice.register("Alice")["type"] == "registered"
+        assert bob.register("Bob")["type"] == "registered"
+        alice.send({"type": "broadcast", "text": "served"})
+        assert bob.recv_until("broadcast")[0]["text"] == "served"
+        assert server.terminate() == 0
+        for client in (alice, bob):
+            bye, _ = client.recv_until("bye")
+            assert bye == {"type": "bye", "reason": "shutdown"}
+
+
+def test_a_port_in_use_is_one_line_and_exit_code_2(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_qtchat("serve", "--host", "127.0.0.1", "--port", str(port),
+                            "--data-dir", str(tmp_path), "--no-announce")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("qtchat: ") and f"port {port} is already in use" in lines[0]
+    assert result.stdout == ""
+
+
+def test_a_data_dir_in_use_by_another_server_is_one_line_and_exit_code_2(tmp_path):
+    with ServeProcess(tmp_path / "data"):
+        result = run_qtchat("serve", "--host", "127.0.0.1", "--port", "0",
+                            "--data-dir", str(tmp_path / "data"), "--no-announce")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "in use by another qtchat server" in lines[0], result.stderr
+
+
+def test_a_history_file_that_is_not_a_database_is_one_line_and_exit_code_2(tmp_path):
+    (tmp_path / "history.sqlite3").write_bytes(b"this is not a database" * 100)
+    result = run_qtchat("serve", "--host", "127.0.0.1", "--port", "0",
+                        "--data-dir", str(tmp_path), "--no-announce")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qtchat: "), result.stderr
+
+
+def test_help_lists_every_flag():
+    result = run_qtchat("serve", "--help")
+    assert result.returncode == 0
+    serve_parser = build_parser()._subparsers._group_actions[0].choices["serve"]
+    flags = [option for action in serve_parser._actions for option in action.option_strings]
+    assert "--port" in flags and "--history-retention" in flags
+    for flag in flags:
+        assert flag in result.stdout, flag

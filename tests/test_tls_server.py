@@ -1,0 +1,123 @@
+"""The server with ``--tls``: a pinned TLS client works; non-TLS and silent peers are closed."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import ssl
+
+import pytest
+from helpers import ServeProcess, SyncClient, run_threads
+
+from qtchat import tlsutil
+
+
+def _tls_available() -> bool:
+    from PySide6.QtNetwork import QSslSocket
+
+    return QSslSocket.supportsSsl()
+
+
+pytestmark = pytest.mark.skipif(not _tls_available(), reason="Qt has no TLS backend here")
+
+
+class TlsClient(SyncClient):
+    """A SyncClient over Python's ssl: no CA check, the certificate pinned instead."""
+
+    def __init__(self, port: int, pinned: str) -> None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # self-signed: trust comes from the pin
+        super().__init__(port, wrap=lambda raw: context.wrap_socket(raw,
+                                                                   server_hostname="qtchat"))
+        seen = tlsutil.fingerprint_of_der(self.sock.getpeercert(binary_form=True))
+        if seen != pinned:
+            self.sock.close()
+            raise ssl.SSLError(f"certificate changed: {seen} is not the pinned {pinned}")
+
+
+def test_a_pinned_tls_client_registers_and_chats(qtbot, make_server, tmp_path):
+    server = make_server(tls=True)
+    assert server.fingerprint == tlsutil.fingerprint_of_pem(
+        (tmp_path / "data" / tlsutil.CERT_FILENAME).read_bytes())
+
+    def chat():
+        alice = TlsClient(server.port, server.fingerprint)
+        bob = TlsClient(server.port, server.fingerprint)
+        registered = alice.register("Alice")
+        assert bob.register("Bob")["type"] == "registered"
+        alice.send({"type": "broadcast", "text": "encrypted hello"})
+        heard, _ = bob.recv_until("broadcast")
+        alice.send({"type": "bye"})
+        bob.send({"type": "bye"})
+        return registered, heard
+
+    registered, heard = run_threads(qtbot, [chat])[0]
+    assert registered["server"]["tls"] is True
+    assert heard["text"] == "encrypted hello" and heard["from"] == "Alice"
+
+
+def test_the_certificate_and_fingerprint_survive_a_restart(qtbot, make_server):
+    first = make_server(tls=True)
+    fingerprint = first.fingerprint
+    first.stop()
+    first.close_store()
+    assert make_server(tls=True).fingerprint == fingerprint
+
+
+def test_a_changed_certificate_is_refused_by_a_pinning_client(qtbot, make_server):
+    server = make_server(tls=True)
+    wrong = "AB:" * 31 + "CD"
+
+    def connect():
+        with pytest.raises(ssl.SSLError, match="certificate changed"):
+            TlsClient(server.port, wrong)
+
+    run_threads(qtbot, [connect])
+
+
+def test_a_client_that_never_handshakes_is_closed(qtbot, make_server):
+    server = make_server(tls=True, register_timeout=0.5)  # handshake timeout follows it
+
+    def silent():
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            try:
+                return sock.recv(100)
+            except ConnectionResetError:
+                return b""
+
+    assert run_threads(qtbot, [silent])[0] == b""
+
+
+def test_a_plain_client_on_the_tls_port_is_closed(qtbot, make_server):
+    server = make_server(tls=True)
+
+    def plain():
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(b'{"type":"register","name":"Plain","protocol":1}\n')
+            received = b""
+            try:
+                while chunk := sock.recv(4096):
+                    received += chunk
+            except ConnectionResetError:
+                pass
+            return received
+
+    received = run_threads(qtbot, [plain])[0]
+    assert b"registered" not in received  # whatever came back, it was not the chat
+    assert server.users() == []
+
+
+def test_serve_with_tls_prints_the_fingerprint(tmp_path):
+    with ServeProcess(tmp_path / "data", "--tls") as server:
+        line = server.process.stdout.readline().strip()
+        assert line.startswith("qtchat: TLS certificate fingerprint (SHA-256) ")
+        fingerprint = line.rsplit(" ", 1)[1]
+        assert fingerprint == tlsutil.fingerprint_of_pem(
+            (tmp_path / "data" / tlsutil.CERT_FILENAME).read_bytes())
+        client = TlsClient(server.port, fingerprint)
+        assert client.register("Remote")["server"]["tls"] is True
+        der = client.sock.getpeercert(binary_form=True)
+        assert tlsutil.fingerprint_of_der(der) == fingerprint
+        assert hashlib.sha256(der).hexdigest().upper() == fingerprint.replace(":", "")
+        assert server.terminate() == 0
