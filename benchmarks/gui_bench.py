@@ -295,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = max(args.runs, 3)
     big = args.big
 
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     bench = Bench(app)
@@ -336,7 +337,12 @@ def main(argv: list[str] | None = None) -> int:
             "bytes",
         )
     )
-    print(f"qtchat gui_bench: {runs} runs each, Qt platform {app.platformName()}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"qtchat gui_bench: {runs} runs each, Qt platform {app.platformName()}, "
+        f"{os.cpu_count()} CPUs, load average {load_before:.2f} before / {load:.2f} after"
+        " (other work on the machine inflates every figure)"
+    )
     for line in rows_table(table):
         print(line)
     return 0
