@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -146,6 +147,7 @@ class _Connection(QObject):
         self.last_heard = now
         self.ping_sent_at: float | None = None
         self.queued_upto = 0  # last_seq when its latest bytes were handed to Qt
+        self.raw_fd = -1  # the plain socket's descriptor, for writes that bypass Qt
         self.pre_register_bytes = 0
         self.closing_since: float | None = None  # removed, waiting for its last bytes to go
         self.deleted = False
@@ -370,6 +372,8 @@ class ChatServer(QObject):
                                    256 * 1024)
             socket.setReadBufferSize(256 * 1024)
             conn = _Connection(self, socket)
+            if not isinstance(socket, QSslSocket) and os.name == "posix":
+                conn.raw_fd = int(socket.socketDescriptor())
             self._conns.add(conn)
             if socket.state() != QAbstractSocket.SocketState.ConnectedState:
                 self._remove_connection(conn, "disconnected")
@@ -818,18 +822,34 @@ class ChatServer(QObject):
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
             socket = conn.socket
-            # Qt writes on its write notifier, in C++, right after this pass. Bytes
-            # still waiting from the previous pass mean the kernel's buffer is full.
+            # Bytes still in Qt's buffer from an earlier pass mean the kernel's
+            # buffer is full: the peer is slow.
             waiting = socket.bytesToWrite()
             if waiting == 0:
                 if conn.session is not None and conn.live:
                     conn.session.sent_upto = conn.queued_upto
+                conn.queued_upto = last_seq
+                if conn.raw_fd >= 0 and conn.replay is None:
+                    # Straight to the kernel: one send() instead of Qt's enable-notifier,
+                    # wake, write, disable-notifier round (the fan-out hot path).
+                    try:
+                        sent = os.write(conn.raw_fd, data)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError:
+                        sent = 0  # the peer is gone: Qt's write reports it (errorOccurred)
+                    if sent == len(data):
+                        if conn.session is not None and conn.live:
+                            conn.session.sent_upto = last_seq  # all of it is the kernel's
+                        continue
+                    data = data[sent:]
             elif waiting + _kernel_unsent(socket) > limit:
                 log.warning("%r is not reading; dropping it", conn)
                 self._close(conn, "timeout", abort=True)
                 continue
+            else:
+                conn.queued_upto = last_seq
             socket.write(data)
-            conn.queued_upto = last_seq
 
     def _close(self, conn: _Connection, reason: str, *, abort: bool = False) -> None:
         """End a connection: send what it is owed (unless aborting), then remove it."""
