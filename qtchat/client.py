@@ -160,6 +160,8 @@ class ChatClient(QObject):
         self.session: str | None = None
         self.last_seq = 0
         self.server_info: dict[str, Any] = {}
+        self.peer_fingerprint: str | None = None  # the host's TLS certificate, when TLS
+        self.fingerprint_first_use = False
         self.rooms: list[str] = [p.LOBBY]
         self._socket: QTcpSocket | None = None
         self._decoder = p.FrameDecoder(parse=p.parse_server_frame, max_frame=MAX_SERVER_FRAME)
@@ -411,6 +413,8 @@ class ChatClient(QObject):
                 f"compare fingerprints.\nExpected: {expected}\nPresented: {seen}",
             ), retry=False)
             return
+        self.peer_fingerprint = seen
+        self.fingerprint_first_use = expected is None  # trusted on first use, now pinned
         if self.pin_store is not None:
             self.pin_store.remember(address, seen)
         self._send_register()

@@ -167,6 +167,7 @@ class ChatWindow(QMainWindow):
         self.me = client.name
         self._conversations: dict[tuple[ConversationKind, str], Conversation] = {}
         self._force_close = False
+        self._fingerprint_shown = False
         self.resize(980, 640)
 
         self.rooms = RoomModel(self)
@@ -228,6 +229,9 @@ class ChatWindow(QMainWindow):
             self.invite_button.clicked.connect(self.copy_invite)
             self.statusBar().addPermanentWidget(self.address_label)
             self.statusBar().addPermanentWidget(self.invite_button)
+            if host.server.fingerprint:
+                self.address_label.setToolTip(
+                    f"TLS certificate fingerprint (SHA-256): {host.server.fingerprint}")
 
         quit_action = QAction("Quit", self)
         quit_action.setShortcut("Ctrl+Q")
@@ -480,6 +484,18 @@ class ChatWindow(QMainWindow):
             self.client.request_history(p.LOBBY)
         if self.tabs.currentIndex() < 0:
             self.show_conversation(lobby)
+        fingerprint = self.client.peer_fingerprint
+        if fingerprint and not self._fingerprint_shown:
+            self._fingerprint_shown = True
+            if self.host is not None:
+                text = (f"Hosting with TLS. This room's certificate fingerprint (SHA-256) is "
+                        f"{fingerprint}; the invite carries it, and people can compare it.")
+            else:
+                how = ("seen for the first time and remembered: you will be warned if it "
+                       "changes" if self.client.fingerprint_first_use else "the one expected")
+                text = (f"Encrypted connection. The host's certificate fingerprint (SHA-256) "
+                        f"is {fingerprint} — {how}.")
+            self._notice(lobby, text)
         self._update_title()
 
     @Slot(object)
