@@ -7,7 +7,7 @@ import socket
 import ssl
 
 import pytest
-from helpers import ServeProcess, SyncClient, run_threads
+from helpers import ServeProcess, SyncClient, run_threads, wait_until
 
 from qtchat import tlsutil
 
@@ -121,3 +121,30 @@ def test_serve_with_tls_prints_the_fingerprint(tmp_path):
         assert tlsutil.fingerprint_of_der(der) == fingerprint
         assert hashlib.sha256(der).hexdigest().upper() == fingerprint.replace(":", "")
         assert server.terminate() == 0
+
+
+def test_failed_handshakes_leave_no_open_files(tmp_path):
+    with ServeProcess(tmp_path / "data", "--tls", "--register-timeout", "0.5") as server:
+        server.process.stdout.readline()  # the fingerprint line
+        fingerprint = tlsutil.fingerprint_of_pem(
+            (tmp_path / "data" / tlsutil.CERT_FILENAME).read_bytes())
+        probe = TlsClient(server.port, fingerprint)
+        assert probe.register("Probe")["type"] == "registered"
+        baseline = server.open_fds()
+        silent = []
+        for index in range(200):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            if index % 4 == 0:
+                silent.append(sock)  # never handshakes: the handshake timeout ends it
+                continue
+            if index % 4 == 1:
+                sock.sendall(b'{"type":"register","name":"Plain","protocol":1}\n')
+            elif index % 4 == 2:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            sock.close()
+        for sock in silent:
+            assert sock.recv(100) == b""  # closed by the server
+            sock.close()
+        wait_until(lambda: server.open_fds() <= baseline)
+        assert server.open_fds() == baseline
+        assert probe.sync() == []
