@@ -198,6 +198,10 @@ def measure(args: argparse.Namespace) -> Report:
     )
     env = dict(os.environ)
     env.setdefault("QT_QPA_PLATFORM", args.platform)
+    # A fresh profile: every start is a first start, and the user's settings stay alone.
+    profile = Path(tempfile.mkdtemp(prefix="qtchat-bench-profile-"))
+    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
+        env[name] = str(profile / name.lower())
     onedir_files_list = list(onedir_exe.parent.rglob("*"))
     launch(onedir_exe, env, args.timeout)  # discard: first-ever start writes caches
     for _ in range(args.runs):
@@ -206,6 +210,7 @@ def measure(args: argparse.Namespace) -> Report:
         report.warm.append(launch(onedir_exe, env, args.timeout))
     for _ in range(args.runs):
         report.onefile.append(launch(onefile_exe, env, args.timeout))
+    shutil.rmtree(profile, ignore_errors=True)
     return report
 
 

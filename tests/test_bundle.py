@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -28,10 +29,15 @@ BUILD_TIMEOUT = 600  # seconds; a cold build with stripping takes about a minute
 RUN_TIMEOUT = 120
 
 
-def _bundle_env() -> dict[str, str]:
+def _bundle_env(profile: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("QTCHAT_ONEFILE", None)  # this test checks the default, one-dir layout
     env["QT_QPA_PLATFORM"] = "offscreen"
+    if profile is not None:
+        # The app saves its settings and data under these; keep the test's apart from
+        # the user's (and the user's saved choices out of the test).
+        for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
+            env[name] = str(profile / name.lower())
     return env
 
 
@@ -78,10 +84,11 @@ def executable(bundle_dir: Path) -> Path:
 
 
 def _run(executable: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(executable), *args], env=_bundle_env(), capture_output=True, text=True,
-        timeout=RUN_TIMEOUT, check=False,
-    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="qtchat-bundle-profile-") as profile:
+        return subprocess.run(
+            [str(executable), *args], env=_bundle_env(Path(profile)), capture_output=True,
+            text=True, timeout=RUN_TIMEOUT, check=False,
+        )  # fmt: skip
 
 
 def test_smoke_passes_in_the_bundle(executable: Path) -> None:
