@@ -400,3 +400,29 @@ def test_200_clients_register_at_once_and_each_receives_every_broadcast(qtbot, s
     for texts, whole_lists in results:
         assert texts == expected
         assert whole_lists == 0
+
+
+# --- the server's own signals (what the host's window shows) ---------------------------------
+
+
+def test_signals_for_the_host(qtbot, server):
+    with qtbot.waitSignal(server.userJoined) as joined, \
+            qtbot.waitSignal(server.clientCountChanged) as counted:
+        alice = LineClient(qtbot, server.port)
+        alice.register("Alice")
+    assert joined.args == ["Alice", "lobby"]
+    assert counted.args == [1]
+    assert server.client_count == 1
+    with qtbot.assertNotEmitted(server.userJoined):
+        taken = LineClient(qtbot, server.port)
+        assert taken.register("alice")["type"] == "username_taken"
+        taken.sync()
+    with qtbot.waitSignal(server.messagesPosted) as posted:
+        alice.send({"type": "broadcast", "text": "for the log", "id": "private-id"})
+    (frame,) = posted.args[0]
+    assert frame["text"] == "for the log" and frame["from"] == "Alice"
+    assert "id" not in frame  # the sender's id is for the sender's copy only
+    with qtbot.waitSignal(server.userLeft) as left:
+        alice.close()
+    assert left.args == ["Alice", "lobby", "disconnected"]
+    assert server.client_count == 0
