@@ -6,7 +6,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run serve test lint bench dist screenshots clean
+.PHONY: run serve test lint bench bench-gui bench-bundle dist icons screenshots clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { PYBIN=$$(sh .ci/pick-python) && echo "qtchat: creating $(VENV) with $$PYBIN" && $$PYBIN -m venv $(VENV); }
@@ -31,10 +31,19 @@ test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check qtchat tests benchmarks
+	$(VENV)/bin/ruff check qtchat tests benchmarks resources docs qtchat.spec
 
 bench: $(STAMP)
 	$(PY) benchmarks/loadgen.py --all
+
+bench-gui: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) benchmarks/gui_bench.py
+
+bench-bundle: $(STAMP)
+	$(PY) benchmarks/bundle_bench.py --check
+
+icons: $(STAMP)
+	$(PY) resources/make_icons.py
 
 dist: $(STAMP)
 	$(PY) -m PyInstaller --noconfirm --clean qtchat.spec

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QDir, QLockFile, QObject, QTimer, Slot
+from PySide6.QtCore import QDir, QLockFile, QObject, QSettings, QTimer, Slot
 from PySide6.QtNetwork import QHostAddress, QTcpServer
 from PySide6.QtWidgets import QApplication
 
@@ -146,12 +146,16 @@ class AppController(QObject):
         interfaces = self.args.interfaces.split(",") if getattr(self.args, "interfaces",
                                                                  None) else None
         self.browser = RoomBrowser(self, interfaces=interfaces)
-        _spawn(self._browse())
+        browser = self.browser
+        # Opening mDNS sockets on every interface takes a moment: after the dialog is up.
+        QTimer.singleShot(50, lambda: _spawn(self._browse(browser)))
         return self.browser.model
 
-    async def _browse(self) -> None:
+    async def _browse(self, browser) -> None:
+        if browser is not self.browser:
+            return  # the app is already quitting
         try:
-            await self.browser.start()
+            await browser.start()
         except Exception as exc:  # discovery is a convenience: typing an address still works
             log.warning("LAN discovery unavailable: %s", exc)
             if self.dialog is not None:
@@ -416,6 +420,11 @@ def run_gui(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.smoke:  # a self-test must not leave its name, room or pins in the user's profile
+        scratch = tempfile.mkdtemp(prefix="qtchat-smoke-profile-")
+        for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+            QSettings.setPath(fmt, QSettings.Scope.UserScope, scratch)
+        os.environ["XDG_DATA_HOME"] = scratch
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("qtchat")
     app.setOrganizationName("qtchat")
