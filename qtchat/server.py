@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,9 @@ _ALLOWED_BEFORE_REGISTER = frozenset({"register", "ping", "pong", "bye"})
 _CLIENT_IDS_KEPT = 10_000
 # How long a closing connection may take to hand its last bytes to the peer.
 _CLOSE_GRACE = 5.0
+# Frames held back from a client whose replay is still running; past this many the
+# server stops reading from it until the replay is done (TCP pushes back).
+_DEFER_CAP = 256
 
 
 @dataclass(slots=True)
@@ -142,6 +146,9 @@ class _Connection(QObject):
         self.removed = False
         self.live = False  # in its rooms' fan-out lists (not while replaying)
         self.replay: Iterator[dict[str, Any]] | None = None
+        # What the client sent while its replay ran, applied in order once it is live.
+        self.deferred: deque[Any] = deque()
+        self.reading = False  # inside _read: a nested read would reorder frames
         now = time.monotonic()
         self.connected_at = now
         self.last_heard = now
@@ -384,9 +391,18 @@ class ChatServer(QObject):
     def _read(self, conn: _Connection) -> None:
         if conn.removed:
             return
+        if conn.replay is not None and len(conn.deferred) >= _DEFER_CAP:
+            return  # read on when the replay is done (_run_deferred)
         data = conn.socket.readAll().data()
         if not data:
             return
+        conn.reading = True
+        try:
+            self._read_data(conn, data)
+        finally:
+            conn.reading = False
+
+    def _read_data(self, conn: _Connection, data: bytes) -> None:
         now = time.monotonic()
         conn.last_heard = now
         conn.ping_sent_at = None
@@ -423,24 +439,43 @@ class ChatServer(QObject):
                                          f"Slow down: at most {rate:g} frames per second.")
                     continue
                 conn.tokens = tokens - 1.0
-            if isinstance(item, p.RemoteProtocolError):
-                if conn.session is None and item.ref in p.CLIENT_FRAME_TYPES and \
-                        item.ref not in _ALLOWED_BEFORE_REGISTER:
-                    item = p.RemoteProtocolError("not_registered", "Send register first.",
-                                                 item.ref)
-                self._queue(conn, p.encode(item.to_frame()))
-                if item.fatal:
-                    self._close(conn, "kicked")
-                    return
+            # While a resume's replay runs, what the client sends waits (in order, with
+            # the answers to it): others hear from it only once it is back, and its own
+            # messages then come after everything it missed.
+            fatal = isinstance(item, p.RemoteProtocolError) and item.fatal
+            if (conn.replay is not None or conn.deferred) and not fatal:
+                conn.deferred.append(item)
                 continue
-            try:
-                self._handle(conn, item)
-            except Exception:  # one bad frame must never strand the ones behind it
-                log.exception("error handling %s from %r", item.type, conn)
-                self._send_error(conn, "bad_frame", "The server could not handle that frame.",
-                                 item.type)
+            self._apply(conn, item)
             if conn.removed:
                 return
+
+    def _apply(self, conn: _Connection, item: Any) -> None:
+        """Handle one decoded frame, or answer one decoding error."""
+        if isinstance(item, p.RemoteProtocolError):
+            if conn.session is None and item.ref in p.CLIENT_FRAME_TYPES and \
+                    item.ref not in _ALLOWED_BEFORE_REGISTER:
+                item = p.RemoteProtocolError("not_registered", "Send register first.",
+                                             item.ref)
+            self._queue(conn, p.encode(item.to_frame()))
+            if item.fatal:
+                self._close(conn, "kicked")
+            return
+        try:
+            self._handle(conn, item)
+        except Exception:  # one bad frame must never strand the ones behind it
+            log.exception("error handling %s from %r", item.type, conn)
+            self._send_error(conn, "bad_frame", "The server could not handle that frame.",
+                             item.type)
+
+    def _run_deferred(self, conn: _Connection) -> None:
+        """The replay is done: apply what the client sent meanwhile, then read on."""
+        deferred = conn.deferred
+        while deferred and not conn.removed and conn.replay is None:
+            self._apply(conn, deferred.popleft())
+        if (not conn.removed and conn.replay is None and not conn.reading
+                and conn.socket.bytesAvailable()):
+            self._read(conn)
 
     def _handle(self, conn: _Connection, frame: p.ClientFrame) -> None:
         session = conn.session
@@ -605,6 +640,7 @@ class ChatServer(QObject):
         conn.replay = None
         conn.socket.bytesWritten.disconnect(conn.on_bytes_written)
         self._go_live(conn, announce=True)
+        self._run_deferred(conn)
 
     def _go_live(self, conn: _Connection, *, announce: bool) -> None:
         session = conn.session

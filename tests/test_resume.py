@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 
@@ -336,3 +337,43 @@ def test_sigkill_restart_keeps_seq_history_and_sessions(tmp_path):
         assert replayed == after
         assert new_bob.sync() == []
         assert second.terminate() == 0
+
+
+def test_frames_sent_during_a_long_replay_keep_everything_in_order(qtbot, server):
+    alice, bob = connect_clients(qtbot, server.port, 2, "during")
+    join(alice, "Late")
+    alice.sync()
+    dropped(qtbot, alice, bob)
+    since = server.store.last_seq
+    count = 3000  # more than one replay budget: the replay is still running below
+    alice.send_raw(b"".join(
+        b'{"type":"broadcast","text":"backlog %d"}\n' % i for i in range(count)))
+    alice.wait_for("broadcast", text=f"backlog {count - 1}", timeout=60_000)
+    alice.pos = len(alice.frames)
+    new_bob = LineClient(qtbot, server.port)
+    new_bob.send_raw(b"".join(json.dumps(frame).encode() + b"\n" for frame in [
+        {"type": "register", "name": bob.name, "protocol": 1, "resume": bob.session,
+         "since": since},
+        {"type": "join", "room": "Late"},
+        {"type": "broadcast", "room": "Late", "text": "hi from the replay", "id": "r1"},
+        {"type": "whisper", "to": alice.name, "text": "psst from the replay"},
+    ]))
+    mine = new_bob.wait_for("broadcast", text="hi from the replay", timeout=60_000)
+    assert mine["id"] == "r1"
+    new_bob.wait_for("whisper", text="psst from the replay")
+    alice.send({"type": "broadcast", "text": "live", "room": "Late"})
+    new_bob.wait_for("broadcast", text="live")
+    seqs = [f["seq"] for f in new_bob.frames if f["type"] in ("broadcast", "whisper")]
+    assert seqs == sorted(seqs) and len(seqs) == len(set(seqs)) == count + 3
+    assert sum(f["type"] == "joined" for f in new_bob.frames) == 1
+    # Bob's frames waited for his replay: his joined comes after everything he missed.
+    kinds = [f["type"] for f in new_bob.frames]
+    assert kinds.index("joined") > max(i for i, f in enumerate(new_bob.frames)
+                                       if f.get("text", "").startswith("backlog"))
+    # Alice saw Bob come back in each room first, and only then his messages.
+    seen = [(f["type"], f.get("room"), f.get("text")) for f in alice.sync()
+            if f["type"] != "broadcast" or f["text"] != "live"]
+    assert seen == [("user_joined", "lobby", None), ("user_joined", "Late", None),
+                    ("broadcast", "Late", "hi from the replay"),
+                    ("whisper", None, "psst from the replay")]
+    assert server.users("Late") == [alice.name, bob.name]
