@@ -1462,8 +1462,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="messages for the one-at-a-time workload (default 2000)")
     p.add_argument("--text-bytes", type=int, default=48,
                    help="approximate message text length (default 48)")
-    p.add_argument("--settle", type=float, default=0.5,
-                   help="seconds to let the server settle before an RSS reading")
+    p.add_argument("--settle", type=float, default=1.5,
+                   help="seconds to let the server settle before an RSS reading (default "
+                        "1.5: the server gives freed heap back to the OS at its once-a-second "
+                        "sweep after a connect storm)")
     p.add_argument("--repeat", type=int, default=3, help="runs per row (default 3)")
     p.add_argument("--timeout", type=float, default=60.0,
                    help="hard timeout of each phase of a run in s (default 60)")

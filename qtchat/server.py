@@ -16,13 +16,16 @@ through one idempotent ``_remove_connection``.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hmac
 import logging
 import os
 import secrets
+import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,21 +38,13 @@ from PySide6.QtNetwork import (
     QSslServer,
     QSslSocket,
     QTcpServer,
-    QTcpSocket,
 )
 
 from qtchat import __version__
 from qtchat import protocol as p
 from qtchat.names import Name, parse_name, parse_room
 from qtchat.store import WHISPER_BUCKET, MessageStore, StoreLocked, hash_secret
-
-try:  # POSIX: the kernel's count of unsent bytes
-    import fcntl
-    import termios
-
-    _TIOCOUTQ: int | None = termios.TIOCOUTQ
-except (ImportError, AttributeError):
-    _TIOCOUTQ = None
+from qtchat.transport import QtTransport, RawTransport, Transport
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +56,8 @@ _CLOSE_GRACE = 5.0
 # Frames held back from a client whose replay is still running; past this many the
 # server stops reading from it until the replay is done (TCP pushes back).
 _DEFER_CAP = 256
+# Connections opened or closed before the sweep gives freed heap back to the OS.
+_TRIM_AFTER_CHURN = 64
 
 
 @dataclass(slots=True)
@@ -132,14 +129,17 @@ class Session:
                 del ids[old]
 
 
-class _Connection(QObject):
-    """One TCP connection: its socket, decoder, rate bucket and pending output."""
+class _Connection:
+    """One client connection: its transport, decoder, rate bucket and pending output."""
 
-    def __init__(self, server: ChatServer, socket: QTcpSocket) -> None:
-        super().__init__(server)
+    __slots__ = ("closing_since", "connected_at", "decoder", "deferred", "deleted",
+                 "last_heard", "live", "out", "peer", "ping_sent_at", "pre_register_bytes",
+                 "queued_upto", "rate_error_at", "reading", "removed", "replay", "server",
+                 "session", "tokens", "tokens_at", "transport")
+
+    def __init__(self, server: ChatServer, transport: Transport) -> None:
         self.server = server
-        self.socket = socket
-        socket.setParent(self)
+        self.transport = transport
         self.decoder = p.FrameDecoder(max_frame=server.config.max_frame_bytes)
         self.session: Session | None = None
         self.out: list[bytes] = []
@@ -147,50 +147,50 @@ class _Connection(QObject):
         self.live = False  # in its rooms' fan-out lists (not while replaying)
         self.replay: Iterator[dict[str, Any]] | None = None
         # What the client sent while its replay ran, applied in order once it is live.
-        self.deferred: deque[Any] = deque()
+        self.deferred: deque[Any] | None = None  # made when needed: most never need it
         self.reading = False  # inside _read: a nested read would reorder frames
         now = time.monotonic()
         self.connected_at = now
         self.last_heard = now
         self.ping_sent_at: float | None = None
-        self.queued_upto = 0  # last_seq when its latest bytes were handed to Qt
-        self.raw_fd = -1  # the plain socket's descriptor, for writes that bypass Qt
+        self.queued_upto = 0  # last_seq when its latest bytes were handed to the transport
         self.pre_register_bytes = 0
         self.closing_since: float | None = None  # removed, waiting for its last bytes to go
         self.deleted = False
         self.tokens = float(server.config.rate_burst)
         self.tokens_at = now
         self.rate_error_at = 0.0
-        self.peer = f"{socket.peerAddress().toString()}:{socket.peerPort()}"
-        socket.readyRead.connect(self.on_ready_read)
-        socket.disconnected.connect(self.on_disconnected)
-        socket.errorOccurred.connect(self.on_error)
+        self.peer = transport.peer
+        transport.on_readable = self.on_readable
+        transport.on_drained = self.on_drained
+        transport.on_closed = self.on_closed
 
-    @Slot()
-    def on_ready_read(self) -> None:
+    def on_readable(self) -> None:
         self.server._read(self)
 
-    @Slot()
-    def on_disconnected(self) -> None:
+    def on_drained(self) -> None:
+        if self.replay is not None:
+            self.server._continue_replay(self)
+
+    def on_closed(self, _reason: str) -> None:
         self.server._remove_connection(self, "disconnected")
         self.server._discard(self)
-
-    @Slot(QAbstractSocket.SocketError)
-    def on_error(self, _error: QAbstractSocket.SocketError) -> None:
-        self.server._remove_connection(self, "disconnected")
-        # Whatever the error, this socket is done; abort() emits disconnected if it
-        # still was connected, and _discard is idempotent.
-        if self.socket.state() != QAbstractSocket.SocketState.UnconnectedState:
-            self.socket.abort()
-        self.server._discard(self)
-
-    @Slot(int)
-    def on_bytes_written(self, _count: int) -> None:
-        self.server._continue_replay(self)
 
     def __repr__(self) -> str:
         who = self.session.name.display if self.session else "unregistered"
         return f"<connection {self.peer} {who}>"
+
+
+class _PlainListener(QTcpServer):
+    """A QTcpServer that hands over each accepted descriptor instead of a QTcpSocket
+    (see qtchat.transport.RawTransport for why)."""
+
+    def __init__(self, on_descriptor: Callable[[int], None], parent: QObject) -> None:
+        super().__init__(parent)
+        self._on_descriptor = on_descriptor
+
+    def incomingConnection(self, handle: int) -> None:
+        self._on_descriptor(int(handle))
 
 
 class ChatServer(QObject):
@@ -235,6 +235,7 @@ class ChatServer(QObject):
         self._rooms: dict[str, Room] = {}
         self._registered = 0
         self._dirty: list[_Connection] = []
+        self._churn = 0  # connections opened or closed since free heap was last given back
         self._posted: list[dict[str, Any]] = []
         self._flush_timer = QTimer(self)
         self._flush_timer.setSingleShot(True)
@@ -280,11 +281,12 @@ class ChatServer(QObject):
         c = self.config
         if c.tls:
             self._listener = self._make_tls_listener()
+            self._listener.pendingConnectionAvailable.connect(self._accept)
         else:
-            self._listener = QTcpServer(self)
+            self._listener = _PlainListener(self._accept_descriptor, self)
+        # Qt's default backlog of 50 makes a connect storm stall a second on SYN retries.
         self._listener.setListenBacklogSize(c.listen_backlog)
         self._listener.setMaxPendingConnections(c.listen_backlog)
-        self._listener.pendingConnectionAvailable.connect(self._accept)
         address = QHostAddress(c.host) if c.host not in ("", "*") else QHostAddress.Any
         if address.isNull():
             raise ServerError(f"{c.host!r} is not an IP address this machine can listen on")
@@ -337,6 +339,29 @@ class ChatServer(QObject):
         found = self._rooms.get(parse_room(room).folded)
         return [c.session.name.display for c in found.conns if c.session] if found else []
 
+    def held_names(self) -> list[str]:
+        """Names taken now: connected, or held for a dropped session's resume."""
+        return sorted(session.name.display for session in self._names.values())
+
+    def drop_connection(self, name: str) -> bool:
+        """Cut ``name``'s connection as a network failure would: the others hear
+        ``user_left`` (disconnected) and the session is held for its resume.
+        Returns False if nobody of that name is connected."""
+        session = self._names.get(parse_name(name).skeleton)
+        if session is None or session.conn is None:
+            return False
+        self._close(session.conn, "disconnected", abort=True)
+        return True
+
+    def pause_accepting(self) -> None:
+        """Leave new connections waiting in the listen backlog (see resume_accepting)."""
+        if self._listener is not None:
+            self._listener.pauseAccepting()
+
+    def resume_accepting(self) -> None:
+        if self._listener is not None:
+            self._listener.resumeAccepting()
+
     def stop(self, reason: str = "shutdown") -> None:
         """Send ``bye`` to everyone, flush, close every connection, stop listening."""
         if self._listener is not None:
@@ -353,8 +378,8 @@ class ChatServer(QObject):
             session = conn.session
             if session is not None and session.conn is conn:
                 self.store.update_session_sent_upto(session.sid, session.sent_upto)
-            conn.socket.disconnectFromHost()
-            if conn.socket.state() == QAbstractSocket.SocketState.UnconnectedState:
+            conn.transport.close()
+            if not conn.transport.is_open():
                 self._discard(conn)
         self._conns.clear()
         self.store.commit()
@@ -365,35 +390,42 @@ class ChatServer(QObject):
 
     # --- reading -----------------------------------------------------------------------
 
+    def _accept_descriptor(self, descriptor: int) -> None:
+        """A plain TCP connection accepted by _PlainListener."""
+        try:
+            transport = RawTransport(descriptor, self)
+        except OSError as exc:
+            log.warning("could not take an accepted connection: %s", exc)
+            os.close(descriptor)
+            return
+        self._add_connection(transport)
+
     @Slot()
     def _accept(self) -> None:
+        """TLS connections, once QSslServer has finished their handshake."""
         listener = self._listener
         assert listener is not None
         while listener.hasPendingConnections():
             socket = listener.nextPendingConnection()
             if socket is None:
                 break
-            socket.setSocketOption(QAbstractSocket.SocketOption.LowDelayOption, 1)
-            # A small kernel send buffer keeps "unsent bytes" countable (see _flush).
-            socket.setSocketOption(QAbstractSocket.SocketOption.SendBufferSizeSocketOption,
-                                   256 * 1024)
-            socket.setReadBufferSize(256 * 1024)
-            conn = _Connection(self, socket)
-            if not isinstance(socket, QSslSocket) and os.name == "posix":
-                conn.raw_fd = int(socket.socketDescriptor())
-            self._conns.add(conn)
             if socket.state() != QAbstractSocket.SocketState.ConnectedState:
-                self._remove_connection(conn, "disconnected")
-                self._discard(conn)
-            elif socket.bytesAvailable():
-                self._read(conn)
+                socket.deleteLater()
+                continue
+            self._add_connection(QtTransport(socket, self))
+
+    def _add_connection(self, transport: Transport) -> None:
+        self._churn += 1
+        conn = _Connection(self, transport)
+        self._conns.add(conn)
+        self._read(conn)  # anything that came with the connection
 
     def _read(self, conn: _Connection) -> None:
         if conn.removed:
             return
-        if conn.replay is not None and len(conn.deferred) >= _DEFER_CAP:
+        if conn.deferred is not None and len(conn.deferred) >= _DEFER_CAP:
             return  # read on when the replay is done (_run_deferred)
-        data = conn.socket.readAll().data()
+        data = conn.transport.read_all()
         if not data:
             return
         conn.reading = True
@@ -444,6 +476,8 @@ class ChatServer(QObject):
             # messages then come after everything it missed.
             fatal = isinstance(item, p.RemoteProtocolError) and item.fatal
             if (conn.replay is not None or conn.deferred) and not fatal:
+                if conn.deferred is None:
+                    conn.deferred = deque()
                 conn.deferred.append(item)
                 continue
             self._apply(conn, item)
@@ -473,8 +507,9 @@ class ChatServer(QObject):
         deferred = conn.deferred
         while deferred and not conn.removed and conn.replay is None:
             self._apply(conn, deferred.popleft())
-        if (not conn.removed and conn.replay is None and not conn.reading
-                and conn.socket.bytesAvailable()):
+        if not conn.deferred:
+            conn.deferred = None
+        if not conn.removed and conn.replay is None and not conn.reading:
             self._read(conn)
 
     def _handle(self, conn: _Connection, frame: p.ClientFrame) -> None:
@@ -619,7 +654,6 @@ class ChatServer(QObject):
         log.info("%s resumed since seq %d", session.name.display, since)
         # The live key view: rooms joined while replaying are replayed too.
         conn.replay = self.store.replay(session.rooms.keys(), session.sid, since)
-        conn.socket.bytesWritten.connect(conn.on_bytes_written)
         self._continue_replay(conn)
 
     def _continue_replay(self, conn: _Connection) -> None:
@@ -628,7 +662,7 @@ class ChatServer(QObject):
         if replay is None or conn.removed:
             return
         budget = max(64 * 1024, self.config.send_queue_bytes // 4)
-        if conn.socket.bytesToWrite() + sum(map(len, conn.out)) > budget:
+        if conn.transport.pending() + sum(map(len, conn.out)) > budget:
             return
         queued = 0
         for frame in replay:
@@ -636,9 +670,8 @@ class ChatServer(QObject):
             self._queue(conn, data)
             queued += len(data)
             if queued >= budget:
-                return  # more after the socket drains (bytesWritten)
+                return  # more once this is with the kernel (_flush or on_drained)
         conn.replay = None
-        conn.socket.bytesWritten.disconnect(conn.on_bytes_written)
         self._go_live(conn, announce=True)
         self._run_deferred(conn)
 
@@ -850,6 +883,7 @@ class ChatServer(QObject):
         dirty, self._dirty = self._dirty, []
         limit = self.config.send_queue_bytes
         last_seq = self.store.last_seq
+        replaying: list[_Connection] = []
         for conn in dirty:
             out = conn.out
             if conn.removed or not out:
@@ -857,35 +891,22 @@ class ChatServer(QObject):
                 continue
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
-            socket = conn.socket
-            # Bytes still in Qt's buffer from an earlier pass mean the kernel's
-            # buffer is full: the peer is slow.
-            waiting = socket.bytesToWrite()
+            transport = conn.transport
+            if conn.live and transport.pending() == 0:
+                conn.session.sent_upto = conn.queued_upto  # the kernel took the last batch
+            conn.queued_upto = last_seq
+            transport.write(data)
+            waiting = transport.pending()  # what the kernel refused: the peer is slow
             if waiting == 0:
-                if conn.session is not None and conn.live:
-                    conn.session.sent_upto = conn.queued_upto
-                conn.queued_upto = last_seq
-                if conn.raw_fd >= 0 and conn.replay is None:
-                    # Straight to the kernel: one send() instead of Qt's enable-notifier,
-                    # wake, write, disable-notifier round (the fan-out hot path).
-                    try:
-                        sent = os.write(conn.raw_fd, data)
-                    except BlockingIOError:
-                        sent = 0
-                    except OSError:
-                        sent = 0  # the peer is gone: Qt's write reports it (errorOccurred)
-                    if sent == len(data):
-                        if conn.session is not None and conn.live:
-                            conn.session.sent_upto = last_seq  # all of it is the kernel's
-                        continue
-                    data = data[sent:]
-            elif waiting + _kernel_unsent(socket) > limit:
+                if conn.live:
+                    conn.session.sent_upto = last_seq  # all of it is the kernel's
+                if conn.replay is not None:
+                    replaying.append(conn)
+            elif waiting + transport.kernel_unsent() > limit:
                 log.warning("%r is not reading; dropping it", conn)
                 self._close(conn, "timeout", abort=True)
-                continue
-            else:
-                conn.queued_upto = last_seq
-            socket.write(data)
+        for conn in replaying:  # the kernel took the last batch: send the next
+            self._continue_replay(conn)
 
     def _close(self, conn: _Connection, reason: str, *, abort: bool = False) -> None:
         """End a connection: send what it is owed (unless aborting), then remove it."""
@@ -893,17 +914,16 @@ class ChatServer(QObject):
             return
         owed = b"" if abort else b"".join(conn.out)
         self._remove_connection(conn, reason)
-        socket = conn.socket
+        transport = conn.transport
         if abort:
-            socket.abort()
+            transport.abort()
         else:
             if owed:
-                socket.write(owed)
-                socket.flush()
-            # Waits for Qt's buffer to drain before closing; _sweep aborts it if the
-            # peer does not take the bytes within _CLOSE_GRACE.
-            socket.disconnectFromHost()
-        if socket.state() == QAbstractSocket.SocketState.UnconnectedState:
+                transport.write(owed)
+            # Waits for the owed bytes to reach the kernel; _sweep aborts it if the
+            # peer does not take them within _CLOSE_GRACE.
+            transport.close()
+        if not transport.is_open():
             self._discard(conn)
         elif not conn.deleted:
             conn.closing_since = time.monotonic()
@@ -937,7 +957,8 @@ class ChatServer(QObject):
         conn.deleted = True
         self._closing.discard(conn)
         self._conns.discard(conn)
-        conn.deleteLater()
+        self._churn += 1
+        conn.transport.deleteLater()
 
     # --- timers ------------------------------------------------------------------------
 
@@ -945,11 +966,14 @@ class ChatServer(QObject):
     def _sweep(self) -> None:
         """Registration deadline, idle pings and timeouts, and expired held sessions."""
         self.store.commit()  # session and room changes not yet carried by a message commit
+        if self._churn >= _TRIM_AFTER_CHURN:
+            self._churn = 0
+            _give_back_free_heap()
         now = time.monotonic()
         c = self.config
         for conn in list(self._closing):
             if conn.closing_since is not None and now - conn.closing_since > _CLOSE_GRACE:
-                conn.socket.abort()
+                conn.transport.abort()
                 self._discard(conn)
         for conn in list(self._conns):
             if conn.session is None:
@@ -968,6 +992,29 @@ class ChatServer(QObject):
             if session.held_until is not None and session.held_until < now:
                 log.info("resume grace of %s ended", session.name.display)
                 self._end_session(session)
+
+
+def _give_back_free_heap() -> None:
+    """Return freed heap pages to the OS (glibc's malloc_trim).
+
+    A connect storm leaves megabytes of freed buffers (registration answers,
+    join announcements) that glibc keeps mapped; trimming after such churn keeps
+    the resident size of a server with many idle clients near what they use.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        _malloc_trim = _no_trim
+        if sys.platform.startswith("linux"):
+            with contextlib.suppress(OSError, AttributeError):
+                _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+    _malloc_trim(0)
+
+
+def _no_trim(_pad: int) -> int:
+    return 0
+
+
+_malloc_trim: Callable[[int], int] | None = None
 
 
 def _encode_trimmed(
@@ -1011,15 +1058,3 @@ def _encode_trimmed(
         cut[key] = items[:len(items) - low] if keep_tail else items[low:]
         return p.encode(frame), cut
     raise p.LocalProtocolError("frame_too_large", f"{frame['type']} does not fit in a frame")
-
-
-def _kernel_unsent(socket: QTcpSocket) -> int:
-    """Bytes the operating system still holds for this socket (Linux SIOCOUTQ)."""
-    descriptor = socket.socketDescriptor()
-    if descriptor < 0 or _TIOCOUTQ is None:
-        return 0  # elsewhere Qt's own count is all there is
-    try:
-        buf = fcntl.ioctl(int(descriptor), _TIOCOUTQ, b"\0\0\0\0")
-    except OSError:
-        return 0
-    return int.from_bytes(buf, "little")

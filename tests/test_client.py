@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from _scripted_host import ScriptedHost, registered
-from PySide6.QtNetwork import QTcpServer
 
 from qtchat.client import ChatClient, ConnectError, Endpoint
 from qtchat.server import ChatServer, ServerConfig
@@ -73,28 +72,14 @@ def round_trip(qtbot, client: ChatClient) -> None:
         sent.append(client.ping())
 
 
-def server_side(server: ChatServer, name: str):
-    """The server's connection object for ``name`` (ChatServer has no public lookup)."""
-    for conn in server._conns:
-        if conn.session is not None and conn.session.name.display == name:
-            return conn
-    raise LookupError(name)
-
-
 def cut(server: ChatServer, name: str) -> None:
     """A network blip: the server's side of ``name``'s connection dies without a word."""
-    server_side(server, name).socket.abort()
+    assert server.drop_connection(name)
 
 
 def held_names(server: ChatServer) -> set[str]:
-    """Names the server keeps (connected, or within their resume grace; no public view)."""
-    return {session.name.display for session in server._names.values()}
-
-
-def listener(server: ChatServer) -> QTcpServer:
-    """The server's listening socket, to hold reconnects back (no public handle)."""
-    assert server._listener is not None
-    return server._listener
+    """Names the server keeps (connected, or within their resume grace)."""
+    return set(server.held_names())
 
 
 class Inbox:
@@ -277,7 +262,7 @@ def test_network_blip_loses_nothing_and_doubles_nothing(qtbot, server, pair):
                           timeout=WAIT):
         alice.send_broadcast("before")
 
-    listener(server).pauseAccepting()  # Bob's reconnect waits in the backlog
+    server.pause_accepting()  # Bob's reconnect waits in the backlog
     left = record(alice.userLeft)
     with qtbot.waitSignals([bob.connectionLost, alice.userLeft], timeout=WAIT):
         cut(server, "bob")
@@ -295,7 +280,7 @@ def test_network_blip_loses_nothing_and_doubles_nothing(qtbot, server, pair):
 
     back = record(bob.reconnected)
     with qtbot.waitSignals([bob.reconnected, alice.userJoined], timeout=WAIT):
-        listener(server).resumeAccepting()
+        server.resume_accepting()
     assert back == [(False,)]  # resumed, no gap
     qtbot.waitUntil(lambda: alice_inbox.count("typed while cut off") == 1, timeout=WAIT)
     qtbot.waitUntil(lambda: bob_inbox.count("psst, during the gap") == 1, timeout=WAIT)
@@ -387,7 +372,7 @@ def short_grace_server(tmp_path: Path) -> Iterator[ChatServer]:
 
 def away_past_the_grace_period(qtbot, server: ChatServer, client: ChatClient) -> None:
     """Cut ``client`` off and hold its reconnect back until the server forgot it."""
-    listener(server).pauseAccepting()
+    server.pause_accepting()
     with qtbot.waitSignal(client.connectionLost, timeout=WAIT):
         cut(server, client.name)
     qtbot.waitUntil(lambda: client.name not in held_names(server), timeout=WAIT)
@@ -405,7 +390,7 @@ def test_back_after_the_grace_period_rejoins_as_a_new_session(
     gaps = record(bob.reconnected)
     with qtbot.waitSignals([bob.reconnected, bob.roomJoined, bob.historyReceived],
                            timeout=WAIT):
-        listener(server).resumeAccepting()
+        server.resume_accepting()
     assert gaps == [(True,)]  # not resumed: what was said meanwhile may be missing
     assert bob.session != old_session
     assert sorted(bob.rooms) == ["dev", "lobby"]
@@ -424,7 +409,7 @@ def test_back_after_the_grace_period_to_a_name_taken_meanwhile(
         newcomer.register("Bob")  # the name is free now
     with qtbot.assertNotEmitted(bob.usernameTaken), \
             qtbot.waitSignal(bob.connectFailed, timeout=WAIT) as failed:
-        listener(server).resumeAccepting()
+        server.resume_accepting()
     error = failed.args[0]
     assert error.kind == "username_taken"
     assert endpoint(server).address in str(error) and "another name" in str(error)
@@ -561,10 +546,10 @@ def test_retry_while_disconnected_goes_with_the_resume(qtbot, server, pair):
         bob.join("dev")
     with qtbot.waitSignal(alice.roomJoined, timeout=WAIT):
         alice.join("dev")
-    listener(server).pauseAccepting()
+    server.pause_accepting()
     with qtbot.waitSignal(alice.connectionLost, timeout=WAIT):
         cut(server, "alice")
     alice.retry(refused_id)
     with qtbot.waitSignals([alice.sendConfirmed, bob.messageReceived], timeout=WAIT):
-        listener(server).resumeAccepting()
+        server.resume_accepting()
     assert alice.pending_ids == []
