@@ -39,3 +39,23 @@ def make_server(qtbot, tmp_path):
 def server(make_server):
     """One server with the defaults of make_server."""
     return make_server()
+
+
+@pytest.fixture
+def make_client(qtbot):
+    """ChatClients closed after the test; ``make_client(**options)`` (a short connect
+    timeout unless given: every host here is on 127.0.0.1)."""
+    from qtchat.client import ChatClient
+
+    clients = []
+
+    def make(**options):
+        options.setdefault("connect_timeout", 3.0)
+        client = ChatClient(**options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+        client.deleteLater()

@@ -39,21 +39,6 @@ def server(tmp_path: Path) -> Iterator[ChatServer]:
     host.close_store()
 
 
-@pytest.fixture
-def make_client(qtbot) -> Iterator[Callable[..., ChatClient]]:
-    clients: list[ChatClient] = []
-
-    def make(**options: Any) -> ChatClient:
-        client = ChatClient(**options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
-        client.deleteLater()
-
-
 def endpoint(server: ChatServer | ScriptedHost) -> Endpoint:
     return Endpoint("127.0.0.1", server.port)
 

@@ -34,22 +34,6 @@ ADVICE = re.compile(r"\b(check|try|ask|use|join|install|choose)\b", re.IGNORECAS
 
 
 @pytest.fixture
-def make_client(qtbot) -> Iterator[Callable[..., ChatClient]]:
-    clients: list[ChatClient] = []
-
-    def make(**options: Any) -> ChatClient:
-        options.setdefault("connect_timeout", 3.0)
-        client = ChatClient(**options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
-        client.deleteLater()
-
-
-@pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., ChatServer]]:
     servers: list[ChatServer] = []
 

@@ -90,6 +90,10 @@ DEFAULT_WINDOW = 3000
 ACTION_PREFIX = "/me "
 
 _USER_ROLE = int(Qt.ItemDataRole.UserRole)
+#: Flags of a member or conversation row: selectable, never a tree.
+_LIST_ITEM_FLAGS = (
+    Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
+)
 _ParentIndex = QModelIndex | QPersistentModelIndex
 
 
@@ -1027,13 +1031,7 @@ class MemberModel(QAbstractListModel):
         return None
 
     def flags(self, index: _ParentIndex) -> Qt.ItemFlag:
-        if not index.isValid():
-            return Qt.ItemFlag.NoItemFlags
-        return (
-            Qt.ItemFlag.ItemIsEnabled
-            | Qt.ItemFlag.ItemIsSelectable
-            | Qt.ItemFlag.ItemNeverHasChildren
-        )
+        return _LIST_ITEM_FLAGS if index.isValid() else Qt.ItemFlag.NoItemFlags
 
     def roleNames(self) -> dict[int, QByteArray]:
         return _role_names(MemberRoles)
@@ -1159,13 +1157,7 @@ class RoomModel(QAbstractListModel):
         return None
 
     def flags(self, index: _ParentIndex) -> Qt.ItemFlag:
-        if not index.isValid():
-            return Qt.ItemFlag.NoItemFlags
-        return (
-            Qt.ItemFlag.ItemIsEnabled
-            | Qt.ItemFlag.ItemIsSelectable
-            | Qt.ItemFlag.ItemNeverHasChildren
-        )
+        return _LIST_ITEM_FLAGS if index.isValid() else Qt.ItemFlag.NoItemFlags
 
     def roleNames(self) -> dict[int, QByteArray]:
         return _role_names(RoomRoles)
