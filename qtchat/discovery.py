@@ -471,7 +471,10 @@ class DiscoveredRoomsModel(QAbstractListModel):
             return None
         room = self._rooms[index.row()]
         match role:
-            case Qt.ItemDataRole.DisplayRole | RoomRole.Name:
+            case Qt.ItemDataRole.DisplayRole:
+                secured = " · TLS" if room.tls else ""
+                return f"{room.name} — {room.address}{secured}"
+            case RoomRole.Name:
                 return room.name
             case Qt.ItemDataRole.ToolTipRole:
                 secured = "TLS" if room.tls else "no TLS"

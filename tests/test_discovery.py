@@ -429,7 +429,11 @@ def test_model_rows_roles_and_updates(qtbot: Any, qtmodeltester: Any, qapp: Any)
             model.upsert_room(room("beta"))
         model.upsert_room(room("Alpha", tls=True, fingerprint=fingerprint))
         model.upsert_room(room("gamma"))
-        assert [model.data(model.index(row)) for row in range(3)] == ["Alpha", "beta", "gamma"]
+        assert [model.data(model.index(row), RoomRole.Name) for row in range(3)] == [
+            "Alpha", "beta", "gamma"]
+        # What the Join list shows: name, address, and whether TLS is on.
+        assert model.data(model.index(0)) == "Alpha — 192.168.1.20:8800 · TLS"
+        assert model.data(model.index(1)) == "beta — 192.168.1.20:8800"
         assert model.rowCount(model.index(0)) == 0  # a list: no children
 
         index = model.index(0)

@@ -111,6 +111,12 @@ class StartDialog(QDialog):
         host_form.addRow("Password", self.host_password)
         host_form.addRow("", self.tls_check)
         host_form.addRow("", self.host_button)
+        host_hint = _plain_label(
+            "People on your network see the room in their Join tab. Once you are hosting, "
+            "the window's Copy invite button gives a link for anyone else who can reach "
+            "this computer.")
+        host_hint.setStyleSheet("color: palette(mid);")
+        host_form.addRow(host_hint)
 
         # Join tab
         self.rooms_view = QListView()
