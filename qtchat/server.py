@@ -134,7 +134,7 @@ class _Connection:
 
     __slots__ = ("closing_since", "connected_at", "decoder", "deferred", "deleted",
                  "last_heard", "live", "out", "peer", "ping_sent_at", "pre_register_bytes",
-                 "queued_upto", "rate_error_at", "reading", "removed", "replay", "server",
+                 "rate_error_at", "reading", "removed", "replay", "server",
                  "session", "tokens", "tokens_at", "transport")
 
     def __init__(self, server: ChatServer, transport: Transport) -> None:
@@ -153,7 +153,6 @@ class _Connection:
         self.connected_at = now
         self.last_heard = now
         self.ping_sent_at: float | None = None
-        self.queued_upto = 0  # last_seq when its latest bytes were handed to the transport
         self.pre_register_bytes = 0
         self.closing_since: float | None = None  # removed, waiting for its last bytes to go
         self.deleted = False
@@ -891,18 +890,13 @@ class ChatServer(QObject):
                 continue
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
-            transport = conn.transport
-            if conn.live and transport.pending() == 0:
-                conn.session.sent_upto = conn.queued_upto  # the kernel took the last batch
-            conn.queued_upto = last_seq
-            transport.write(data)
-            waiting = transport.pending()  # what the kernel refused: the peer is slow
+            waiting = conn.transport.write(data)  # what the kernel refused: the peer is slow
             if waiting == 0:
                 if conn.live:
                     conn.session.sent_upto = last_seq  # all of it is the kernel's
                 if conn.replay is not None:
                     replaying.append(conn)
-            elif waiting + transport.kernel_unsent() > limit:
+            elif waiting + conn.transport.kernel_unsent() > limit:
                 log.warning("%r is not reading; dropping it", conn)
                 self._close(conn, "timeout", abort=True)
         for conn in replaying:  # the kernel took the last batch: send the next

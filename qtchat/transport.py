@@ -72,7 +72,8 @@ class Transport(QObject):
     def read_all(self) -> bytes:
         raise NotImplementedError
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> int:
+        """Hand ``data`` on; returns what is still not with the kernel (``pending``)."""
         raise NotImplementedError
 
     def pending(self) -> int:
@@ -150,23 +151,26 @@ class RawTransport(Transport):
         self._read_notifier.setEnabled(False)  # no more wake-ups for this end of stream
         QTimer.singleShot(0, self, lambda: self._lost(reason))
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> int:
+        out = self._out
+        if out:  # keep order: the kernel takes the backlog first
+            out += data
+            return len(out)
         sock = self._sock
-        if sock is None or not data:
-            return
-        if self._out:  # keep order: the kernel takes the backlog first
-            self._out += data
-            return
+        if sock is None:
+            return 0
         try:
             sent = sock.send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
             self._lost("disconnected" if exc.errno in _GONE else "error")
-            return
-        if sent < len(data):
-            self._out += data[sent:]
-            self._want_write(True)
+            return 0
+        if sent == len(data):  # the fan-out hot path: one call, one syscall
+            return 0
+        out += data[sent:]
+        self._want_write(True)
+        return len(out)
 
     def _want_write(self, on: bool) -> None:
         if self._write_notifier is None:
@@ -289,9 +293,10 @@ class QtTransport(Transport):
     def read_all(self) -> bytes:
         return self.socket.readAll().data()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> int:
         if data and not self.closed:
             self.socket.write(data)
+        return self.socket.bytesToWrite()
 
     def pending(self) -> int:
         return self.socket.bytesToWrite()
