@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QTabBar
 
 from qtchat.address import parse_join_target
@@ -440,3 +441,38 @@ def test_me_action_and_double_slash(qtbot, pair):
     assert action.data(MessageRoles.Text) == "waves"
     assert action.data(Qt.ItemDataRole.DisplayRole) == "* Alice waves"
 
+
+
+def test_a_tls_invite_copied_by_the_host_and_pasted_into_join_connects_pinned(
+        qtbot, apps, monkeypatch):
+    # The host's invite names its first LAN address; here that is loopback, so the
+    # joining side really connects to it (tests talk to 127.0.0.1 only).
+    monkeypatch.setattr("qtchat.gui.app.local_addresses", lambda: ["127.0.0.1"])
+    alice = apps.controller()
+    alice.host(HostChoice(name="Alice", room_name="Secret room", port=0, password=None,
+                          tls=True))
+    qtbot.waitUntil(lambda: alice.window is not None, timeout=WAIT_MS)
+    server = alice.host_runtime.server
+    assert server.fingerprint
+
+    alice.window.invite_button.click()
+    invite = QGuiApplication.clipboard().text()
+    assert invite == f"qtchat://127.0.0.1:{server.port}?fp={server.fingerprint}"
+
+    bob = apps.controller()
+    bob.show_dialog()
+    dialog = bob.dialog
+    assert dialog is not None
+    dialog.name_edit.setText("Bob")
+    dialog.tabs.setCurrentIndex(1)
+    dialog.address_edit.setText(invite)
+    dialog.join_button.click()
+    qtbot.waitUntil(lambda: bob.window is not None, timeout=WAIT_MS)
+
+    assert bob.client.endpoint.tls
+    assert bob.client.peer_fingerprint == server.fingerprint
+    notices = [lobby(bob.window).model.index(row).data(MessageRoles.Text)
+               for row in range(lobby(bob.window).model.rowCount())]
+    assert any(server.fingerprint in str(text) for text in notices)
+    type_line(qtbot, bob.window, "over the invite")
+    wait_for_text(qtbot, lobby(alice.window).model, "over the invite")

@@ -50,7 +50,7 @@ class HostRuntime:
         found = self.addresses()
         if not found:
             return f"Hosting on port {self.server.port} (no network found: only this computer)"
-        return "Others can join at " + " · ".join(found[:3])
+        return "Others can join at " + " · ".join(found)
 
     def invite(self) -> str:
         hosts = local_addresses() or ["127.0.0.1"]

@@ -222,6 +222,8 @@ class ChatWindow(QMainWindow):
         if host is not None:
             self.address_label = QLabel(host.addresses_text())
             self.address_label.setTextFormat(Qt.TextFormat.PlainText)
+            self.address_label.setMaximumWidth(420)  # the tooltip has all of them
+            self.address_label.setToolTip("\n".join(host.addresses()) or "this computer only")
             self.address_label.setTextInteractionFlags(
                 Qt.TextInteractionFlag.TextSelectableByMouse)
             self.invite_button = QPushButton("Copy invite")
@@ -231,7 +233,8 @@ class ChatWindow(QMainWindow):
             self.statusBar().addPermanentWidget(self.invite_button)
             if host.server.fingerprint:
                 self.address_label.setToolTip(
-                    f"TLS certificate fingerprint (SHA-256): {host.server.fingerprint}")
+                    f"{self.address_label.toolTip()}\nTLS certificate fingerprint (SHA-256): "
+                    f"{host.server.fingerprint}")
 
         quit_action = QAction("Quit", self)
         quit_action.setShortcut("Ctrl+Q")
