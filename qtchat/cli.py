@@ -70,6 +70,11 @@ def add_server_options(parser: argparse.ArgumentParser, *, headless: bool) -> No
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-clients", type=int, default=1000,
                         help="most people registered at once (default 1000)")
+    limits.add_argument("--max-rooms", type=int, default=10_000,
+                        help="rooms on the server; joining a new one past it is refused "
+                             "(default 10000)")
+    limits.add_argument("--max-rooms-per-user", type=int, default=100,
+                        help="rooms one person may be in at once (default 100)")
     limits.add_argument("--resume-grace", type=_positive_float, default=120.0,
                         help="seconds a dropped person's name and messages are kept for them to "
                              "resume (default 120)")
@@ -105,6 +110,8 @@ def server_config(args: argparse.Namespace, host: str = "0.0.0.0"):
         password=args.password or None,
         data_dir=args.data_dir or default_data_dir(),
         max_clients=args.max_clients,
+        max_rooms=args.max_rooms,
+        max_rooms_per_user=args.max_rooms_per_user,
         register_timeout=args.register_timeout,
         idle_timeout=args.idle_timeout,
         rate_limit=args.rate_limit,

@@ -55,6 +55,7 @@ ERROR_CODES = frozenset(
         "rate_limited",
         "protocol_mismatch",
         "server_full",
+        "too_many_rooms",  # qtchat's extension: join past the room limits (docs/protocol.md)
     }
 )
 LEAVE_REASONS = frozenset({"quit", "left", "disconnected", "timeout", "kicked"})

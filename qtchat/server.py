@@ -20,8 +20,8 @@ import contextlib
 import ctypes
 import hmac
 import logging
-import os
 import secrets
+import socket as _socket
 import sys
 import time
 from collections import deque
@@ -70,6 +70,8 @@ class ServerConfig:
     password: str | None = None
     data_dir: Path | None = None  # None: history in memory only
     max_clients: int = 1000
+    max_rooms: int = 10_000  # rooms on the server (join refuses a new one past it)
+    max_rooms_per_user: int = 100
     register_timeout: float = 10.0
     idle_timeout: float = 30.0
     rate_limit: float = 20.0  # frames per second; 0 = off
@@ -162,6 +164,7 @@ class _Connection:
         self.peer = transport.peer
         transport.on_readable = self.on_readable
         transport.on_drained = self.on_drained
+        transport.on_peer_finished = self.on_peer_finished
         transport.on_closed = self.on_closed
 
     def on_readable(self) -> None:
@@ -170,6 +173,10 @@ class _Connection:
     def on_drained(self) -> None:
         if self.replay is not None:
             self.server._continue_replay(self)
+
+    def on_peer_finished(self) -> None:
+        # Whatever it sent has been handled: answer it, then close (an unclean end).
+        self.server._close(self, "disconnected")
 
     def on_closed(self, _reason: str) -> None:
         self.server._remove_connection(self, "disconnected")
@@ -380,9 +387,19 @@ class ChatServer(QObject):
             conn.transport.close()
             if not conn.transport.is_open():
                 self._discard(conn)
+            else:
+                self._closing.add(conn)
         self._conns.clear()
         self.store.commit()
+        # The sweep that would abort a peer not taking its last bytes has stopped.
+        QTimer.singleShot(int(_CLOSE_GRACE * 1000), self, self._abort_closing)
         self.stopped.emit()
+
+    @Slot()
+    def _abort_closing(self) -> None:
+        for conn in list(self._closing):
+            conn.transport.abort()
+            self._discard(conn)
 
     def close_store(self) -> None:
         self.store.close()
@@ -395,7 +412,8 @@ class ChatServer(QObject):
             transport = RawTransport(descriptor, self)
         except OSError as exc:
             log.warning("could not take an accepted connection: %s", exc)
-            os.close(descriptor)
+            with contextlib.suppress(OSError):
+                _socket.socket(fileno=descriptor).close()  # a SOCKET on Windows, not an fd
             return
         self._add_connection(transport)
 
@@ -423,7 +441,8 @@ class ChatServer(QObject):
         if conn.removed:
             return
         if conn.deferred is not None and len(conn.deferred) >= _DEFER_CAP:
-            return  # read on when the replay is done (_run_deferred)
+            conn.transport.pause_reading()  # read on when the replay is done (_run_deferred)
+            return
         data = conn.transport.read_all()
         if not data:
             return
@@ -491,8 +510,8 @@ class ChatServer(QObject):
                 item = p.RemoteProtocolError("not_registered", "Send register first.",
                                              item.ref)
             self._queue(conn, p.encode(item.to_frame()))
-            if item.fatal:
-                self._close(conn, "kicked")
+            if item.fatal:  # a broken client, not one the host sent away: its session is held
+                self._close(conn, "disconnected")
             return
         try:
             self._handle(conn, item)
@@ -509,6 +528,7 @@ class ChatServer(QObject):
         if not conn.deferred:
             conn.deferred = None
         if not conn.removed and conn.replay is None and not conn.reading:
+            conn.transport.resume_reading()
             self._read(conn)
 
     def _handle(self, conn: _Connection, frame: p.ClientFrame) -> None:
@@ -788,6 +808,17 @@ class ChatServer(QObject):
         name = parse_room(frame.room)
         room = session.rooms.get(name.folded)
         if room is None:
+            c = self.config
+            if len(session.rooms) >= c.max_rooms_per_user:
+                self._send_error(conn, "too_many_rooms",
+                                 f"You are in {len(session.rooms)} rooms, the most allowed here; "
+                                 "leave one first.", "join")
+                return
+            if name.folded not in self._rooms and len(self._rooms) >= c.max_rooms:
+                self._send_error(conn, "too_many_rooms",
+                                 f"This server has {len(self._rooms):,} rooms, the most it "
+                                 "allows; join an existing one.", "join")
+                return
             room = self._room(name)
             session.rooms[room.key] = room
             self.store.update_session_rooms(session.sid,
@@ -907,6 +938,8 @@ class ChatServer(QObject):
         if conn.removed:
             return
         owed = b"" if abort else b"".join(conn.out)
+        if owed:
+            self.store.commit(messages_only=True)  # stored before any copy is sent
         self._remove_connection(conn, reason)
         transport = conn.transport
         if abort:

@@ -58,19 +58,28 @@ class Transport(QObject):
     """What a server connection needs from a socket (see the module docstring).
 
     Callbacks (set by the owner): ``on_readable()``, ``on_drained()`` (everything
-    handed over reached the kernel), ``on_closed(reason: str)`` (once).
+    handed over reached the kernel), ``on_peer_finished()`` (the peer will send no
+    more, but may still read: answer what it sent, then ``close``), and
+    ``on_closed(reason: str)`` (once; the connection is gone).
     """
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.on_readable: Callable[[], None] = _nothing
         self.on_drained: Callable[[], None] = _nothing
+        self.on_peer_finished: Callable[[], None] = _nothing
         self.on_closed: Callable[[str], None] = _ignore_reason
         self.closed = False
         self.peer = "?"
 
     def read_all(self) -> bytes:
         raise NotImplementedError
+
+    def pause_reading(self) -> None:
+        """Stop waking the owner for input until ``resume_reading`` (TCP pushes back)."""
+
+    def resume_reading(self) -> None:
+        """Wake the owner for input again."""
 
     def write(self, data: bytes) -> int:
         """Hand ``data`` on; returns what is still not with the kernel (``pending``)."""
@@ -141,15 +150,26 @@ class RawTransport(Transport):
         except (BlockingIOError, InterruptedError):
             return b""
         except OSError as exc:
-            self._end_after_read("disconnected" if exc.errno in _GONE else "error")
+            self._read_notifier.setEnabled(False)
+            reason = "disconnected" if exc.errno in _GONE else "error"
+            QTimer.singleShot(0, self, lambda: self._lost(reason))
             return b""
-        if not data:  # orderly shutdown by the peer
-            self._end_after_read("disconnected")
+        if not data:  # the peer half-closed: it may still read our answers
+            self._read_notifier.setEnabled(False)  # no more wake-ups for this end of stream
+            QTimer.singleShot(0, self, self._peer_finished)
         return data
 
-    def _end_after_read(self, reason: str) -> None:
-        self._read_notifier.setEnabled(False)  # no more wake-ups for this end of stream
-        QTimer.singleShot(0, self, lambda: self._lost(reason))
+    def _peer_finished(self) -> None:
+        if self._sock is not None:
+            self.on_peer_finished()
+
+    def pause_reading(self) -> None:
+        if self._sock is not None:
+            self._read_notifier.setEnabled(False)
+
+    def resume_reading(self) -> None:
+        if self._sock is not None:
+            self._read_notifier.setEnabled(True)
 
     def write(self, data: bytes) -> int:
         out = self._out

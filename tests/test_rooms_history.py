@@ -236,7 +236,8 @@ def test_joined_history_is_trimmed_to_fit_a_frame_keeping_the_newest(qtbot, serv
     assert bob.wait_for("history")["messages"] == sent[-len(history):]
 
 
-def test_thousands_of_rooms_do_not_break_registration(qtbot, server):
+def test_thousands_of_rooms_do_not_break_registration(qtbot, make_server):
+    server = make_server(max_rooms_per_user=5000)
     creator = connect_clients(qtbot, server.port, 1)[0]
     names = [f"room{i:05d}" + "r" * 23 for i in range(2200)]  # 32 characters each
     for name in names:
@@ -267,3 +268,24 @@ def test_lobby_members_that_do_not_fit_follow_as_user_joined(qtbot, server, monk
     joined = join(late, "Crowd")
     members = joined["users"] + [f["name"] for f in late.sync()]
     assert sorted(members) == sorted([c.name for c in crowd] + ["Late"])
+
+
+def test_rooms_per_person_and_per_server_are_capped(qtbot, make_server):
+    server = make_server(max_rooms_per_user=3, max_rooms=5)  # the lobby counts in both
+    alice, bob, carol = connect_clients(qtbot, server.port, 3, "capped")
+    for room in ("one", "two"):
+        alice.send({"type": "join", "room": room})
+        alice.wait_for("joined", room=room)
+    alice.send({"type": "join", "room": "three"})
+    error = alice.wait_for("error")
+    assert (error["code"], error["ref"]) == ("too_many_rooms", "join")
+    assert "leave one first" in error["message"]
+    for room in ("three", "four"):  # now the server holds five rooms
+        bob.send({"type": "join", "room": room})
+        bob.wait_for("joined", room=room)
+    carol.send({"type": "join", "room": "five"})
+    error = carol.wait_for("error")
+    assert error["code"] == "too_many_rooms"
+    assert "join an existing one" in error["message"]
+    carol.send({"type": "join", "room": "one"})  # an existing room is still open to join
+    assert carol.wait_for("joined", room="one")["users"] == [alice.name, carol.name]
