@@ -166,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         from qtchat.serve import run_serve
 
         return run_serve(args)
+    if args.command in ("host", "join"):
+        problem = _check_join_arguments(args)
+        if problem:
+            print(f"qtchat: {problem}", file=sys.stderr)
+            return 2
     if not has_display() and not args.smoke:
         print("qtchat: no display found (DISPLAY and WAYLAND_DISPLAY are unset); "
               "run `qtchat serve` for a headless server.", file=sys.stderr)
@@ -175,6 +180,23 @@ def main(argv: list[str] | None = None) -> int:
     from qtchat.gui.app import run_gui
 
     return run_gui(args)
+
+
+def _check_join_arguments(args: argparse.Namespace) -> str | None:
+    """The sentence to print for a bad ``--nick`` or address, before any window opens."""
+    from qtchat.address import parse_join_target
+    from qtchat.names import InvalidName, parse_name
+
+    try:
+        parse_name(args.nick)
+    except InvalidName as exc:
+        return f"--nick {args.nick!r}: {exc}"
+    if args.command == "join":
+        try:
+            parse_join_target(args.address)
+        except ValueError as exc:
+            return str(exc)
+    return None
 
 
 def install_signal_wakeup(on_signal) -> object:

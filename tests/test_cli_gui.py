@@ -51,3 +51,20 @@ def test_smoke_hosts_joins_posts_and_exits_0(tmp_path):
     assert "joined, posted message seq" in done.stdout
     # The self-test keeps its name, room and session out of the person's settings.
     assert not list((tmp_path / "config").rglob("*.conf"))
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["join", "127.0.0.1:8800", "--nick", "x<y"], "--nick 'x<y'"),
+    (["host", "--nick", "a b"], "cannot contain spaces"),
+    (["host", "--nick", ""], "cannot be empty"),
+    (["join", "nonsense:99999", "--nick", "Bob"], "Port must be a number"),
+])
+def test_bad_arguments_are_one_line_and_exit_2_before_any_window(tmp_path, argv, says):
+    env = isolated_env(tmp_path)
+    env["QT_QPA_PLATFORM"] = "offscreen"  # a display is there: the arguments are the problem
+    done = subprocess.run([*QTCHAT, *argv], env=env, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 2, done
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("qtchat: ") and says in lines[0]

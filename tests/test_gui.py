@@ -476,3 +476,37 @@ def test_a_tls_invite_copied_by_the_host_and_pasted_into_join_connects_pinned(
     assert any(server.fingerprint in str(text) for text in notices)
     type_line(qtbot, bob.window, "over the invite")
     wait_for_text(qtbot, lobby(alice.window).model, "over the invite")
+
+
+def test_whisper_to_nobody_leaves_no_tab_and_says_so(qtbot, pair):
+    alice, _bob = pair
+    type_line(qtbot, alice, "/w Nobody are you there?")
+    qtbot.waitUntil(lambda: alice.conversation(ConversationKind.PRIVATE, "Nobody",
+                                               create=False) is None, timeout=WAIT_MS)
+    assert any("Nobody called Nobody is here" in text for _, text in notices(lobby(alice).model))
+    assert alice.client.pending_ids == []
+
+
+def test_leave_in_a_private_tab_closes_it_and_the_side_panel_follows(qtbot, pair):
+    alice, _bob = pair
+    type_line(qtbot, alice, "/w Bob hi")
+    private = alice.conversation(ConversationKind.PRIVATE, "Bob", create=False)
+    assert private is not None and alice.current() is private
+    assert alice.members_label.text() == "Private with Bob"
+    type_line(qtbot, alice, "/leave")
+    assert alice.conversation(ConversationKind.PRIVATE, "Bob", create=False) is None
+    assert alice.current() is lobby(alice)
+    assert alice.members_label.text() == "In lobby"
+
+
+def test_host_and_join_stay_disabled_while_an_attempt_runs(qtbot, apps):
+    controller = apps.controller()
+    controller.show_dialog()
+    dialog = controller.dialog
+    assert dialog is not None
+    dialog.name_edit.setText("Carol")
+    dialog.set_busy(True, "Connecting…")
+    qtbot.keyClicks(dialog.name_edit, "x")  # typing used to re-enable them
+    assert not dialog.host_button.isEnabled() and not dialog.join_button.isEnabled()
+    dialog.show_error("Nothing is listening there.")
+    assert dialog.host_button.isEnabled() and dialog.join_button.isEnabled()

@@ -171,9 +171,10 @@ class AppController(QObject):
 
     @Slot(object)
     def host(self, choice: HostChoice) -> None:
+        self._abandon_client()  # one attempt at a time
         data_dir = getattr(self.args, "data_dir", None)
         if self.args.smoke:
-            data_dir = Path(tempfile.mkdtemp(prefix="qtchat-smoke-"))
+            data_dir = Path(os.environ["XDG_DATA_HOME"]) / "host"  # run_gui's scratch dir
         config = ServerConfig(
             host="0.0.0.0", port=choice.port, server_name=choice.room_name,
             password=choice.password, tls=choice.tls,
@@ -186,10 +187,12 @@ class AppController(QObject):
             message = str(exc)
             free = free_port_after(choice.port)
             if "already in use" in message and free is not None:
-                message = (f"Port {choice.port} is already in use (is another qtchat hosting?). "
-                           f"Port {free} is free — press Host again to use it.")
+                message = f"Port {choice.port} is already in use (is another qtchat hosting?). "
                 if self.dialog is not None:
+                    message += f"Port {free} is free — press Host again to use it."
                     self.dialog.port_spin.setValue(free)
+                else:
+                    message += f"Port {free} is free: try --port {free}."
             self._fail(message)
             return
         announcer = None
@@ -223,6 +226,7 @@ class AppController(QObject):
 
     @Slot(object)
     def join(self, choice: JoinChoice) -> None:
+        self._abandon_client()  # one attempt at a time (a host started by an earlier one too)
         target = choice.target
         endpoint = Endpoint(target.host, target.port, target.tls, target.fingerprint)
         self._connect(endpoint, choice.name, choice.password)
@@ -335,6 +339,15 @@ class AppController(QObject):
         self._save_session()
         QTimer.singleShot(300, lambda: self.quit(self.exit_code))  # let bye frames leave
 
+    def shut_down(self) -> None:
+        """Leave at once, without questions (a signal): bye to the room, then quit."""
+        if self.window is not None:
+            self.window._force_close = True
+            self.window.close()  # sends bye, stops a hosted server; quits via closedByUser
+        else:
+            self._abandon_client()
+            self.quit(self.exit_code)
+
     def quit(self, code: int) -> None:
         self.exit_code = code
         if self.host_runtime is not None:
@@ -420,11 +433,12 @@ def run_gui(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.smoke:  # a self-test must not leave its name, room or pins in the user's profile
-        scratch = tempfile.mkdtemp(prefix="qtchat-smoke-profile-")
+    scratch = None
+    if args.smoke:  # a self-test leaves nothing behind: no settings, pins or history
+        scratch = tempfile.TemporaryDirectory(prefix="qtchat-smoke-")
         for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-            QSettings.setPath(fmt, QSettings.Scope.UserScope, scratch)
-        os.environ["XDG_DATA_HOME"] = scratch
+            QSettings.setPath(fmt, QSettings.Scope.UserScope, scratch.name)
+        os.environ["XDG_DATA_HOME"] = scratch.name
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("qtchat")
     app.setOrganizationName("qtchat")
@@ -433,7 +447,14 @@ def run_gui(args: argparse.Namespace) -> int:
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     controller = AppController(args)
+    from qtchat.cli import install_signal_wakeup
+
+    # Ctrl-C / SIGTERM: say bye (and close a hosted room) like the window's Quit does.
+    notifier = install_signal_wakeup(lambda _signum: controller.shut_down())
     with loop:
         loop.call_soon(controller.start)
         loop.run_forever()
+    del notifier
+    if scratch is not None:
+        scratch.cleanup()
     return controller.exit_code

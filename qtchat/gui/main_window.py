@@ -168,6 +168,7 @@ class ChatWindow(QMainWindow):
         self._conversations: dict[tuple[ConversationKind, str], Conversation] = {}
         self._force_close = False
         self._fingerprint_shown = False
+        self._welcomed = False
         self.resize(980, 640)
 
         self.rooms = RoomModel(self)
@@ -199,6 +200,7 @@ class ChatWindow(QMainWindow):
         center_layout.addWidget(self.input)
 
         self.members_label = QLabel("Members")
+        self.members_label.setTextFormat(Qt.TextFormat.PlainText)  # room names come from peers
         self.members_view = QListView()
         self.members_view.setEditTriggers(QListView.EditTrigger.NoEditTriggers)
         self.members_view.doubleClicked.connect(self._member_double_clicked)
@@ -314,6 +316,9 @@ class ChatWindow(QMainWindow):
         if conv.members is not None:
             self.members_view.setModel(conv.members)
             self.members_label.setText(f"In {conv.title}")
+        else:
+            self.members_view.setModel(None)
+            self.members_label.setText(f"Private with {conv.title}")
         self.rooms_view.setCurrentIndex(self.rooms.index(self.rooms.row_of(conv.title, conv.kind)))
         self._update_title()
         self.input.setFocus()
@@ -339,6 +344,7 @@ class ChatWindow(QMainWindow):
         self.tabs.removeTab(self.tabs.indexOf(conv.view))
         self.rooms.remove(conv.title, conv.kind)
         conv.view.deleteLater()
+        self._tab_changed(self.tabs.currentIndex())  # the side panel follows the new tab
 
     @Slot(QModelIndex)
     def _room_clicked(self, index: QModelIndex) -> None:
@@ -456,7 +462,10 @@ class ChatWindow(QMainWindow):
                 return
             self.client.join(rest)
         elif command in ("leave", "part"):
-            room = rest or (target.title if target.kind == ConversationKind.ROOM else "")
+            if not rest and target.kind == ConversationKind.PRIVATE:
+                self._drop_conversation((target.kind, fold(target.title)))
+                return
+            room = rest or target.title
             if not room or fold(room) == p.LOBBY:
                 self._notice(target, "Everyone stays in the lobby; it cannot be left.",
                              NoticeKind.ERROR)
@@ -480,6 +489,10 @@ class ChatWindow(QMainWindow):
         lobby = self.conversation(ConversationKind.ROOM, p.LOBBY)
         assert lobby is not None and lobby.members is not None
         lobby.members.set_members([str(n) for n in frame["users"]], self._hosts())
+        if not self._welcomed:
+            self._welcomed = True
+            server = str(self.client.server_info.get("name") or "the room")
+            self._notice(lobby, f"You joined {server} as {self.me}. Type /help for commands.")
         for room in frame.get("in_rooms") or []:
             if isinstance(room, str) and fold(room) != p.LOBBY:
                 self.client.join(room)  # refreshes members and recent history
@@ -561,10 +574,20 @@ class ChatWindow(QMainWindow):
 
     @Slot(str, str, str)
     def _on_send_failed(self, message_id: str, code: str, message: str) -> None:
-        for conv in self._conversations.values():
-            if conv.model.mark_failed(message_id):
-                self._notice(conv, f"Not sent: {message}", NoticeKind.ERROR)
+        for key, conv in list(self._conversations.items()):
+            if not conv.model.mark_failed(message_id):
+                continue
+            if (code == "no_such_user" and conv.kind == ConversationKind.PRIVATE
+                    and conv.model.newest_seq() is None):
+                # A whisper to nobody: no conversation to keep; say so where you were.
+                self.client.discard(message_id)
+                self._drop_conversation(key)
+                where = self.current() or self.conversation(ConversationKind.ROOM, p.LOBBY)
+                assert where is not None
+                self._notice(where, f"Not sent: {message}", NoticeKind.ERROR)
                 return
+            self._notice(conv, f"Not sent: {message}", NoticeKind.ERROR)
+            return
 
     @Slot(str, list)
     def _on_history(self, room: str, messages: list) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from PySide6.QtCore import QModelIndex, QSettings, Qt, Signal, Slot
+from PySide6.QtCore import QModelIndex, QSettings, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -130,6 +130,7 @@ class StartDialog(QDialog):
             discovered_model.rowsInserted.connect(self._update_rooms_hint)
             discovered_model.rowsRemoved.connect(self._update_rooms_hint)
             discovered_model.modelReset.connect(self._update_rooms_hint)
+            QTimer.singleShot(4000, self, self._discovery_settled)
         else:
             self.rooms_empty.setText("Discovery is off; type the host's address below.")
         self.address_edit = QLineEdit(str(stored.value("address", "") or ""))
@@ -159,9 +160,13 @@ class StartDialog(QDialog):
         self.tabs.setCurrentIndex(int(stored.value("tab", 0) or 0))
         self.tabs.currentChanged.connect(self._tab_changed)
 
+        self.busy = False
         self.error_label = _plain_label()
         self.error_label.setStyleSheet("color: #b3261e;")
-        self.error_label.hide()
+        # Room for two lines kept from the start: a message appearing must not move the
+        # fields under the pointer.
+        self.error_label.setMinimumHeight(2 * self.error_label.fontMetrics().lineSpacing() + 4)
+        self.error_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
 
         layout = QVBoxLayout(self)
         layout.addWidget(title)
@@ -195,8 +200,12 @@ class StartDialog(QDialog):
         else:
             self.name_hint.setText(problem)
             self.name_hint.setStyleSheet("color: #8a5300;")
-        self.host_button.setEnabled(problem is None)
-        self.join_button.setEnabled(problem is None)
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        ok = not self.busy and self._name_error(self.name_edit.text()) is None
+        self.host_button.setEnabled(ok)
+        self.join_button.setEnabled(ok)
 
     @Slot()
     def _update_rooms_hint(self) -> None:
@@ -204,6 +213,11 @@ class StartDialog(QDialog):
         if model is None:
             return
         self.rooms_empty.setVisible(model.rowCount() == 0)
+
+    @Slot()
+    def _discovery_settled(self) -> None:
+        self.rooms_empty.setText("No rooms found on your network yet. They appear here as "
+                                 "soon as someone hosts one; or type the host's address below.")
 
     @Slot(int)
     def _tab_changed(self, index: int) -> None:
@@ -213,24 +227,22 @@ class StartDialog(QDialog):
 
     def show_error(self, message: str, *, focus: QWidget | None = None) -> None:
         """Show why the last attempt failed (plain text) and re-enable the buttons."""
-        self.error_label.setText(message)
-        self.error_label.show()
         self.set_busy(False)
+        self.error_label.setText(message)
         if focus is not None:
             focus.setFocus()
             if isinstance(focus, QLineEdit):
                 focus.selectAll()
 
     def set_busy(self, busy: bool, message: str = "") -> None:
+        """While an attempt runs, Host and Join stay disabled (one attempt at a time)."""
+        self.busy = busy
         if busy:
             self.error_label.setStyleSheet("color: palette(text);")
             self.error_label.setText(message)
-            self.error_label.setVisible(bool(message))
         else:
             self.error_label.setStyleSheet("color: #b3261e;")
-        ok = not busy and self._name_error(self.name_edit.text()) is None
-        self.host_button.setEnabled(ok)
-        self.join_button.setEnabled(ok)
+        self._update_buttons()
 
     def _remember(self) -> None:
         stored = settings()
@@ -243,6 +255,8 @@ class StartDialog(QDialog):
 
     @Slot()
     def _host(self) -> None:
+        if self.busy:
+            return
         name = self.name_edit.text().strip()
         if self._name_error(name):
             self.show_error(self._name_error(name) or "", focus=self.name_edit)
@@ -257,6 +271,8 @@ class StartDialog(QDialog):
 
     @Slot()
     def _join(self) -> None:
+        if self.busy:
+            return
         name = self.name_edit.text().strip()
         if self._name_error(name):
             self.show_error(self._name_error(name) or "", focus=self.name_edit)
@@ -285,5 +301,7 @@ class StartDialog(QDialog):
 
     @Slot(QModelIndex)
     def _join_discovered(self, index: QModelIndex) -> None:
+        if self.busy:
+            return
         self._pick_discovered(index)
         self._join()
