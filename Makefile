@@ -10,8 +10,10 @@ PYTEST_ARGS ?=
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { PYBIN=$$(sh .ci/pick-python) && echo "qtchat: creating $(VENV) with $$PYBIN" && $$PYBIN -m venv $(VENV); }
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,dist]'
+	@echo "qtchat: installing dependencies into $(VENV) (the first time takes a minute or two)"
+	@$(PY) -m pip install --quiet --upgrade pip > $(VENV)/pip.log 2>&1 \
+		&& $(PY) -m pip install --quiet -e '.[dev,dist]' >> $(VENV)/pip.log 2>&1 \
+		|| { cat $(VENV)/pip.log; echo "qtchat: installing dependencies failed (log above)"; exit 1; }
 	@touch $(STAMP)
 
 # The desktop app. Without a display it runs the headless server instead and says how to join.

@@ -1,6 +1,6 @@
 """qtchat's icon: one ``QIcon`` for every window and the tray.
 
-The icon's PNG sizes ship as package data in ``qtchat/resources/`` (declared in
+The icon's PNG sizes ship as package data in ``qtchat/icons/`` (declared in
 pyproject's ``[tool.setuptools.package-data]``), rendered from
 ``resources/qtchat.svg`` by ``resources/make_icons.py``.
 
@@ -45,7 +45,7 @@ def icon_file(size: int) -> Path:
     """Path of the packaged PNG icon that is ``size`` pixels square."""
     # The package always lives in a directory (source tree, site-packages, or the
     # bundle's _internal/), so the Traversable is a real file-system path Qt can open.
-    return Path(str(files("qtchat").joinpath("resources", f"qtchat-{size}.png")))
+    return Path(str(files("qtchat").joinpath("icons", f"qtchat-{size}.png")))
 
 
 def app_icon() -> QIcon:

@@ -45,7 +45,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
     def stop(signum: int) -> None:
         log.info("signal %d: saying bye to everyone", signum)
+        count = server.client_count
         server.stop("shutdown")
+        print(f"qtchat: stopped; said bye to {count} {'person' if count == 1 else 'people'}",
+              flush=True)
         if background is not None:
             background.run(announcer.stop(), timeout=2.0)  # withdraw: best effort
         QTimer.singleShot(200, app.quit)  # let the bye frames leave
@@ -57,6 +60,12 @@ def run_serve(args: argparse.Namespace) -> int:
     gc.freeze()
     host = config.host
     print(f'qtchat: serving "{config.server_name}" on {host}:{server.port}', flush=True)
+    if host in ("0.0.0.0", "::", ""):
+        from qtchat.address import format_hostport, local_addresses
+
+        reachable = [format_hostport(a, server.port) for a in local_addresses()]
+        where = " · ".join(reachable) if reachable else f"127.0.0.1:{server.port} (this computer)"
+        print(f"qtchat: others can join at {where}", flush=True)
     if server.fingerprint:
         print(f"qtchat: TLS certificate fingerprint (SHA-256) {server.fingerprint}", flush=True)
     if config.password:

