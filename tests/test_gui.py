@@ -510,3 +510,20 @@ def test_host_and_join_stay_disabled_while_an_attempt_runs(qtbot, apps):
     assert not dialog.host_button.isEnabled() and not dialog.join_button.isEnabled()
     dialog.show_error("Nothing is listening there.")
     assert dialog.host_button.isEnabled() and dialog.join_button.isEnabled()
+
+
+def test_a_restarted_host_window_shows_the_rooms_history(qtbot, apps):
+    alice = apps.host("Alice")  # on port 0: the restart below gets another port
+    type_line(qtbot, alice.window, "said before the restart")
+    wait_for_text(qtbot, lobby(alice.window).model, "said before the restart")
+    window = alice.window  # quit the app as Ctrl-C would, without questions
+    window.closedByUser.disconnect()
+    window._force_close = True
+    window.close()
+    alice.release_session()  # what the app does as it exits
+    alice.host_runtime.server.close_store()
+    alice.window = alice.host_runtime = None
+
+    again = apps.host("Alice")  # same data dir and settings: it resumes its saved session
+    wait_for_text(qtbot, lobby(again.window).model, "said before the restart")
+    assert delivered(lobby(again.window).model, "said before the restart") == 1

@@ -84,8 +84,11 @@ def free_port_after(port: int, tries: int = 50) -> int | None:
     return None
 
 
-def session_key(hostport: str, name: str) -> str:
-    return f"sessions/{hostport}/{parse_name(name).folded}"
+def session_key(scope: str, name: str) -> str:
+    """The QSettings key of a saved session: where (an address, or a hosted room's data
+    folder) and who. Hashed: paths and IPv6 addresses make poor settings keys."""
+    digest = hashlib.sha256(f"{scope}\n{parse_name(name).folded}".encode()).hexdigest()[:24]
+    return f"sessions/{digest}"
 
 
 class AppController(QObject):
@@ -103,6 +106,7 @@ class AppController(QObject):
         self._announce = not getattr(args, "no_announce", False) and not args.smoke
         self._smoke_text = ""
         self._session_lock: QLockFile | None = None
+        self._session_scope = ""
 
     # --- start -----------------------------------------------------------------------
 
@@ -200,7 +204,9 @@ class AppController(QObject):
             announcer = self._announce_room(server, choice)
         self.host_runtime = HostRuntime(server, announcer)
         endpoint = Endpoint("127.0.0.1", server.port, choice.tls, server.fingerprint)
-        self._connect(endpoint, choice.name, choice.password)
+        # The host's own session belongs to its room's data, whatever port it got today.
+        self._connect(endpoint, choice.name, choice.password,
+                      scope=f"host:{Path(config.data_dir).resolve()}")
 
     def _announce_room(self, server: ChatServer, choice: HostChoice):
         from qtchat.discovery import RoomAnnouncer
@@ -231,7 +237,11 @@ class AppController(QObject):
         endpoint = Endpoint(target.host, target.port, target.tls, target.fingerprint)
         self._connect(endpoint, choice.name, choice.password)
 
-    def _connect(self, endpoint: Endpoint, name: str, password: str | None) -> None:
+    def _connect(self, endpoint: Endpoint, name: str, password: str | None,
+                 scope: str | None = None) -> None:
+        """Connect and register; ``scope`` names where the saved session is kept
+        (default: the address)."""
+        self._session_scope = scope or endpoint.address
         pin_store = None
         if endpoint.tls:
             from qtchat.tlsutil import PinStore
@@ -242,7 +252,7 @@ class AppController(QObject):
         client.registered.connect(self._registered)
         client.connectFailed.connect(self._connect_failed)
         client.usernameTaken.connect(self._username_taken)
-        key = session_key(endpoint.address, name)
+        key = session_key(self._session_scope, name)
         stored = settings().value(key)
         resume = None
         owned = self._lock_session(key)
@@ -297,7 +307,7 @@ class AppController(QObject):
             return
         if self._session_lock is None:
             return  # another copy of the app owns the saved session for this name
-        settings().setValue(session_key(client.endpoint.address, client.name),
+        settings().setValue(session_key(self._session_scope, client.name),
                             [client.session, client.last_seq])
 
     @Slot(object)
@@ -336,8 +346,15 @@ class AppController(QObject):
 
     @Slot()
     def _window_closed(self) -> None:
-        self._save_session()
+        self.release_session()
         QTimer.singleShot(300, lambda: self.quit(self.exit_code))  # let bye frames leave
+
+    def release_session(self) -> None:
+        """Save where the conversation stands and let another copy of the app resume it."""
+        self._save_session()
+        if self._session_lock is not None:
+            self._session_lock.unlock()
+            self._session_lock = None
 
     def shut_down(self) -> None:
         """Leave at once, without questions (a signal): bye to the room, then quit."""

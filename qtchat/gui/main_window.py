@@ -489,14 +489,17 @@ class ChatWindow(QMainWindow):
         lobby = self.conversation(ConversationKind.ROOM, p.LOBBY)
         assert lobby is not None and lobby.members is not None
         lobby.members.set_members([str(n) for n in frame["users"]], self._hosts())
-        if not self._welcomed:
+        first = not self._welcomed
+        if first:
             self._welcomed = True
             server = str(self.client.server_info.get("name") or "the room")
             self._notice(lobby, f"You joined {server} as {self.me}. Type /help for commands.")
         for room in frame.get("in_rooms") or []:
             if isinstance(room, str) and fold(room) != p.LOBBY:
                 self.client.join(room)  # refreshes members and recent history
-        if frame.get("resumed") is False:
+        if first or frame.get("resumed") is False:
+            # A new window (also one resuming a saved session) starts empty: fetch the
+            # lobby's recent history. Other rooms come with theirs in ``joined``.
             self.client.request_history(p.LOBBY)
         if self.tabs.currentIndex() < 0:
             self.show_conversation(lobby)
