@@ -788,9 +788,12 @@ class ChatClient(QObject):
         if not self._registered_now and code in _JOIN_REFUSALS:
             assert self.endpoint is not None
             self._closing = True
+            text = _JOIN_REFUSALS[code]
+            if code == "wrong_password" and not self.password:
+                text = ("The room at {where} needs a password: ask the host for it and type "
+                        "it in the Password field.")
             self._fail_connection(
-                ConnectError(code, _JOIN_REFUSALS[code].format(where=self.endpoint.address)),
-                retry=False)
+                ConnectError(code, text.format(where=self.endpoint.address)), retry=False)
             return
         if ref in ("broadcast", "whisper") and self._in_flight:
             failed_id = self._in_flight.popleft()

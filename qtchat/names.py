@@ -127,10 +127,9 @@ def _check_characters(name: str, what: str) -> None:
             continue
         if char.isspace():
             raise InvalidName(f"A {what} cannot contain spaces.")
-        raise InvalidName(
-            f"A {what} may contain only letters, digits and _ - . "
-            f"(not {unicodedata.name(char, f'U+{ord(char):04X}')})."
-        )
+        shown = (f"“{char}”" if char.isprintable()
+                 else unicodedata.name(char, f"U+{ord(char):04X}").lower())
+        raise InvalidName(f"A {what} may contain only letters, digits and _ - . (not {shown}).")
 
 
 def _check_one_script(name: str, what: str) -> None:

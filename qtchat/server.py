@@ -300,6 +300,7 @@ class ChatServer(QObject):
             reason = self._listener.errorString()
             if self._listener.serverError() == QAbstractSocket.SocketError.AddressInUseError:
                 reason = f"port {c.port} is already in use (is another qtchat running?)"
+            reason = reason[:1].lower() + reason[1:]  # Qt's sentence, inside ours
             raise ServerError(f"cannot listen on {c.host}:{c.port}: {reason}")
         self._sweep_timer.start()
         log.info("listening on %s:%d", c.host, self.port)
