@@ -91,6 +91,17 @@ def session_key(scope: str, name: str) -> str:
     return f"sessions/{digest}"
 
 
+# Which start-dialog field a failed join sends the person back to.
+_FIELD_TO_FIX = {
+    "wrong_password": "join_password",
+    "invalid_name": "name_edit",
+    "username_taken": "name_edit",
+    "not_resolved": "address_edit",
+    "refused": "address_edit",
+    "timeout": "address_edit",
+}
+
+
 class AppController(QObject):
     """From the start dialog's choice to a connected chat window."""
 
@@ -313,7 +324,7 @@ class AppController(QObject):
     @Slot(object)
     def _connect_failed(self, error: ConnectError) -> None:
         self._abandon_client()
-        self._fail(str(error))
+        self._fail(str(error), focus=_FIELD_TO_FIX.get(error.kind))
 
     @Slot(str)
     def _username_taken(self, name: str) -> None:
@@ -334,9 +345,11 @@ class AppController(QObject):
             self.host_runtime.server.close_store()
             self.host_runtime = None
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, focus: str | None = None) -> None:
+        """Say why an attempt failed: in the dialog (its field to fix focused), or on
+        stderr and exit 1 when there is no dialog."""
         if self.dialog is not None:
-            self.dialog.show_error(message)
+            self.dialog.show_error(message, focus=getattr(self.dialog, focus or "", None))
             if self.args.smoke:
                 print(f"qtchat: smoke test FAILED: {message}", file=sys.stderr)
                 self.quit(1)
