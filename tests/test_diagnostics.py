@@ -8,11 +8,12 @@ was about and says what to try.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import select
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +35,16 @@ ADVICE = re.compile(r"\b(check|try|ask|use|join|install|choose)\b", re.IGNORECAS
 
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., ChatServer]]:
-    servers: list[ChatServer] = []
+def start_server(make_server, tmp_path: Path) -> Callable[..., ChatServer]:
+    """Independent hosts (each its own data folder) with the protocol's default limits."""
+    count = itertools.count()
 
     def start(**overrides: Any) -> ChatServer:
-        data_dir = tmp_path / f"host{len(servers)}"
-        server = ChatServer(ServerConfig(host="127.0.0.1", port=0, data_dir=data_dir,
-                                         **overrides))
-        server.start()
-        servers.append(server)
-        return server
+        settings = {"data_dir": tmp_path / f"host{next(count)}",
+                    "rate_limit": ServerConfig().rate_limit, **overrides}
+        return make_server(**settings)
 
-    yield start
-    for server in servers:
-        server.stop()
-        server.close_store()
+    return start
 
 
 def local(port: int, **options: Any) -> Endpoint:

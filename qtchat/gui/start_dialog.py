@@ -253,13 +253,21 @@ class StartDialog(QDialog):
         stored.setValue("address", self.address_edit.text().strip())
         stored.setValue("tab", self.tabs.currentIndex())
 
+    def _checked_name(self) -> str | None:
+        """The name, if Host or Join may go ahead now; else None (having said why)."""
+        if self.busy:
+            return None
+        name = self.name_edit.text().strip()
+        problem = self._name_error(name)
+        if problem:
+            self.show_error(problem, focus=self.name_edit)
+            return None
+        return name
+
     @Slot()
     def _host(self) -> None:
-        if self.busy:
-            return
-        name = self.name_edit.text().strip()
-        if self._name_error(name):
-            self.show_error(self._name_error(name) or "", focus=self.name_edit)
+        name = self._checked_name()
+        if name is None:
             return
         room = self.room_edit.text().strip() or f"{parse_name(name).display}'s room"
         self._remember()
@@ -271,11 +279,8 @@ class StartDialog(QDialog):
 
     @Slot()
     def _join(self) -> None:
-        if self.busy:
-            return
-        name = self.name_edit.text().strip()
-        if self._name_error(name):
-            self.show_error(self._name_error(name) or "", focus=self.name_edit)
+        name = self._checked_name()
+        if name is None:
             return
         try:
             target = parse_join_target(self.address_edit.text())
