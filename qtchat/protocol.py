@@ -238,8 +238,9 @@ class Whisper(ClientFrame):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Join(ClientFrame):
-    type: ClassVar[str] = "join"
+class _RoomFrame(ClientFrame):
+    """A frame that names one room and nothing else."""
+
     _required: ClassVar[tuple[str, ...]] = ("room",)
     room: str
 
@@ -248,13 +249,13 @@ class Join(ClientFrame):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Leave(ClientFrame):
-    type: ClassVar[str] = "leave"
-    _required: ClassVar[tuple[str, ...]] = ("room",)
-    room: str
+class Join(_RoomFrame):
+    type: ClassVar[str] = "join"
 
-    def __post_init__(self) -> None:
-        _check_name(self.room, room=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Leave(_RoomFrame):
+    type: ClassVar[str] = "leave"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
