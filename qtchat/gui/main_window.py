@@ -49,10 +49,13 @@ from qtchat.names import InvalidName, parse_name
 
 log = logging.getLogger(__name__)
 
-HELP_TEXT = (
-    "Commands: /w NAME TEXT (or /msg) whispers to one person · /me TEXT an action · "
-    "/join ROOM · /leave [ROOM] · /help · /quit. Tab completes names; Up/Down recall what "
-    "you typed."
+HELP_LINES = (
+    "Commands:",
+    "/w NAME TEXT (or /msg) — a private message to one person",
+    "/me TEXT — an action, shown as “* you TEXT”",
+    "/join ROOM — enter a room (made if new) · /leave — leave this room or private tab",
+    "/help — this list · /quit — leave and close the window",
+    "Tab completes names; Up and Down recall what you typed.",
 )
 LEAVE_REASONS = {
     "quit": "left",
@@ -472,7 +475,8 @@ class ChatWindow(QMainWindow):
                 return
             self.client.leave(room)
         elif command == "help":
-            self._notice(target, HELP_TEXT)
+            for line in HELP_LINES:  # short lines: notices are centred
+                self._notice(target, line)
         elif command in ("quit", "exit"):
             self.close()
         else:
@@ -606,11 +610,13 @@ class ChatWindow(QMainWindow):
 
     @Slot(str)
     def _on_connection_lost(self, reason: str) -> None:
+        self.members_view.setEnabled(False)  # greyed: nobody is known to be there now
         for conv in self._conversations.values():
             self._notice(conv, f"Connection lost ({reason}) — reconnecting…", NoticeKind.LEAVE)
 
     @Slot(bool)
     def _on_reconnected(self, gap: bool) -> None:
+        self.members_view.setEnabled(True)
         for conv in self._conversations.values():
             if gap and conv.kind == ConversationKind.ROOM:
                 conv.model.add_gap_marker()
@@ -622,6 +628,7 @@ class ChatWindow(QMainWindow):
     def _on_closed(self, reason: str) -> None:
         if self._force_close:
             return
+        self.members_view.setEnabled(False)
         text = {"shutdown": "The host closed the room.", "kicked": "The host disconnected you.",
                 "quit": "You left."}.get(reason, f"Disconnected ({reason}).")
         for conv in self._conversations.values():
