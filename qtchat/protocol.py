@@ -274,8 +274,9 @@ class History(ClientFrame):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Ping(ClientFrame):
-    type: ClassVar[str] = "ping"
+class _TokenFrame(ClientFrame):
+    """A ping or a pong: an optional token and nothing else."""
+
     token: str | None = None
 
     def __post_init__(self) -> None:
@@ -283,12 +284,13 @@ class Ping(ClientFrame):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Pong(ClientFrame):
-    type: ClassVar[str] = "pong"
-    token: str | None = None
+class Ping(_TokenFrame):
+    type: ClassVar[str] = "ping"
 
-    def __post_init__(self) -> None:
-        _check_optional_str(self.token, "token", MAX_TOKEN_CHARS)
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pong(_TokenFrame):
+    type: ClassVar[str] = "pong"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
