@@ -294,6 +294,13 @@ async def _names_on_network(aiozc: AsyncZeroconf, wait: float) -> set[str]:
     return {instance for name in seen if (instance := _instance_of(name)) is not None}
 
 
+async def _name_answers(aiozc: AsyncZeroconf, label: str, wait: float) -> bool:
+    """Whether a room called ``label`` answers a question for its own record."""
+    info = AsyncServiceInfo(SERVICE_TYPE, f"{label}.{SERVICE_TYPE}")
+    return await info.async_request(aiozc.zeroconf, wait * 1000,
+                                    question_type=DNSQuestionType.QM)
+
+
 # --------------------------------------------------------------------------- announcer
 
 
@@ -364,10 +371,21 @@ class RoomAnnouncer:
         self._aiozc = aiozc = _zeroconf(interfaces)
         try:
             if self._conflict_check > 0:
-                existing = await _names_on_network(aiozc, self._conflict_check)
+                # A browse finds every room, and a question for the name itself, asked at
+                # the same time, is answered by its owner even when the browse's answers
+                # come late (a busy machine): both within the same wait.
+                existing, answered = await asyncio.gather(
+                    _names_on_network(aiozc, self._conflict_check),
+                    _name_answers(aiozc, label, self._conflict_check),
+                )
                 taken = {other.lower() for other in existing}
+                if answered:
+                    taken.add(label.lower())
                 candidate, number = label, 2
-                while candidate.lower() in taken:
+                while candidate.lower() in taken or (
+                    candidate != label
+                    and await _name_answers(aiozc, candidate, self._conflict_check)
+                ):
                     if not allow_rename:
                         raise RoomNameInUse(label)
                     if number > _MAX_RENAMES:
