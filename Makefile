@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check qtchat tests benchmarks resources docs qtchat.spec
 
 bench: $(STAMP)
-	$(PY) benchmarks/loadgen.py --all
+	$(PY) benchmarks/loadgen.py --all --reference
 
 bench-gui: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) benchmarks/gui_bench.py

@@ -94,6 +94,14 @@ TARGET_LATENCY_MS = {200: (0.8, 2.0)}
 TARGET_STORM_S = {200: 0.05, 1000: 0.3}
 TARGET_PEAK_MB_AT_200 = 60
 TARGET_KB_PER_IDLE = 16
+# The same targets as ratios to the plain asyncio server the issue measured (212k
+# deliveries/s, 0.74 ms, 0.15 s), which hold across machines: with --reference that
+# server (benchmarks/reference_server.py) runs beside qtchat, run for run.
+REFERENCE_WORKLOADS = ("fanout", "latency", "storm")
+TARGET_FANOUT_RATIO = {200: 9.0}  # qtchat ÷ reference deliveries/s, at least
+TARGET_LATENCY_RATIO = {200: round(0.8 / 0.74, 2)}  # qtchat ÷ reference p50, at most
+TARGET_STORM_RATIO = {200: round(0.05 / 0.15, 2)}  # qtchat ÷ reference seconds, at most
+REFERENCE_SERVER = Path(__file__).resolve().parent / "reference_server.py"
 
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
@@ -1151,8 +1159,11 @@ async def run_job(job: Job, ctx: RunContext, args: argparse.Namespace) -> dict[s
     raise LoadgenError(f"unknown workload {job.workload}")
 
 
-async def run_plan(jobs: list[Job], source: ServerSource, args: argparse.Namespace
-                   ) -> list[dict[str, Any]]:
+async def run_plan(jobs: list[Job], source: ServerSource, args: argparse.Namespace,
+                   reference: ServerSource | None = None) -> list[dict[str, Any]]:
+    """Every run of every job; with ``reference``, each run of a workload it has a
+    target ratio for is followed at once by the same run against the reference server,
+    so both see the same machine (a VM's speed drifts by 20 % from minute to minute)."""
     results: list[dict[str, Any]] = []
     deadline = time.monotonic() + args.time_limit
     try:
@@ -1162,29 +1173,40 @@ async def run_plan(jobs: list[Job], source: ServerSource, args: argparse.Namespa
                     log.warning("time limit of %.0f s reached; skipping the rest",
                                 args.time_limit)
                     return results
-                log.info("%s N=%d run %d/%d", job.workload, job.n, rep + 1, job.repeat)
-                background = None
-                if args.quiet_wait > 0:
-                    background = await wait_for_quiet(OTHERS_BUSY, args.quiet_wait)
-                try:
-                    async with source.server() as server:
-                        ctx = RunContext(server=server, timeout=args.timeout)
-                        result = await run_job(job, ctx, args)
-                        if not server.alive():
-                            result["ok"] = False
-                            result["error"] = "server died during the run"
-                except LoadgenError as exc:
-                    log.error("%s N=%d: %s", job.workload, job.n, exc)
-                    result = {"workload": job.workload, "n": job.n, "ok": False,
-                              "error": str(exc)}
-                result["rep"] = rep
-                if background is not None:
-                    result["background_cpu"] = background
-                log.info("  %s", _one_line(result))
-                results.append(result)
+                results.append(await _run_once(job, rep, source, args, ""))
+                if reference is not None and job.workload in REFERENCE_WORKLOADS:
+                    results.append(await _run_once(job, rep, reference, args, "reference"))
     finally:
         await source.close()
+        if reference is not None:
+            await reference.close()
     return results
+
+
+async def _run_once(job: Job, rep: int, source: ServerSource, args: argparse.Namespace,
+                    label: str) -> dict[str, Any]:
+    log.info("%s N=%d run %d/%d%s", job.workload, job.n, rep + 1, job.repeat,
+             f" ({label})" if label else "")
+    background = None
+    if args.quiet_wait > 0:
+        background = await wait_for_quiet(OTHERS_BUSY, args.quiet_wait)
+    try:
+        async with source.server() as server:
+            ctx = RunContext(server=server, timeout=args.timeout)
+            result = await run_job(job, ctx, args)
+            if not server.alive():
+                result["ok"] = False
+                result["error"] = "server died during the run"
+    except LoadgenError as exc:
+        log.error("%s N=%d: %s", job.workload, job.n, exc)
+        result = {"workload": job.workload, "n": job.n, "ok": False, "error": str(exc)}
+    result["rep"] = rep
+    if label:
+        result["server_label"] = label
+    if background is not None:
+        result["background_cpu"] = background
+    log.info("  %s", _one_line(result))
+    return result
 
 
 def _one_line(r: dict[str, Any]) -> str:
@@ -1226,12 +1248,58 @@ def _verdict(value: float | None, limit: float | None, higher_is_better: bool) -
     return "met" if good else "missed"
 
 
-def _group(results: list[dict[str, Any]], workload: str) -> dict[int, list[dict[str, Any]]]:
+def _group(results: list[dict[str, Any]], workload: str, label: str = ""
+           ) -> dict[int, list[dict[str, Any]]]:
     groups: dict[int, list[dict[str, Any]]] = {}
     for r in results:
-        if r["workload"] == workload:
+        if r["workload"] == workload and r.get("server_label", "") == label:
             groups.setdefault(r["n"], []).append(r)
     return dict(sorted(groups.items()))
+
+
+def _ratios(runs: list[dict[str, Any]], refs: list[dict[str, Any]], key: str) -> list[float]:
+    """qtchat ÷ reference for each pair of runs made back to back (same rep)."""
+    by_rep = {r.get("rep"): r.get(key) for r in refs if r.get("ok")}
+    out = []
+    for r in runs:
+        mine, theirs = r.get(key), by_rep.get(r.get("rep"))
+        if r.get("ok") and mine and theirs:
+            out.append(mine / theirs)
+    return out
+
+
+def render_reference(results: list[dict[str, Any]]) -> str:
+    """The reference comparison: the plain asyncio server measured run for run."""
+    rows = []
+    specs = (("fanout", "A fan-out deliveries/s", "rate", 0, TARGET_FANOUT_RATIO, True),
+             ("latency", "B one at a time p50 ms", "p50_ms", 3, TARGET_LATENCY_RATIO, False),
+             ("storm", "C connect storm s", "seconds", 3, TARGET_STORM_RATIO, False))
+    for workload, title, key, digits, targets, higher in specs:
+        refs = _group(results, workload, "reference")
+        for n, runs in _group(results, workload).items():
+            ref_runs = refs.get(n)
+            if not ref_runs:
+                continue
+            ratios = _ratios(runs, ref_runs, key)
+            spread = _spread(ratios)
+            target = targets.get(n)
+            target_text = ""
+            if target is not None and spread is not None:
+                sign = "≥" if higher else "≤"
+                target_text = f"{sign} {target:g}× {_verdict(spread[0], target, higher)}"
+            rows.append(
+                f"| {title} | {n} | {_cell([r.get(key) for r in runs], digits=digits)} "
+                f"| {_cell([r.get(key) for r in ref_runs], digits=digits)} "
+                f"| {_cell(ratios, digits=2, unit='×')} | {target_text} |")
+    if not rows:
+        return ""
+    return "\n".join([
+        "**Against the plain asyncio server, run for run** (`benchmarks/reference_server.py`, "
+        "started and pinned the same way; ratio = qtchat ÷ reference per pair of runs; "
+        "targets are the issue's, divided by what it measured for that server: 212k/s, "
+        "0.74 ms, 0.15 s)", "",
+        "| workload | N | qtchat | plain asyncio | ratio | target |",
+        "|---|---:|---:|---:|---:|---|", *rows, ""])
 
 
 def _cpu_cells(runs: list[dict[str, Any]]) -> tuple[str, str, str]:
@@ -1362,6 +1430,9 @@ def render_tables(results: list[dict[str, Any]]) -> str:
                 f"| {_cell([_mb(r.get('server_peak_kb')) for r in runs], digits=1)} "
                 f"| {target_text} | {notes} |")
         out.append("")
+    reference = render_reference(results)
+    if reference:
+        out.append(reference)
     return "\n".join(out)
 
 
@@ -1388,7 +1459,8 @@ def machine_summary(results: list[dict[str, Any]], argv: Sequence[str],
             pyside = metadata.version("PySide6")
         except metadata.PackageNotFoundError:
             pyside = "not installed"
-    info = next((r["server_info"] for r in results if r.get("server_info")), {})
+    info = next((r["server_info"] for r in results
+                 if r.get("server_info") and not r.get("server_label")), {})
     server = f"{info.get('name', '?')} {info.get('version', '?')}" if info else "?"
     if source.address is not None:
         how = f"running server at {source.address[0]}:{source.address[1]}"
@@ -1486,6 +1558,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-pin", action="store_true",
                    help="do not pin the load generator to the last CPU and a server it "
                         "starts to the others")
+    p.add_argument("--reference", action="store_true",
+                   help="after each fan-out, latency and storm run, make the same run against "
+                        "benchmarks/reference_server.py (a plain asyncio server) and report "
+                        "qtchat's figures as ratios to it")
     p.add_argument("--reuse-server", action="store_true",
                    help="start one server for all runs instead of one per run")
     p.add_argument("--write-readme", action="store_true",
@@ -1496,6 +1572,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.server_pid and not args.connect:
         p.error("--server-pid goes with --connect")
+    if args.reference and args.connect:
+        p.error("--reference starts its own servers; it does not go with --connect")
     if not (args.all or args.quick or args.workload):
         p.error("choose --all, --quick or --workload")
     if args.quiet_wait is None:
@@ -1530,7 +1608,11 @@ async def main_async(args: argparse.Namespace, argv: Sequence[str]) -> int:
         source.pinning = (f"load generator on CPU {_cpu_list(pinned[0])}"
                           + (f", server on CPU {_cpu_list(pinned[1])}" if source.cpus
                              else " (the running server is not pinned)"))
-    results = await run_plan(jobs, source, args)
+    reference = None
+    if args.reference:
+        reference = ServerSource(cmd=[sys.executable, str(REFERENCE_SERVER)],
+                                 reuse=source.reuse, cpus=source.cpus)
+    results = await run_plan(jobs, source, args, reference)
     block = machine_summary(results, argv, source) + "\n\n" + render_tables(results)
     if source.problems:
         block += "\n**Server problems seen:**\n\n" + "\n".join(
@@ -1545,7 +1627,8 @@ async def main_async(args: argparse.Namespace, argv: Sequence[str]) -> int:
             Path(args.json).write_text(payload)
     if args.write_readme:
         write_readme(block)
-    ok = all(r.get("ok") for r in results) and len(results) == sum(j.repeat for j in jobs)
+    own = [r for r in results if not r.get("server_label")]
+    ok = all(r.get("ok") for r in results) and len(own) == sum(j.repeat for j in jobs)
     return 0 if ok else 1
 
 

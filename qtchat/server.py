@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QTimer, Signal, Slot
+from PySide6.QtCore import QAbstractEventDispatcher, QObject, QTimer, Signal, Slot
 from PySide6.QtNetwork import (
     QAbstractSocket,
     QHostAddress,
@@ -247,6 +247,13 @@ class ChatServer(QObject):
         self._flush_timer.setSingleShot(True)
         self._flush_timer.setInterval(0)
         self._flush_timer.timeout.connect(self._flush)
+        # The pass's writes go out as soon as the event loop has dispatched this pass's
+        # input and is about to wait again. The zero timer alone would, under GLib's
+        # dispatcher, wait for one more poll() first; it stays as the fallback for a
+        # loop that does not block (or emits no aboutToBlock).
+        self._dispatcher = QAbstractEventDispatcher.instance()
+        if self._dispatcher is not None:
+            self._dispatcher.aboutToBlock.connect(self._flush_if_dirty)
         self._sweep_timer = QTimer(self)
         self._sweep_timer.setInterval(int(1000 * self._sweep_interval()))
         self._sweep_timer.timeout.connect(self._sweep)
@@ -374,6 +381,9 @@ class ChatServer(QObject):
         if self._listener is not None:
             self._listener.close()
         self._sweep_timer.stop()
+        if self._dispatcher is not None:
+            self._dispatcher.aboutToBlock.disconnect(self._flush_if_dirty)
+            self._dispatcher = None
         bye = p.encode({"type": "bye", "reason": reason})
         for conn in list(self._conns):
             self._queue(conn, bye)
@@ -905,6 +915,12 @@ class ChatServer(QObject):
             self._flush_timer.start()
 
     @Slot()
+    def _flush_if_dirty(self) -> None:
+        if self._dirty:
+            self._flush_timer.stop()
+            self._flush()
+
+    @Slot()
     def _flush(self) -> None:
         """Once per pass: commit the store, then one write per connection."""
         self.store.commit(messages_only=True)  # stored before any copy is sent
@@ -920,9 +936,20 @@ class ChatServer(QObject):
             if conn.removed or not out:
                 out.clear()
                 continue
-            data = out[0] if len(out) == 1 else b"".join(out)
-            out.clear()
-            waiting = conn.transport.write(data)  # what the kernel refused: the peer is slow
+            send = conn.transport.direct_send
+            if send is not None and len(out) == 1:
+                # The fan-out hot path: one frame, no backlog, one send() and nothing
+                # else per recipient. Anything short of "all taken" goes the long way.
+                data = out.pop()
+                try:
+                    sent = send(data)
+                except OSError:
+                    sent = 0  # write() below tries again, and reports a lost peer
+                waiting = 0 if sent == len(data) else conn.transport.write(data[sent:])
+            else:
+                data = out[0] if len(out) == 1 else b"".join(out)
+                out.clear()
+                waiting = conn.transport.write(data)  # what the kernel refused: slow peer
             if waiting == 0:
                 if conn.live:
                     conn.session.sent_upto = last_seq  # all of it is the kernel's

@@ -71,6 +71,10 @@ class Transport(QObject):
         self.on_closed: Callable[[str], None] = _ignore_reason
         self.closed = False
         self.peer = "?"
+        # The socket's own send(), while handing bytes straight to the kernel is all a
+        # write() would do (nothing buffered, not closing); None otherwise. The server's
+        # fan-out calls it directly: one call per recipient instead of a write() each.
+        self.direct_send: Callable[[bytes], int] | None = None
 
     def read_all(self) -> bytes:
         raise NotImplementedError
@@ -129,6 +133,7 @@ class RawTransport(Transport):
             self.peer = "?"
         self._out = bytearray()
         self._closing = False
+        self.direct_send = sock.send
         self._read_notifier = QSocketNotifier(descriptor, QSocketNotifier.Type.Read, self)
         self._read_notifier.activated.connect(self._on_read_ready)
         self._write_notifier: QSocketNotifier | None = None
@@ -189,6 +194,7 @@ class RawTransport(Transport):
         if sent == len(data):  # the fan-out hot path: one call, one syscall
             return 0
         out += data[sent:]
+        self.direct_send = None  # the backlog goes first
         self._want_write(True)
         return len(out)
 
@@ -220,6 +226,7 @@ class RawTransport(Transport):
         if self._closing:
             self._finish_close()
             return
+        self.direct_send = sock.send
         self.on_drained()
 
     def pending(self) -> int:
@@ -232,6 +239,7 @@ class RawTransport(Transport):
         if self._sock is None:
             return
         self._closing = True
+        self.direct_send = None
         if not self._out:
             self._finish_close()
 
@@ -262,6 +270,7 @@ class RawTransport(Transport):
     def _release(self) -> None:
         """Stop watching the descriptor before closing it (it may be reused at once)."""
         sock, self._sock = self._sock, None
+        self.direct_send = None
         if sock is None:
             return
         self._read_notifier.setEnabled(False)

@@ -1,10 +1,12 @@
 """The benchmark load generator against the real `qtchat serve`: every delivery arrives.
 
-Runs `benchmarks/loadgen.py --quick` as a subprocess (it starts its own server on
-127.0.0.1, port 0) and checks counts only: N clients × M messages deliveries in the
-fan-out runs, every copy in the one-at-a-time run, every client registered in the storm
-and memory runs, no error frames, and a server that exits 0 on SIGTERM. No timing is
-asserted: this machine's speed is the benchmark's business, not the test's.
+Runs `benchmarks/loadgen.py --quick --reference` as a subprocess (it starts its own
+servers on 127.0.0.1, port 0: qtchat's, and the plain asyncio yardstick in
+`benchmarks/reference_server.py` after each of its runs) and checks counts only: N clients ×
+M messages deliveries in the fan-out runs, every copy in the one-at-a-time run, every
+client registered in the storm and memory runs, no error frames, and servers that exit 0
+on SIGTERM. No timing is asserted: this machine's speed is the benchmark's business, not
+the test's.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ pytestmark = pytest.mark.skipif(
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
     out = tmp_path_factory.mktemp("loadgen") / "quick.json"
     proc = subprocess.run(
-        [sys.executable, str(LOADGEN), "--quick", "--json", str(out)],
-        capture_output=True, text=True, timeout=110, cwd=out.parent, check=False)
+        [sys.executable, str(LOADGEN), "--quick", "--reference", "--json", str(out)],
+        capture_output=True, text=True, timeout=150, cwd=out.parent, check=False)
     report = proc.stdout[-3000:] + "\n" + proc.stderr[-3000:]
     assert out.exists(), f"loadgen wrote no results (exit {proc.returncode}):\n{report}"
     data = json.loads(out.read_text())
@@ -39,9 +41,10 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
     return data, report
 
 
-def _runs(data: dict[str, Any], workload: str) -> list[dict[str, Any]]:
-    runs = [r for r in data["results"] if r["workload"] == workload]
-    assert runs, f"no {workload} run in the quick plan"
+def _runs(data: dict[str, Any], workload: str, label: str = "") -> list[dict[str, Any]]:
+    runs = [r for r in data["results"]
+            if r["workload"] == workload and r.get("server_label", "") == label]
+    assert runs, f"no {workload} run{' against ' + label if label else ''} in the quick plan"
     return runs
 
 
@@ -79,3 +82,21 @@ def test_server_behaved_and_loadgen_exited_zero(quick_run):
     assert data["server_problems"] == [], report
     assert all(r["ok"] for r in data["results"]), report
     assert data["returncode"] == 0, report
+
+
+def test_the_reference_server_is_measured_the_same_way(quick_run):
+    """The yardstick the ratios are taken against delivers everything too, run for run."""
+    data, report = quick_run
+    for workload in ("fanout", "latency", "storm"):
+        ours, theirs = _runs(data, workload), _runs(data, workload, "reference")
+        assert [(r["n"], r["rep"]) for r in ours] == [(r["n"], r["rep"]) for r in theirs]
+        for run in theirs:
+            assert run["ok"], report
+            if "expected" in run:
+                assert run["deliveries"] == run["expected"], run
+    assert not _runs_labelled(data, "memory", "reference"), "memory has no reference run"
+
+
+def _runs_labelled(data: dict[str, Any], workload: str, label: str) -> list[dict[str, Any]]:
+    return [r for r in data["results"]
+            if r["workload"] == workload and r.get("server_label") == label]
