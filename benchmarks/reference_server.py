@@ -120,7 +120,7 @@ async def serve(host: str, port: int) -> None:
     print(f'qtchat: serving "reference" on {bound[0]}:{bound[1]}', flush=True)
     stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set_result, None)
+        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
     await stop
     server.close()
 

@@ -247,13 +247,7 @@ class ChatServer(QObject):
         self._flush_timer.setSingleShot(True)
         self._flush_timer.setInterval(0)
         self._flush_timer.timeout.connect(self._flush)
-        # The pass's writes go out as soon as the event loop has dispatched this pass's
-        # input and is about to wait again. The zero timer alone would, under GLib's
-        # dispatcher, wait for one more poll() first; it stays as the fallback for a
-        # loop that does not block (or emits no aboutToBlock).
-        self._dispatcher = QAbstractEventDispatcher.instance()
-        if self._dispatcher is not None:
-            self._dispatcher.aboutToBlock.connect(self._flush_if_dirty)
+        self._dispatcher: QAbstractEventDispatcher | None = None  # see start()
         self._sweep_timer = QTimer(self)
         self._sweep_timer.setInterval(int(1000 * self._sweep_interval()))
         self._sweep_timer.timeout.connect(self._sweep)
@@ -292,6 +286,14 @@ class ChatServer(QObject):
     def start(self) -> None:
         """Listen on the configured host and port; raises ServerError if it cannot."""
         c = self.config
+        # The pass's writes go out as soon as the event loop has dispatched this pass's
+        # input and is about to wait again. The zero timer alone would, under GLib's
+        # dispatcher, wait for one more poll() first; it stays as the fallback for a
+        # loop that does not block (or emits no aboutToBlock).
+        if self._dispatcher is None:
+            self._dispatcher = QAbstractEventDispatcher.instance()
+            if self._dispatcher is not None:
+                self._dispatcher.aboutToBlock.connect(self._flush_if_dirty)
         if c.tls:
             self._listener = self._make_tls_listener()
             self._listener.pendingConnectionAvailable.connect(self._accept)
@@ -382,7 +384,8 @@ class ChatServer(QObject):
             self._listener.close()
         self._sweep_timer.stop()
         if self._dispatcher is not None:
-            self._dispatcher.aboutToBlock.disconnect(self._flush_if_dirty)
+            with contextlib.suppress(RuntimeError):  # the dispatcher went first
+                self._dispatcher.aboutToBlock.disconnect(self._flush_if_dirty)
             self._dispatcher = None
         bye = p.encode({"type": "bye", "reason": reason})
         for conn in list(self._conns):

@@ -150,6 +150,36 @@ def test_a_fast_clients_ping_is_answered_while_a_slow_reader_is_stuck(qtbot, mak
     slow.close()
 
 
+def test_a_reader_that_falls_behind_gets_everything_in_order_then_the_direct_path(
+        qtbot, make_server):
+    """What the kernel refuses waits in order; once it drains, sends go direct again."""
+    server = make_server(send_queue_bytes=64 << 20)  # never cut off in this test
+    sender, fast = connect_clients(qtbot, server.port, 2, "behind")
+    slow = SyncClient(server.port, rcvbuf=4096)
+    run_threads(qtbot, [lambda: slow.register("Behind")])
+    fast.wait_for("user_joined", name="Behind")
+    (conn,) = [c for c in server._conns if c.session and c.session.name.display == "Behind"]
+    assert conn.transport.direct_send is not None
+    count = 300  # about 1.2 MB: far more than a 4 KiB window and the kernel's buffer
+    sender.send_raw(b"".join(json.dumps({"type": "broadcast", "text": f"m{i} " + "z" * 3990})
+                             .encode() + b"\n" for i in range(count)))
+    qtbot.waitUntil(lambda: sum(f["type"] == "broadcast" for f in fast.frames) >= count,
+                    timeout=30_000)
+    assert conn.transport.pending() > 0 and conn.transport.direct_send is None
+
+    def read_all() -> list[str]:
+        frame, before = slow.recv_until("broadcast", text=f"m{count - 1} " + "z" * 3990)
+        return [f["text"].split()[0] for f in [*before, frame] if f["type"] == "broadcast"]
+
+    (texts,) = run_threads(qtbot, [read_all])
+    assert texts == [f"m{i}" for i in range(count)]
+    qtbot.waitUntil(lambda: conn.transport.direct_send is not None)
+    sender.send({"type": "broadcast", "text": "caught up"})
+    (frame,) = run_threads(qtbot, [lambda: slow.recv_until("broadcast", text="caught up")[0]])
+    assert frame["from"] == sender.name
+    slow.close()
+
+
 def test_wrong_password_then_close_and_the_compare_is_constant_time(qtbot, make_server,
                                                                      monkeypatch):
     calls = []

@@ -95,6 +95,7 @@ def test_the_reference_server_is_measured_the_same_way(quick_run):
             if "expected" in run:
                 assert run["deliveries"] == run["expected"], run
     assert not _runs_labelled(data, "memory", "reference"), "memory has no reference run"
+    assert data["reference_problems"] == [], report
 
 
 def _runs_labelled(data: dict[str, Any], workload: str, label: str) -> list[dict[str, Any]]:
