@@ -39,6 +39,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -68,12 +78,12 @@ def add_server_options(parser: argparse.ArgumentParser, *, headless: bool) -> No
     parser.add_argument("--interfaces", default=None,
                         help="comma-separated addresses to announce on (default: all)")
     limits = parser.add_argument_group("limits")
-    limits.add_argument("--max-clients", type=int, default=1000,
+    limits.add_argument("--max-clients", type=_count, default=1000,
                         help="most people registered at once (default 1000)")
-    limits.add_argument("--max-rooms", type=int, default=10_000,
+    limits.add_argument("--max-rooms", type=_count, default=10_000,
                         help="rooms on the server; joining a new one past it is refused "
                              "(default 10000)")
-    limits.add_argument("--max-rooms-per-user", type=int, default=100,
+    limits.add_argument("--max-rooms-per-user", type=_count, default=100,
                         help="rooms one person may be in at once (default 100)")
     limits.add_argument("--resume-grace", type=_positive_float, default=120.0,
                         help="seconds a dropped person's name and messages are kept for them to "
@@ -81,17 +91,17 @@ def add_server_options(parser: argparse.ArgumentParser, *, headless: bool) -> No
     limits.add_argument("--rate-limit", type=_positive_float, default=20.0,
                         metavar="FRAMES_PER_S",
                         help="frames per second per connection (default 20; 0 = no limit)")
-    limits.add_argument("--rate-burst", type=int, default=40,
+    limits.add_argument("--rate-burst", type=_count, default=40,
                         help="frames a connection may send in a burst (default 40)")
     limits.add_argument("--register-timeout", type=_positive_float, default=10.0,
                         help="seconds a new connection has to register (default 10)")
     limits.add_argument("--idle-timeout", type=_positive_float, default=30.0,
                         help="seconds of silence before the server pings, and again before it "
                              "gives up (default 30)")
-    limits.add_argument("--send-queue-bytes", type=int, default=1 << 20,
+    limits.add_argument("--send-queue-bytes", type=_count, default=1 << 20,
                         help="unsent bytes a slow reader may have queued before it is cut off "
                              "(default 1 MiB)")
-    limits.add_argument("--history-retention", type=int, default=10_000,
+    limits.add_argument("--history-retention", type=_count, default=10_000,
                         help="messages kept per room (default 10000)")
     if headless:
         parser.add_argument("--host", default="0.0.0.0",

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import logging
+import os
 import sqlite3
 import sys
 import threading
@@ -45,13 +47,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
     def stop(signum: int) -> None:
         log.info("signal %d: saying bye to everyone", signum)
+        QTimer.singleShot(200, app.quit)  # let the bye frames leave, whatever happens here
         count = server.client_count
         server.stop("shutdown")
-        print(f"qtchat: stopped; said bye to {count} {'person' if count == 1 else 'people'}",
-              flush=True)
+        _say(f"qtchat: stopped; said bye to {count} {'person' if count == 1 else 'people'}")
         if background is not None:
             background.run(announcer.stop(), timeout=2.0)  # withdraw: best effort
-        QTimer.singleShot(200, app.quit)  # let the bye frames leave
 
     # Handlers before the "serving" line: whoever reads it may signal at once.
     notifier = install_signal_wakeup(stop)
@@ -59,17 +60,17 @@ def run_serve(args: argparse.Namespace) -> int:
     # collector's generations so full collections stay short under load.
     gc.freeze()
     host = config.host
-    print(f'qtchat: serving "{config.server_name}" on {host}:{server.port}', flush=True)
+    _say(f'qtchat: serving "{config.server_name}" on {host}:{server.port}')
     if host in ("0.0.0.0", "::", ""):
         from qtchat.address import format_hostport, local_addresses
 
         reachable = [format_hostport(a, server.port) for a in local_addresses()]
         where = " · ".join(reachable) if reachable else f"127.0.0.1:{server.port} (this computer)"
-        print(f"qtchat: others can join at {where}", flush=True)
+        _say(f"qtchat: others can join at {where}")
     if server.fingerprint:
-        print(f"qtchat: TLS certificate fingerprint (SHA-256) {server.fingerprint}", flush=True)
+        _say(f"qtchat: TLS certificate fingerprint (SHA-256) {server.fingerprint}")
     if config.password:
-        print("qtchat: a password is required to join", flush=True)
+        _say("qtchat: a password is required to join")
     if background is not None:
         background.submit(_announce(announcer, args, config, server))
     app.exec()
@@ -78,6 +79,23 @@ def run_serve(args: argparse.Namespace) -> int:
         background.close()
     server.close_store()
     return 0
+
+
+def _say(line: str, stream=None) -> None:
+    """Print one line now. Whoever reads it may have gone (``qtchat serve | head -2``, a
+    log pipe that died): that is no reason for the server to stop serving, or to miss
+    its own shutdown."""
+    stream = stream or sys.stdout
+    if stream is None:  # no console at all
+        return
+    try:
+        print(line, file=stream, flush=True)
+    except (OSError, ValueError):  # a closed pipe or a closed stream
+        # Later lines, and the flush at exit, go nowhere instead of failing again.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
 
 
 class _BackgroundLoop:
@@ -121,7 +139,7 @@ async def _announce(announcer, args, config, server) -> None:
             10.0,
         )
     except Exception as exc:
-        print(f"qtchat: not announced on the LAN ({exc}); people can still join by address",
-              file=sys.stderr, flush=True)
+        _say(f"qtchat: not announced on the LAN ({exc}); people can still join by address",
+             sys.stderr)
         return
-    print(f'qtchat: announced on the LAN as "{name}"', flush=True)
+    _say(f'qtchat: announced on the LAN as "{name}"')

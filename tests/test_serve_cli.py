@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 
+import pytest
 from helpers import SERVING, ServeProcess, SyncClient, qtchat_command
 
 from qtchat.cli import build_parser
@@ -31,6 +32,35 @@ def test_serve_prints_where_it_serves_serves_and_says_bye_on_sigterm(tmp_path):
         for client in (alice, bob):
             bye, _ = client.recv_until("bye")
             assert bye == {"type": "bye", "reason": "shutdown"}
+
+
+def test_a_reader_of_its_output_going_away_does_not_stop_it_or_its_shutdown(tmp_path):
+    """``qtchat serve | head -1``: the pipe closes after the serving line. The server goes
+    on serving, and SIGTERM still says bye and exits 0 (its "stopped" line has nowhere to
+    go, which is no error)."""
+    with ServeProcess(tmp_path / "data") as server:
+        server.process.stdout.close()  # the reader is gone
+        alice, bob = SyncClient(server.port), SyncClient(server.port)
+        assert alice.register("Alice")["type"] == "registered"
+        assert bob.register("Bob")["type"] == "registered"
+        alice.send({"type": "broadcast", "text": "still here"})
+        assert bob.recv_until("broadcast")[0]["text"] == "still here"
+        assert server.terminate(timeout=15) == 0
+        assert bob.recv_until("bye")[0] == {"type": "bye", "reason": "shutdown"}
+        assert "Traceback" not in server.process.stderr.read()
+
+
+@pytest.mark.parametrize(("flag", "value", "says"), [
+    ("--max-clients", "0", "must be 1 or more"),
+    ("--history-retention", "-5", "must be 1 or more"),
+    ("--send-queue-bytes", "lots", "'lots' is not a whole number"),
+])
+def test_a_limit_that_makes_no_sense_is_refused_with_exit_code_2(tmp_path, flag, value, says):
+    result = run_qtchat("serve", "--port", "0", "--data-dir", str(tmp_path), "--no-announce",
+                        flag, value)
+    assert result.returncode == 2
+    assert f"argument {flag}: {says}" in result.stderr.strip().splitlines()[-1]
+    assert result.stdout == ""
 
 
 def test_a_port_in_use_is_one_line_and_exit_code_2(tmp_path):
