@@ -51,6 +51,10 @@ class Name:
     display: str
     folded: str
     skeleton: str
+    # Everything this name must not share with another: the skeleton of the folded
+    # form (Bob = bob = ｂｏｂ) and of the form as shown (capital I looks like small l,
+    # so "AIice" = "Alice"; "ВОВ" in Cyrillic = "BOB").
+    keys: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return self.display
@@ -132,6 +136,27 @@ def _check_characters(name: str, what: str) -> None:
         raise InvalidName(f"A {what} may contain only letters, digits and _ - . (not {shown}).")
 
 
+_MAX_MARKS = 4  # combining marks on one letter: enough for every script, not a tower
+
+
+def _check_look(name: str, what: str) -> None:
+    """A letter that looks like punctuation (ǃ for !, ʹ for ') or a tower of accents
+    would let a name pass for another thing on screen."""
+    marks = 0
+    for char in name:
+        if unicodedata.category(char).startswith("M"):
+            marks += 1
+            if marks > _MAX_MARKS:
+                raise InvalidName(f"A {what} may have at most {_MAX_MARKS} accents on a letter.")
+            continue
+        marks = 0
+        for shown in skeleton(char):
+            category = unicodedata.category(shown)
+            if not (category.startswith(("L", "M")) or category == "Nd"
+                    or shown in _PUNCTUATION):
+                raise InvalidName(f"A {what} may not contain “{char}”: it looks like “{shown}”.")
+
+
 def _check_one_script(name: str, what: str) -> None:
     scripts = {script_of(char) for char in name} - _NEUTRAL_SCRIPTS
     if len(scripts) <= 1 or any(scripts <= allowed for allowed in _ALLOWED_MIXES):
@@ -165,7 +190,11 @@ def parse_name(raw: object, what: str = "name") -> Name:
         raise InvalidName(f"A {what} can be at most {MAX_NAME_LENGTH} characters long.")
     _check_characters(display, what)
     _check_one_script(display, what)
-    return Name(display=display, folded=folded, skeleton=skeleton(folded))
+    _check_look(display, what)
+    folded_skeleton, shown_skeleton = skeleton(folded), skeleton(display)
+    keys = (folded_skeleton,) if shown_skeleton == folded_skeleton else (
+        folded_skeleton, shown_skeleton)
+    return Name(display=display, folded=folded, skeleton=folded_skeleton, keys=keys)
 
 
 def parse_room(raw: object) -> Name:

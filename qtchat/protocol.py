@@ -102,13 +102,21 @@ def check_text(text: object) -> str:
         raise LocalProtocolError(
             "invalid_text", f"A message must be 1 to {MAX_TEXT_CHARS:,} characters long."
         )
-    if text.isspace():
+    if text.isspace() or not text.translate(_INVISIBLE).strip():
         raise LocalProtocolError("invalid_text", "A message cannot be only white space.")
     if _has_lone_surrogate(text):
         raise LocalProtocolError(
             "invalid_text", "The message contains a lone surrogate (broken Unicode)."
         )
     return text
+
+
+# Characters that take no room on screen (zero-width space, joiners, word joiner, BOM,
+# soft hyphen...): text made only of these and white space shows as nothing.
+_INVISIBLE = dict.fromkeys(
+    [0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x3164, 0xFFA0,
+     *range(0x180B, 0x1810), *range(0x200B, 0x2010), *range(0x202A, 0x202F),
+     *range(0x2060, 0x2070), *range(0xFE00, 0xFE10), 0xFEFF])
 
 
 def _check_name(value: object, *, room: bool = False) -> str:
@@ -328,6 +336,8 @@ def decode_object(line: bytes) -> dict[str, Any]:
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise RemoteProtocolError("bad_frame", "A frame needs a string 'type'.")
+    if _has_lone_surrogate(kind):  # it is echoed in errors: it must encode
+        raise RemoteProtocolError("bad_frame", "A frame's 'type' must be valid Unicode.")
     return obj
 
 

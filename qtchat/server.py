@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import hmac
 import logging
+import math
 import secrets
 import socket as _socket
 import sys
@@ -81,6 +82,9 @@ class ServerConfig:
     max_frame_bytes: int = p.MAX_FRAME_BYTES
     history_retention: int = 10_000
     resume_grace: float = 120.0
+    # Wrong passwords from one address: this many per window, then it waits.
+    password_attempts: int = 5
+    password_window: float = 60.0
     tls: bool = False
     listen_backlog: int = 1024
     host_user: str | None = None  # the name of the person hosting in-process, if any
@@ -93,12 +97,14 @@ class ServerError(Exception):
 class Room:
     """A room: who is in it now (live connections, in join order)."""
 
-    __slots__ = ("conns", "display", "key")
+    __slots__ = ("conns", "display", "key", "members", "names")
 
     def __init__(self, name: Name) -> None:
         self.key = name.folded
         self.display = name.display
+        self.names = name.keys  # what another room's name must not look like
         self.conns: dict[_Connection, None] = {}
+        self.members = 0  # sessions in it, connected or held (max_rooms counts these rooms)
 
 
 class Session:
@@ -238,7 +244,10 @@ class ChatServer(QObject):
         self._closing: set[_Connection] = set()  # removed, last bytes still leaving
         self._sessions_by_secret: dict[str, Session] = {}  # keyed by secret hash
         self._names: dict[str, Session] = {}  # skeleton -> session (connected or held)
-        self._rooms: dict[str, Room] = {}
+        self._rooms: dict[str, Room] = {}  # folded name (the history bucket) -> room
+        self._room_keys: dict[str, Room] = {}  # every Name.keys of a room -> room
+        self._occupied = 0  # rooms with members
+        self._password_failures: dict[str, list[float]] = {}  # address -> times, in window
         self._registered = 0
         self._dirty: list[_Connection] = []
         self._churn = 0  # connections opened or closed since free heap was last given back
@@ -263,7 +272,13 @@ class ChatServer(QObject):
         self._room(parse_room(p.LOBBY))
         for key, display in self.store.rooms():
             if key not in self._rooms:
-                self._rooms[key] = Room(parse_room(display))
+                try:
+                    name = parse_room(display)
+                except ValueError:  # stored under older rules: kept for its history
+                    name = Name(display=display, folded=key, skeleton=key, keys=(key,))
+                room = self._rooms[key] = Room(name)
+                for alike in room.names:
+                    self._room_keys.setdefault(alike, room)
         # Sessions that were live when the server stopped are held, as after a drop.
         held_until = time.monotonic() + self.config.resume_grace
         for stored in self.store.sessions():
@@ -272,15 +287,22 @@ class ChatServer(QObject):
             except ValueError:
                 self.store.end_session(stored.sid)
                 continue
+            if any(key in self._names for key in name.keys):  # looks like one held already
+                self.store.end_session(stored.sid)
+                continue
             session = Session(stored.sid, stored.secret_hash, name, start_seq=stored.start_seq)
             session.sent_upto = max(stored.sent_upto, stored.start_seq)
             session.held_until = held_until
             for room_name in stored.rooms:
-                room = self._room(parse_room(room_name))
-                session.rooms[room.key] = room
+                try:
+                    room = self._room(parse_room(room_name))
+                except ValueError:
+                    continue
+                self._enter_room(session, room)
             session.client_ids = self.store.client_ids(stored.sid, _CLIENT_IDS_KEPT)
             self._sessions_by_secret[stored.secret_hash] = session
-            self._names[name.skeleton] = session
+            for key in name.keys:
+                self._names[key] = session
         self.store.commit()
 
     def start(self) -> None:
@@ -352,18 +374,18 @@ class ChatServer(QObject):
 
     def users(self, room: str = p.LOBBY) -> list[str]:
         """Names in a room now, in join order."""
-        found = self._rooms.get(parse_room(room).folded)
+        found = self._find_room(parse_room(room))
         return [c.session.name.display for c in found.conns if c.session] if found else []
 
     def held_names(self) -> list[str]:
         """Names taken now: connected, or held for a dropped session's resume."""
-        return sorted(session.name.display for session in self._names.values())
+        return sorted({session.name.display for session in self._names.values()})
 
     def drop_connection(self, name: str) -> bool:
         """Cut ``name``'s connection as a network failure would: the others hear
         ``user_left`` (disconnected) and the session is held for its resume.
         Returns False if nobody of that name is connected."""
-        session = self._names.get(parse_name(name).skeleton)
+        session = self._session_named(parse_name(name))
         if session is None or session.conn is None:
             return False
         self._close(session.conn, "disconnected", abort=True)
@@ -594,10 +616,7 @@ class ChatServer(QObject):
                 f"This server speaks protocol {p.PROTOCOL_VERSION}, not {frame.protocol}.",
                 "register")
             return
-        if c.password is not None and not hmac.compare_digest(
-            (frame.password or "").encode("utf-8"), c.password.encode("utf-8")
-        ):
-            self._send_error(conn, "wrong_password", "Wrong password.", "register")
+        if c.password is not None and not self._password_ok(conn, frame.password or ""):
             self._close(conn, "kicked")
             return
         session = None
@@ -614,20 +633,53 @@ class ChatServer(QObject):
         if session is not None:
             self._resume(conn, session, frame)
             return
-        holder = self._names.get(name.skeleton)
-        if holder is not None:
+        if self._session_named(name) is not None:
             self._queue(conn, p.encode({"type": "username_taken", "name": name.display}))
             return
+        if len(self._sessions_by_secret) - self._registered >= c.max_clients:
+            # As many names held for a resume as people allowed: the oldest hold goes.
+            held = (s for s in self._sessions_by_secret.values() if s.conn is None)
+            self._end_session(min(held, key=lambda s: s.held_until or 0.0))
         secret = secrets.token_urlsafe(24)  # 192 bits
         lobby = self._rooms[p.LOBBY]
         sid = self.store.new_session(secret, name.display, [lobby.display])
         session = Session(sid, hash_secret(secret), name, secret, start_seq=self.store.last_seq)
-        session.rooms[lobby.key] = lobby
+        self._enter_room(session, lobby)
         self._sessions_by_secret[session.secret_hash] = session
-        self._names[name.skeleton] = session
+        for key in name.keys:
+            self._names[key] = session
         self._attach(conn, session)
         self._send_registered(conn, session, resumed=False, gap=False)
         self._go_live(conn, announce=True)
+
+    def _password_ok(self, conn: _Connection, given: str) -> bool:
+        """Check the room password; answer a wrong one. An address that keeps guessing
+        waits out the window (a LAN password falls to thousands of guesses a second)."""
+        c = self.config
+        now = time.monotonic()
+        address = conn.peer.rsplit(":", 1)[0]
+        failures = self._password_failures.get(address)
+        if failures:
+            failures[:] = [t for t in failures if t > now - c.password_window]
+            if len(failures) >= c.password_attempts:
+                wait = math.ceil(failures[0] + c.password_window - now)
+                self._send_error(conn, "wrong_password",
+                                 f"Too many wrong passwords from your address; try again in "
+                                 f"{wait} s.", "register")
+                return False
+        if hmac.compare_digest(given.encode("utf-8"), (c.password or "").encode("utf-8")):
+            return True
+        self._password_failures.setdefault(address, []).append(now)
+        self._send_error(conn, "wrong_password", "Wrong password.", "register")
+        return False
+
+    def _session_named(self, name: Name) -> Session | None:
+        """The session whose name is, or looks like, ``name``."""
+        for key in name.keys:
+            session = self._names.get(key)
+            if session is not None:
+                return session
+        return None
 
     def _send_registered(self, conn: _Connection, session: Session, *, resumed: bool,
                          gap: bool) -> None:
@@ -740,17 +792,20 @@ class ChatServer(QObject):
 
     def _end_session(self, session: Session) -> None:
         self._sessions_by_secret.pop(session.secret_hash, None)
-        if self._names.get(session.name.skeleton) is session:
-            del self._names[session.name.skeleton]
+        for key in session.name.keys:
+            if self._names.get(key) is session:
+                del self._names[key]
+        for room in list(session.rooms.values()):
+            self._leave_room(session, room)
         self.store.end_session(session.sid)
 
     # --- messages ----------------------------------------------------------------------
 
     def _room_of(self, conn: _Connection, session: Session, raw: str, ref: str) -> Room | None:
-        key = parse_room(raw).folded
-        room = session.rooms.get(key)
+        found = self._find_room(parse_room(raw))
+        room = session.rooms.get(found.key) if found is not None else None
         if room is None:
-            if key in self._rooms:
+            if found is not None:
                 self._send_error(conn, "not_in_room", f"You are not in {raw!r}; join it first.",
                                  ref)
             else:
@@ -797,7 +852,7 @@ class ChatServer(QObject):
     def _whisper(self, conn: _Connection, session: Session, frame: p.Whisper) -> None:
         if frame.id is not None and self._repeat(conn, session, frame.id):
             return
-        target = self._names.get(parse_name(frame.to).skeleton)
+        target = self._session_named(parse_name(frame.to))
         if target is None:
             self._send_error(conn, "no_such_user", f"Nobody called {frame.to} is here.",
                              "whisper")
@@ -820,7 +875,8 @@ class ChatServer(QObject):
 
     def _join(self, conn: _Connection, session: Session, frame: p.Join) -> None:
         name = parse_room(frame.room)
-        room = session.rooms.get(name.folded)
+        existing = self._find_room(name)  # the same name, or one that looks the same
+        room = session.rooms.get(existing.key) if existing is not None else None
         if room is None:
             c = self.config
             if len(session.rooms) >= c.max_rooms_per_user:
@@ -828,13 +884,13 @@ class ChatServer(QObject):
                                  f"You are in {len(session.rooms)} rooms, the most allowed here; "
                                  "leave one first.", "join")
                 return
-            if name.folded not in self._rooms and len(self._rooms) >= c.max_rooms:
+            if (existing is None or not existing.members) and self._occupied >= c.max_rooms:
                 self._send_error(conn, "too_many_rooms",
-                                 f"This server has {len(self._rooms):,} rooms, the most it "
-                                 "allows; join an existing one.", "join")
+                                 f"This server has {self._occupied:,} rooms in use, the most it "
+                                 "allows; join one of them.", "join")
                 return
-            room = self._room(name)
-            session.rooms[room.key] = room
+            room = existing or self._room(name)
+            self._enter_room(session, room)
             self.store.update_session_rooms(session.sid,
                                             [r.display for r in session.rooms.values()])
             if conn.live:  # else _go_live announces it with the others, when caught up
@@ -854,33 +910,69 @@ class ChatServer(QObject):
             self._queue(conn, p.encode({"type": "user_joined", "name": user,
                                         "room": room.display}))
 
-    def _room(self, name: Name) -> Room:
+    def _find_room(self, name: Name) -> Room | None:
+        """The room called ``name``, or one whose name looks the same (``ѕсоре`` in
+        Cyrillic is ``scope``)."""
         room = self._rooms.get(name.folded)
         if room is None:
+            for key in name.keys:
+                room = self._room_keys.get(key)
+                if room is not None:
+                    break
+        return room
+
+    def _room(self, name: Name) -> Room:
+        room = self._find_room(name)
+        if room is None:
             room = self._rooms[name.folded] = Room(name)
+            for key in room.names:
+                self._room_keys.setdefault(key, room)
             self.store.save_room(room.key, room.display)
         return room
 
+    def _enter_room(self, session: Session, room: Room) -> None:
+        session.rooms[room.key] = room
+        room.members += 1
+        if room.members == 1:
+            self._occupied += 1
+
+    def _leave_room(self, session: Session, room: Room) -> None:
+        """``session`` is out of ``room``; a room left empty and without history goes
+        (so joining and leaving made-up rooms leaves nothing behind)."""
+        if session.rooms.pop(room.key, None) is None:
+            return
+        room.members -= 1
+        if room.members:
+            return
+        self._occupied -= 1
+        if room.key != p.LOBBY and not room.conns and not self.store.count(room.key):
+            del self._rooms[room.key]
+            for key in room.names:
+                if self._room_keys.get(key) is room:
+                    del self._room_keys[key]
+            self.store.forget_room(room.key)
+
     def _leave(self, conn: _Connection, session: Session, frame: p.Leave) -> None:
-        name = parse_room(frame.room)
-        if name.folded == p.LOBBY:
+        found = self._find_room(parse_room(frame.room))
+        if found is not None and found.key == p.LOBBY:
             self._send_error(conn, "not_in_room", "Everyone stays in the lobby; it cannot be left.",
                              "leave")
             return
-        room = session.rooms.pop(name.folded, None)
+        room = session.rooms.get(found.key) if found is not None else None
         if room is None:
-            if name.folded in self._rooms:
+            if found is not None:
                 self._send_error(conn, "not_in_room", f"You are not in {frame.room!r}.", "leave")
             else:
                 self._send_error(conn, "no_such_room", f"There is no room called {frame.room!r}.",
                                  "leave")
             return
-        self.store.update_session_rooms(session.sid, [r.display for r in session.rooms.values()])
         self._queue(conn, p.encode({"type": "left", "room": room.display}))
         if room.conns.pop(conn, False) is None:  # it was live there, so others knew
             self._fan_out(room, p.encode({"type": "user_left", "name": session.name.display,
                                           "room": room.display, "reason": "left"}))
             self.userLeft.emit(session.name.display, room.display, "left")
+        self._leave_room(session, room)
+        self.store.update_session_rooms(session.sid, [r.display for r in session.rooms.values()])
 
     def _history(self, conn: _Connection, session: Session, frame: p.History) -> None:
         room = self._room_of(conn, session, frame.room, "history")
@@ -1046,7 +1138,12 @@ class ChatServer(QObject):
             elif now - conn.last_heard > c.idle_timeout:
                 conn.ping_sent_at = now
                 self._queue(conn, p.encode({"type": "ping", "token": secrets.token_hex(4)}))
-        for session in list(self._names.values()):
+        if self._password_failures:
+            window = self.config.password_window
+            for address, times in list(self._password_failures.items()):
+                if times[-1] <= now - window:
+                    del self._password_failures[address]
+        for session in list(dict.fromkeys(self._names.values())):
             if session.held_until is not None and session.held_until < now:
                 log.info("resume grace of %s ended", session.name.display)
                 self._end_session(session)

@@ -320,6 +320,13 @@ class MessageStore:
             ("INSERT OR IGNORE INTO rooms (key, display) VALUES (?, ?)", (key, display))
         )
 
+    def forget_room(self, key: str) -> None:
+        """A room with no messages and nobody in it: gone (see ChatServer._leave_room)."""
+        self._session_ops.append(("DELETE FROM rooms WHERE key=? AND NOT EXISTS "
+                                  "(SELECT 1 FROM messages WHERE bucket=?)", (key, key)))
+        self._counts.pop(key, None)
+        self._pruned.pop(key, None)
+
     def new_session(self, secret: str, name: str, rooms: list[str]) -> int:
         """A new session, begun at the current ``last_seq``; returns its id."""
         self._last_sid += 1

@@ -286,6 +286,44 @@ def test_rooms_per_person_and_per_server_are_capped(qtbot, make_server):
     carol.send({"type": "join", "room": "five"})
     error = carol.wait_for("error")
     assert error["code"] == "too_many_rooms"
-    assert "join an existing one" in error["message"]
+    assert "join one of them" in error["message"]
     carol.send({"type": "join", "room": "one"})  # an existing room is still open to join
     assert carol.wait_for("joined", room="one")["users"] == [alice.name, carol.name]
+    bob.send({"type": "leave", "room": "four"})  # empty, and nothing was said in it: gone
+    bob.wait_for("left", room="four")
+    carol.send({"type": "join", "room": "five"})
+    assert carol.wait_for("joined", room="five")["users"] == [carol.name]
+
+
+def test_joining_and_leaving_made_up_rooms_uses_up_nothing(qtbot, make_server):
+    """One person cannot fill the server's room limit for everyone by joining and
+    leaving rooms; a room that was spoken in stays, with its history, and counts only
+    while someone is in it."""
+    server = make_server(max_rooms=3, max_rooms_per_user=3)
+    alice, bob = connect_clients(qtbot, server.port, 2, "churn")
+    for i in range(20):
+        alice.send({"type": "join", "room": f"junk{i}"})
+        alice.wait_for("joined", room=f"junk{i}")
+        alice.send({"type": "leave", "room": f"junk{i}"})
+        alice.wait_for("left", room=f"junk{i}")
+    assert alice.sync() == []
+    join(alice, "Kept")
+    alice.send({"type": "broadcast", "room": "Kept", "text": "remember me"})
+    alice.wait_for("broadcast", room="Kept")
+    alice.send({"type": "leave", "room": "Kept"})
+    alice.wait_for("left", room="Kept")
+    for room in ("team", "other"):  # the lobby and these two: the cap of three
+        bob.send({"type": "join", "room": room})
+        bob.wait_for("joined", room=room)
+    fresh = connect_clients(qtbot, server.port, 1, "late")[0]
+    registered = next(f for f in fresh.frames if f["type"] == "registered")
+    assert "Kept" in registered["rooms"]
+    assert not [room for room in registered["rooms"] if room.startswith("junk")]
+    fresh.send({"type": "join", "room": "Kept"})  # spoken in, so still there, history too
+    error = fresh.wait_for("error")
+    assert error["code"] == "too_many_rooms"  # ... but it would be a fourth room in use
+    bob.send({"type": "leave", "room": "other"})
+    bob.wait_for("left", room="other")
+    fresh.send({"type": "join", "room": "Kept"})
+    joined = fresh.wait_for("joined", room="Kept")
+    assert [m["text"] for m in joined["history"]] == ["remember me"]
