@@ -261,8 +261,9 @@ def _parse_query(query: str) -> tuple[str | None, bool]:
     return fingerprint, tls
 
 
-def local_addresses() -> list[str]:
-    """Every non-loopback address of this machine, best first, for "join me at …".
+def local_addresses(versions: tuple[int, ...] = (4, 6)) -> list[str]:
+    """Every non-loopback address of this machine, best first, for "join me at …"
+    (only of the IP ``versions`` given: those a server listens on).
 
     Private IPv4 first (what LAN peers can reach), then other IPv4 (public, then
     link-local 169.254.x.x), then IPv6 global and unique-local. Link-local IPv6
@@ -281,7 +282,8 @@ def local_addresses() -> list[str]:
                 continue
             if address.version == 6 and address.is_link_local:
                 continue
-            found.add(address)
+            if address.version in versions:
+                found.add(address)
     return [str(address) for address in sorted(found, key=_address_rank)]
 
 

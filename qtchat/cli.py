@@ -105,7 +105,8 @@ def add_server_options(parser: argparse.ArgumentParser, *, headless: bool) -> No
                         help="messages kept per room (default 10000)")
     if headless:
         parser.add_argument("--host", default="0.0.0.0",
-                            help="address to listen on (default 0.0.0.0: every interface)")
+                            help="address to listen on (default 0.0.0.0: every IPv4 interface; "
+                                 ":: every IPv6 one; * both)")
         parser.add_argument("-v", "--verbose", action="store_true", help="log more")
 
 

@@ -107,6 +107,9 @@ class ChatClient(QObject):
         usernameTaken(str name): the name is in use; call ``register`` with another.
         connectionLost(str reason): an established connection dropped; reconnecting.
         reconnected(bool gap): resumed after a drop; ``gap`` if history was lost meanwhile.
+        startedOver(): the host came back with a different history (a new data folder):
+            its ``seq`` numbers start again, so what was shown before is no longer on it.
+            Emitted before ``reconnected``.
         closed(str reason): the conversation is over (bye, kicked, or ``close()``).
         userJoined(str name, str room) / userLeft(str name, str room, str reason).
         roomJoined(dict frame): a ``joined`` frame (members and recent history).
@@ -126,6 +129,7 @@ class ChatClient(QObject):
     usernameTaken = Signal(str)
     connectionLost = Signal(str)
     reconnected = Signal(bool)
+    startedOver = Signal()
     closed = Signal(str)
     userJoined = Signal(str, str)
     userLeft = Signal(str, str, str)
@@ -738,7 +742,15 @@ class ChatClient(QObject):
         was_registered = self._ever_registered
         self.session = frame["session"]
         self.name = frame["name"]
+        before = self.server_info.get("history")
         self.server_info = frame.get("server") or {}
+        history = self.server_info.get("history")
+        started_over = was_registered and before is not None and history != before
+        if started_over:  # its seq 1, 2, 3 are not the ones we have seen: forget those
+            self._seen.clear()
+            self._seen_order.clear()
+        if not resumed:  # a new session begins at the server's present, whatever we saw
+            self.last_seq = 0
         in_rooms = frame.get("in_rooms")
         previous_rooms = list(self.rooms)
         if isinstance(in_rooms, list):
@@ -751,6 +763,8 @@ class ChatClient(QObject):
         if self.keepalive > 0:
             self._keepalive_timer.start(int(self.keepalive * 1000))
         self.registered.emit(frame)
+        if started_over:
+            self.startedOver.emit()
         if was_registered:
             if not resumed:  # the session was gone: rejoin our rooms (joined carries history)
                 for room in previous_rooms:

@@ -344,12 +344,14 @@ class RoomAnnouncer:
         interfaces: list[str] | None = None,
         *,
         allow_rename: bool = True,
+        ip_versions: tuple[int, ...] = (4, 6),
     ) -> str:
         """Announce a room server listening on ``port``; return the announced name.
 
         ``interfaces``: IP addresses of this machine to announce on and to
         publish as the room's addresses (e.g. ``["127.0.0.1"]`` in tests);
-        None means every interface, publishing ``local_addresses()``.
+        None means every interface, publishing ``local_addresses(ip_versions)``
+        (the versions the server listens on: an address it does not answer on fails).
         ``fingerprint`` is required with ``tls=True`` and refused without it.
         Raises ValueError for bad arguments, RoomNameInUse, or DiscoveryError
         when the mDNS socket cannot be opened.
@@ -365,7 +367,7 @@ class RoomAnnouncer:
         if fingerprint is not None:
             properties["fp"] = normalize_fingerprint(fingerprint)
         interfaces = _interface_addresses(interfaces)
-        addresses = interfaces or local_addresses() or ["127.0.0.1"]
+        addresses = interfaces or local_addresses(ip_versions) or ["127.0.0.1"]
 
         self._start_task = asyncio.current_task()
         self._aiozc = aiozc = _zeroconf(interfaces)

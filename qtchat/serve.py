@@ -60,11 +60,12 @@ def run_serve(args: argparse.Namespace) -> int:
     # collector's generations so full collections stay short under load.
     gc.freeze()
     host = config.host
-    _say(f'qtchat: serving "{config.server_name}" on {host}:{server.port}')
-    if host in ("0.0.0.0", "::", ""):
-        from qtchat.address import format_hostport, local_addresses
+    from qtchat.address import format_hostport, local_addresses
 
-        reachable = [format_hostport(a, server.port) for a in local_addresses()]
+    _say(f'qtchat: serving "{config.server_name}" on {format_hostport(host, server.port)}')
+    if host in ("0.0.0.0", "::", "", "*"):
+        reachable = [format_hostport(a, server.port)
+                     for a in local_addresses(server.ip_versions)]
         where = " · ".join(reachable) if reachable else f"127.0.0.1:{server.port} (this computer)"
         _say(f"qtchat: others can join at {where}")
     if server.fingerprint:
@@ -135,7 +136,7 @@ async def _announce(announcer, args, config, server) -> None:
     try:
         name = await asyncio.wait_for(
             announcer.start(config.server_name, server.port, config.tls, server.fingerprint,
-                            interfaces),
+                            interfaces, ip_versions=server.ip_versions),
             10.0,
         )
     except Exception as exc:

@@ -324,7 +324,8 @@ class ChatServer(QObject):
         # Qt's default backlog of 50 makes a connect storm stall a second on SYN retries.
         self._listener.setListenBacklogSize(c.listen_backlog)
         self._listener.setMaxPendingConnections(c.listen_backlog)
-        address = QHostAddress(c.host) if c.host not in ("", "*") else QHostAddress.Any
+        address = QHostAddress(c.host) if c.host not in ("", "*") else \
+            QHostAddress(QHostAddress.SpecialAddress.Any)
         if address.isNull():
             raise ServerError(f"{c.host!r} is not an IP address this machine can listen on")
         if not self._listener.listen(address, c.port):
@@ -363,6 +364,19 @@ class ChatServer(QObject):
     @property
     def port(self) -> int:
         return self._listener.serverPort() if self._listener else 0
+
+    @property
+    def ip_versions(self) -> tuple[int, ...]:
+        """The IP versions people can reach it on: ``0.0.0.0`` is IPv4 only, ``::`` IPv6
+        only, ``*`` both (what to advertise: an address it does not listen on fails)."""
+        if not self._listener:
+            return ()
+        protocol = self._listener.serverAddress().protocol()
+        if protocol == QAbstractSocket.NetworkLayerProtocol.IPv4Protocol:
+            return (4,)
+        if protocol == QAbstractSocket.NetworkLayerProtocol.IPv6Protocol:
+            return (6,)
+        return (4, 6)
 
     @property
     def is_listening(self) -> bool:
@@ -700,7 +714,8 @@ class ChatServer(QObject):
             "rooms": [room.display for room in rooms],
             "in_rooms": [room.display for room in session.rooms.values()],
             "server": {"name": self.config.server_name, "version": __version__,
-                       "tls": self.config.tls, "host": self.config.host_user},
+                       "tls": self.config.tls, "host": self.config.host_user,
+                       "history": self.store.history_id},
             "protocol": p.PROTOCOL_VERSION,
             "resumed": resumed,
         }

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -113,6 +114,14 @@ class MessageStore:
         self.last_seq: int = max(row[0] if row else 0, stored_max)
         row = self._db.execute("SELECT value FROM meta WHERE key='last_sid'").fetchone()
         self._last_sid: int = row[0] if row else 0
+        # Names this history: a new database (or one in memory) is a new one, whose seq
+        # starts again from 1. Clients use it to tell "the host started over" apart from
+        # "the host came back".
+        row = self._db.execute("SELECT value FROM meta WHERE key='history_id'").fetchone()
+        if row is None:
+            row = (secrets.randbits(62),)
+            self._db.execute("INSERT INTO meta VALUES ('history_id', ?)", row)
+        self.history_id = f"{row[0]:016x}"
         self._pending: list[tuple[Any, ...]] = []
         self._session_ops: list[tuple[str, tuple[Any, ...]]] = []
         self._counts: dict[str, int] = dict(

@@ -295,6 +295,48 @@ def test_server_restart_loses_and_doubles_nothing(qtbot, apps, tmp_path):
         server.close_store()
 
 
+def test_a_host_that_starts_over_with_new_history_loses_nothing_new(qtbot, apps, tmp_path):
+    """The host comes back with an empty data folder, so its seq counts from 1 again:
+    what was said before stays on screen under a notice, and every new message shows
+    (none is taken for one already seen because it reuses a number)."""
+    def start_server(port: int, data_dir) -> ChatServer:
+        server = ChatServer(ServerConfig(host="127.0.0.1", port=port, server_name="over",
+                                         data_dir=data_dir, rate_limit=0.0))
+        server.start()
+        return server
+
+    server = start_server(0, tmp_path / "first")
+    port = server.port
+    try:
+        alice = apps.join(port, "Alice").window
+        bob = apps.join(port, "Bob").window
+        for text in ("old one", "old two"):
+            type_line(qtbot, alice, text)
+            wait_for_text(qtbot, lobby(bob).model, text)
+        with qtbot.waitSignals([alice.client.connectionLost, bob.client.connectionLost],
+                               timeout=WAIT_MS):
+            server.stop()
+        server.close_store()
+        with qtbot.waitSignals([alice.client.startedOver, bob.client.startedOver,
+                                alice.client.reconnected, bob.client.reconnected],
+                               timeout=WAIT_MS):
+            server = start_server(port, tmp_path / "second")
+        for text in ("new one", "new two", "new three"):
+            type_line(qtbot, alice, text)
+        for window in (alice, bob):
+            model = lobby(window).model
+            for text in ("new one", "new two", "new three"):
+                wait_for_text(qtbot, model, text)
+            shown = [text for _sender, text in messages(model)]
+            assert shown[:2] == ["old one", "old two"], shown  # still there, and first
+            assert shown[2:] == ["new one", "new two", "new three"], shown
+            assert any("started over" in text for _kind, text in notices(model))
+    finally:
+        if server.is_listening:
+            server.stop()
+        server.close_store()
+
+
 @pytest.mark.parametrize("text", ["<img src=/etc/hostname>", "<b>x</b>"])
 def test_html_looking_text_is_shown_literally(qtbot, pair, text):
     alice, bob = pair
@@ -447,7 +489,7 @@ def test_a_tls_invite_copied_by_the_host_and_pasted_into_join_connects_pinned(
         qtbot, apps, monkeypatch):
     # The host's invite names its first LAN address; here that is loopback, so the
     # joining side really connects to it (tests talk to 127.0.0.1 only).
-    monkeypatch.setattr("qtchat.gui.app.local_addresses", lambda: ["127.0.0.1"])
+    monkeypatch.setattr("qtchat.gui.app.local_addresses", lambda versions=(4, 6): ["127.0.0.1"])
     alice = apps.controller()
     alice.host(HostChoice(name="Alice", room_name="Secret room", port=0, password=None,
                           tls=True))
@@ -483,6 +525,37 @@ def test_whisper_to_nobody_leaves_no_tab_and_says_so(qtbot, pair):
                                                create=False) is None, timeout=WAIT_MS)
     assert any("Nobody called Nobody is here" in text for _, text in notices(lobby(alice).model))
     assert alice.client.pending_ids == []
+
+
+def test_whisper_to_nobody_from_the_lobby_stays_in_the_lobby(qtbot, pair):
+    """With a private tab open next to it, a refused whisper typed in the lobby is told
+    in the lobby, and the lobby stays the tab in front."""
+    alice, bob = pair
+    type_line(qtbot, alice, "/w Bob hi")
+    wait_for_text(qtbot, bob.conversation(ConversationKind.PRIVATE, "Alice").model, "hi")
+    alice.show_conversation(lobby(alice))
+    type_line(qtbot, alice, "/w Ghost boo")
+    qtbot.waitUntil(lambda: alice.conversation(ConversationKind.PRIVATE, "Ghost",
+                                               create=False) is None, timeout=WAIT_MS)
+    assert alice.current() is lobby(alice)
+    assert any("Nobody called Ghost is here" in text for _, text in notices(lobby(alice).model))
+    private = alice.conversation(ConversationKind.PRIVATE, "Bob", create=False)
+    assert not any("Ghost" in text for _, text in notices(private.model))
+
+
+def test_a_paste_too_long_is_kept_and_explained_not_cut(qtbot, pair):
+    alice, bob = pair
+    alice.input.setText("x" * 4500)  # as a paste does
+    qtbot.keyClick(alice.input, Qt.Key.Key_Return)
+    assert alice.input.text() == "x" * 4500  # still there, to shorten
+    assert any("4,500 characters" in text and "4,000" in text
+               for _, text in notices(lobby(alice).model))
+    assert alice.client.pending_ids == []
+    emoji = "\N{GRINNING FACE}" * 4000  # 4,000 characters: 8,000 UTF-16 units, allowed
+    alice.input.setText(emoji)
+    qtbot.keyClick(alice.input, Qt.Key.Key_Return)
+    assert alice.input.text() == ""
+    wait_for_text(qtbot, lobby(bob).model, emoji)
 
 
 def test_leave_in_a_private_tab_closes_it_and_the_side_panel_follows(qtbot, pair):

@@ -63,6 +63,33 @@ def test_a_limit_that_makes_no_sense_is_refused_with_exit_code_2(tmp_path, flag,
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(("host", "versions"), [("0.0.0.0", {4}), ("*", {4, 6})])
+def test_it_tells_only_addresses_it_listens_on(tmp_path, host, versions):
+    """0.0.0.0 is IPv4 only: an IPv6 address in "others can join at" would fail them."""
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [*qtchat_command(), "serve", "--host", host, "--port", "0", "--no-announce",
+         "--data-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env)
+    try:
+        serving = process.stdout.readline()
+        assert serving.startswith('qtchat: serving "') and f" on {host}:" in serving, serving
+        port = int(serving.rsplit(":", 1)[1])
+        join_line = process.stdout.readline()
+        assert join_line.startswith("qtchat: others can join at "), join_line
+        told = join_line.removeprefix("qtchat: others can join at ").strip()
+        if "(this computer)" not in told:
+            for where in told.split(" · "):
+                assert (6 if where.startswith("[") else 4) in versions, told
+        client = SyncClient(port)  # and it does serve there
+        assert client.register("Reached")["type"] == "registered"
+        client.close()
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0
+        process.communicate(timeout=30)
+
+
 def test_a_port_in_use_is_one_line_and_exit_code_2(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

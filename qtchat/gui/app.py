@@ -44,7 +44,8 @@ class HostRuntime:
         self.announcer = announcer
 
     def addresses(self) -> list[str]:
-        return [format_hostport(a, self.server.port) for a in local_addresses()]
+        return [format_hostport(a, self.server.port)
+                for a in local_addresses(self.server.ip_versions)]
 
     def addresses_text(self) -> str:
         found = self.addresses()
@@ -53,7 +54,7 @@ class HostRuntime:
         return "Others can join at " + " · ".join(found)
 
     def invite(self) -> str:
-        hosts = local_addresses() or ["127.0.0.1"]
+        hosts = local_addresses(self.server.ip_versions) or ["127.0.0.1"]
         return format_invite(hosts[0], self.server.port, self.server.fingerprint,
                              tls=self.server.config.tls)
 
@@ -229,7 +230,8 @@ class AppController(QObject):
         async def announce() -> None:
             try:
                 await announcer.start(choice.room_name, server.port, choice.tls,
-                                      server.fingerprint, interfaces)
+                                      server.fingerprint, interfaces,
+                                      ip_versions=server.ip_versions)
             except Exception as exc:
                 log.warning("room not announced on the LAN: %s", exc)
                 if self.window is not None:

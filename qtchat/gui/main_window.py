@@ -91,14 +91,19 @@ class ChatInput(QLineEdit):
 
     Signals:
         submitted(str text): Enter was pressed on non-empty text.
+        refused(str why): Enter was pressed on text that cannot be sent as it is (too
+            long); the text stays, for the person to shorten.
     """
 
     submitted = Signal(str)
+    refused = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setPlaceholderText("Message — Enter sends, /help lists commands")
-        self.setMaxLength(p.MAX_TEXT_CHARS)
+        # Not the protocol's limit: a paste past it would be cut without a word (and
+        # Qt counts UTF-16 units, so an emoji counts twice). Enter says what is wrong.
+        self.setMaxLength(25 * p.MAX_TEXT_CHARS)
         self._history: list[str] = []
         self._history_pos = 0
         self.names_provider = lambda: []  # set by the window
@@ -108,6 +113,11 @@ class ChatInput(QLineEdit):
     def _submit(self) -> None:
         text = self.text()
         if not text.strip():
+            return
+        if len(text) > p.MAX_TEXT_CHARS:
+            self.refused.emit(f"Not sent: that message is {len(text):,} characters long, and "
+                              f"the most is {p.MAX_TEXT_CHARS:,}. Shorten it, or send it in "
+                              "parts.")
             return
         self._history.append(text)
         self._history = self._history[-200:]
@@ -170,9 +180,12 @@ class ChatWindow(QMainWindow):
         self.me = client.name
         self._conversations: dict[tuple[ConversationKind, str], Conversation] = {}
         self._force_close = False
+        self._started_over = False  # the host's history changed: reconnected says less
+        self._whisper_from: dict[str, Conversation] = {}  # whisper id -> where it was typed
         self._fingerprint_shown = False
         self._welcomed = False
         self.resize(980, 640)
+        self.setMinimumSize(640, 420)  # below this the messages get one word per line
 
         self.rooms = RoomModel(self)
         self.rooms_view = QListView()
@@ -196,6 +209,7 @@ class ChatWindow(QMainWindow):
         self.input = ChatInput()
         self.input.names_provider = self._known_names
         self.input.submitted.connect(self.submit)
+        self.input.refused.connect(self._input_refused)
         center = QWidget()
         center_layout = QVBoxLayout(center)
         center_layout.setContentsMargins(0, 0, 0, 0)
@@ -265,6 +279,7 @@ class ChatWindow(QMainWindow):
         c.errorReceived.connect(self._on_error)
         c.connectionLost.connect(self._on_connection_lost)
         c.reconnected.connect(self._on_reconnected)
+        c.startedOver.connect(self._on_started_over)
         c.closed.connect(self._on_closed)
         c.stateChanged.connect(self._on_state)
         c.connectFailed.connect(self._on_connect_failed)
@@ -399,6 +414,12 @@ class ChatWindow(QMainWindow):
         else:
             self._send_broadcast(conv, text)
 
+    @Slot(str)
+    def _input_refused(self, why: str) -> None:
+        conv = self.current() or self.conversation(ConversationKind.ROOM, p.LOBBY)
+        if conv is not None:
+            self._notice(conv, why, NoticeKind.ERROR)
+
     def _check(self, text: str, conv: Conversation | None) -> bool:
         try:
             p.check_text(text)
@@ -416,12 +437,14 @@ class ChatWindow(QMainWindow):
         conv.model.add_pending(message_id, text.removeprefix(ACTION_PREFIX) if action else text,
                                sender=self.me, peer=conv.title, action=action)
 
-    def _send_whisper(self, to: str, text: str) -> None:
+    def _send_whisper(self, to: str, text: str, came_from: Conversation | None = None) -> None:
         conv = self.conversation(ConversationKind.PRIVATE, to)
         assert conv is not None
         if not self._check(text, conv):
             return
         message_id = self.client.send_whisper(to, text)
+        if came_from is not None and came_from is not conv:
+            self._whisper_from[message_id] = came_from  # where a refusal is told
         action = text.startswith(ACTION_PREFIX)
         conv.model.add_pending(message_id, text.removeprefix(ACTION_PREFIX) if action else text,
                                sender=self.me, peer=to, whisper=True, action=action)
@@ -446,7 +469,7 @@ class ChatWindow(QMainWindow):
             assert private is not None
             self.show_conversation(private)
             if message.strip():
-                self._send_whisper(name, message)
+                self._send_whisper(name, message, came_from=target)
         elif command == "me":
             if not rest:
                 self._notice(target, "Usage: /me TEXT", NoticeKind.ERROR)
@@ -584,13 +607,17 @@ class ChatWindow(QMainWindow):
         for key, conv in list(self._conversations.items()):
             if not conv.model.mark_failed(message_id):
                 continue
+            came_from = self._whisper_from.pop(message_id, None)
             if (code == "no_such_user" and conv.kind == ConversationKind.PRIVATE
                     and conv.model.newest_seq() is None):
                 # A whisper to nobody: no conversation to keep; say so where you were.
                 self.client.discard(message_id)
                 self._drop_conversation(key)
-                where = self.current() or self.conversation(ConversationKind.ROOM, p.LOBBY)
+                if came_from is None or came_from not in self._conversations.values():
+                    came_from = self.current()
+                where = came_from or self.conversation(ConversationKind.ROOM, p.LOBBY)
                 assert where is not None
+                self.show_conversation(where)
                 self._notice(where, f"Not sent: {message}", NoticeKind.ERROR)
                 return
             self._notice(conv, f"Not sent: {message}", NoticeKind.ERROR)
@@ -614,9 +641,21 @@ class ChatWindow(QMainWindow):
         for conv in self._conversations.values():
             self._notice(conv, f"Connection lost ({reason}) — reconnecting…", NoticeKind.LEAVE)
 
+    @Slot()
+    def _on_started_over(self) -> None:
+        self._started_over = True
+        for conv in self._conversations.values():
+            conv.model.start_over("The host started over with a new history: the messages "
+                                  "above are no longer kept there.")
+
     @Slot(bool)
     def _on_reconnected(self, gap: bool) -> None:
         self.members_view.setEnabled(True)
+        if self._started_over:  # said already, in every conversation
+            self._started_over = False
+            for conv in self._conversations.values():
+                self._notice(conv, "Reconnected.", NoticeKind.RECONNECTED)
+            return
         for conv in self._conversations.values():
             if gap and conv.kind == ConversationKind.ROOM:
                 conv.model.add_gap_marker()

@@ -702,6 +702,26 @@ class MessageModel(QAbstractListModel):
         self._insert_one(entry, bisect_right)
         self._after_append()
 
+    def start_over(self, text: str) -> None:
+        """The server's history was replaced (its ``seq`` numbers begin again): keep
+        every row as it is shown, below them ``text``, and below that whatever comes
+        from the new history (the old rows no longer take part in ``seq`` order)."""
+        if not self._rows:
+            self.add_notice(text)
+            return
+        shift = max(0, self._newest or 0) + 1
+        for entry in self._rows:
+            if entry.key != _PENDING_KEY:  # pending rows stay last: they are sent again
+                entry.key -= shift
+                if entry.seq is not None:
+                    entry.seq = None
+                    entry.uid = _new_uid()  # a new message may bring this seq back
+        self._seqs.clear()
+        self._oldest = self._newest = None
+        if self._rows:
+            self.dataChanged.emit(self.index(0), self.index(self.rowCount() - 1))
+        self.add_notice(text)
+
     def add_gap_marker(self, after_seq: int | None = None) -> None:
         """Mark "some history was lost" after ``after_seq`` (default: the newest).
 
