@@ -479,6 +479,11 @@ def encode(frame: ClientFrame | Mapping[str, Any]) -> bytes:
     return data
 
 
+def encoded_size(value: Any) -> int:
+    """Bytes ``value`` takes inside an encoded frame (as ``encode`` writes it)."""
+    return len(_json_encoder.encode(value).encode("utf-8"))
+
+
 def error_frame(code: str, message: str, ref: str | None = None) -> dict[str, Any]:
     """An ``error`` frame; ``ref`` names the type of the frame that caused it."""
     frame: dict[str, Any] = {"type": "error", "code": code, "message": message}

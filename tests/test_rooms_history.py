@@ -327,3 +327,35 @@ def test_joining_and_leaving_made_up_rooms_uses_up_nothing(qtbot, make_server):
     fresh.send({"type": "join", "room": "Kept"})
     joined = fresh.wait_for("joined", room="Kept")
     assert [m["text"] for m in joined["history"]] == ["remember me"]
+
+
+@pytest.mark.parametrize("text", ["\N{GRINNING FACE}" * 4000, "w" * 3000, "short"])
+def test_a_page_too_large_keeps_the_newest_messages_that_fit_and_no_fewer(text):
+    """The `joined`/`history` answer is one frame: the newest messages that fit, as
+    many as fit (one more would not), the rest left out for `history {before}`."""
+    from qtchat import protocol as p
+    from qtchat.server import _encode_trimmed
+
+    history = [{"seq": i, "ts": "2026-11-24T22:00:00.000Z", "room": "lobby",
+                "from": "someone", "text": f"{i} {text}"} for i in range(1, 201)]
+    users = [f"user{i}" for i in range(50)]
+    data, cut = _encode_trimmed({"type": "joined", "room": "lobby", "users": users,
+                                 "history": list(history)}, ("history", True), ("users", False))
+    assert len(data) <= p.MAX_FRAME_BYTES
+    frame = p.parse_server_frame(data.rstrip(b"\n"))
+    kept = frame["history"]
+    assert kept == history[len(history) - len(kept):]  # the newest, in order
+    assert cut.get("history", []) == history[:len(history) - len(kept)]
+    assert frame["users"] == users and "users" not in cut
+    if cut.get("history"):  # one more would not have fitted
+        more = {**frame, "history": history[len(history) - len(kept) - 1:]}
+        assert not _fits(more)
+
+
+def _fits(frame) -> bool:
+    from qtchat import protocol as p
+    try:
+        p.encode(frame)
+    except p.LocalProtocolError:
+        return False
+    return True
