@@ -60,10 +60,13 @@ def run_serve(args: argparse.Namespace) -> int:
     # collector's generations so full collections stay short under load.
     gc.freeze()
     host = config.host
-    from qtchat.address import format_hostport, local_addresses
-
-    _say(f'qtchat: serving "{config.server_name}" on {format_hostport(host, server.port)}')
+    shown = f"[{host}]" if ":" in host else host  # as format_hostport writes it
+    _say(f'qtchat: serving "{config.server_name}" on {shown}:{server.port}')
     if host in ("0.0.0.0", "::", "", "*"):
+        # Only here: qtchat.address (ifaddr) costs 2 MB that a server bound to one
+        # address never needs.
+        from qtchat.address import format_hostport, local_addresses
+
         reachable = [format_hostport(a, server.port)
                      for a in local_addresses(server.ip_versions)]
         where = " · ".join(reachable) if reachable else f"127.0.0.1:{server.port} (this computer)"

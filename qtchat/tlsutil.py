@@ -37,12 +37,12 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
+# ``cryptography`` (about 12 MB resident) is imported by the functions that make or read
+# certificates, not here: fingerprints and invites need none of it, and a server that
+# never touches TLS should not carry it.
 if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
     from PySide6.QtNetwork import QSslCertificate, QSslKey
 
 logger = logging.getLogger(__name__)
@@ -124,6 +124,9 @@ def fingerprint_of_der(der: bytes) -> str:
 
 def fingerprint_of_pem(cert_pem: bytes | str) -> str:
     """SHA-256 fingerprint of the (first) certificate in PEM text, in canonical form."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
     if isinstance(cert_pem, str):
         cert_pem = cert_pem.encode("ascii")
     cert = x509.load_pem_x509_certificate(cert_pem)
@@ -144,6 +147,9 @@ def ensure_certificate(data_dir: Path, common_name: str) -> tuple[Path, Path]:
     matters the first time. A damaged pair is replaced (with a warning), which
     changes the fingerprint.
     """
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     data_dir = Path(data_dir)
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     cert_path = data_dir / CERT_FILENAME
@@ -177,6 +183,9 @@ def ensure_certificate(data_dir: Path, common_name: str) -> tuple[Path, Path]:
 
 def _problem_with_existing_pair(cert_path: Path, key_path: Path) -> str | None:
     """Why the stored pair cannot be reused, or None when it can."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
@@ -196,6 +205,10 @@ def _problem_with_existing_pair(cert_path: Path, key_path: Path) -> str | None:
 
 
 def _self_signed_certificate(key: ec.EllipticCurvePrivateKey, common_name: str) -> x509.Certificate:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     # cryptography refuses an empty CN or one longer than 64 characters.
     common_name = common_name.strip()[:64] or "qtchat"
     name = x509.Name(
@@ -237,6 +250,8 @@ def _self_signed_certificate(key: ec.EllipticCurvePrivateKey, common_name: str) 
 
 
 def _subject_alt_names() -> list[x509.GeneralName]:
+    from cryptography import x509
+
     names: list[x509.GeneralName] = [x509.DNSName("localhost")]
     hostname = socket.gethostname().rstrip(".")
     # Only names a dNSName can hold (ASCII labels); clients pin the fingerprint
