@@ -154,6 +154,24 @@ def test_joins_and_leaves_are_sent_as_deltas(qtbot, server):
         ]
 
 
+def test_news_of_a_join_never_comes_after_what_the_newcomer_says(qtbot, server):
+    """Joins and leaves may wait a moment for other output (a crowd joining costs each
+    member a few writes): never so long that they arrive out of order."""
+    (first,) = connect_clients(qtbot, server.port, 1, "order")
+    talker = LineClient(qtbot, server.port)
+    start = first.pos
+    talker.send_raw(b'{"type":"register","name":"Talker","protocol":1}\n'
+                    b'{"type":"broadcast","text":"hello at once"}\n'
+                    b'{"type":"join","room":"Side"}\n'
+                    b'{"type":"leave","room":"Side"}\n'
+                    b'{"type":"bye"}\n')
+    first.wait_for("user_left", name="Talker")
+    kinds = [(f["type"], f.get("text") or f.get("reason")) for f in first.frames[start:]
+             if f["type"] in ("user_joined", "broadcast", "user_left")]
+    assert kinds == [("user_joined", None), ("broadcast", "hello at once"),
+                     ("user_left", "quit")]
+
+
 # --- messages ---------------------------------------------------------------------------------
 
 
