@@ -59,10 +59,6 @@ _CLOSE_GRACE = 5.0
 _DEFER_CAP = 256
 # Connections opened or closed before the sweep gives freed heap back to the OS.
 _TRIM_AFTER_CHURN = 64
-# How long a user_joined/user_left may wait for other output to the same connection:
-# when a crowd joins at once, each member then gets the news in a few writes instead
-# of one per event-loop pass. Too short for a person to notice.
-_PRESENCE_DELAY_MS = 25
 
 
 @dataclass(slots=True)
@@ -146,7 +142,6 @@ class _Connection:
 
     __slots__ = ("closing_since", "connected_at", "decoder", "deferred", "deleted",
                  "last_heard", "live", "out", "peer", "ping_sent_at", "pre_register_bytes",
-                 "presence",
                  "rate_error_at", "reading", "removed", "replay", "server",
                  "session", "tokens", "tokens_at", "transport")
 
@@ -156,8 +151,6 @@ class _Connection:
         self.decoder = p.FrameDecoder(max_frame=server.config.max_frame_bytes)
         self.session: Session | None = None
         self.out: list[bytes] = []
-        # user_joined/user_left waiting for a write that goes out anyway (see _announce)
-        self.presence: list[bytes] | None = None
         self.removed = False
         self.live = False  # in its rooms' fan-out lists (not while replaying)
         self.replay: Iterator[dict[str, Any]] | None = None
@@ -264,11 +257,6 @@ class ChatServer(QObject):
         self._flush_timer.setInterval(0)
         self._flush_timer.timeout.connect(self._flush)
         self._dispatcher: QAbstractEventDispatcher | None = None  # see start()
-        self._presence_waiting: list[_Connection] = []
-        self._presence_timer = QTimer(self)
-        self._presence_timer.setSingleShot(True)
-        self._presence_timer.setInterval(_PRESENCE_DELAY_MS)
-        self._presence_timer.timeout.connect(self._release_presence)
         self._sweep_timer = QTimer(self)
         self._sweep_timer.setInterval(int(1000 * self._sweep_interval()))
         self._sweep_timer.timeout.connect(self._sweep)
@@ -793,7 +781,7 @@ class ChatServer(QObject):
         conn.live = True
         for room in session.rooms.values():
             if announce:
-                self._announce(room, p.encode(
+                self._fan_out(room, p.encode(
                     {"type": "user_joined", "name": session.name.display, "room": room.display}))
                 self.userJoined.emit(session.name.display, room.display)
             room.conns[conn] = None
@@ -809,8 +797,8 @@ class ChatServer(QObject):
         for room in session.rooms.values():
             room.conns.pop(conn, None)
             if announce:
-                self._announce(room, p.encode({"type": "user_left", "name": session.name.display,
-                                               "room": room.display, "reason": announce}))
+                self._fan_out(room, p.encode({"type": "user_left", "name": session.name.display,
+                                              "room": room.display, "reason": announce}))
                 self.userLeft.emit(session.name.display, room.display, announce)
         session.conn = None
         self.store.update_session_sent_upto(session.sid, session.sent_upto)
@@ -921,9 +909,9 @@ class ChatServer(QObject):
             self.store.update_session_rooms(session.sid,
                                             [r.display for r in session.rooms.values()])
             if conn.live:  # else _go_live announces it with the others, when caught up
-                self._announce(room, p.encode({"type": "user_joined",
-                                               "name": session.name.display,
-                                               "room": room.display}))
+                self._fan_out(room, p.encode({"type": "user_joined",
+                                              "name": session.name.display,
+                                              "room": room.display}))
                 self.userJoined.emit(session.name.display, room.display)
                 room.conns[conn] = None
         users = [c.session.name.display for c in room.conns if c.session]
@@ -997,8 +985,8 @@ class ChatServer(QObject):
             return
         self._queue(conn, p.encode({"type": "left", "room": room.display}))
         if room.conns.pop(conn, False) is None:  # it was live there, so others knew
-            self._announce(room, p.encode({"type": "user_left", "name": session.name.display,
-                                           "room": room.display, "reason": "left"}))
+            self._fan_out(room, p.encode({"type": "user_left", "name": session.name.display,
+                                          "room": room.display, "reason": "left"}))
             self.userLeft.emit(session.name.display, room.display, "left")
         self._leave_room(session, room)
         self.store.update_session_rooms(session.sid, [r.display for r in session.rooms.values()])
@@ -1025,9 +1013,6 @@ class ChatServer(QObject):
             self._dirty.append(conn)
             if not self._flush_timer.isActive():
                 self._flush_timer.start()
-            if conn.presence:  # news waiting for this write: it goes first, in order
-                out += conn.presence
-                conn.presence = None
         out.append(data)
 
     def _fan_out(self, room: Room, data: bytes, sender: _Connection | None = None,
@@ -1038,42 +1023,9 @@ class ChatServer(QObject):
             out = conn.out
             if not out:
                 dirty.append(conn)
-                if conn.presence:  # news waiting for this write: it goes first, in order
-                    out += conn.presence
-                    conn.presence = None
             out.append(sender_copy if conn is sender else data)
         if dirty and not self._flush_timer.isActive():
             self._flush_timer.start()
-
-    def _announce(self, room: Room, data: bytes) -> None:
-        """A ``user_joined``/``user_left`` for everyone live in ``room``. Where a write
-        to a member is coming this pass anyway it rides along; otherwise it waits up to
-        _PRESENCE_DELAY_MS for one (frames to one connection keep their order)."""
-        waiting = self._presence_waiting
-        for conn in room.conns:
-            if conn.out:
-                conn.out.append(data)
-            elif conn.presence is None:
-                conn.presence = [data]
-                waiting.append(conn)
-            else:
-                conn.presence.append(data)
-        if waiting and not self._presence_timer.isActive():
-            self._presence_timer.start()
-
-    @Slot()
-    def _release_presence(self) -> None:
-        waiting, self._presence_waiting = self._presence_waiting, []
-        dirty = self._dirty
-        for conn in waiting:
-            news = conn.presence
-            if news is None or conn.removed:
-                continue
-            conn.presence = None
-            if not conn.out:
-                dirty.append(conn)
-            conn.out[:0] = news  # before anything queued since (there is nothing, normally)
-        self._flush()
 
     @Slot()
     def _flush_if_dirty(self) -> None:

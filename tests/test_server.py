@@ -155,8 +155,8 @@ def test_joins_and_leaves_are_sent_as_deltas(qtbot, server):
 
 
 def test_news_of_a_join_never_comes_after_what_the_newcomer_says(qtbot, server):
-    """Joins and leaves may wait a moment for other output (a crowd joining costs each
-    member a few writes): never so long that they arrive out of order."""
+    """Frames to one client keep their order: the news of a join comes before what the
+    newcomer says, which comes before the news of its leaving."""
     (first,) = connect_clients(qtbot, server.port, 1, "order")
     talker = LineClient(qtbot, server.port)
     start = first.pos
