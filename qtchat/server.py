@@ -276,9 +276,7 @@ class ChatServer(QObject):
                     name = parse_room(display)
                 except ValueError:  # stored under older rules: kept for its history
                     name = Name(display=display, folded=key, skeleton=key, keys=(key,))
-                room = self._rooms[key] = Room(name)
-                for alike in room.names:
-                    self._room_keys.setdefault(alike, room)
+                self._add_room(name)
         # Sessions that were live when the server stopped are held, as after a drop.
         held_until = time.monotonic() + self.config.resume_grace
         for stored in self.store.sessions():
@@ -303,6 +301,9 @@ class ChatServer(QObject):
             self._sessions_by_secret[stored.secret_hash] = session
             for key in name.keys:
                 self._names[key] = session
+        for room in list(self._rooms.values()):  # rooms nobody is in and nothing was said in
+            if not room.members:
+                self._forget_if_empty(room)
         self.store.commit()
 
     def start(self) -> None:
@@ -941,10 +942,14 @@ class ChatServer(QObject):
     def _room(self, name: Name) -> Room:
         room = self._find_room(name)
         if room is None:
-            room = self._rooms[name.folded] = Room(name)
-            for key in room.names:
-                self._room_keys.setdefault(key, room)
+            room = self._add_room(name)
             self.store.save_room(room.key, room.display)
+        return room
+
+    def _add_room(self, name: Name) -> Room:
+        room = self._rooms[name.folded] = Room(name)
+        for key in room.names:
+            self._room_keys.setdefault(key, room)
         return room
 
     def _enter_room(self, session: Session, room: Room) -> None:
@@ -962,6 +967,9 @@ class ChatServer(QObject):
         if room.members:
             return
         self._occupied -= 1
+        self._forget_if_empty(room)
+
+    def _forget_if_empty(self, room: Room) -> None:
         if room.key != p.LOBBY and not room.conns and not self.store.count(room.key):
             del self._rooms[room.key]
             for key in room.names:

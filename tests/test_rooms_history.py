@@ -360,3 +360,23 @@ def _fits(frame) -> bool:
     except p.LocalProtocolError:
         return False
     return True
+
+
+def test_after_a_restart_rooms_spoken_in_stay_and_empty_silent_ones_go(qtbot, make_server,
+                                                                        tmp_path):
+    from qtchat.store import MessageStore
+
+    data = tmp_path / "old-data"
+    data.mkdir()
+    store = MessageStore(data / "history.sqlite3")  # as an older qtchat left it:
+    store.save_room("silent", "Silent")  # a room nobody is in, where nothing was said
+    store.save_room("spoken", "Spoken")
+    store.add(ts="2026-11-24T22:00:00.000Z", bucket="spoken", room="Spoken", sender="Ann",
+              sender_sid=1, text="still here")
+    store.close()
+    server = make_server(data_dir=data)
+    (client,) = connect_clients(qtbot, server.port, 1, "after")
+    registered = next(f for f in client.frames if f["type"] == "registered")
+    assert "Spoken" in registered["rooms"] and "Silent" not in registered["rooms"]
+    joined = join(client, "Spoken")
+    assert [m["text"] for m in joined["history"]] == ["still here"]
