@@ -313,6 +313,8 @@ def test_a_host_that_starts_over_with_new_history_loses_nothing_new(qtbot, apps,
         for text in ("old one", "old two"):
             type_line(qtbot, alice, text)
             wait_for_text(qtbot, lobby(bob).model, text)
+        for window in (alice, bob):
+            window.grab()  # painted: the delegates now hold the old rows' layouts
         with qtbot.waitSignals([alice.client.connectionLost, bob.client.connectionLost],
                                timeout=WAIT_MS):
             server.stop()
@@ -331,6 +333,12 @@ def test_a_host_that_starts_over_with_new_history_loses_nothing_new(qtbot, apps,
             assert shown[:2] == ["old one", "old two"], shown  # still there, and first
             assert shown[2:] == ["new one", "new two", "new three"], shown
             assert any("started over" in text for _kind, text in notices(model))
+            window.grab()
+            delegate = lobby(window).view.itemDelegate()
+            painted = [delegate.laid_out_text(model.index(row)) for row in range(model.rowCount())
+                       if model.index(row).data(MessageRoles.Kind) == RowKind.MESSAGE]
+            for text, on_screen in zip(shown, painted, strict=True):  # what a person reads
+                assert text in on_screen, (text, on_screen)
     finally:
         if server.is_listening:
             server.stop()

@@ -269,6 +269,9 @@ _serial = itertools.count(1)
 _new_entry = object.__new__
 
 
+_UID_OFFSET_STEP = 1 << 40  # above any seq a server reaches (see MessageModel.start_over)
+
+
 def _new_uid() -> int:
     return -next(_serial)
 
@@ -282,8 +285,10 @@ class MessageEntry:
     - ``key``: sort key: the ``seq`` of a message; for notices and markers the
       ``seq`` they follow; ``inf`` for pending messages (they stay at the bottom).
     - ``uid``: identity of the row's *content*: the ``seq`` for delivered
-      messages, otherwise a negative serial that is renewed when the row changes
-      (so a cache keyed by ``uid`` never serves stale sizes).
+      messages (plus an offset that grows each time the model's server starts its
+      history over, so a seq that comes back names new content), otherwise a negative serial
+      that is renewed when the row changes (so a cache keyed by ``uid`` never serves
+      stale sizes or text).
     - ``seq`` (int or None), ``kind`` (RowKind), ``state`` (SendState),
       ``notice`` (NoticeKind or None), ``ts`` (epoch ms), ``sender``, ``text``,
       ``peer`` (room, or whisper recipient), ``local_id`` (pending only),
@@ -419,6 +424,7 @@ class MessageModel(QAbstractListModel):
         self._oldest: int | None = None
         self._newest: int | None = None
         self._strings: dict[str, str] = {}  # one shared copy of each sender/room name
+        self._uid_offset = 0  # added to a message's seq for its uid (see start_over)
 
     # ------------------------------------------------------------ Qt interface
 
@@ -709,6 +715,7 @@ class MessageModel(QAbstractListModel):
         if not self._rows:
             self.add_notice(text)
             return
+        self._uid_offset += _UID_OFFSET_STEP  # its seq 1, 2, 3 are new rows to any cache
         shift = max(0, self._newest or 0) + 1
         for entry in self._rows:
             if entry.key != _PENDING_KEY:  # pending rows stay last: they are sent again
@@ -876,7 +883,8 @@ class MessageModel(QAbstractListModel):
         strings = self._strings
         # The hot path of a backlog: skip __init__'s keyword handling (~4x faster).
         entry = _new_entry(MessageEntry)
-        entry.key = entry.uid = entry.seq = seq
+        entry.key = entry.seq = seq
+        entry.uid = seq + self._uid_offset
         entry.kind = RowKind.MESSAGE
         entry.ts = parse_timestamp(get("ts"))
         entry.sender = strings.setdefault(sender, sender)
