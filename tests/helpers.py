@@ -374,6 +374,11 @@ def run_threads(qtbot, targets: Iterable[Callable[[], Any]],
 SERVING = re.compile(r'^qtchat: serving "(?P<name>.*)" on (?P<host>[^\s]+):(?P<port>\d+)$')
 
 
+# The qtchat these tests import (a worktree's, say): its subprocesses run the same code,
+# not whatever copy the environment's editable install points at.
+_SOURCE_ROOT = str(Path(p.__file__).resolve().parents[1])
+
+
 def qtchat_command() -> list[str]:
     """The installed ``qtchat`` command of this environment (its console script)."""
     script = Path(sys.executable).with_name("qtchat")
@@ -386,12 +391,10 @@ class ServeProcess:
     """``qtchat serve`` in a subprocess; ``port`` is read from its serving line."""
 
     def __init__(self, data_dir: Path, *args: str, port: int = 0) -> None:
-        env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONUNBUFFERED="1")
-        self.argv = [*qtchat_command(), "serve", "--host", "127.0.0.1",
-                     "--port", str(port), "--data-dir", str(data_dir), "--no-announce",
-                     "--server-name", "proc", *args]
+        self.argv = self.command(data_dir, *args, port=port)
         self.process = subprocess.Popen(self.argv, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, env=env)
+                                        stderr=subprocess.PIPE, text=True,
+                                        env=self.environment())
         self.line = self.process.stdout.readline().rstrip("\n")
         match = SERVING.match(self.line)
         if match is None:
@@ -400,6 +403,18 @@ class ServeProcess:
             raise AssertionError(f"no serving line: {self.line!r}; stderr: {err}")
         self.port = int(match["port"])
         self.pid = self.process.pid
+
+    @staticmethod
+    def command(data_dir: Path, *args: str, port: int = 0) -> list[str]:
+        return [*qtchat_command(), "serve", "--host", "127.0.0.1", "--port", str(port),
+                "--data-dir", str(data_dir), "--no-announce", "--server-name", "proc", *args]
+
+    @staticmethod
+    def environment() -> dict[str, str]:
+        """The tests' environment, running the qtchat they import."""
+        path = os.pathsep.join(filter(None, (_SOURCE_ROOT, os.environ.get("PYTHONPATH"))))
+        return dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONUNBUFFERED="1",
+                    PYTHONPATH=path)
 
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
