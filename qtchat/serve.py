@@ -40,6 +40,8 @@ def run_serve(args: argparse.Namespace) -> int:
     except sqlite3.Error as exc:  # e.g. a history file that is not a database
         print(f"qtchat: cannot use the history in {config.data_dir}: {exc}", file=sys.stderr)
         return 2
+    if server.store_notice:  # a history started over: said, never silent
+        _say(f"qtchat: {server.store_notice}", sys.stderr)
     # zeroconf's announcer is asyncio code; it gets a loop on a thread of its own,
     # which keeps QtGui/QtWidgets (what qasync would load, ~20 MB) out of the server.
     announcer = None if args.no_announce else _make_announcer()

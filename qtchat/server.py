@@ -8,6 +8,12 @@ then writes each recipient's frames with a single ``write`` call: that batching
 is what makes fan-out fast (a server writing per frame per recipient is ten
 times slower).
 
+A message is stored or it is not sent: when a commit fails (a full disk),
+``_storage_failed`` takes the very ``bytes`` objects of the lost messages back
+out of every out-list (by identity: the fan-out shares one object among all
+recipients) and answers each sender ``error storage_error``. Everything that
+needs no write goes on meanwhile, and the next commit that succeeds ends it.
+
 Identity comes from the connection: ``from`` is always the name registered on
 it. A connection joins the user lists only after ``register`` succeeds, and
 every way a connection ends (``bye``, drop, error, timeout, overflow) goes
@@ -44,7 +50,14 @@ from PySide6.QtNetwork import (
 from qtchat import __version__
 from qtchat import protocol as p
 from qtchat.names import Name, parse_name, parse_room
-from qtchat.store import WHISPER_BUCKET, MessageStore, StoreLocked, hash_secret
+from qtchat.store import (
+    WHISPER_BUCKET,
+    MessageStore,
+    StorageError,
+    StoreLocked,
+    StoreUnusable,
+    hash_secret,
+)
 from qtchat.transport import QtTransport, RawTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -240,6 +253,16 @@ class ChatServer(QObject):
                 f"{self.config.data_dir} is in use by another qtchat server "
                 "(give this one its own --data-dir)"
             ) from exc
+        except StoreUnusable as exc:
+            raise ServerError(str(exc)) from exc
+        # Reads of the history never see a message that could still be rolled back.
+        self.store.before_read = self._commit_before_read
+        # Messages added since the last commit: (sender's connection, session, frame
+        # type, id, seq, the bytes objects queued for it) - what a failed commit takes
+        # back. The storage's trouble, once reported (None while it works).
+        self._unstored: list[tuple[_Connection, Session, str, str | None, int,
+                                   tuple[bytes | None, bytes | None]]] = []
+        self._storage_trouble: str | None = None
         self._conns: set[_Connection] = set()
         self._closing: set[_Connection] = set()  # removed, last bytes still leaving
         self._sessions_by_secret: dict[str, Session] = {}  # keyed by secret hash
@@ -304,7 +327,7 @@ class ChatServer(QObject):
         for room in list(self._rooms.values()):  # rooms nobody is in and nothing was said in
             if not room.members:
                 self._forget_if_empty(room)
-        self.store.commit()
+        self._commit()  # a full disk here is reported, and the changes wait for room
 
     def start(self) -> None:
         """Listen on the configured host and port; raises ServerError if it cannot."""
@@ -361,6 +384,12 @@ class ChatServer(QObject):
         listener.setSslConfiguration(ssl)
         listener.setHandshakeTimeout(int(min(5.0, self.config.register_timeout) * 1000))
         return listener
+
+    @property
+    def store_notice(self) -> str | None:
+        """One sentence when the history was started over at start-up (see
+        ``store._check_files``), for whoever started the server."""
+        return self.store.notice
 
     @property
     def port(self) -> int:
@@ -441,7 +470,7 @@ class ChatServer(QObject):
             else:
                 self._closing.add(conn)
         self._conns.clear()
-        self.store.commit()
+        self._commit()
         # The sweep that would abort a peer not taking its last bytes has stopped.
         QTimer.singleShot(int(_CLOSE_GRACE * 1000), self, self._abort_closing)
         self.stopped.emit()
@@ -847,9 +876,12 @@ class ChatServer(QObject):
         # reaches it, in order.
         if frame.id is None:
             self._fan_out(room, data)
+            self._unstored.append((conn, session, "broadcast", None, seq, (data, None)))
         else:
             session.remember_client_id(frame.id, seq)
-            self._fan_out(room, data, conn, p.encode({**message, "id": frame.id}))
+            own = p.encode({**message, "id": frame.id})
+            self._fan_out(room, data, conn, own)
+            self._unstored.append((conn, session, "broadcast", frame.id, seq, (data, own)))
 
     def _repeat(self, conn: _Connection, session: Session, client_id: str) -> bool:
         """A send whose id this session already used: answer with the original.
@@ -881,13 +913,17 @@ class ChatServer(QObject):
         message = {"type": "whisper", "seq": seq, "ts": ts, "from": session.name.display,
                    "to": target.name.display, "text": frame.text}
         # A held or replaying recipient gets it from the replay of its resume.
+        theirs = own = None
         if target is not session and target.conn is not None and target.conn.live:
-            self._queue(target.conn, p.encode(message))
+            theirs = p.encode(message)
+            self._queue(target.conn, theirs)
         if frame.id is not None:
             session.remember_client_id(frame.id, seq)
             message["id"] = frame.id
         if conn.live:
-            self._queue(conn, p.encode(message))
+            own = p.encode(message)
+            self._queue(conn, own)
+        self._unstored.append((conn, session, "whisper", frame.id, seq, (theirs, own)))
 
     def _join(self, conn: _Connection, session: Session, frame: p.Join) -> None:
         name = parse_room(frame.room)
@@ -1035,6 +1071,52 @@ class ChatServer(QObject):
         if dirty and not self._flush_timer.isActive():
             self._flush_timer.start()
 
+    def _commit(self, *, messages_only: bool = False) -> None:
+        """Commit the store; if that fails, nothing of the lost messages is sent."""
+        try:
+            committed = self.store.commit(messages_only=messages_only)
+        except StorageError as exc:
+            self._storage_failed(exc)
+            return
+        if committed:
+            self._unstored.clear()
+            if self._storage_trouble is not None:
+                self._storage_trouble = None
+                log.warning("storing works again in %s: messages are stored and sent",
+                            self.config.data_dir)
+
+    def _commit_before_read(self) -> None:
+        self._commit(messages_only=True)
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        """The last commit was rolled back: take back every queued copy of the lost
+        messages, and tell each sender that its message was not sent."""
+        if self._storage_trouble is None:  # said once, and once more when it is over
+            log.error("cannot store messages in %s (%s): each is refused with storage_error "
+                      "until it can; everything else goes on", self.config.data_dir, exc)
+        self._storage_trouble = str(exc)
+        unstored, self._unstored = self._unstored, []
+        doomed = {id(data) for entry in unstored for data in entry[5] if data is not None}
+        if doomed:
+            for conn in self._dirty:  # every connection with queued frames is here
+                out = conn.out
+                if out:
+                    out[:] = [data for data in out if id(data) not in doomed]
+        if self._posted:
+            lost = set(exc.seqs)
+            self._posted = [message for message in self._posted if message["seq"] not in lost]
+        for conn, session, kind, client_id, seq, _copies in unstored:
+            if client_id is not None and session.client_ids.get(client_id) == seq:
+                del session.client_ids[client_id]  # a retry is a new message, not a repeat
+            if conn.removed:
+                continue
+            frame = p.error_frame("storage_error", "The host could not store your message, "
+                                  "so nobody got it (its disk may be full); try again later.",
+                                  kind)
+            if client_id is not None:
+                frame["id"] = client_id
+            self._queue(conn, p.encode(frame))
+
     @Slot()
     def _flush_if_dirty(self) -> None:
         if self._dirty:
@@ -1044,7 +1126,7 @@ class ChatServer(QObject):
     @Slot()
     def _flush(self) -> None:
         """Once per pass: commit the store, then one write per connection."""
-        self.store.commit(messages_only=True)  # stored before any copy is sent
+        self._commit(messages_only=True)  # stored before any copy is sent
         if self._posted:
             posted, self._posted = self._posted, []
             self.messagesPosted.emit(posted)
@@ -1086,9 +1168,9 @@ class ChatServer(QObject):
         """End a connection: send what it is owed (unless aborting), then remove it."""
         if conn.removed:
             return
+        if not abort and conn.out:
+            self._commit(messages_only=True)  # stored before any copy is sent
         owed = b"" if abort else b"".join(conn.out)
-        if owed:
-            self.store.commit(messages_only=True)  # stored before any copy is sent
         self._remove_connection(conn, reason)
         transport = conn.transport
         if abort:
@@ -1141,7 +1223,7 @@ class ChatServer(QObject):
     @Slot()
     def _sweep(self) -> None:
         """Registration deadline, idle pings and timeouts, and expired held sessions."""
-        self.store.commit()  # session and room changes not yet carried by a message commit
+        self._commit()  # session and room changes not yet carried by a message commit
         if self._churn >= _TRIM_AFTER_CHURN:
             self._churn = 0
             _give_back_free_heap()

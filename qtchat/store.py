@@ -15,16 +15,29 @@ Session secrets are stored only as SHA-256 hashes.
 A data directory belongs to one server at a time: the database is opened in
 SQLite's EXCLUSIVE locking mode, so a second server on the same folder fails at
 once with ``StoreLocked`` instead of fighting over every commit.
+
+A commit can fail (the disk is full, an I/O error): ``commit`` then rolls the
+whole transaction back, begins a new one and raises ``StorageError`` naming the
+messages that were not stored; the caller must not send them. The counter
+``last_seq`` never goes back, so a refused message's ``seq`` is simply never
+used (nothing with it was sent). Session and room changes are kept and tried
+again with every later commit, so the store catches up by itself once the disk
+has room: while it is full they live in memory only.
+
+A history file that is missing or empty while its write-ahead log is there is
+refused (``StoreUnusable``): SQLite would silently discard the log and start
+an empty history. See ``_check_files``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +81,55 @@ class StoreLocked(Exception):
     """Another process (another qtchat server) has this database open."""
 
 
+class StoreUnusable(Exception):
+    """The files in the data directory must not be opened as they are; the message is
+    one sentence saying why and what the person can do."""
+
+
+class StorageError(Exception):
+    """A commit failed and was rolled back: the messages ``seqs`` are not stored."""
+
+    def __init__(self, message: str, seqs: list[int]) -> None:
+        super().__init__(message)
+        self.seqs = seqs
+
+
+# The history's neighbours that say a history existed here (see _check_files).
+_CERTIFICATE_FILES = ("qtchat-cert.pem", "qtchat-key.pem")  # tlsutil.CERT/KEY_FILENAME
+
+
+def _check_files(path: Path) -> str | None:
+    """Refuse a history whose data is only in a log SQLite would throw away; return a
+    notice when an empty or missing history file is started over beside older data.
+
+    - Missing, or zero bytes, with a non-empty ``-wal`` beside it: refused. The log
+      is all there is of that history (a file moved or cut short); opening would
+      delete it.
+    - Zero bytes and no log: nothing can be recovered (a first start cut short by a
+      full disk, a copy that failed): a new history, said once.
+    - Missing beside the host's TLS certificate: it was deleted (to start over, or
+      by mistake): a new history, said once.
+    """
+    wal = path.with_name(path.name + "-wal")
+    size = path.stat().st_size if path.exists() else None
+    wal_size = wal.stat().st_size if wal.exists() else 0
+    where = path.parent
+    if not size and wal_size:
+        state = "missing" if size is None else "empty (0 bytes)"
+        raise StoreUnusable(
+            f"{path.name} in {where} is {state}, but its write-ahead log {wal.name} "
+            f"({wal_size:,} bytes) is there: opening it would throw that history away. "
+            f"Put {path.name} back, or move {wal.name} out of the folder to start a new "
+            "history.")
+    if size == 0:
+        return (f"{path.name} in {where} was empty (0 bytes, nothing to recover): "
+                "starting a new history")
+    if size is None and any((where / name).exists() for name in _CERTIFICATE_FILES):
+        return (f"no {path.name} in {where} beside the host's certificate: starting a new "
+                "history (clients will see the host started over)")
+    return None
+
+
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
@@ -87,6 +149,9 @@ class MessageStore:
 
     def __init__(self, path: Path | None, retention: int = 10_000) -> None:
         self.retention = retention
+        # One line for whoever starts the server, when it starts a history over.
+        self.notice: str | None = _check_files(path) if path else None
+        new_file = path is not None and not (path.exists() and path.stat().st_size)
         self._db = sqlite3.connect(
             str(path) if path else ":memory:", isolation_level=None, timeout=0.5
         )
@@ -102,6 +167,12 @@ class MessageStore:
             self._db.close()
             if "locked" in str(exc):
                 raise StoreLocked(f"{path} is in use by another qtchat server") from None
+            if new_file and path is not None:
+                # A history that was never made (a full disk, say) leaves no empty file
+                # behind to be mistaken for a lost one at the next start.
+                for made in (path, path.with_name(path.name + "-wal")):
+                    with contextlib.suppress(OSError):
+                        made.unlink()
             raise
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
         for column in ("sent_upto", "start_seq"):  # databases from before these columns
@@ -122,8 +193,21 @@ class MessageStore:
             row = (secrets.randbits(62),)
             self._db.execute("INSERT INTO meta VALUES ('history_id', ?)", row)
         self.history_id = f"{row[0]:016x}"
+        # Messages added and not yet in the transaction, and those in it, uncommitted.
         self._pending: list[tuple[Any, ...]] = []
-        self._session_ops: list[tuple[str, tuple[Any, ...]]] = []
+        self._inserted: list[tuple[Any, ...]] = []
+        self._insert_failed: sqlite3.Error | None = None  # the open transaction is lost
+        # Session and room changes not yet committed, by what they change: a later
+        # change of the same thing replaces the earlier one (moved to the end, so the
+        # order of the last changes is kept). Kept until a commit succeeds, so the
+        # number waiting stays bounded by the sessions and rooms while the disk is full.
+        self._session_ops: dict[tuple[str, Any], tuple[str, tuple[Any, ...]]] = {}
+        self._unstored_sessions: set[int] = set()  # begun, never committed
+        # Called before a read that would otherwise see uncommitted messages: the
+        # server commits them first (handling a failure), so nothing read from here
+        # is ever a message that could still be rolled back. None: read them as they
+        # are in the open transaction.
+        self.before_read: Callable[[], None] | None = None
         self._counts: dict[str, int] = dict(
             self._db.execute("SELECT bucket, COUNT(*) FROM messages GROUP BY bucket").fetchall()
         )
@@ -162,70 +246,136 @@ class MessageStore:
         return seq
 
     def _write_pending(self) -> None:
-        if self._pending:
-            self._db.executemany(
-                "INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?)", self._pending
-            )
-            self._pending.clear()
-        for sql, params in self._session_ops:
-            self._db.execute(sql, params)
-        self._session_ops.clear()
+        """Put the added messages into the open transaction (not yet committed)."""
+        if self._pending and self._insert_failed is None:
+            rows, self._pending = self._pending, []
+            self._inserted += rows
+            try:
+                self._db.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            except sqlite3.Error as exc:  # the commit rolls back and reports it
+                self._insert_failed = exc
 
-    def commit(self, *, messages_only: bool = False) -> None:
-        """Write everything added since the last commit in one transaction.
+    def _before_read(self) -> None:
+        if self._pending or self._inserted:
+            if self.before_read is not None:
+                self.before_read()
+            else:
+                self._write_pending()
+
+    @property
+    def has_uncommitted_messages(self) -> bool:
+        return bool(self._pending or self._inserted)
+
+    def commit(self, *, messages_only: bool = False) -> bool:
+        """Write everything added since the last commit in one transaction; returns
+        whether a transaction was committed.
 
         ``messages_only``: do nothing unless messages are waiting. Session and
         room changes then ride along with the next message commit or the
         server's periodic full commit (at most a second later): a connect storm
         need not pay one transaction per pass for them.
-        """
-        if messages_only and not self._pending:
-            return
-        if not (self._pending or self._session_ops or self._over):
-            return
-        self._write_pending()
-        for bucket in self._over:
-            self._prune(bucket)
-        self._over.clear()
-        self._db.execute(
-            "INSERT OR REPLACE INTO meta VALUES ('last_seq', ?), ('last_sid', ?)",
-            (self.last_seq, self._last_sid),
-        )
-        self._db.execute("COMMIT")
-        self._db.execute("BEGIN")
 
-    def _prune(self, bucket: str) -> None:
+        On failure everything is rolled back and ``StorageError`` raised with the
+        ``seq`` of every message added since the last commit (none is stored);
+        session and room changes wait for the next commit. The store is ready
+        for the next one at once (a new transaction is begun).
+        """
+        if messages_only and not (self._pending or self._inserted):
+            return False
+        if not (self._pending or self._inserted or self._session_ops or self._over):
+            return False
+        try:
+            self._write_pending()
+            if self._insert_failed is not None:
+                raise self._insert_failed
+            for sql, params in self._session_ops.values():
+                self._db.execute(sql, params)
+            pruned = [cut for cut in map(self._prune, self._over) if cut is not None]
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('last_seq', ?), ('last_sid', ?)",
+                (self.last_seq, self._last_sid),
+            )
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            lost = self._roll_back()
+            if isinstance(exc, sqlite3.IntegrityError):
+                # Not the disk: a change that can never be stored. Trying it again
+                # with every commit would refuse every message from now on.
+                log.error("dropping %d session and room changes that cannot be stored: %s",
+                          len(self._session_ops), exc)
+                self._session_ops.clear()
+            raise StorageError(str(exc), lost) from exc
+        self._inserted.clear()
+        self._session_ops.clear()
+        self._unstored_sessions.clear()
+        self._over.clear()
+        for bucket, cutoff, deleted in pruned:
+            self._counts[bucket] -= deleted
+            self._pruned[bucket] = max(self._pruned.get(bucket, 0), cutoff)
+            log.info("history of %r pruned up to seq %d (%d messages)", bucket, cutoff,
+                     deleted)
+        self._db.execute("BEGIN")
+        return True
+
+    def _roll_back(self) -> list[int]:
+        """End the failed transaction, begin a new one; return the seqs it lost."""
+        self._insert_failed = None
+        if self._db.in_transaction:  # SQLite may have rolled it back already
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+        if not self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # BEGIN (deferred) writes nothing
+                self._db.execute("BEGIN")
+        lost = self._inserted + self._pending
+        self._inserted, self._pending = [], []
+        counts = self._counts
+        for row in lost:
+            counts[row[2]] = counts.get(row[2], 1) - 1
+        return [row[0] for row in lost]
+
+    def _prune(self, bucket: str) -> tuple[str, int, int] | None:
+        """Delete a bucket's oldest messages past retention, in the open transaction;
+        returns (bucket, cutoff, deleted) for the caller to apply once committed."""
         # Keep at least `retention` messages; prune in steps of 1% to amortise the delete.
         slack = max(1, self.retention // 100)
         if self._counts.get(bucket, 0) < self.retention + slack:
-            return
+            return None
         row = self._db.execute(
             "SELECT seq FROM messages WHERE bucket=? ORDER BY seq DESC LIMIT 1 OFFSET ?",
             (bucket, self.retention),
         ).fetchone()
         if row is None:
-            return
+            return None
         cutoff = row[0]
         deleted = self._db.execute(
             "DELETE FROM messages WHERE bucket=? AND seq<=?", (bucket, cutoff)
         ).rowcount
-        self._counts[bucket] -= deleted
-        self._pruned[bucket] = max(self._pruned.get(bucket, 0), cutoff)
         self._db.execute(
             "INSERT INTO rooms (key, display, pruned_upto) VALUES (?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET pruned_upto=excluded.pruned_upto",
             (bucket, bucket, cutoff),
         )
-        log.info("history of %r pruned up to seq %d (%d messages)", bucket, cutoff, deleted)
+        return bucket, cutoff, deleted
 
     def close(self) -> None:
-        """Commit what is pending and close; calling it twice is harmless."""
+        """Commit what is pending and close; calling it twice is harmless, and so is a
+        disk that is still full (what cannot be written then is logged, not raised)."""
         if self._closed:
             return
-        self.commit()
-        self._db.execute("COMMIT")
-        self._db.close()
         self._closed = True
+        try:
+            self.commit()
+        except StorageError as exc:
+            log.error("closing the history without %d messages and %d session changes "
+                      "that could not be written: %s", len(exc.seqs), len(self._session_ops),
+                      exc)
+        try:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")  # the empty transaction commit() began
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+        self._db.close()
 
     # --- reading -----------------------------------------------------------------------
 
@@ -238,7 +388,7 @@ class MessageStore:
 
     def page(self, bucket: str, before: int | None, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` broadcasts of a room older than ``before``, oldest first."""
-        self._write_pending()
+        self._before_read()
         rows = self._db.execute(
             "SELECT seq, ts, room, sender, text FROM messages WHERE bucket=? AND seq<? "
             "ORDER BY seq DESC LIMIT ?",
@@ -270,7 +420,7 @@ class MessageStore:
                 f"FROM messages WHERE seq>? AND (bucket IN ({marks}) OR (bucket='' AND "
                 "(sender_sid=? OR recipient_sid=?))) ORDER BY seq LIMIT ?"
             )
-            self._write_pending()
+            self._before_read()
             rows = self._db.execute(sql, (cursor, *keys, sid, sid, batch)).fetchall()
             if not rows:
                 return
@@ -288,7 +438,7 @@ class MessageStore:
 
     def message_by_seq(self, seq: int) -> dict[str, Any] | None:
         """One stored message as its frame (with its ``id``), or None if pruned."""
-        self._write_pending()
+        self._before_read()
         row = self._db.execute(
             "SELECT ts, bucket, room, sender, recipient, text, client_id FROM messages "
             "WHERE seq=?",
@@ -309,7 +459,7 @@ class MessageStore:
 
     def client_ids(self, sid: int, limit: int = 10_000) -> dict[str, int]:
         """The latest client-chosen ids a session used, mapped to their seq."""
-        self._write_pending()
+        self._before_read()
         rows = self._db.execute(
             "SELECT client_id, seq FROM messages WHERE sender_sid=? AND client_id IS NOT NULL "
             "ORDER BY seq DESC LIMIT ?",
@@ -320,50 +470,57 @@ class MessageStore:
     # --- rooms and sessions ------------------------------------------------------------
 
     def rooms(self) -> list[tuple[str, str]]:
-        """Every known room as (key, display)."""
-        self._write_pending()
+        """Every known room as (key, display) (as committed)."""
         return self._db.execute("SELECT key, display FROM rooms WHERE key<>''").fetchall()
 
+    def _change(self, what: tuple[str, Any], sql: str, params: tuple[Any, ...]) -> None:
+        ops = self._session_ops
+        ops.pop(what, None)  # the latest change of a thing goes last, the earlier one goes
+        ops[what] = (sql, params)
+
     def save_room(self, key: str, display: str) -> None:
-        self._session_ops.append(
-            ("INSERT OR IGNORE INTO rooms (key, display) VALUES (?, ?)", (key, display))
-        )
+        self._change(("room", key), "INSERT OR IGNORE INTO rooms (key, display) VALUES (?, ?)",
+                     (key, display))
 
     def forget_room(self, key: str) -> None:
         """A room with no messages and nobody in it: gone (see ChatServer._leave_room)."""
-        self._session_ops.append(("DELETE FROM rooms WHERE key=? AND NOT EXISTS "
-                                  "(SELECT 1 FROM messages WHERE bucket=?)", (key, key)))
+        self._change(("room", key), "DELETE FROM rooms WHERE key=? AND NOT EXISTS "
+                     "(SELECT 1 FROM messages WHERE bucket=?)", (key, key))
         self._counts.pop(key, None)
         self._pruned.pop(key, None)
 
     def new_session(self, secret: str, name: str, rooms: list[str]) -> int:
         """A new session, begun at the current ``last_seq``; returns its id."""
         self._last_sid += 1
-        self._session_ops.append(
-            (
-                "INSERT INTO sessions (sid, secret_hash, name, rooms, sent_upto, start_seq) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (self._last_sid, hash_secret(secret), name, json.dumps(rooms),
-                 self.last_seq, self.last_seq),
-            )
+        sid = self._last_sid
+        self._change(
+            ("session", sid),
+            "INSERT INTO sessions (sid, secret_hash, name, rooms, sent_upto, start_seq) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (sid, hash_secret(secret), name, json.dumps(rooms), self.last_seq, self.last_seq),
         )
-        return self._last_sid
+        self._unstored_sessions.add(sid)
+        return sid
 
     def update_session_sent_upto(self, sid: int, sent_upto: int) -> None:
-        self._session_ops.append(
-            ("UPDATE sessions SET sent_upto=? WHERE sid=?", (sent_upto, sid))
-        )
+        self._change(("sent_upto", sid), "UPDATE sessions SET sent_upto=? WHERE sid=?",
+                     (sent_upto, sid))
 
     def update_session_rooms(self, sid: int, rooms: list[str]) -> None:
-        self._session_ops.append(
-            ("UPDATE sessions SET rooms=? WHERE sid=?", (json.dumps(rooms), sid))
-        )
+        self._change(("rooms", sid), "UPDATE sessions SET rooms=? WHERE sid=?",
+                     (json.dumps(rooms), sid))
 
     def end_session(self, sid: int) -> None:
-        self._session_ops.append(("DELETE FROM sessions WHERE sid=?", (sid,)))
+        ops = self._session_ops
+        for kind in ("session", "sent_upto", "rooms"):
+            ops.pop((kind, sid), None)
+        if sid in self._unstored_sessions:  # never written: nothing to delete
+            self._unstored_sessions.discard(sid)
+            return
+        self._change(("end", sid), "DELETE FROM sessions WHERE sid=?", (sid,))
 
     def sessions(self) -> list[StoredSession]:
-        self._write_pending()
+        """Every stored session (as committed)."""
         return [
             StoredSession(sid, secret_hash, name, json.loads(rooms), sent_upto, start_seq)
             for sid, secret_hash, name, rooms, sent_upto, start_seq in self._db.execute(

@@ -1,0 +1,222 @@
+"""A real full disk under ``qtchat serve``: a message is stored or refused, never both.
+
+The data directory sits on a 2 MB tmpfs mounted for the test; a filler file takes
+every byte left. What a person would notice is what is checked: the sender is told
+(``storage_error`` with its ``id``), nobody sees a message the history does not
+keep, pings and registrations go on, the server recovers by itself when space
+returns, stops cleanly, and never gives a ``seq`` someone saw to another text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import ServeProcess, SyncClient
+
+TIMEOUT = 10.0  # a server that stalls fails the test in seconds, not minutes
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs: a disk that really fills (root only; skipped where mount is refused)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    try:
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs",
+                                 str(mount_point)], capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        pytest.skip(f"cannot run mount ({exc}): a real full disk needs a small tmpfs")
+    if result.returncode != 0:
+        pytest.skip(f"mounting a small tmpfs is not permitted here ({result.stderr.strip()}); "
+                    "a real full disk needs one")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
+
+
+def fill(disk: Path) -> Path:
+    """Take every byte left on ``disk`` with one file; delete it to give the space back."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as out:
+        for size in (1 << 16, 4096, 512, 1):
+            chunk = b"\0" * size
+            with contextlib.suppress(OSError):
+                while True:
+                    out.write(chunk)
+    with pytest.raises(OSError) as full, (disk / "probe").open("wb", buffering=0) as probe:
+        probe.write(b"\0" * 4096)
+    assert full.value.errno == errno.ENOSPC
+    return filler
+
+
+def client(port: int, name: str) -> SyncClient:
+    person = SyncClient(port, timeout=TIMEOUT)
+    assert person.register(name)["type"] == "registered"
+    return person
+
+
+def post(sender: SyncClient, text: str, client_id: str, **where: str) -> dict:
+    """Send a broadcast (or a whisper with ``to=``) and return the answer to it: the
+    sender's copy (it carries the id) or the error naming that id."""
+    kind = "whisper" if "to" in where else "broadcast"
+    sender.send({"type": kind, "text": text, "id": client_id, **where})
+    while True:
+        frame = sender.recv()
+        if frame.get("id") == client_id and frame["type"] in (kind, "error"):
+            return frame
+
+
+def post_until_refused(sender: SyncClient, prefix: str, most: int = 40) -> tuple[dict, dict]:
+    """Post until the full disk refuses one; returns ({seq: text} stored, the error)."""
+    stored: dict[int, str] = {}
+    for number in range(most):
+        answer = post(sender, f"{prefix} {number}", f"{prefix}-{number}")
+        if answer["type"] == "error":
+            return stored, answer
+        stored[answer["seq"]] = answer["text"]
+    raise AssertionError(f"{most} messages were posted to a full disk without an error")
+
+
+def seen_broadcasts(person: SyncClient) -> dict[int, str]:
+    return {f["seq"]: f["text"] for f in person.sync() if f["type"] == "broadcast"}
+
+
+def lobby_history(port: int, name: str) -> dict[int, str]:
+    reader = client(port, name)
+    reader.send({"type": "history", "room": "lobby", "limit": 200})
+    page, _ = reader.recv_until("history")
+    reader.close()
+    return {m["seq"]: m["text"] for m in page["messages"]}
+
+
+def test_a_full_disk_refuses_posts_with_storage_error_and_serves_everything_else(small_disk):
+    data = small_disk / "data"
+    with ServeProcess(data) as server:
+        alice, bob = client(server.port, "Alice"), client(server.port, "Bob")
+        assert post(alice, "before the disk filled", "first")["type"] == "broadcast"
+        filler = fill(small_disk)
+
+        stored, refused = post_until_refused(alice, "while full")
+        assert refused["code"] == "storage_error" and refused["ref"] == "broadcast"
+        refused_text = f"while full {len(stored)}"
+        whisper = post(alice, "a secret on a full disk", "whisper-1", to="Bob")
+        assert whisper["type"] == "error" and whisper["code"] == "storage_error"
+        assert whisper["ref"] == "whisper"
+
+        # Bob saw what was stored and nothing that was refused; pings are answered.
+        seen = seen_broadcasts(bob)
+        assert refused_text not in seen.values()
+        assert set(stored.items()) <= set(seen.items())
+        assert not [f for f in bob.sync() if f["type"] == "whisper"]
+        # A newcomer gets in, and the history is read as usual.
+        carol = client(server.port, "Carol")
+        history = lobby_history(server.port, "Dave")
+        assert "before the disk filled" in history.values()
+        assert refused_text not in history.values()
+
+        # Space comes back: the next message is stored and sent, with no restart.
+        filler.unlink()
+        after = post(alice, "after the disk emptied", "after")
+        assert after["type"] == "broadcast"
+        assert after["seq"] > max(seen)
+        seen_by_carol = seen_broadcasts(carol)
+        assert seen_by_carol.get(after["seq"]) == "after the disk emptied"
+        seen.update(seen_broadcasts(bob))
+
+        assert server.terminate() == 0
+        _out, err = server.process.communicate(timeout=30)
+    assert "Traceback" not in err, err
+    full_lines = [line for line in err.splitlines() if "cannot store" in line]
+    assert len(full_lines) == 1, err  # said once, not once per commit
+
+    with ServeProcess(data) as again:  # nothing anyone saw is lost
+        history = lobby_history(again.port, "Erin")
+        assert set(seen.items()) <= set(history.items())
+        assert refused_text not in history.values()
+        again.terminate()
+
+
+def test_killed_while_full_and_restarted_with_space_no_seq_names_two_texts(small_disk):
+    data = small_disk / "data"
+    with ServeProcess(data) as server:
+        alice, bob = client(server.port, "Alice"), client(server.port, "Bob")
+        for number in range(3):
+            assert post(alice, f"early {number}", f"early-{number}")["type"] == "broadcast"
+        filler = fill(small_disk)
+        post_until_refused(alice, "while full")
+        for number in range(3):  # and go on trying, as a person would
+            post(alice, f"again {number}", f"again-{number}")
+        seen = seen_broadcasts(bob)
+        server.kill()
+    filler.unlink()
+
+    with ServeProcess(data) as restarted:
+        alice = client(restarted.port, "Alice2")
+        fresh = post(alice, "first after the restart", "fresh")
+        assert fresh["type"] == "broadcast"
+        assert fresh["seq"] not in seen, (fresh, seen)
+        history = lobby_history(restarted.port, "Reader")
+        for seq, text in seen.items():
+            assert history.get(seq) == text, (seq, text, history.get(seq))
+        assert restarted.terminate() == 0
+
+
+def test_a_history_missing_beside_its_write_ahead_log_refuses_to_start(tmp_path):
+    """history.sqlite3 gone but its -wal still there: SQLite would quietly throw the log
+    away and start an empty history; the server refuses instead, in one line."""
+    data = tmp_path / "data"
+    with ServeProcess(data) as server:
+        alice = client(server.port, "Alice")
+        post(alice, "kept in the log", "kept")
+        server.kill()  # the log is not folded into the database on a kill
+    wal = data / "history.sqlite3-wal"
+    assert wal.stat().st_size > 0
+    (data / "history.sqlite3").unlink()
+    result = subprocess.run(ServeProcess.command(data), capture_output=True, text=True,
+                            timeout=60, env=ServeProcess.environment(),
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qtchat: "), result.stderr
+    assert "history.sqlite3" in lines[0] and "-wal" in lines[0]
+    assert wal.stat().st_size > 0  # left for the person to put right
+
+
+def test_an_empty_history_file_is_started_over_saying_so(tmp_path):
+    """A zero-byte history.sqlite3 with no log beside it holds nothing to recover (a
+    first start cut short by a full disk leaves one): a new history, said in one line."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "history.sqlite3").write_bytes(b"")
+    with ServeProcess(data) as server:
+        alice = client(server.port, "Alice")
+        assert post(alice, "a new start", "new")["seq"] == 1
+        assert server.terminate() == 0
+        _out, err = server.process.communicate(timeout=30)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qtchat: "), err
+    assert "empty" in lines[0] and "new history" in lines[0]
+
+
+def test_a_full_disk_at_the_very_first_start_leaves_nothing_that_blocks_the_next(small_disk):
+    data = small_disk / "data"
+    data.mkdir()
+    filler = fill(small_disk)
+    result = subprocess.run(ServeProcess.command(data), capture_output=True, text=True,
+                            timeout=60, env=ServeProcess.environment(),
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qtchat: "), result.stderr
+    filler.unlink()
+    with ServeProcess(data) as server:
+        alice = client(server.port, "Alice")
+        assert post(alice, "now there is room", "room")["type"] == "broadcast"
+        assert server.terminate() == 0
+        _out, err = server.process.communicate(timeout=30)
+    assert err == "", err
