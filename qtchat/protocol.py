@@ -56,6 +56,7 @@ ERROR_CODES = frozenset(
         "protocol_mismatch",
         "server_full",
         "too_many_rooms",  # qtchat's extension: join past the room limits (docs/protocol.md)
+        "storage_error",  # qtchat's extension: a message the host could not store (disk full)
     }
 )
 LEAVE_REASONS = frozenset({"quit", "left", "disconnected", "timeout", "kicked"})

@@ -1090,22 +1090,21 @@ class ChatServer(QObject):
 
     def _storage_failed(self, exc: StorageError) -> None:
         """The last commit was rolled back: take back every queued copy of the lost
-        messages, and tell each sender that its message was not sent."""
+        messages, and tell each sender that its message was not sent.
+
+        The sender's ``storage_error`` takes the place of its own copy in its
+        out-list, so it comes in the order the echo would have (a client may match
+        answers to its sends in order); a sender with no copy queued gets it last.
+        """
         if self._storage_trouble is None:  # said once, and once more when it is over
             log.error("cannot store messages in %s (%s): each is refused with storage_error "
                       "until it can; everything else goes on", self.config.data_dir, exc)
         self._storage_trouble = str(exc)
         unstored, self._unstored = self._unstored, []
-        doomed = {id(data) for entry in unstored for data in entry[5] if data is not None}
-        if doomed:
-            for conn in self._dirty:  # every connection with queued frames is here
-                out = conn.out
-                if out:
-                    out[:] = [data for data in out if id(data) not in doomed]
-        if self._posted:
-            lost = set(exc.seqs)
-            self._posted = [message for message in self._posted if message["seq"] not in lost]
-        for conn, session, kind, client_id, seq, _copies in unstored:
+        doomed: set[int] = set()
+        errors: dict[tuple[int, int], tuple[_Connection, bytes]] = {}
+        for conn, session, kind, client_id, seq, (shared, own) in unstored:
+            doomed.update(id(data) for data in (shared, own) if data is not None)
             if client_id is not None and session.client_ids.get(client_id) == seq:
                 del session.client_ids[client_id]  # a retry is a new message, not a repeat
             if conn.removed:
@@ -1115,7 +1114,24 @@ class ChatServer(QObject):
                                   kind)
             if client_id is not None:
                 frame["id"] = client_id
-            self._queue(conn, p.encode(frame))
+            mine = own if own is not None or kind != "broadcast" else shared
+            errors[(id(conn), id(mine))] = (conn, p.encode(frame))
+        for conn in self._dirty:  # every connection with queued frames is here
+            out = conn.out
+            if not out:
+                continue
+            kept: list[bytes] = []
+            for data in out:
+                if id(data) not in doomed:
+                    kept.append(data)
+                elif (swap := errors.pop((id(conn), id(data)), None)) is not None:
+                    kept.append(swap[1])
+            out[:] = kept
+        for conn, error in errors.values():
+            self._queue(conn, error)
+        if self._posted:
+            lost = set(exc.seqs)
+            self._posted = [message for message in self._posted if message["seq"] not in lost]
 
     @Slot()
     def _flush_if_dirty(self) -> None:

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import ServeProcess, SyncClient
+from helpers import ServeProcess, SyncClient, frame_bytes
 
 TIMEOUT = 10.0  # a server that stalls fails the test in seconds, not minutes
 
@@ -220,3 +220,66 @@ def test_a_full_disk_at_the_very_first_start_leaves_nothing_that_blocks_the_next
         assert server.terminate() == 0
         _out, err = server.process.communicate(timeout=30)
     assert err == "", err
+
+
+def test_refusals_come_in_the_order_of_the_sends_they_answer(small_disk):
+    """A client may match answers to its sends in order: each storage_error takes the
+    place of the echo it replaces, also between other errors of the same pass."""
+    with ServeProcess(small_disk / "data") as server:
+        alice = client(server.port, "Alice")
+        fill(small_disk)
+        post_until_refused(alice, "while full")
+        alice.send_raw(b"".join(frame_bytes(frame) for frame in (
+            {"type": "broadcast", "text": "no id"},
+            {"type": "broadcast", "text": " "},  # invalid_text, answered at once
+            {"type": "whisper", "to": "Alice", "text": "to myself", "id": "self"},
+            {"type": "broadcast", "text": "with an id", "id": "last"},
+        )))
+        answers = [(f["code"], f.get("ref"), f.get("id")) for f in alice.sync()]
+        assert answers == [("storage_error", "broadcast", None),
+                           ("invalid_text", "broadcast", None),
+                           ("storage_error", "whisper", "self"),
+                           ("storage_error", "broadcast", "last")]
+        assert server.terminate() == 0
+
+
+def test_a_registration_on_a_full_disk_is_kept_and_stored_once_there_is_room(small_disk):
+    """Sessions and rooms need a write too: while the disk is full they live in memory
+    (the register and the join succeed), and are stored with the first commit that can
+    be, so a resume after a later crash still finds them."""
+    data = small_disk / "data"
+    with ServeProcess(data) as server:
+        alice = client(server.port, "Alice")
+        filler = fill(small_disk)
+        post_until_refused(alice, "while full")
+        carol = client(server.port, "Carol")
+        carol.send({"type": "join", "room": "Attic"})
+        joined, _ = carol.recv_until("joined")
+        assert joined["room"] == "Attic"
+        filler.unlink()
+        assert post(alice, "room again", "again")["type"] == "broadcast"
+        server.kill()
+    with ServeProcess(data) as restarted:
+        back = SyncClient(restarted.port, timeout=TIMEOUT)
+        registered = back.register("Carol", resume=carol.session)
+        assert registered["type"] == "registered" and registered["resumed"] is True
+        assert "Attic" in registered["in_rooms"]
+        assert restarted.terminate() == 0
+
+
+def test_a_server_started_on_a_full_disk_serves_and_refuses_posts_until_there_is_room(
+        small_disk):
+    data = small_disk / "data"
+    with ServeProcess(data) as first:
+        bob = client(first.port, "Bob")  # a session to hold at the next start
+        assert post(bob, "from the first run", "first")["type"] == "broadcast"
+        first.kill()
+    filler = fill(small_disk)
+    with ServeProcess(data) as server:
+        alice = client(server.port, "Alice")
+        refused = post(alice, "on a full disk", "full")
+        assert refused["type"] == "error" and refused["code"] == "storage_error"
+        assert "from the first run" in lobby_history(server.port, "Reader").values()
+        filler.unlink()
+        assert post(alice, "with room", "room")["type"] == "broadcast"
+        assert server.terminate() == 0
