@@ -1102,7 +1102,8 @@ class ChatServer(QObject):
         self._storage_trouble = str(exc)
         unstored, self._unstored = self._unstored, []
         doomed: set[int] = set()
-        errors: dict[tuple[int, int], tuple[_Connection, bytes]] = {}
+        errors: dict[tuple[int, int], tuple[_Connection, bytes]] = {}  # in place of a copy
+        last: list[tuple[_Connection, bytes]] = []  # senders with no copy of their own queued
         for conn, session, kind, client_id, seq, (shared, own) in unstored:
             doomed.update(id(data) for data in (shared, own) if data is not None)
             if client_id is not None and session.client_ids.get(client_id) == seq:
@@ -1115,7 +1116,10 @@ class ChatServer(QObject):
             if client_id is not None:
                 frame["id"] = client_id
             mine = own if own is not None or kind != "broadcast" else shared
-            errors[(id(conn), id(mine))] = (conn, p.encode(frame))
+            if mine is None:
+                last.append((conn, p.encode(frame)))
+            else:
+                errors[(id(conn), id(mine))] = (conn, p.encode(frame))
         for conn in self._dirty:  # every connection with queued frames is here
             out = conn.out
             if not out:
@@ -1127,7 +1131,7 @@ class ChatServer(QObject):
                 elif (swap := errors.pop((id(conn), id(data)), None)) is not None:
                     kept.append(swap[1])
             out[:] = kept
-        for conn, error in errors.values():
+        for conn, error in (*errors.values(), *last):
             self._queue(conn, error)
         if self._posted:
             lost = set(exc.seqs)

@@ -283,3 +283,43 @@ def test_a_server_started_on_a_full_disk_serves_and_refuses_posts_until_there_is
         filler.unlink()
         assert post(alice, "with room", "room")["type"] == "broadcast"
         assert server.terminate() == 0
+
+
+def test_a_failed_commit_leaves_the_store_as_it_was_and_the_next_one_catches_up(small_disk):
+    """The store on its own: what a failed commit would have done (new rows, a prune,
+    a session) is not counted as done; the seq counter does not go back; and the
+    session change waiting in memory is written by the first commit that can be."""
+    from qtchat.store import MessageStore, StorageError
+
+    path = small_disk / "history.sqlite3"
+    store = MessageStore(path, retention=100)
+
+    def add(text: str) -> int:
+        return store.add(ts="2026-12-03T10:00:00.000Z", bucket="lobby", room="lobby",
+                         sender="Ann", sender_sid=1, text=text)
+
+    for number in range(100):
+        add(f"kept {number}")
+    assert store.commit()
+    filler = fill(small_disk)
+    sid = store.new_session("s" * 32, "Ann", ["lobby"])
+    refused = [add(f"refused {number}") for number in range(5)]  # past retention: a prune
+    with pytest.raises(StorageError) as failure:
+        store.commit()
+    assert failure.value.seqs == refused
+    assert store.count("lobby") == 100 and store.pruned_upto("lobby") == 0
+    texts = [m["text"] for m in store.page("lobby", None, 200)]
+    assert len(texts) == 100 and not [t for t in texts if t.startswith("refused")]
+
+    filler.unlink()
+    after = add("with room")
+    assert after > max(refused)
+    assert store.commit()
+    page = store.page("lobby", None, 200)
+    assert len(page) == store.count("lobby") and page[-1]["seq"] == after
+    assert [s.sid for s in store.sessions()] == [sid]
+    store.close()
+
+    again = MessageStore(path, retention=100)
+    assert again.last_seq == after and [s.sid for s in again.sessions()] == [sid]
+    again.close()
