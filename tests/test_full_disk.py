@@ -240,7 +240,9 @@ def test_refusals_come_in_the_order_of_the_sends_they_answer(small_disk):
                            ("invalid_text", "broadcast", None),
                            ("storage_error", "whisper", "self"),
                            ("storage_error", "broadcast", "last")]
-        assert server.terminate() == 0
+        assert server.terminate() == 0  # stopped while the disk is still full
+        _out, err = server.process.communicate(timeout=30)
+    assert "Traceback" not in err, err
 
 
 def test_a_registration_on_a_full_disk_is_kept_and_stored_once_there_is_room(small_disk):
@@ -323,3 +325,20 @@ def test_a_failed_commit_leaves_the_store_as_it_was_and_the_next_one_catches_up(
     again = MessageStore(path, retention=100)
     assert again.last_seq == after and [s.sid for s in again.sessions()] == [sid]
     again.close()
+
+
+def test_a_history_deleted_beside_the_certificate_is_started_over_saying_so(tmp_path):
+    """No history.sqlite3 but the host's certificate: it was deleted (to start over, or
+    by mistake). A new history, and one line that says so, never a silent one."""
+    data = tmp_path / "data"
+    with ServeProcess(data, "--tls") as server:
+        assert server.terminate() == 0
+    assert (data / "qtchat-cert.pem").exists()
+    for name in ("history.sqlite3", "history.sqlite3-wal"):
+        (data / name).unlink(missing_ok=True)
+    with ServeProcess(data, "--tls") as server:
+        assert server.terminate() == 0
+        _out, err = server.process.communicate(timeout=30)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qtchat: "), err
+    assert "starting a new history" in lines[0]
