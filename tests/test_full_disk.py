@@ -342,3 +342,43 @@ def test_a_history_deleted_beside_the_certificate_is_started_over_saying_so(tmp_
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("qtchat: "), err
     assert "starting a new history" in lines[0]
+
+
+def test_the_app_shows_a_refused_message_as_failed_and_its_retry_goes_once(
+        qtbot, small_disk, make_server, make_client):  # the disk outlives the server
+    """What the person sees: the message is marked failed (storage_error), nobody else
+    got it, and once the host has room its retry is delivered, once."""
+    from qtchat.client import Endpoint
+
+    server = make_server(data_dir=small_disk / "data")
+    alice, bob = make_client(), make_client()
+    for person, name in ((alice, "Alice"), (bob, "Bob")):
+        with qtbot.waitSignal(person.registered, timeout=5000):
+            person.open(Endpoint("127.0.0.1", server.port), name)
+    received: list[str] = []
+    bob.messageReceived.connect(lambda frame: received.append(frame["text"]))
+    failed: list[tuple] = []
+    answered: list[str] = []
+    alice.sendFailed.connect(lambda *args: failed.append(args))
+    alice.sendFailed.connect(lambda message_id, *_: answered.append(message_id))
+    alice.sendConfirmed.connect(lambda message_id, *_: answered.append(message_id))
+    filler = fill(small_disk)
+    for number in range(40):  # until the full disk refuses one
+        message_id = alice.send_broadcast(f"while full {number}")
+        qtbot.waitUntil(lambda sent=message_id: sent in answered, timeout=5000)
+        if failed:
+            break
+    [(failed_id, code, _why)] = failed
+    assert (failed_id, code) == (message_id, "storage_error")
+    assert alice.failed_ids == [message_id]
+    with qtbot.waitSignal(bob.pongReceived, timeout=5000):
+        bob.ping()
+    assert f"while full {number}" not in received
+
+    filler.unlink()
+    with qtbot.waitSignals([alice.sendConfirmed, bob.messageReceived], timeout=5000):
+        alice.retry(message_id)
+    with qtbot.waitSignal(bob.pongReceived, timeout=5000):
+        bob.ping()
+    assert received.count(f"while full {number}") == 1
+    assert alice.failed_ids == [] and alice.pending_ids == []
