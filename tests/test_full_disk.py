@@ -124,6 +124,9 @@ def test_a_full_disk_refuses_posts_with_storage_error_and_serves_everything_else
         after = post(alice, "after the disk emptied", "after")
         assert after["type"] == "broadcast"
         assert after["seq"] > max(seen)
+        # The refused message sent again with its id is a new message, not a repeat.
+        retried = post(alice, refused_text, refused["id"])
+        assert retried["type"] == "broadcast" and retried["seq"] > after["seq"]
         seen_by_carol = seen_broadcasts(carol)
         assert seen_by_carol.get(after["seq"]) == "after the disk emptied"
         seen.update(seen_broadcasts(bob))
@@ -137,7 +140,9 @@ def test_a_full_disk_refuses_posts_with_storage_error_and_serves_everything_else
     with ServeProcess(data) as again:  # nothing anyone saw is lost
         history = lobby_history(again.port, "Erin")
         assert set(seen.items()) <= set(history.items())
-        assert refused_text not in history.values()
+        # The refused text is there once: as the message its retry made.
+        assert [seq for seq, text in history.items() if text == refused_text] == \
+            [retried["seq"]]
         again.terminate()
 
 
@@ -382,3 +387,19 @@ def test_the_app_shows_a_refused_message_as_failed_and_its_retry_goes_once(
         bob.ping()
     assert received.count(f"while full {number}") == 1
     assert alice.failed_ids == [] and alice.pending_ids == []
+
+
+def test_a_history_read_in_the_same_pass_never_shows_a_refused_message(small_disk):
+    """A read right behind a post (one write, one pass) would see the message in the
+    open transaction; it is committed first, so a refused one is in no page."""
+    with ServeProcess(small_disk / "data") as server:
+        alice = client(server.port, "Alice")
+        fill(small_disk)
+        post_until_refused(alice, "while full")
+        alice.send_raw(frame_bytes({"type": "broadcast", "text": "not kept", "id": "gone"})
+                       + frame_bytes({"type": "history", "room": "lobby"}))
+        answers = alice.sync()
+        assert [(f["type"], f.get("code")) for f in answers] == [("error", "storage_error"),
+                                                                  ("history", None)]
+        assert "not kept" not in [m["text"] for m in answers[1]["messages"]]
+        assert server.terminate() == 0
