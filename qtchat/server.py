@@ -1100,7 +1100,9 @@ class ChatServer(QObject):
             log.error("cannot store messages in %s (%s): each is refused with storage_error "
                       "until it can; everything else goes on", self.config.data_dir, exc)
         self._storage_trouble = str(exc)
-        unstored, self._unstored = self._unstored, []
+        lost = set(exc.seqs)
+        unstored = [entry for entry in self._unstored if entry[4] in lost]
+        self._unstored = []
         doomed: set[int] = set()
         errors: dict[tuple[int, int], tuple[_Connection, bytes]] = {}  # in place of a copy
         last: list[tuple[_Connection, bytes]] = []  # senders with no copy of their own queued
@@ -1134,7 +1136,6 @@ class ChatServer(QObject):
         for conn, error in (*errors.values(), *last):
             self._queue(conn, error)
         if self._posted:
-            lost = set(exc.seqs)
             self._posted = [message for message in self._posted if message["seq"] not in lost]
 
     @Slot()
