@@ -1077,10 +1077,26 @@ class ChatServer(QObject):
                 if conn.replay is not None:
                     replaying.append(conn)
             elif waiting + conn.transport.kernel_unsent() > limit:
-                log.warning("%r is not reading; dropping it", conn)
-                self._close(conn, "timeout", abort=True)
+                self._drop_stalled_reader(conn)
         for conn in replaying:  # the kernel took the last batch: send the next
             self._continue_replay(conn)
+
+    def _over_send_queue_cap(self, conn: _Connection) -> bool:
+        """Whether ``conn`` has more unsent bytes than the cap (then it is dropped).
+
+        ``_flush`` checks after each write; the sweep checks every connection too, so
+        a transport that buffers on its own (TLS: Qt encrypts later) is held to the
+        same cap when nothing new is queued for it."""
+        transport = conn.transport
+        waiting = transport.pending()
+        if not waiting or waiting + transport.kernel_unsent() <= self.config.send_queue_bytes:
+            return False
+        self._drop_stalled_reader(conn)
+        return True
+
+    def _drop_stalled_reader(self, conn: _Connection) -> None:
+        log.warning("%r is not reading; dropping it", conn)
+        self._close(conn, "timeout", abort=True)
 
     def _close(self, conn: _Connection, reason: str, *, abort: bool = False) -> None:
         """End a connection: send what it is owed (unless aborting), then remove it."""
@@ -1152,6 +1168,8 @@ class ChatServer(QObject):
                 conn.transport.abort()
                 self._discard(conn)
         for conn in list(self._conns):
+            if self._over_send_queue_cap(conn):  # also when nothing new was queued for it
+                continue
             if conn.session is None:
                 if now - conn.connected_at > c.register_timeout:
                     self._send_error(conn, "not_registered",

@@ -26,7 +26,7 @@ import struct
 from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QSocketNotifier, QTimer, Slot
-from PySide6.QtNetwork import QAbstractSocket, QTcpSocket
+from PySide6.QtNetwork import QAbstractSocket, QSslSocket, QTcpSocket
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,16 @@ class RawTransport(Transport):
 
 
 class QtTransport(Transport):
-    """A ``QTcpSocket`` or ``QSslSocket`` (the TLS path)."""
+    """A ``QTcpSocket`` or ``QSslSocket`` (the TLS path).
+
+    A ``QSslSocket`` holds what it was given in two places: the plain text not yet
+    encrypted (``bytesToWrite``) and the encrypted bytes not yet with the kernel
+    (``encryptedBytesToWrite``, its inner socket's buffer). The second is where a
+    peer that stops reading piles up, so ``pending`` counts both: without it the
+    send-queue cap never saw a TLS backlog grow. ``write`` hands the bytes on at
+    once (``flush``: encrypt, then give the kernel what it takes), as
+    ``RawTransport`` does, so what ``pending`` returns is what the kernel refused.
+    """
 
     def __init__(self, qsocket: QTcpSocket, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -297,10 +306,13 @@ class QtTransport(Transport):
                                 _SEND_BUFFER)
         qsocket.setReadBufferSize(_READ_CHUNK)
         self.peer = f"{qsocket.peerAddress().toString()}:{qsocket.peerPort()}"
+        self._encrypted = isinstance(qsocket, QSslSocket)
         qsocket.readyRead.connect(self._on_ready_read)
         qsocket.disconnected.connect(self._on_disconnected)
         qsocket.errorOccurred.connect(self._on_error)
         qsocket.bytesWritten.connect(self._on_bytes_written)
+        if self._encrypted:  # the kernel took encrypted bytes: maybe all of them now
+            qsocket.encryptedBytesWritten.connect(self._on_bytes_written)
 
     @Slot()
     def _on_ready_read(self) -> None:
@@ -316,7 +328,7 @@ class QtTransport(Transport):
 
     @Slot(int)
     def _on_bytes_written(self, _count: int) -> None:
-        if self.socket.bytesToWrite() == 0:
+        if not self.closed and self.pending() == 0:
             self.on_drained()
 
     def read_all(self) -> bytes:
@@ -325,10 +337,14 @@ class QtTransport(Transport):
     def write(self, data: bytes) -> int:
         if data and not self.closed:
             self.socket.write(data)
-        return self.socket.bytesToWrite()
+            self.socket.flush()
+        return self.pending()
 
     def pending(self) -> int:
-        return self.socket.bytesToWrite()
+        socket = self.socket
+        if self._encrypted:
+            return socket.bytesToWrite() + socket.encryptedBytesToWrite()
+        return socket.bytesToWrite()
 
     def kernel_unsent(self) -> int:
         return _kernel_unsent(int(self.socket.socketDescriptor()))
