@@ -374,6 +374,15 @@ def run_threads(qtbot, targets: Iterable[Callable[[], Any]],
 SERVING = re.compile(r'^qtchat: serving "(?P<name>.*)" on (?P<host>[^\s]+):(?P<port>\d+)$')
 
 
+def _limit_open_files(soft: int, hard: int) -> Callable[[], None]:
+    def apply() -> None:  # in the child, before it runs qtchat
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return apply
+
+
 def qtchat_command() -> list[str]:
     """The installed ``qtchat`` command of this environment (its console script)."""
     script = Path(sys.executable).with_name("qtchat")
@@ -385,13 +394,20 @@ def qtchat_command() -> list[str]:
 class ServeProcess:
     """``qtchat serve`` in a subprocess; ``port`` is read from its serving line."""
 
-    def __init__(self, data_dir: Path, *args: str, port: int = 0) -> None:
+    def __init__(self, data_dir: Path, *args: str, port: int = 0,
+                 open_files: tuple[int, int] | None = None) -> None:
+        """``open_files``: the (soft, hard) RLIMIT_NOFILE the server starts with."""
         env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONUNBUFFERED="1")
+        # The qtchat under test (a worktree's), not the one the environment installed.
+        source = str(Path(p.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
         self.argv = [*qtchat_command(), "serve", "--host", "127.0.0.1",
                      "--port", str(port), "--data-dir", str(data_dir), "--no-announce",
                      "--server-name", "proc", *args]
+        limit = None if open_files is None else _limit_open_files(*open_files)
         self.process = subprocess.Popen(self.argv, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, env=env)
+                                        stderr=subprocess.PIPE, text=True, env=env,
+                                        preexec_fn=limit)
         self.line = self.process.stdout.readline().rstrip("\n")
         match = SERVING.match(self.line)
         if match is None:
@@ -400,6 +416,14 @@ class ServeProcess:
             raise AssertionError(f"no serving line: {self.line!r}; stderr: {err}")
         self.port = int(match["port"])
         self.pid = self.process.pid
+
+    def open_file_limits(self) -> tuple[int, int]:
+        """The server's (soft, hard) limit on open files, as the kernel has them now."""
+        for line in Path(f"/proc/{self.pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+        raise AssertionError("no open-file limit in /proc")
 
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
