@@ -97,6 +97,25 @@ GARBAGE_LINES = [
     ("empty text", b'{"type":"broadcast","text":""}', "invalid_text"),
     ("blank text", b'{"type":"broadcast","text":" \\t\\u3000 "}', "invalid_text"),
     ("text too long", b'{"type":"broadcast","text":"' + b"x" * 4001 + b'"}', "invalid_text"),
+    # Texts that show as nothing, and controls that have no place in a message.
+    *((f"text only {label}", b'{"type":"broadcast","text":"' + text + b'"}', "invalid_text")
+      for label, text in [
+          ("NUL", b"\\u0000"),
+          ("controls", b"\\u0001\\u0007\\u001b\\u007f\\u0085\\u009b"),
+          ("tag characters", b"\\udb40\\udc01\\udb40\\udc41\\udb40\\udc7f"),
+          ("VS17 and VS256", b"\\udb40\\udd00\\udb40\\uddef"),
+          ("shorthand format controls", b"\\ud82f\\udca0\\ud82f\\udca3"),
+          ("braille blanks", b"\\u2800\\u2800 \\u2800"),
+          ("Hangul fillers", b"\\u3164\\u115f\\u1160\\uffa0"),
+          ("format characters", b"\\u2061\\u206a\\ufff9\\u180e\\u034f"),
+          ("musical format controls", b"\\ud834\\udd73\\ud834\\udd7a"),
+      ]),
+    *((f"text with {label}", b'{"type":"broadcast","text":"a' + control + b'b"}', "invalid_text")
+      for label, control in [
+          ("NUL", b"\\u0000"), ("BEL", b"\\u0007"), ("ESC", b"\\u001b"),
+          ("form feed", b"\\f"), ("vertical tab", b"\\u000b"), ("DEL", b"\\u007f"),
+          ("a C1 control", b"\\u0085"), ("CSI", b"\\u009b"),
+      ]),
     ("lone surrogate in name", b'{"type":"register","name":"a\\ud800","protocol":1}',
      "invalid_name"),
     ("empty room", b'{"type":"join","room":""}', "invalid_name"),
