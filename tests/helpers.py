@@ -444,6 +444,11 @@ class ServeProcess:
                 return int(soft), int(hard)
         raise AssertionError("no open-file limit in /proc")
 
+    def log_line(self, timeout: float = 30.0) -> str:
+        """The next line the server writes to stderr (its log); "" if none in time."""
+        ready, _, _ = select.select([self.process.stderr], [], [], timeout)
+        return self.process.stderr.readline() if ready else ""
+
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 

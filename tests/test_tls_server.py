@@ -6,6 +6,7 @@ import hashlib
 import json
 import socket
 import ssl
+import threading
 
 import pytest
 from helpers import LineClient, ServeProcess, SyncClient, run_threads, unique_name, wait_until
@@ -202,3 +203,26 @@ def test_tls_clients_that_stop_reading_are_cut_off_at_the_send_queue_cap(qtbot, 
     assert not set(names) & set(server.users())
     for client in stuck:
         client.close()
+
+
+def test_out_of_descriptors_a_tls_server_waits_then_accepts_when_one_closes(tmp_path):
+    limit = 48
+    with ServeProcess(tmp_path / "data", "--tls", "--register-timeout", "60",
+                      "--idle-timeout", "60", open_files=(limit, limit)) as server:
+        fingerprint = server.process.stdout.readline().strip().rsplit(" ", 1)[1]
+        inside: list[TlsClient] = []
+        while server.open_fds() < limit:
+            client = TlsClient(server.port, fingerprint)
+            assert client.register(f"in{len(inside)}")["type"] == "registered"
+            inside.append(client)
+        answers: list[dict] = []
+        late = threading.Thread(target=lambda: answers.append(
+            TlsClient(server.port, fingerprint).register("late")), daemon=True)
+        late.start()  # its handshake waits in the backlog
+        assert "out of file descriptors" in server.log_line()
+        for client in (inside[0], inside[-1]):  # the connected are served as before
+            client.sync()
+        inside.pop().close()
+        late.join(30)
+        assert [answer["type"] for answer in answers] == ["registered"]
+        assert server.terminate() == 0
