@@ -324,7 +324,6 @@ class ChatServer(QObject):
         self._listener = QTcpServer(self)
         # Qt's default backlog of 50 makes a connect storm stall a second on SYN retries.
         self._listener.setListenBacklogSize(c.listen_backlog)
-        self._listener.setMaxPendingConnections(c.listen_backlog)
         address = QHostAddress(c.host) if c.host not in ("", "*") else \
             QHostAddress(QHostAddress.SpecialAddress.Any)
         if address.isNull():
@@ -1090,8 +1089,8 @@ class ChatServer(QObject):
         """Whether ``conn`` has more unsent bytes than the cap (then it is dropped).
 
         ``_flush`` checks after each write; the sweep checks every connection too, so
-        a transport that buffers on its own (TLS: Qt encrypts later) is held to the
-        same cap when nothing new is queued for it."""
+        bytes a transport holds on its own account (TLS: Qt's buffers) are held to the
+        same cap when nothing new is queued for that connection."""
         transport = conn.transport
         waiting = transport.pending()
         if not waiting or waiting + transport.kernel_unsent() <= self.config.send_queue_bytes:
