@@ -143,13 +143,18 @@ def _check_look(name: str, what: str) -> None:
     """A letter that looks like punctuation (ǃ for !, ʹ for ') or a tower of accents
     would let a name pass for another thing on screen."""
     marks = 0
-    for char in name:
+    # Counted decomposed: NFC folds one or two accents into a precomposed letter (ǘ is
+    # u with two), which would let a tower of six pass as a letter and four.
+    for char in unicodedata.normalize("NFD", name):
         if unicodedata.category(char).startswith("M"):
             marks += 1
             if marks > _MAX_MARKS:
                 raise InvalidName(f"A {what} may have at most {_MAX_MARKS} accents on a letter.")
             continue
         marks = 0
+    for char in name:
+        if unicodedata.category(char).startswith("M"):
+            continue
         for shown in skeleton(char):
             category = unicodedata.category(shown)
             if not (category.startswith(("L", "M")) or category == "Nd"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -96,28 +97,54 @@ class RemoteProtocolError(ProtocolError):
 
 
 def check_text(text: object) -> str:
-    """Message text: 1–4,000 code points, not only white space, no lone surrogates."""
+    """Message text: 1–4,000 code points, something visible in it, no controls other
+    than tab and line breaks, no lone surrogates."""
     if not isinstance(text, str):
         raise LocalProtocolError("bad_frame", "text must be a string")
     if not text or len(text) > MAX_TEXT_CHARS:
         raise LocalProtocolError(
             "invalid_text", f"A message must be 1 to {MAX_TEXT_CHARS:,} characters long."
         )
-    if text.isspace() or not text.translate(_INVISIBLE).strip():
-        raise LocalProtocolError("invalid_text", "A message cannot be only white space.")
+    # isprintable() is a quick "no controls at all" for most texts (it is False for
+    # tab, line breaks and format characters too: then the search decides).
+    control = None if text.isprintable() else _CONTROL.search(text)
+    if control is not None:
+        raise LocalProtocolError(
+            "invalid_text", f"A message cannot contain control characters "
+            f"(U+{ord(control.group()):04X}); tab and line breaks are fine."
+        )
     if _has_lone_surrogate(text):
         raise LocalProtocolError(
             "invalid_text", "The message contains a lone surrogate (broken Unicode)."
         )
+    if _VISIBLE.search(text) is None:
+        raise LocalProtocolError(
+            "invalid_text", "A message cannot be only white space or invisible characters."
+        )
     return text
 
 
-# Characters that take no room on screen (zero-width space, joiners, word joiner, BOM,
-# soft hyphen...): text made only of these and white space shows as nothing.
-_INVISIBLE = dict.fromkeys(
-    [0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x3164, 0xFFA0,
-     *range(0x180B, 0x1810), *range(0x200B, 0x2010), *range(0x202A, 0x202F),
-     *range(0x2060, 0x2070), *range(0xFE00, 0xFE10), 0xFEFF])
+# C0 and C1 controls other than tab, line feed and carriage return (line breaks).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+# What takes no room on screen: white space (\s) and controls, every Default_Ignorable
+# code point (zero-width space and joiners, bidi controls, soft hyphen, variation
+# selectors VS1–VS256, tag characters, Hangul fillers, shorthand format controls,
+# musical format controls, the combining grapheme joiner...), the other invisible
+# format characters (interlinear annotation, Egyptian hieroglyph format controls) and
+# the braille blank. A text of nothing else shows as nothing: ``invalid_text``.
+# (The Cf characters that carry a glyph, such as the Arabic number sign, count as
+# visible.)
+_INVISIBLE_RANGES = (
+    (0x0000, 0x001F), (0x007F, 0x009F), (0x00AD, 0x00AD), (0x034F, 0x034F),
+    (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F),
+    (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x2800, 0x2800),
+    (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0), (0xFFF0, 0xFFFB), (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)
+_VISIBLE = re.compile("[^\\s" + "".join(
+    f"\\U{low:08x}-\\U{high:08x}" for low, high in _INVISIBLE_RANGES) + "]")
 
 
 def _check_name(value: object, *, room: bool = False) -> str:

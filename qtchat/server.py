@@ -1,4 +1,4 @@
-"""ChatServer: the qtchat server on QTcpServer (or QSslServer), embeddable and headless.
+"""ChatServer: the qtchat server on QTcpServer (TLS: QSslSocket), embeddable and headless.
 
 Layers: bytes from a socket go through ``protocol.FrameDecoder`` into typed
 frames; ``ChatServer`` applies them to plain-Python state (sessions, rooms) and
@@ -42,7 +42,6 @@ from PySide6.QtNetwork import (
     QAbstractSocket,
     QHostAddress,
     QSslConfiguration,
-    QSslServer,
     QSslSocket,
     QTcpServer,
 )
@@ -58,7 +57,14 @@ from qtchat.store import (
     StoreUnusable,
     hash_secret,
 )
-from qtchat.transport import QtTransport, RawTransport, Transport
+from qtchat.transport import (
+    Acceptor,
+    QtTransport,
+    RawTransport,
+    TlsHandshakes,
+    Transport,
+    raise_descriptor_limit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -206,18 +212,6 @@ class _Connection:
         return f"<connection {self.peer} {who}>"
 
 
-class _PlainListener(QTcpServer):
-    """A QTcpServer that hands over each accepted descriptor instead of a QTcpSocket
-    (see qtchat.transport.RawTransport for why)."""
-
-    def __init__(self, on_descriptor: Callable[[int], None], parent: QObject) -> None:
-        super().__init__(parent)
-        self._on_descriptor = on_descriptor
-
-    def incomingConnection(self, handle: int) -> None:
-        self._on_descriptor(int(handle))
-
-
 class ChatServer(QObject):
     """The chat server.
 
@@ -280,6 +274,8 @@ class ChatServer(QObject):
         self._flush_timer.setInterval(0)
         self._flush_timer.timeout.connect(self._flush)
         self._dispatcher: QAbstractEventDispatcher | None = None  # see start()
+        self._acceptor: Acceptor | None = None  # takes connections off the listener
+        self._handshakes: TlsHandshakes | None = None  # TLS: until the handshake is done
         self._sweep_timer = QTimer(self)
         self._sweep_timer.setInterval(int(1000 * self._sweep_interval()))
         self._sweep_timer.timeout.connect(self._sweep)
@@ -340,14 +336,17 @@ class ChatServer(QObject):
             self._dispatcher = QAbstractEventDispatcher.instance()
             if self._dispatcher is not None:
                 self._dispatcher.aboutToBlock.connect(self._flush_if_dirty)
+        # Every connection costs a descriptor: use all the system allows (the soft limit
+        # is often 1,024 while the hard one is far higher).
+        raise_descriptor_limit()
+        on_descriptor = self._accept_descriptor
         if c.tls:
-            self._listener = self._make_tls_listener()
-            self._listener.pendingConnectionAvailable.connect(self._accept)
-        else:
-            self._listener = _PlainListener(self._accept_descriptor, self)
+            self._handshakes = self._make_tls_handshakes()
+            on_descriptor = self._handshakes.start
+        # QTcpServer binds and listens; the Acceptor takes the connections (see there).
+        self._listener = QTcpServer(self)
         # Qt's default backlog of 50 makes a connect storm stall a second on SYN retries.
         self._listener.setListenBacklogSize(c.listen_backlog)
-        self._listener.setMaxPendingConnections(c.listen_backlog)
         address = QHostAddress(c.host) if c.host not in ("", "*") else \
             QHostAddress(QHostAddress.SpecialAddress.Any)
         if address.isNull():
@@ -358,11 +357,13 @@ class ChatServer(QObject):
                 reason = f"port {c.port} is already in use (is another qtchat running?)"
             reason = reason[:1].lower() + reason[1:]  # Qt's sentence, inside ours
             raise ServerError(f"cannot listen on {c.host}:{c.port}: {reason}")
+        self._listener.pauseAccepting()  # its own accept loop stays off
+        self._acceptor = Acceptor(int(self._listener.socketDescriptor()), on_descriptor, self)
         self._sweep_timer.start()
         log.info("listening on %s:%d", c.host, self.port)
         self.listening.emit(c.host, self.port)
 
-    def _make_tls_listener(self) -> QTcpServer:
+    def _make_tls_handshakes(self) -> TlsHandshakes:
         from qtchat import tlsutil
 
         if self.config.data_dir is None:
@@ -377,13 +378,11 @@ class ChatServer(QObject):
         except (OSError, ValueError) as exc:
             raise ServerError(f"cannot set up TLS: {exc}") from exc
         self.fingerprint = tlsutil.qt_fingerprint(certificate)
-        listener = QSslServer(self)
         ssl = QSslConfiguration.defaultConfiguration()
         ssl.setLocalCertificate(certificate)
         ssl.setPrivateKey(key)
-        listener.setSslConfiguration(ssl)
-        listener.setHandshakeTimeout(int(min(5.0, self.config.register_timeout) * 1000))
-        return listener
+        return TlsHandshakes(ssl, int(min(5.0, self.config.register_timeout) * 1000),
+                             self._accept, self._descriptor_freed, self)
 
     @property
     def store_notice(self) -> str | None:
@@ -437,15 +436,25 @@ class ChatServer(QObject):
 
     def pause_accepting(self) -> None:
         """Leave new connections waiting in the listen backlog (see resume_accepting)."""
-        if self._listener is not None:
-            self._listener.pauseAccepting()
+        if self._acceptor is not None:
+            self._acceptor.pause()
 
     def resume_accepting(self) -> None:
-        if self._listener is not None:
-            self._listener.resumeAccepting()
+        if self._acceptor is not None:
+            self._acceptor.resume()
+
+    def _descriptor_freed(self) -> None:
+        """A connection (or a failed handshake) gave its descriptor back: one waiting in
+        the backlog may fit now, if we had run out."""
+        if self._acceptor is not None:
+            self._acceptor.descriptor_freed()
 
     def stop(self, reason: str = "shutdown") -> None:
         """Send ``bye`` to everyone, flush, close every connection, stop listening."""
+        if self._acceptor is not None:
+            self._acceptor.close()
+        if self._handshakes is not None:
+            self._handshakes.close()
         if self._listener is not None:
             self._listener.close()
         self._sweep_timer.stop()
@@ -487,29 +496,24 @@ class ChatServer(QObject):
     # --- reading -----------------------------------------------------------------------
 
     def _accept_descriptor(self, descriptor: int) -> None:
-        """A plain TCP connection accepted by _PlainListener."""
+        """A plain TCP connection the Acceptor took."""
         try:
             transport = RawTransport(descriptor, self)
         except OSError as exc:
             log.warning("could not take an accepted connection: %s", exc)
             with contextlib.suppress(OSError):
                 _socket.socket(fileno=descriptor).close()  # a SOCKET on Windows, not an fd
+            self._descriptor_freed()
             return
         self._add_connection(transport)
 
-    @Slot()
-    def _accept(self) -> None:
-        """TLS connections, once QSslServer has finished their handshake."""
-        listener = self._listener
-        assert listener is not None
-        while listener.hasPendingConnections():
-            socket = listener.nextPendingConnection()
-            if socket is None:
-                break
-            if socket.state() != QAbstractSocket.SocketState.ConnectedState:
-                socket.deleteLater()
-                continue
-            self._add_connection(QtTransport(socket, self))
+    def _accept(self, socket: QSslSocket) -> None:
+        """A TLS connection, once TlsHandshakes has seen it through its handshake."""
+        if socket.state() != QAbstractSocket.SocketState.ConnectedState:
+            socket.deleteLater()
+            self._descriptor_freed()
+            return
+        self._add_connection(QtTransport(socket, self))
 
     def _add_connection(self, transport: Transport) -> None:
         self._churn += 1
@@ -1180,10 +1184,26 @@ class ChatServer(QObject):
                 if conn.replay is not None:
                     replaying.append(conn)
             elif waiting + conn.transport.kernel_unsent() > limit:
-                log.warning("%r is not reading; dropping it", conn)
-                self._close(conn, "timeout", abort=True)
+                self._drop_stalled_reader(conn)
         for conn in replaying:  # the kernel took the last batch: send the next
             self._continue_replay(conn)
+
+    def _over_send_queue_cap(self, conn: _Connection) -> bool:
+        """Whether ``conn`` has more unsent bytes than the cap (then it is dropped).
+
+        ``_flush`` checks after each write; the sweep checks every connection too, so
+        bytes a transport holds on its own account (TLS: Qt's buffers) are held to the
+        same cap when nothing new is queued for that connection."""
+        transport = conn.transport
+        waiting = transport.pending()
+        if not waiting or waiting + transport.kernel_unsent() <= self.config.send_queue_bytes:
+            return False
+        self._drop_stalled_reader(conn)
+        return True
+
+    def _drop_stalled_reader(self, conn: _Connection) -> None:
+        log.warning("%r is not reading; dropping it", conn)
+        self._close(conn, "timeout", abort=True)
 
     def _close(self, conn: _Connection, reason: str, *, abort: bool = False) -> None:
         """End a connection: send what it is owed (unless aborting), then remove it."""
@@ -1238,6 +1258,7 @@ class ChatServer(QObject):
         self._conns.discard(conn)
         self._churn += 1
         conn.transport.deleteLater()
+        self._descriptor_freed()
 
     # --- timers ------------------------------------------------------------------------
 
@@ -1255,6 +1276,8 @@ class ChatServer(QObject):
                 conn.transport.abort()
                 self._discard(conn)
         for conn in list(self._conns):
+            if self._over_send_queue_cap(conn):  # also when nothing new was queued for it
+                continue
             if conn.session is None:
                 if now - conn.connected_at > c.register_timeout:
                     self._send_error(conn, "not_registered",

@@ -13,6 +13,10 @@ callbacks it installs.
   that is what lets a thousand idle clients cost a few KiB each.
 - ``QtTransport``: a ``QTcpSocket``/``QSslSocket`` (TLS needs Qt's TLS stack).
 
+``Acceptor`` takes new connections off a listening socket (and stops, rather than
+spin, when the process is out of descriptors); ``TlsHandshakes`` sees a TLS
+connection through its handshake before it becomes a ``QtTransport``.
+
 Both are driven by the Qt event loop; nothing here blocks.
 """
 
@@ -26,7 +30,7 @@ import struct
 from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QSocketNotifier, QTimer, Slot
-from PySide6.QtNetwork import QAbstractSocket, QTcpSocket
+from PySide6.QtNetwork import QAbstractSocket, QSslConfiguration, QSslSocket, QTcpSocket
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,33 @@ except (ImportError, AttributeError):
 _READ_CHUNK = 256 * 1024
 _SEND_BUFFER = 256 * 1024  # a small kernel buffer keeps "unsent bytes" countable
 _GONE = (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT, errno.EHOSTUNREACH)
+
+
+def raise_descriptor_limit() -> tuple[int, int] | None:
+    """Raise this process's soft limit on open files (RLIMIT_NOFILE) to the hard one.
+
+    Each connection holds a descriptor, and the soft limit is often 1,024 while the
+    hard one is far higher: a server left at the soft one refuses people it could
+    serve. Returns the (soft, hard) limits now in force; None where there are none
+    (Windows). Failing to raise it is no reason not to serve.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if target == resource.RLIM_INFINITY:  # Linux refuses "unlimited" (fs.nr_open caps it)
+        target = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            log.info("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+            return soft, hard
+        log.info("open-file limit raised from %d to %d", soft, target)
+        soft = target
+    return soft, hard
 
 
 def _kernel_unsent(descriptor: int) -> int:
@@ -286,7 +317,16 @@ class RawTransport(Transport):
 
 
 class QtTransport(Transport):
-    """A ``QTcpSocket`` or ``QSslSocket`` (the TLS path)."""
+    """A ``QTcpSocket`` or ``QSslSocket`` (the TLS path).
+
+    A ``QSslSocket`` holds what it was given in two places: the plain text not yet
+    encrypted (``bytesToWrite``) and the encrypted bytes not yet with the kernel
+    (``encryptedBytesToWrite``, its inner socket's buffer). The second is where a
+    peer that stops reading piles up, so ``pending`` counts both: without it the
+    send-queue cap never saw a TLS backlog grow. ``write`` hands the bytes on at
+    once (``flush``: encrypt, then give the kernel what it takes), as
+    ``RawTransport`` does, so what ``pending`` returns is what the kernel refused.
+    """
 
     def __init__(self, qsocket: QTcpSocket, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -297,10 +337,13 @@ class QtTransport(Transport):
                                 _SEND_BUFFER)
         qsocket.setReadBufferSize(_READ_CHUNK)
         self.peer = f"{qsocket.peerAddress().toString()}:{qsocket.peerPort()}"
+        self._encrypted = isinstance(qsocket, QSslSocket)
         qsocket.readyRead.connect(self._on_ready_read)
         qsocket.disconnected.connect(self._on_disconnected)
         qsocket.errorOccurred.connect(self._on_error)
         qsocket.bytesWritten.connect(self._on_bytes_written)
+        if self._encrypted:  # the kernel took encrypted bytes: maybe all of them now
+            qsocket.encryptedBytesWritten.connect(self._on_bytes_written)
 
     @Slot()
     def _on_ready_read(self) -> None:
@@ -316,7 +359,7 @@ class QtTransport(Transport):
 
     @Slot(int)
     def _on_bytes_written(self, _count: int) -> None:
-        if self.socket.bytesToWrite() == 0:
+        if not self.closed and self.pending() == 0:
             self.on_drained()
 
     def read_all(self) -> bytes:
@@ -325,10 +368,14 @@ class QtTransport(Transport):
     def write(self, data: bytes) -> int:
         if data and not self.closed:
             self.socket.write(data)
-        return self.socket.bytesToWrite()
+            self.socket.flush()
+        return self.pending()
 
     def pending(self) -> int:
-        return self.socket.bytesToWrite()
+        socket = self.socket
+        if self._encrypted:
+            return socket.bytesToWrite() + socket.encryptedBytesToWrite()
+        return socket.bytesToWrite()
 
     def kernel_unsent(self) -> int:
         return _kernel_unsent(int(self.socket.socketDescriptor()))
@@ -348,3 +395,198 @@ class QtTransport(Transport):
         if not self.closed:
             self.closed = True
             self.on_closed(reason)
+
+
+# --- accepting ---------------------------------------------------------------------------
+
+# Errors of accept() that say this process (or the system) has no descriptor or memory to
+# spare: the pending connection stays in the backlog, so trying again at once would spin.
+_STARVED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_ACCEPT_BATCH = 256  # connections taken per wake-up; the rest on the next pass
+_ACCEPT_RETRY_MS = 1000  # out of descriptors: one accept() a second at most
+
+
+class Acceptor(QObject):
+    """Accepts connections on a listening descriptor and hands each one over.
+
+    A ``QTcpServer`` still binds and listens (its addresses and error messages), but
+    its accept loop cannot be trusted at the descriptor limit: once it has met an
+    ``EAGAIN`` its socket engine keeps reporting that first error, so ``EMFILE``
+    looks temporary and it calls ``accept`` again at full speed (~95 % of a core)
+    until a descriptor comes free. This one stops watching the listener when
+    ``accept`` fails for want of descriptors, logs it once, and tries again when the
+    owner says one came free (``descriptor_freed``) or after a second.
+    """
+
+    def __init__(self, descriptor: int, on_descriptor: Callable[[int], None],
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._on_descriptor = on_descriptor
+        # A duplicate of the listener's descriptor, ours to close: the QTcpServer
+        # closes its own, and a socket object must never close a number it does not own.
+        borrowed = socket.socket(fileno=descriptor)
+        try:
+            self._sock: socket.socket | None = borrowed.dup()
+        finally:
+            borrowed.detach()
+        self._sock.setblocking(False)
+        self._notifier = QSocketNotifier(self._sock.fileno(), QSocketNotifier.Type.Read, self)
+        self._notifier.activated.connect(self._on_ready)
+        # "accepting"; "starved" (waiting for a descriptor); "probing" (watching again
+        # since a retry, not yet a whole retry period without failing).
+        self.state = "accepting"
+        self._paused = False
+        self._retry = QTimer(self)
+        self._retry.setSingleShot(True)
+        self._retry.timeout.connect(self._on_retry)
+
+    @Slot()
+    def _on_ready(self) -> None:
+        sock = self._sock
+        for _ in range(_ACCEPT_BATCH):
+            if sock is None or self._paused:
+                return
+            try:
+                accepted, _address = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _STARVED:
+                    self._starve(exc)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue  # that one went before it was taken; the next may be fine
+                log.warning("cannot accept connections: %s", exc)
+                self._starve(exc)
+                return
+            self._on_descriptor(accepted.detach())
+
+    def _starve(self, exc: OSError) -> None:
+        self._notifier.setEnabled(False)
+        if self.state == "accepting":
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                log.warning("out of file descriptors (limit %s): new connections wait "
+                            "until one closes", _open_file_limit())
+            elif exc.errno in _STARVED:
+                log.warning("cannot accept connections (%s): they wait until it passes",
+                            exc.strerror)
+        self.state = "starved"
+        self._retry.start(_ACCEPT_RETRY_MS)
+
+    def descriptor_freed(self) -> None:
+        """One of the owner's descriptors was closed: a waiting connection may fit now."""
+        if self.state == "starved":
+            self._retry.start(0)  # coalesced: many closes in one pass, one retry
+
+    @Slot()
+    def _on_retry(self) -> None:
+        if self._sock is None:
+            return
+        if self.state == "probing":  # a whole retry period without failing
+            self.state = "accepting"
+            log.warning("accepting new connections again")
+            return
+        self.state = "probing"
+        self._notifier.setEnabled(not self._paused)
+        self._retry.start(_ACCEPT_RETRY_MS)
+
+    def pause(self) -> None:
+        """Leave new connections waiting in the listen backlog."""
+        self._paused = True
+        self._notifier.setEnabled(False)
+
+    def resume(self) -> None:
+        self._paused = False
+        if self._sock is not None and self.state != "starved":
+            self._notifier.setEnabled(True)
+
+    def close(self) -> None:
+        """Stop accepting (the QTcpServer's close() stops the listening)."""
+        self._retry.stop()
+        self._notifier.setEnabled(False)
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+
+def _open_file_limit() -> str:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return "?"
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return "unlimited" if soft == resource.RLIM_INFINITY else str(soft)
+
+
+class TlsHandshakes(QObject):
+    """Turns accepted descriptors into ``QSslSocket``s that finished their handshake.
+
+    Each must finish within ``deadline_ms`` or is reset; ``on_socket(socket)`` gets
+    the encrypted ones and ``on_released()`` is called whenever a failed one gives
+    its descriptor back. (What ``QSslServer`` does, without its accept loop: see
+    ``Acceptor``.)
+    """
+
+    def __init__(self, ssl: QSslConfiguration, deadline_ms: int,
+                 on_socket: Callable[[QSslSocket], None], on_released: Callable[[], None],
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._ssl = ssl
+        self._deadline_ms = deadline_ms
+        self._on_socket = on_socket
+        self._on_released = on_released
+        self._pending: dict[QSslSocket, QTimer] = {}
+
+    def start(self, descriptor: int) -> None:
+        sock = QSslSocket(self)
+        sock.setSslConfiguration(self._ssl)
+        if not sock.setSocketDescriptor(descriptor):
+            log.warning("could not take an accepted TLS connection: %s", sock.errorString())
+            with contextlib.suppress(OSError):
+                socket.socket(fileno=descriptor).close()  # a SOCKET on Windows, not an fd
+            sock.deleteLater()
+            self._on_released()
+            return
+        deadline = QTimer(sock)
+        deadline.setSingleShot(True)
+        deadline.timeout.connect(self._on_deadline)
+        deadline.start(self._deadline_ms)
+        self._pending[sock] = deadline
+        sock.encrypted.connect(self._on_encrypted)
+        sock.errorOccurred.connect(self._on_failed)
+        sock.disconnected.connect(self._on_failed)
+        sock.startServerEncryption()
+
+    @Slot()
+    def _on_encrypted(self) -> None:
+        sock = self.sender()
+        deadline = self._pending.pop(sock, None)
+        if deadline is None:
+            return
+        deadline.stop()
+        deadline.deleteLater()
+        sock.encrypted.disconnect(self._on_encrypted)
+        sock.errorOccurred.disconnect(self._on_failed)
+        sock.disconnected.disconnect(self._on_failed)
+        self._on_socket(sock)
+
+    @Slot()
+    def _on_failed(self) -> None:
+        self._give_up(self.sender())
+
+    @Slot()
+    def _on_deadline(self) -> None:
+        deadline = self.sender()
+        self._give_up(deadline.parent() if deadline is not None else None)
+
+    def _give_up(self, sock: QObject | None) -> None:
+        """A handshake that failed or took too long: reset it, free its descriptor."""
+        if sock is None or self._pending.pop(sock, None) is None:
+            return
+        sock.abort()
+        sock.deleteLater()
+        self._on_released()
+
+    def close(self) -> None:
+        for sock in list(self._pending):
+            self._give_up(sock)

@@ -97,6 +97,25 @@ GARBAGE_LINES = [
     ("empty text", b'{"type":"broadcast","text":""}', "invalid_text"),
     ("blank text", b'{"type":"broadcast","text":" \\t\\u3000 "}', "invalid_text"),
     ("text too long", b'{"type":"broadcast","text":"' + b"x" * 4001 + b'"}', "invalid_text"),
+    # Texts that show as nothing, and controls that have no place in a message.
+    *((f"text only {label}", b'{"type":"broadcast","text":"' + text + b'"}', "invalid_text")
+      for label, text in [
+          ("NUL", b"\\u0000"),
+          ("controls", b"\\u0001\\u0007\\u001b\\u007f\\u0085\\u009b"),
+          ("tag characters", b"\\udb40\\udc01\\udb40\\udc41\\udb40\\udc7f"),
+          ("VS17 and VS256", b"\\udb40\\udd00\\udb40\\uddef"),
+          ("shorthand format controls", b"\\ud82f\\udca0\\ud82f\\udca3"),
+          ("braille blanks", b"\\u2800\\u2800 \\u2800"),
+          ("Hangul fillers", b"\\u3164\\u115f\\u1160\\uffa0"),
+          ("format characters", b"\\u2061\\u206a\\ufff9\\u180e\\u034f"),
+          ("musical format controls", b"\\ud834\\udd73\\ud834\\udd7a"),
+      ]),
+    *((f"text with {label}", b'{"type":"broadcast","text":"a' + control + b'b"}', "invalid_text")
+      for label, control in [
+          ("NUL", b"\\u0000"), ("BEL", b"\\u0007"), ("ESC", b"\\u001b"),
+          ("form feed", b"\\f"), ("vertical tab", b"\\u000b"), ("DEL", b"\\u007f"),
+          ("a C1 control", b"\\u0085"), ("CSI", b"\\u009b"),
+      ]),
     ("lone surrogate in name", b'{"type":"register","name":"a\\ud800","protocol":1}',
      "invalid_name"),
     ("empty room", b'{"type":"join","room":""}', "invalid_name"),
@@ -379,6 +398,15 @@ SERVING = re.compile(r'^qtchat: serving "(?P<name>.*)" on (?P<host>[^\s]+):(?P<p
 _SOURCE_ROOT = str(Path(p.__file__).resolve().parents[1])
 
 
+def _limit_open_files(soft: int, hard: int) -> Callable[[], None]:
+    def apply() -> None:  # in the child, before it runs qtchat
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return apply
+
+
 def qtchat_command() -> list[str]:
     """The installed ``qtchat`` command of this environment (its console script)."""
     script = Path(sys.executable).with_name("qtchat")
@@ -390,11 +418,14 @@ def qtchat_command() -> list[str]:
 class ServeProcess:
     """``qtchat serve`` in a subprocess; ``port`` is read from its serving line."""
 
-    def __init__(self, data_dir: Path, *args: str, port: int = 0) -> None:
+    def __init__(self, data_dir: Path, *args: str, port: int = 0,
+                 open_files: tuple[int, int] | None = None) -> None:
+        """``open_files``: the (soft, hard) RLIMIT_NOFILE the server starts with."""
         self.argv = self.command(data_dir, *args, port=port)
+        limit = None if open_files is None else _limit_open_files(*open_files)
         self.process = subprocess.Popen(self.argv, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True,
-                                        env=self.environment())
+                                        env=self.environment(), preexec_fn=limit)
         self.line = self.process.stdout.readline().rstrip("\n")
         match = SERVING.match(self.line)
         if match is None:
@@ -415,6 +446,19 @@ class ServeProcess:
         path = os.pathsep.join(filter(None, (_SOURCE_ROOT, os.environ.get("PYTHONPATH"))))
         return dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONUNBUFFERED="1",
                     PYTHONPATH=path)
+
+    def open_file_limits(self) -> tuple[int, int]:
+        """The server's (soft, hard) limit on open files, as the kernel has them now."""
+        for line in Path(f"/proc/{self.pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+        raise AssertionError("no open-file limit in /proc")
+
+    def log_line(self, timeout: float = 30.0) -> str:
+        """The next line the server writes to stderr (its log); "" if none in time."""
+        ready, _, _ = select.select([self.process.stderr], [], [], timeout)
+        return self.process.stderr.readline() if ready else ""
 
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))

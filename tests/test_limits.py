@@ -244,3 +244,46 @@ def _quiet_fd_count(server: ServeProcess) -> int:
     probe.close()
     wait_until(lambda: server.open_fds() < with_probe)
     return server.open_fds()
+
+
+def test_serve_raises_its_open_file_limit_to_the_hard_limit(tmp_path):
+    with ServeProcess(tmp_path / "data", open_files=(64, 256)) as server:
+        assert server.open_file_limits() == (256, 256)
+        assert SyncClient(server.port).register("Counted")["type"] == "registered"
+
+
+def test_out_of_descriptors_the_server_waits_then_accepts_when_one_closes(tmp_path):
+    """At the descriptor limit new connections wait in the backlog (no busy loop on
+    accept: see benchmarks/limits_bench.py), the connected ones are served, a closed
+    connection lets the next one in, and the condition is logged once."""
+    limit = 48
+    with ServeProcess(tmp_path / "data", "--register-timeout", "60", "--idle-timeout", "60",
+                      open_files=(limit, limit)) as server:
+        first = SyncClient(server.port)
+        first.register("first")
+        first.send({"type": "broadcast", "text": "the store has its files open"})
+        first.recv_until("broadcast")
+        inside = [first]
+        while server.open_fds() < limit:
+            client = SyncClient(server.port)
+            assert client.register(f"in{len(inside)}")["type"] == "registered"
+            inside.append(client)
+        waiting = [SyncClient(server.port, timeout=20.0) for _ in range(3)]
+        for index, client in enumerate(waiting):
+            client.send({"type": "register", "name": f"waiting{index}", "protocol": 1})
+        # The server says so (once) when accept first fails: it is at the limit now.
+        assert "out of file descriptors" in server.log_line()
+        inside[-1].send({"type": "broadcast", "text": "still here"})
+        heard, _ = first.recv_until("broadcast", text="still here")
+        assert heard["from"] == inside[-1].name
+        for client in inside[:5]:
+            client.sync()
+        for index, client in enumerate(waiting):
+            inside.pop().close()  # a descriptor comes free: the next in line gets it
+            frame, _ = client.recv_until("registered")
+            assert frame["name"] == f"waiting{index}"
+            client.sync()
+        first.sync()
+        assert server.terminate() == 0
+        log = server.process.stderr.read()
+        assert "out of file descriptors" not in log, log

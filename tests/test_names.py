@@ -18,6 +18,8 @@ from qtchat.names import MAX_NAME_LENGTH, InvalidName, parse_name, parse_room, s
         ("Σίσυφος", "Σίσυφος", "σίσυφος"),
         ("日本語ひらがなカタカナ", "日本語ひらがなカタカナ", "日本語ひらがなカタカナ"),
         ("김민준", "김민준", "김민준"),
+        ("Nguyễn", "Nguyễn", "nguyễn"),  # two accents on one letter
+        ("Zu\u0308\u0301\u0300\u0302", "Z\u01d8\u0300\u0302", "z\u01d8\u0300\u0302"),  # 4
         ("a" * MAX_NAME_LENGTH, "a" * MAX_NAME_LENGTH, "a" * MAX_NAME_LENGTH),
     ],
 )
@@ -85,6 +87,20 @@ def test_invalid_names_are_refused_with_a_sentence(raw):
     with pytest.raises(InvalidName) as exc:
         parse_name(raw)
     assert str(exc.value).endswith((".", ")."))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "Za\u0301\u0300\u0302\u0303\u0304",  # 5 accents: NFC composes á, 4 remain
+        "Zu\u0308\u0301\u0300\u0302\u0303\u0304",  # 6: NFC composes ǘ, 4 remain
+        "\u01d8\u0300\u0302\u0303\u0304",  # ǘ as one code point, then 4 more
+        "\u1ec7\u0300\u0302\u0303",  # ệ (2 accents) and 3 more
+    ],
+)
+def test_accents_are_counted_decomposed(raw):
+    with pytest.raises(InvalidName, match="at most 4 accents"):
+        parse_name(raw)
 
 
 @pytest.mark.parametrize("raw", [None, 5, 1.5, ["a"], {"a": 1}])

@@ -85,12 +85,37 @@ def test_mixed_script_names_are_invalid(qtbot, server, name):
     assert client.register("fine")["type"] == "registered"
 
 
-@pytest.mark.parametrize("name", ["", "two words", "a" * 33, "😀", "\u200bbob", "a/b", "nul\x00"])
+@pytest.mark.parametrize("name", [
+    "", "two words", "a" * 33, "😀", "\u200bbob", "a/b", "nul\x00",
+    "Za\u0301\u0300\u0302\u0303\u0304",  # 5 accents; NFC makes it á and 4 more
+    "Zu\u0308\u0301\u0300\u0302\u0303\u0304",  # 6 accents; NFC makes it ǘ and 4 more
+    "\u01d8\u0300\u0302\u0303\u0304",  # ǘ written composed, then 4 more: 6 accents
+])
 def test_invalid_names_get_invalid_name_and_the_connection_stays(qtbot, server, name):
     client = LineClient(qtbot, server.port)
     error = client.register(name)
     assert (error["type"], error["code"]) == ("error", "invalid_name")
     assert client.register("valid")["type"] == "registered"
+
+
+@pytest.mark.parametrize("text", [
+    "family 👩\u200d👩\u200d👧\u200d👦",  # a ZWJ sequence
+    "\u2764\ufe0f",  # a heart with VS16, alone
+    "👍🏽",
+    "🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",  # a tag sequence
+    "漢字とかな、한국어",
+    "مرحبا بالعالم",
+    "\u200fשלום\u200f",  # RTL marks around Hebrew
+    "नमस्ते",
+    "col1\tcol2",
+    "line one\nline two\r\nline three",
+    "Ñandú — “quoted” …",
+])
+def test_ordinary_text_is_delivered_as_sent(qtbot, server, text):
+    sender, watcher = connect_clients(qtbot, server.port, 2, "texter")
+    sender.send({"type": "broadcast", "text": text})
+    assert watcher.wait_for("broadcast")["text"] == text
+    assert sender.sync()[-1]["text"] == text
 
 
 def test_already_registered(qtbot, server):
