@@ -394,6 +394,11 @@ def parse_server_frame(line: bytes) -> dict[str, Any]:
     return obj
 
 
+# Blank lines (keep-alives) that cost one frame against a connection's budget: cheap, but
+# a flood of them is not free.
+BLANK_LINES_PER_FRAME = 64
+
+
 @dataclass(slots=True)
 class FrameDecoder:
     """Splits a byte stream into lines and parses each into a frame.
@@ -453,6 +458,57 @@ class FrameDecoder:
         elif rest:
             partial += rest
         return out
+
+    def feed_budgeted(self, data: bytes, budget: float) -> tuple[list[Any], float, bool]:
+        """``feed`` with a cost budget charged *before* parsing: a line costs 1, a blank
+        line ``1 / BLANK_LINES_PER_FRAME``. Once the budget cannot pay for the next line,
+        every complete line left in ``data`` is dropped unparsed (one ``rfind``, however
+        many lines a flood packed in), so a flood costs a bounded share of the server.
+
+        Returns the items, the budget left, and whether lines were dropped. Dropped lines
+        are not checked for their length; the unfinished line still is.
+        """
+        if self.closed or not data:
+            return [], budget, False
+        partial = self._partial
+        limit = self.max_frame - 1
+        if b"\n" not in data:
+            return self.feed(data), budget, False
+        if partial:
+            if len(partial) + data.index(b"\n") > limit:
+                return [self._too_large()], budget, False
+            partial += data
+            data = bytes(partial)
+            partial.clear()
+        out: list[Any] = []
+        parse = self.parse
+        blank_cost = 1.0 / BLANK_LINES_PER_FRAME
+        find = data.find
+        pos = 0
+        dropped = False
+        while (end := find(b"\n", pos)) >= 0:
+            if end - pos > limit:
+                out.append(self._too_large())
+                return out, budget, dropped
+            line = data[pos:end]
+            cost = 1.0 if line.strip() else blank_cost
+            if budget < cost:
+                dropped = True
+                pos = data.rfind(b"\n") + 1
+                break
+            budget -= cost
+            pos = end + 1
+            if cost < 1.0:
+                continue  # blank keep-alive lines are harmless
+            try:
+                out.append(parse(line))
+            except RemoteProtocolError as exc:
+                out.append(exc)
+        if len(data) - pos > limit:
+            out.append(self._too_large())
+        elif pos < len(data):
+            partial += data[pos:]
+        return out, budget, dropped
 
     def _too_large(self) -> RemoteProtocolError:
         self.closed = True

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hmac
 import logging
 import math
@@ -57,6 +58,12 @@ _CLOSE_GRACE = 5.0
 # Frames held back from a client whose replay is still running; past this many the
 # server stops reading from it until the replay is done (TCP pushes back).
 _DEFER_CAP = 256
+# Heavy work (replays) per event-loop pass, shared round robin between connections, and
+# what one connection may queue in its turn.
+_WORK_SLICE = 0.004
+_TURN_BYTES = 32 * 1024
+# Shortest pause of a connection that ran out of rate budget (see _decode).
+_MIN_PAUSE = 0.01
 # Connections opened or closed before the sweep gives freed heap back to the OS.
 _TRIM_AFTER_CHURN = 64
 
@@ -141,8 +148,8 @@ class _Connection:
     """One client connection: its transport, decoder, rate bucket and pending output."""
 
     __slots__ = ("closing_since", "connected_at", "decoder", "deferred", "deleted",
-                 "last_heard", "live", "out", "peer", "ping_sent_at", "pre_register_bytes",
-                 "rate_error_at", "reading", "removed", "replay", "server",
+                 "in_ring", "last_heard", "live", "out", "over_budget", "peer", "ping_sent_at",
+                 "pre_register_bytes", "rate_error_at", "reading", "removed", "replay", "server",
                  "session", "tokens", "tokens_at", "transport")
 
     def __init__(self, server: ChatServer, transport: Transport) -> None:
@@ -167,6 +174,8 @@ class _Connection:
         self.tokens = float(server.config.rate_burst)
         self.tokens_at = now
         self.rate_error_at = 0.0
+        self.over_budget = False  # out of rate budget: not read until it refills
+        self.in_ring = False  # waiting in the server's round of heavy work (_run_work)
         self.peer = transport.peer
         transport.on_readable = self.on_readable
         transport.on_drained = self.on_drained
@@ -257,6 +266,12 @@ class ChatServer(QObject):
         self._flush_timer.setInterval(0)
         self._flush_timer.timeout.connect(self._flush)
         self._dispatcher: QAbstractEventDispatcher | None = None  # see start()
+        # Connections with heavy work (a replay) waiting for their turn: see _run_work.
+        self._work: deque[_Connection] = deque()
+        self._work_timer = QTimer(self)
+        self._work_timer.setSingleShot(True)
+        self._work_timer.setInterval(0)
+        self._work_timer.timeout.connect(self._run_work)
         self._sweep_timer = QTimer(self)
         self._sweep_timer.setInterval(int(1000 * self._sweep_interval()))
         self._sweep_timer.timeout.connect(self._sweep)
@@ -489,7 +504,7 @@ class ChatServer(QObject):
         self._read(conn)  # anything that came with the connection
 
     def _read(self, conn: _Connection) -> None:
-        if conn.removed:
+        if conn.removed or conn.over_budget:
             return
         if conn.deferred is not None and len(conn.deferred) >= _DEFER_CAP:
             conn.transport.pause_reading()  # read on when the replay is done (_run_deferred)
@@ -519,27 +534,49 @@ class ChatServer(QObject):
                                  f"More than {limit:,} bytes before register; closing.")
                 self._close(conn, "kicked")
                 return
-            self._process(conn, conn.decoder.feed(line), now)
-            if conn.removed:
+            self._process(conn, self._decode(conn, line, now), now)
+            if conn.removed or conn.over_budget:
                 return
         if data:
-            self._process(conn, conn.decoder.feed(data), now)
+            self._process(conn, self._decode(conn, data, now), now)
+
+    def _decode(self, conn: _Connection, data: bytes, now: float) -> list[Any]:
+        """Lines to frames, each line paid for from the connection's rate bucket *before*
+        it is parsed. Past the budget, the rest of ``data`` is dropped unparsed, the
+        client hears ``rate_limited`` (at most once a second) and the server stops
+        reading it until the bucket holds a frame again (TCP pushes back on a flood
+        meanwhile, and reading it costs nothing)."""
+        rate = self.config.rate_limit
+        if not rate:
+            return conn.decoder.feed(data)
+        tokens = min(self.config.rate_burst, conn.tokens + (now - conn.tokens_at) * rate)
+        conn.tokens_at = now
+        items, conn.tokens, dropped = conn.decoder.feed_budgeted(data, tokens)
+        if dropped:
+            if now - conn.rate_error_at >= 1.0:
+                conn.rate_error_at = now
+                self._send_error(conn, "rate_limited",
+                                 f"Slow down: at most {rate:g} frames per second.")
+            if not conn.over_budget:
+                conn.over_budget = True
+                conn.transport.pause_reading()
+                wait = max(_MIN_PAUSE, (1.0 - conn.tokens) / rate)
+                QTimer.singleShot(int(wait * 1000) + 1, self,
+                                  functools.partial(self._budget_refilled, conn))
+        return items
+
+    def _budget_refilled(self, conn: _Connection) -> None:
+        """A connection paused for its rate read on (see _decode)."""
+        conn.over_budget = False
+        if conn.removed:
+            return
+        conn.transport.resume_reading()
+        if not conn.reading:
+            self._read(conn)
 
     def _process(self, conn: _Connection, items: list[Any], now: float) -> None:
         """Apply decoded frames (or decoding errors) in order, each in its own try."""
-        rate = self.config.rate_limit
         for item in items:
-            if rate:
-                tokens = min(self.config.rate_burst, conn.tokens + (now - conn.tokens_at) * rate)
-                conn.tokens_at = now
-                if tokens < 1.0:
-                    conn.tokens = tokens
-                    if now - conn.rate_error_at >= 1.0:
-                        conn.rate_error_at = now
-                        self._send_error(conn, "rate_limited",
-                                         f"Slow down: at most {rate:g} frames per second.")
-                    continue
-                conn.tokens = tokens - 1.0
             # While a resume's replay runs, what the client sends waits (in order, with
             # the answers to it): others hear from it only once it is back, and its own
             # messages then come after everything it missed.
@@ -578,7 +615,8 @@ class ChatServer(QObject):
             self._apply(conn, deferred.popleft())
         if not conn.deferred:
             conn.deferred = None
-        if not conn.removed and conn.replay is None and not conn.reading:
+        if not conn.removed and conn.replay is None and not conn.reading \
+                and not conn.over_budget:
             conn.transport.resume_reading()
             self._read(conn)
 
@@ -754,27 +792,61 @@ class ChatServer(QObject):
         self._send_registered(conn, session, resumed=True, gap=gap)
         log.info("%s resumed since seq %d", session.name.display, since)
         # The live key view: rooms joined while replaying are replayed too.
-        conn.replay = self.store.replay(session.rooms.keys(), session.sid, since)
+        conn.replay = self.store.replay(session.rooms.keys(), session.sid, since, batch=100)
         self._continue_replay(conn)
 
     def _continue_replay(self, conn: _Connection) -> None:
-        """Feed the replay to the socket as it drains; go live when caught up."""
+        """Give a replaying connection its turn in the round of heavy work (_run_work):
+        called when it starts and whenever its output has gone to the kernel."""
+        if conn.replay is None or conn.removed or conn.in_ring:
+            return
+        conn.in_ring = True
+        self._work.append(conn)
+        if not self._work_timer.isActive():
+            self._work_timer.start()
+
+    @Slot()
+    def _run_work(self) -> None:
+        """One slice of the replays: round robin, a turn of at most _TURN_BYTES each,
+        for at most _WORK_SLICE seconds; then the event loop reads and writes for
+        everyone else before the next slice. 200 resumes at once so cost bystanders a
+        slice, not the sum of the replays."""
+        ring = self._work
+        deadline = time.perf_counter() + _WORK_SLICE
+        while ring:
+            conn = ring.popleft()
+            conn.in_ring = False
+            if self._replay_turn(conn):
+                conn.in_ring = True
+                ring.append(conn)
+            if time.perf_counter() >= deadline:
+                break
+        if ring and not self._work_timer.isActive():
+            self._work_timer.start()
+
+    def _replay_turn(self, conn: _Connection) -> bool:
+        """Queue the next part of a replay; go live when caught up. Returns whether it
+        should have another turn at once (False: done, or waiting for its output to
+        reach the kernel, when _flush or on_drained brings it back)."""
         replay = conn.replay
         if replay is None or conn.removed:
-            return
+            return False
         budget = max(64 * 1024, self.config.send_queue_bytes // 4)
-        if conn.transport.pending() + sum(map(len, conn.out)) > budget:
-            return
+        outstanding = conn.transport.pending() + sum(map(len, conn.out))
+        if outstanding > budget:
+            return False
         queued = 0
+        turn = min(_TURN_BYTES, budget - outstanding)
         for frame in replay:
             data = p.encode(frame)
             self._queue(conn, data)
             queued += len(data)
-            if queued >= budget:
-                return  # more once this is with the kernel (_flush or on_drained)
+            if queued >= turn:
+                return outstanding + queued <= budget
         conn.replay = None
         self._go_live(conn, announce=True)
         self._run_deferred(conn)
+        return False
 
     def _go_live(self, conn: _Connection, *, announce: bool) -> None:
         session = conn.session
@@ -918,7 +990,7 @@ class ChatServer(QObject):
         users = [c.session.name.display for c in room.conns if c.session]
         if session.name.display not in users:
             users.append(session.name.display)
-        history = self.store.page(room.key, None, p.DEFAULT_HISTORY_LIMIT)
+        history = self.store.page(room.key, None, p.DEFAULT_HISTORY_LIMIT, p.MAX_FRAME_BYTES)
         frame_out = {"type": "joined", "room": room.display, "users": users,
                      "history": history}
         data, cut = _encode_trimmed(frame_out, ("history", True), ("users", False),
@@ -1003,7 +1075,7 @@ class ChatServer(QObject):
         room = self._room_of(conn, session, frame.room, "history")
         if room is None:
             return
-        messages = self.store.page(room.key, frame.before, frame.limit)
+        messages = self.store.page(room.key, frame.before, frame.limit, p.MAX_FRAME_BYTES)
         data, _cut = _encode_trimmed({"type": "history", "room": room.display,
                                       "messages": messages}, ("messages", True),
                                      surely_too_large=_texts_exceed_a_frame(messages))
