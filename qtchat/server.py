@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import heapq
 import hmac
 import logging
 import math
@@ -62,6 +63,8 @@ _DEFER_CAP = 256
 # what one connection may queue in its turn.
 _WORK_SLICE = 0.004
 _TURN_BYTES = 32 * 1024
+# Rooms listed in ``registered.rooms`` besides the user's own.
+_ROOMS_LISTED = 100
 # Shortest pause of a connection that ran out of rate budget (see _decode).
 _MIN_PAUSE = 0.01
 # Connections opened or closed before the sweep gives freed heap back to the OS.
@@ -80,6 +83,8 @@ class ServerConfig:
     max_clients: int = 1000
     max_rooms: int = 10_000  # rooms on the server (join refuses a new one past it)
     max_rooms_per_user: int = 100
+    # Rooms kept at all, in use or holding history; past it the longest idle one is retired.
+    max_kept_rooms: int = 20_000
     register_timeout: float = 10.0
     idle_timeout: float = 30.0
     rate_limit: float = 20.0  # frames per second; 0 = off
@@ -256,6 +261,10 @@ class ChatServer(QObject):
         self._rooms: dict[str, Room] = {}  # folded name (the history bucket) -> room
         self._room_keys: dict[str, Room] = {}  # every Name.keys of a room -> room
         self._occupied = 0  # rooms with members
+        # Rooms nobody is in that are kept for their history, longest idle first.
+        self._idle: dict[str, Room] = {}
+        self._ranked: list[Room] | None = None  # see _ranked_rooms
+        self._ranked_at = 0.0
         self._password_failures: dict[str, list[float]] = {}  # address -> times, in window
         self._registered = 0
         self._dirty: list[_Connection] = []
@@ -319,6 +328,8 @@ class ChatServer(QObject):
         for room in list(self._rooms.values()):  # rooms nobody is in and nothing was said in
             if not room.members:
                 self._forget_if_empty(room)
+        while len(self._rooms) > self.config.max_kept_rooms and self._idle:
+            self._make_room_for_one_more()  # a history from before the cap, or a lower cap
         self.store.commit()
 
     def start(self) -> None:
@@ -741,16 +752,17 @@ class ChatServer(QObject):
         users = [c.session.name.display for c in lobby.conns if c.session]
         if session.name.display not in users and lobby.key in session.rooms:
             users.append(session.name.display)
-        # Rooms the user is in first, then the busiest: what survives if the list is cut.
-        rooms = sorted(self._rooms.values(),
-                       key=lambda room: (room.key not in session.rooms, -len(room.conns),
-                                         room.display))
+        # The user's own rooms first, then the busiest others, at most _ROOMS_LISTED.
+        own = session.rooms
+        others = [room.display for room in self._ranked_rooms() if room.key not in own]
+        listed = [*(room.display for room in own.values()), *others[:_ROOMS_LISTED]]
         frame: dict[str, Any] = {
             "type": "registered",
             "name": session.name.display,
             "session": session.secret,
             "users": users,
-            "rooms": [room.display for room in rooms],
+            "rooms": listed,
+            "rooms_total": len(self._rooms),
             "in_rooms": [room.display for room in session.rooms.values()],
             "server": {"name": self.config.server_name, "version": __version__,
                        "tls": self.config.tls, "host": self.config.host_user,
@@ -769,6 +781,25 @@ class ChatServer(QObject):
         if cut.get("rooms") or cut.get("in_rooms"):
             log.warning("registered frame for %s left out %d rooms to fit %d bytes",
                         session.name.display, len(cut.get("rooms", ())), p.MAX_FRAME_BYTES)
+
+    def _ranked_rooms(self) -> list[Room]:
+        """The busiest rooms (most people connected), enough to fill ``registered.rooms``
+        whatever a user is in. Ranked afresh at most once a second on a server with many
+        rooms, so a register costs the same with 20 rooms or 20,000."""
+        now = time.monotonic()
+        ranked = self._ranked
+        if ranked is None or now - self._ranked_at > 1.0:
+            wanted = _ROOMS_LISTED + self.config.max_rooms_per_user
+            ranked = self._ranked = heapq.nsmallest(
+                wanted, self._rooms.values(), key=lambda room: (-len(room.conns), room.display))
+            self._ranked_at = now
+        rooms = self._rooms
+        return [room for room in ranked if rooms.get(room.key) is room]
+
+    def _rooms_changed(self) -> None:
+        """A room came or went: on a small server, rank again at the next register."""
+        if len(self._rooms) <= 2 * _ROOMS_LISTED:
+            self._ranked = None
 
     def _attach(self, conn: _Connection, session: Session) -> None:
         conn.session = session
@@ -977,6 +1008,11 @@ class ChatServer(QObject):
                                  f"This server has {self._occupied:,} rooms in use, the most it "
                                  "allows; join one of them.", "join")
                 return
+            if existing is None and not self._make_room_for_one_more():
+                self._send_error(conn, "too_many_rooms",
+                                 f"This server keeps {len(self._rooms):,} rooms, all in use, "
+                                 "the most it allows; join one of them.", "join")
+                return
             room = existing or self._room(name)
             self._enter_room(session, room)
             self.store.update_session_rooms(session.sid,
@@ -1022,6 +1058,7 @@ class ChatServer(QObject):
         room = self._rooms[name.folded] = Room(name)
         for key in room.names:
             self._room_keys.setdefault(key, room)
+        self._rooms_changed()
         return room
 
     def _enter_room(self, session: Session, room: Room) -> None:
@@ -1029,6 +1066,7 @@ class ChatServer(QObject):
         room.members += 1
         if room.members == 1:
             self._occupied += 1
+            self._idle.pop(room.key, None)
 
     def _leave_room(self, session: Session, room: Room) -> None:
         """``session`` is out of ``room``; a room left empty and without history goes
@@ -1042,12 +1080,37 @@ class ChatServer(QObject):
         self._forget_if_empty(room)
 
     def _forget_if_empty(self, room: Room) -> None:
-        if room.key != p.LOBBY and not room.conns and not self.store.count(room.key):
-            del self._rooms[room.key]
-            for key in room.names:
-                if self._room_keys.get(key) is room:
-                    del self._room_keys[key]
-            self.store.forget_room(room.key)
+        """An empty room goes if nothing was said in it; one with history stays, idle
+        (the first to be retired when the server keeps too many rooms)."""
+        if room.key == p.LOBBY or room.conns or room.members:
+            return
+        if self.store.count(room.key):
+            self._idle[room.key] = room
+            return
+        self._drop_room(room)
+        self.store.forget_room(room.key)
+
+    def _drop_room(self, room: Room) -> None:
+        del self._rooms[room.key]
+        self._idle.pop(room.key, None)
+        for key in room.names:
+            if self._room_keys.get(key) is room:
+                del self._room_keys[key]
+        self._rooms_changed()
+
+    def _make_room_for_one_more(self) -> bool:
+        """At ``max_kept_rooms``, retire the room idle the longest (nobody in it, left
+        longest ago) with its history; False if every room kept is in use."""
+        if len(self._rooms) < self.config.max_kept_rooms:
+            return True
+        if not self._idle:
+            return False
+        room = next(iter(self._idle.values()))
+        log.info("room %r retired with its history: the server keeps %d rooms at most",
+                 room.display, self.config.max_kept_rooms)
+        self._drop_room(room)
+        self.store.retire_room(room.key)
+        return True
 
     def _leave(self, conn: _Connection, session: Session, frame: p.Leave) -> None:
         found = self._find_room(parse_room(frame.room))

@@ -336,9 +336,11 @@ class MessageStore:
     # --- rooms and sessions ------------------------------------------------------------
 
     def rooms(self) -> list[tuple[str, str]]:
-        """Every known room as (key, display)."""
+        """Every known room as (key, display), the one spoken in longest ago first."""
         self._write_pending()
-        return self._db.execute("SELECT key, display FROM rooms WHERE key<>''").fetchall()
+        return self._db.execute(
+            "SELECT key, display FROM rooms WHERE key<>'' ORDER BY "
+            "(SELECT MAX(seq) FROM messages WHERE bucket=rooms.key)").fetchall()
 
     def save_room(self, key: str, display: str) -> None:
         self._session_ops.append(
@@ -351,6 +353,14 @@ class MessageStore:
                                   "(SELECT 1 FROM messages WHERE bucket=?)", (key, key)))
         self._counts.pop(key, None)
         self._pruned.pop(key, None)
+
+    def retire_room(self, key: str) -> None:
+        """A room the server no longer keeps (too many rooms): it goes with its history."""
+        self._session_ops.append(("DELETE FROM messages WHERE bucket=?", (key,)))
+        self._session_ops.append(("DELETE FROM rooms WHERE key=?", (key,)))
+        self._counts.pop(key, None)
+        self._pruned.pop(key, None)
+        self._over.discard(key)
 
     def new_session(self, secret: str, name: str, rooms: list[str]) -> int:
         """A new session, begun at the current ``last_seq``; returns its id."""
