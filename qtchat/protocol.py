@@ -86,9 +86,17 @@ class RemoteProtocolError(ProtocolError):
     answered with an ``error`` frame and the connection stays.
     """
 
-    def __init__(self, code: str, message: str, ref: str | None = None, *, fatal: bool = False):
+    def __init__(self, code: str, message: str, ref: str | None = None, *, fatal: bool = False,
+                 frame_id: str | None = None):
         super().__init__(code, message, ref)
         self.fatal = fatal
+        self.frame_id = frame_id  # the offending frame's ``id``, echoed (features §0)
+
+    def to_frame(self) -> dict[str, Any]:
+        frame = super().to_frame()
+        if self.frame_id is not None:
+            frame["id"] = self.frame_id
+        return frame
 
 
 # --- field validation ---------------------------------------------------------------
@@ -348,14 +356,25 @@ def parse_client_frame(line: bytes) -> ClientFrame:
     cls = CLIENT_FRAME_TYPES.get(kind)
     if cls is None:
         raise RemoteProtocolError(
-            "unknown_type", f"Unknown frame type {kind[:40]!r}.", ref=kind[:40]
+            "unknown_type", f"Unknown frame type {kind[:40]!r}.", ref=kind[:40],
+            frame_id=_echoable_id(obj),
         )
     try:
         return cls.from_wire(obj)
     except LocalProtocolError as exc:
-        raise RemoteProtocolError(exc.code, exc.message, ref=kind) from None
+        raise RemoteProtocolError(exc.code, exc.message, ref=kind,
+                                  frame_id=_echoable_id(obj)) from None
     except TypeError:
-        raise RemoteProtocolError("bad_frame", f"Malformed {kind} frame.", ref=kind) from None
+        raise RemoteProtocolError("bad_frame", f"Malformed {kind} frame.", ref=kind,
+                                  frame_id=_echoable_id(obj)) from None
+
+
+def _echoable_id(obj: Mapping[str, Any]) -> str | None:
+    """A frame's ``id`` if it may be echoed in an error (a valid one), else None."""
+    value = obj.get("id")
+    if isinstance(value, str) and len(value) <= MAX_ID_CHARS and not _has_lone_surrogate(value):
+        return value
+    return None
 
 
 # Required fields of the frames a server sends, with their JSON types.

@@ -607,7 +607,7 @@ class ChatServer(QObject):
             if conn.session is None and item.ref in p.CLIENT_FRAME_TYPES and \
                     item.ref not in _ALLOWED_BEFORE_REGISTER:
                 item = p.RemoteProtocolError("not_registered", "Send register first.",
-                                             item.ref)
+                                             item.ref, frame_id=item.frame_id)
             self._queue(conn, p.encode(item.to_frame()))
             if item.fatal:  # a broken client, not one the host sent away: its session is held
                 self._close(conn, "disconnected")

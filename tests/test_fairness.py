@@ -127,3 +127,16 @@ def test_rooms_kept_are_capped_and_the_longest_idle_one_is_retired(qtbot, make_s
     bob.wait_for("left", room="third")
     alice.send({"type": "join", "room": "first"})
     assert alice.wait_for("joined", room="first")["history"] == []
+
+
+def test_an_error_about_a_frame_with_an_id_carries_that_id(qtbot, server):
+    """PROTOCOL-FEATURES §0 (Correlation): the error names the frame by its ``id``."""
+    (client,) = connect_clients(qtbot, server.port, 1, "corr")
+    client.send({"type": "broadcast", "text": " ", "id": "m1"})
+    client.send({"type": "history", "room": "lobby", "limit": 999, "id": "h1"})
+    client.send({"type": "frobnicate", "id": "u1"})
+    client.send({"type": "broadcast", "text": " ", "id": "x" * 65})  # not a valid id
+    errors = [f for f in client.sync() if f["type"] == "error"]
+    assert [(e["code"], e["ref"], e.get("id")) for e in errors] == [
+        ("invalid_text", "broadcast", "m1"), ("bad_frame", "history", "h1"),
+        ("unknown_type", "frobnicate", "u1"), ("bad_frame", "broadcast", None)]
