@@ -153,9 +153,9 @@ class _Connection:
     """One client connection: its transport, decoder, rate bucket and pending output."""
 
     __slots__ = ("closing_since", "connected_at", "decoder", "deferred", "deleted",
-                 "in_ring", "last_heard", "live", "out", "over_budget", "peer", "ping_sent_at",
-                 "pre_register_bytes", "rate_error_at", "reading", "removed", "replay", "server",
-                 "session", "tokens", "tokens_at", "transport")
+                 "in_ring", "last_heard", "live", "out", "over_budget", "page", "peer",
+                 "ping_sent_at", "pre_register_bytes", "rate_error_at", "reading", "removed",
+                 "replay", "server", "session", "tokens", "tokens_at", "transport")
 
     def __init__(self, server: ChatServer, transport: Transport) -> None:
         self.server = server
@@ -181,6 +181,7 @@ class _Connection:
         self.rate_error_at = 0.0
         self.over_budget = False  # out of rate budget: not read until it refills
         self.in_ring = False  # waiting in the server's round of heavy work (_run_work)
+        self.page: p.History | None = None  # a history request waiting for its turn
         self.peer = transport.peer
         transport.on_readable = self.on_readable
         transport.on_drained = self.on_drained
@@ -592,7 +593,8 @@ class ChatServer(QObject):
             # the answers to it): others hear from it only once it is back, and its own
             # messages then come after everything it missed.
             fatal = isinstance(item, p.RemoteProtocolError) and item.fatal
-            if (conn.replay is not None or conn.deferred) and not fatal:
+            if (conn.replay is not None or conn.page is not None or conn.deferred) \
+                    and not fatal:
                 if conn.deferred is None:
                     conn.deferred = deque()
                 conn.deferred.append(item)
@@ -622,12 +624,12 @@ class ChatServer(QObject):
     def _run_deferred(self, conn: _Connection) -> None:
         """The replay is done: apply what the client sent meanwhile, then read on."""
         deferred = conn.deferred
-        while deferred and not conn.removed and conn.replay is None:
+        while deferred and not conn.removed and conn.replay is None and conn.page is None:
             self._apply(conn, deferred.popleft())
         if not conn.deferred:
             conn.deferred = None
-        if not conn.removed and conn.replay is None and not conn.reading \
-                and not conn.over_budget:
+        if not conn.removed and conn.replay is None and conn.page is None \
+                and not conn.reading and not conn.over_budget:
             conn.transport.resume_reading()
             self._read(conn)
 
@@ -829,7 +831,11 @@ class ChatServer(QObject):
     def _continue_replay(self, conn: _Connection) -> None:
         """Give a replaying connection its turn in the round of heavy work (_run_work):
         called when it starts and whenever its output has gone to the kernel."""
-        if conn.replay is None or conn.removed or conn.in_ring:
+        if conn.replay is not None:
+            self._schedule(conn)
+
+    def _schedule(self, conn: _Connection) -> None:
+        if conn.removed or conn.in_ring:
             return
         conn.in_ring = True
         self._work.append(conn)
@@ -838,16 +844,21 @@ class ChatServer(QObject):
 
     @Slot()
     def _run_work(self) -> None:
-        """One slice of the replays: round robin, a turn of at most _TURN_BYTES each,
-        for at most _WORK_SLICE seconds; then the event loop reads and writes for
-        everyone else before the next slice. 200 resumes at once so cost bystanders a
-        slice, not the sum of the replays."""
+        """One slice of the heavy work (replays, history pages): round robin, a turn of
+        one page or at most _TURN_BYTES of replay each, for at most _WORK_SLICE seconds;
+        then the event loop reads and writes for everyone else before the next slice.
+        200 resumes at once so cost bystanders a slice, not the sum of the replays."""
         ring = self._work
         deadline = time.perf_counter() + _WORK_SLICE
         while ring:
             conn = ring.popleft()
             conn.in_ring = False
-            if self._replay_turn(conn):
+            if conn.page is not None:
+                self._page_turn(conn)
+                again = conn.page is not None or conn.replay is not None
+            else:
+                again = self._replay_turn(conn)
+            if again and not conn.in_ring and not conn.removed:
                 conn.in_ring = True
                 ring.append(conn)
             if time.perf_counter() >= deadline:
@@ -1135,14 +1146,24 @@ class ChatServer(QObject):
         self.store.update_session_rooms(session.sid, [r.display for r in session.rooms.values()])
 
     def _history(self, conn: _Connection, session: Session, frame: p.History) -> None:
-        room = self._room_of(conn, session, frame.room, "history")
-        if room is None:
+        """A page is heavy work: it waits for its connection's turn (_run_work), and what
+        the client sends behind it waits for the page, in order."""
+        conn.page = frame
+        self._schedule(conn)
+
+    def _page_turn(self, conn: _Connection) -> None:
+        frame, conn.page = conn.page, None
+        session = conn.session
+        if frame is None or session is None or conn.removed:
             return
-        messages = self.store.page(room.key, frame.before, frame.limit, p.MAX_FRAME_BYTES)
-        data, _cut = _encode_trimmed({"type": "history", "room": room.display,
-                                      "messages": messages}, ("messages", True),
-                                     surely_too_large=_texts_exceed_a_frame(messages))
-        self._queue(conn, data)
+        room = self._room_of(conn, session, frame.room, "history")
+        if room is not None:
+            messages = self.store.page(room.key, frame.before, frame.limit, p.MAX_FRAME_BYTES)
+            data, _cut = _encode_trimmed({"type": "history", "room": room.display,
+                                          "messages": messages}, ("messages", True),
+                                         surely_too_large=_texts_exceed_a_frame(messages))
+            self._queue(conn, data)
+        self._run_deferred(conn)
 
     # --- writing -----------------------------------------------------------------------
 

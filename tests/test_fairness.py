@@ -140,3 +140,22 @@ def test_an_error_about_a_frame_with_an_id_carries_that_id(qtbot, server):
     assert [(e["code"], e["ref"], e.get("id")) for e in errors] == [
         ("invalid_text", "broadcast", "m1"), ("bad_frame", "history", "h1"),
         ("unknown_type", "frobnicate", "u1"), ("bad_frame", "broadcast", None)]
+
+
+def test_pages_wait_their_turn_but_answers_keep_the_order_of_the_requests(qtbot, server):
+    (pager,) = connect_clients(qtbot, server.port, 1, "pager")
+    pager.send_raw(b"".join(b'{"type":"broadcast","text":"%d %s"}\n' % (i, "\N{GRINNING FACE}"
+                                                                         .encode() * 3000)
+                            for i in range(300)))
+    pager.wait_for("broadcast", text=f"299 {chr(0x1F600) * 3000}", timeout=60_000)
+    pager.pos = len(pager.frames)
+    requests = [{"type": "history", "room": "lobby", "limit": 200, "before": 300 - 20 * i}
+                for i in range(10)]
+    pager.send_raw(b"".join(json.dumps(r).encode() + b"\n" for r in requests)
+                   + b'{"type":"ping","token":"behind"}\n')
+    answers = pager.sync()
+    assert [f["type"] for f in answers] == ["history"] * 10 + ["pong"]
+    for request, answer in zip(requests, answers, strict=False):
+        seqs = [m["seq"] for m in answer["messages"]]
+        assert seqs and seqs[-1] < request["before"] and seqs == sorted(seqs)
+        assert len(json.dumps(answer, ensure_ascii=False).encode()) < 65_536  # what fits
