@@ -147,7 +147,8 @@ def line(label: str, stats: dict[str, float], idle: dict[str, float] | None,
 
 
 def serve_cmd(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "qtchat", "serve", "--host", "127.0.0.1", "--port", "0",
+    # -P: the current directory does not go first on sys.path, PYTHONPATH (--repo) does.
+    return [sys.executable, "-P", "-m", "qtchat", "serve", "--host", "127.0.0.1", "--port", "0",
             "--data-dir", "{data_dir}", "--no-announce", "--max-clients", "5000", *extra]
 
 
