@@ -159,3 +159,32 @@ def test_pages_wait_their_turn_but_answers_keep_the_order_of_the_requests(qtbot,
         seqs = [m["seq"] for m in answer["messages"]]
         assert seqs and seqs[-1] < request["before"] and seqs == sorted(seqs)
         assert len(json.dumps(answer, ensure_ascii=False).encode()) < 65_536  # what fits
+
+
+def test_the_budgeted_decoder_charges_before_parsing_and_keeps_the_framing():
+    from qtchat import protocol as p
+
+    calls: list[bytes] = []
+
+    def parse(line: bytes) -> bytes:
+        calls.append(line)
+        return line
+
+    stream = b"".join(b'{"n":%d}\n' % i for i in range(10)) + b"\n" * 128 + b'{"n":"tail"'
+    whole = p.FrameDecoder(parse=parse)
+    items, left, dropped = whole.feed_budgeted(stream, 1e9)
+    assert items == [b'{"n":%d}' % i for i in range(10)] and not dropped
+    assert left == 1e9 - 10 - 128 / p.BLANK_LINES_PER_FRAME
+    bytewise = p.FrameDecoder(parse=parse)
+    got = [item for byte in range(len(stream))
+           for item in bytewise.feed_budgeted(stream[byte:byte + 1], 1e9)[0]]
+    assert got == items and bytewise.buffered == whole.buffered == len(b'{"n":"tail"')
+    calls.clear()
+    tight = p.FrameDecoder(parse=parse)
+    items, left, dropped = tight.feed_budgeted(stream, 3.5)
+    assert items == calls == [b'{"n":0}', b'{"n":1}', b'{"n":2}']  # the rest never parsed
+    assert dropped and left == 0.5
+    assert tight.feed_budgeted(b"}\n", 1.0)[0] == [b'{"n":"tail"}']  # framing kept
+    capped = p.FrameDecoder(parse=parse, max_frame=64)
+    items, _left, dropped = capped.feed_budgeted(b"x\n" * 10 + b"y" * 100, 1.0)
+    assert dropped and isinstance(items[-1], p.RemoteProtocolError) and capped.closed
