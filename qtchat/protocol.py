@@ -88,9 +88,17 @@ class RemoteProtocolError(ProtocolError):
     answered with an ``error`` frame and the connection stays.
     """
 
-    def __init__(self, code: str, message: str, ref: str | None = None, *, fatal: bool = False):
+    def __init__(self, code: str, message: str, ref: str | None = None, *, fatal: bool = False,
+                 frame_id: str | None = None):
         super().__init__(code, message, ref)
         self.fatal = fatal
+        self.frame_id = frame_id  # the offending frame's ``id``, echoed (features §0)
+
+    def to_frame(self) -> dict[str, Any]:
+        frame = super().to_frame()
+        if self.frame_id is not None:
+            frame["id"] = self.frame_id
+        return frame
 
 
 # --- field validation ---------------------------------------------------------------
@@ -376,14 +384,25 @@ def parse_client_frame(line: bytes) -> ClientFrame:
     cls = CLIENT_FRAME_TYPES.get(kind)
     if cls is None:
         raise RemoteProtocolError(
-            "unknown_type", f"Unknown frame type {kind[:40]!r}.", ref=kind[:40]
+            "unknown_type", f"Unknown frame type {kind[:40]!r}.", ref=kind[:40],
+            frame_id=_echoable_id(obj),
         )
     try:
         return cls.from_wire(obj)
     except LocalProtocolError as exc:
-        raise RemoteProtocolError(exc.code, exc.message, ref=kind) from None
+        raise RemoteProtocolError(exc.code, exc.message, ref=kind,
+                                  frame_id=_echoable_id(obj)) from None
     except TypeError:
-        raise RemoteProtocolError("bad_frame", f"Malformed {kind} frame.", ref=kind) from None
+        raise RemoteProtocolError("bad_frame", f"Malformed {kind} frame.", ref=kind,
+                                  frame_id=_echoable_id(obj)) from None
+
+
+def _echoable_id(obj: Mapping[str, Any]) -> str | None:
+    """A frame's ``id`` if it may be echoed in an error (a valid one), else None."""
+    value = obj.get("id")
+    if isinstance(value, str) and len(value) <= MAX_ID_CHARS and not _has_lone_surrogate(value):
+        return value
+    return None
 
 
 # Required fields of the frames a server sends, with their JSON types.
@@ -420,6 +439,11 @@ def parse_server_frame(line: bytes) -> dict[str, Any]:
                     "bad_frame", f"{obj['type']} frame without a valid '{name}'", obj["type"]
                 )
     return obj
+
+
+# Blank lines (keep-alives) that cost one frame against a connection's budget: cheap, but
+# a flood of them is not free.
+BLANK_LINES_PER_FRAME = 64
 
 
 @dataclass(slots=True)
@@ -481,6 +505,57 @@ class FrameDecoder:
         elif rest:
             partial += rest
         return out
+
+    def feed_budgeted(self, data: bytes, budget: float) -> tuple[list[Any], float, bool]:
+        """``feed`` with a cost budget charged *before* parsing: a line costs 1, a blank
+        line ``1 / BLANK_LINES_PER_FRAME``. Once the budget cannot pay for the next line,
+        every complete line left in ``data`` is dropped unparsed (one ``rfind``, however
+        many lines a flood packed in), so a flood costs a bounded share of the server.
+
+        Returns the items, the budget left, and whether lines were dropped. Dropped lines
+        are not checked for their length; the unfinished line still is.
+        """
+        if self.closed or not data:
+            return [], budget, False
+        partial = self._partial
+        limit = self.max_frame - 1
+        if b"\n" not in data:
+            return self.feed(data), budget, False
+        if partial:
+            if len(partial) + data.index(b"\n") > limit:
+                return [self._too_large()], budget, False
+            partial += data
+            data = bytes(partial)
+            partial.clear()
+        out: list[Any] = []
+        parse = self.parse
+        blank_cost = 1.0 / BLANK_LINES_PER_FRAME
+        find = data.find
+        pos = 0
+        dropped = False
+        while (end := find(b"\n", pos)) >= 0:
+            if end - pos > limit:
+                out.append(self._too_large())
+                return out, budget, dropped
+            line = data[pos:end]
+            cost = 1.0 if line.strip() else blank_cost
+            if budget < cost:
+                dropped = True
+                pos = data.rfind(b"\n") + 1
+                break
+            budget -= cost
+            pos = end + 1
+            if cost < 1.0:
+                continue  # blank keep-alive lines are harmless
+            try:
+                out.append(parse(line))
+            except RemoteProtocolError as exc:
+                out.append(exc)
+        if len(data) - pos > limit:
+            out.append(self._too_large())
+        elif pos < len(data):
+            partial += data[pos:]
+        return out, budget, dropped
 
     def _too_large(self) -> RemoteProtocolError:
         self.closed = True

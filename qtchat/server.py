@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import heapq
 import hmac
 import logging
 import math
@@ -76,6 +78,14 @@ _CLOSE_GRACE = 5.0
 # Frames held back from a client whose replay is still running; past this many the
 # server stops reading from it until the replay is done (TCP pushes back).
 _DEFER_CAP = 256
+# Heavy work (replays) per event-loop pass, shared round robin between connections, and
+# what one connection may queue in its turn.
+_WORK_SLICE = 0.004
+_TURN_BYTES = 32 * 1024
+# Rooms listed in ``registered.rooms`` besides the user's own.
+_ROOMS_LISTED = 100
+# Shortest pause of a connection that ran out of rate budget (see _decode).
+_MIN_PAUSE = 0.01
 # Connections opened or closed before the sweep gives freed heap back to the OS.
 _TRIM_AFTER_CHURN = 64
 
@@ -92,6 +102,8 @@ class ServerConfig:
     max_clients: int = 1000
     max_rooms: int = 10_000  # rooms on the server (join refuses a new one past it)
     max_rooms_per_user: int = 100
+    # Rooms kept at all, in use or holding history; past it the longest idle one is retired.
+    max_kept_rooms: int = 20_000
     register_timeout: float = 10.0
     idle_timeout: float = 30.0
     rate_limit: float = 20.0  # frames per second; 0 = off
@@ -160,9 +172,9 @@ class _Connection:
     """One client connection: its transport, decoder, rate bucket and pending output."""
 
     __slots__ = ("closing_since", "connected_at", "decoder", "deferred", "deleted",
-                 "last_heard", "live", "out", "peer", "ping_sent_at", "pre_register_bytes",
-                 "rate_error_at", "reading", "removed", "replay", "server",
-                 "session", "tokens", "tokens_at", "transport")
+                 "in_ring", "last_heard", "live", "out", "over_budget", "page", "peer",
+                 "ping_sent_at", "pre_register_bytes", "rate_error_at", "reading", "removed",
+                 "replay", "server", "session", "tokens", "tokens_at", "transport")
 
     def __init__(self, server: ChatServer, transport: Transport) -> None:
         self.server = server
@@ -186,6 +198,9 @@ class _Connection:
         self.tokens = float(server.config.rate_burst)
         self.tokens_at = now
         self.rate_error_at = 0.0
+        self.over_budget = False  # out of rate budget: not read until it refills
+        self.in_ring = False  # waiting in the server's round of heavy work (_run_work)
+        self.page: p.History | None = None  # a history request waiting for its turn
         self.peer = transport.peer
         transport.on_readable = self.on_readable
         transport.on_drained = self.on_drained
@@ -264,6 +279,10 @@ class ChatServer(QObject):
         self._rooms: dict[str, Room] = {}  # folded name (the history bucket) -> room
         self._room_keys: dict[str, Room] = {}  # every Name.keys of a room -> room
         self._occupied = 0  # rooms with members
+        # Rooms nobody is in that are kept for their history, longest idle first.
+        self._idle: dict[str, Room] = {}
+        self._ranked: list[Room] | None = None  # see _ranked_rooms
+        self._ranked_at = 0.0
         self._password_failures: dict[str, list[float]] = {}  # address -> times, in window
         self._registered = 0
         self._dirty: list[_Connection] = []
@@ -276,6 +295,12 @@ class ChatServer(QObject):
         self._dispatcher: QAbstractEventDispatcher | None = None  # see start()
         self._acceptor: Acceptor | None = None  # takes connections off the listener
         self._handshakes: TlsHandshakes | None = None  # TLS: until the handshake is done
+        # Connections with heavy work (a replay) waiting for their turn: see _run_work.
+        self._work: deque[_Connection] = deque()
+        self._work_timer = QTimer(self)
+        self._work_timer.setSingleShot(True)
+        self._work_timer.setInterval(0)
+        self._work_timer.timeout.connect(self._run_work)
         self._sweep_timer = QTimer(self)
         self._sweep_timer.setInterval(int(1000 * self._sweep_interval()))
         self._sweep_timer.timeout.connect(self._sweep)
@@ -323,6 +348,8 @@ class ChatServer(QObject):
         for room in list(self._rooms.values()):  # rooms nobody is in and nothing was said in
             if not room.members:
                 self._forget_if_empty(room)
+        while len(self._rooms) > self.config.max_kept_rooms and self._idle:
+            self._make_room_for_one_more()  # a history from before the cap, or a lower cap
         self._commit()  # a full disk here is reported, and the changes wait for room
 
     def start(self) -> None:
@@ -522,7 +549,7 @@ class ChatServer(QObject):
         self._read(conn)  # anything that came with the connection
 
     def _read(self, conn: _Connection) -> None:
-        if conn.removed:
+        if conn.removed or conn.over_budget:
             return
         if conn.deferred is not None and len(conn.deferred) >= _DEFER_CAP:
             conn.transport.pause_reading()  # read on when the replay is done (_run_deferred)
@@ -552,32 +579,55 @@ class ChatServer(QObject):
                                  f"More than {limit:,} bytes before register; closing.")
                 self._close(conn, "kicked")
                 return
-            self._process(conn, conn.decoder.feed(line), now)
-            if conn.removed:
+            self._process(conn, self._decode(conn, line, now), now)
+            if conn.removed or conn.over_budget:
                 return
         if data:
-            self._process(conn, conn.decoder.feed(data), now)
+            self._process(conn, self._decode(conn, data, now), now)
+
+    def _decode(self, conn: _Connection, data: bytes, now: float) -> list[Any]:
+        """Lines to frames, each line paid for from the connection's rate bucket *before*
+        it is parsed. Past the budget, the rest of ``data`` is dropped unparsed, the
+        client hears ``rate_limited`` (at most once a second) and the server stops
+        reading it until the bucket holds a frame again (TCP pushes back on a flood
+        meanwhile, and reading it costs nothing)."""
+        rate = self.config.rate_limit
+        if not rate:
+            return conn.decoder.feed(data)
+        tokens = min(self.config.rate_burst, conn.tokens + (now - conn.tokens_at) * rate)
+        conn.tokens_at = now
+        items, conn.tokens, dropped = conn.decoder.feed_budgeted(data, tokens)
+        if dropped:
+            if now - conn.rate_error_at >= 1.0:
+                conn.rate_error_at = now
+                self._send_error(conn, "rate_limited",
+                                 f"Slow down: at most {rate:g} frames per second.")
+            if not conn.over_budget:
+                conn.over_budget = True
+                conn.transport.pause_reading()
+                wait = max(_MIN_PAUSE, (1.0 - conn.tokens) / rate)
+                QTimer.singleShot(int(wait * 1000) + 1, self,
+                                  functools.partial(self._budget_refilled, conn))
+        return items
+
+    def _budget_refilled(self, conn: _Connection) -> None:
+        """A connection paused for its rate read on (see _decode)."""
+        conn.over_budget = False
+        if conn.removed:
+            return
+        conn.transport.resume_reading()
+        if not conn.reading:
+            self._read(conn)
 
     def _process(self, conn: _Connection, items: list[Any], now: float) -> None:
         """Apply decoded frames (or decoding errors) in order, each in its own try."""
-        rate = self.config.rate_limit
         for item in items:
-            if rate:
-                tokens = min(self.config.rate_burst, conn.tokens + (now - conn.tokens_at) * rate)
-                conn.tokens_at = now
-                if tokens < 1.0:
-                    conn.tokens = tokens
-                    if now - conn.rate_error_at >= 1.0:
-                        conn.rate_error_at = now
-                        self._send_error(conn, "rate_limited",
-                                         f"Slow down: at most {rate:g} frames per second.")
-                    continue
-                conn.tokens = tokens - 1.0
             # While a resume's replay runs, what the client sends waits (in order, with
             # the answers to it): others hear from it only once it is back, and its own
             # messages then come after everything it missed.
             fatal = isinstance(item, p.RemoteProtocolError) and item.fatal
-            if (conn.replay is not None or conn.deferred) and not fatal:
+            if (conn.replay is not None or conn.page is not None or conn.deferred) \
+                    and not fatal:
                 if conn.deferred is None:
                     conn.deferred = deque()
                 conn.deferred.append(item)
@@ -592,7 +642,7 @@ class ChatServer(QObject):
             if conn.session is None and item.ref in p.CLIENT_FRAME_TYPES and \
                     item.ref not in _ALLOWED_BEFORE_REGISTER:
                 item = p.RemoteProtocolError("not_registered", "Send register first.",
-                                             item.ref)
+                                             item.ref, frame_id=item.frame_id)
             self._queue(conn, p.encode(item.to_frame()))
             if item.fatal:  # a broken client, not one the host sent away: its session is held
                 self._close(conn, "disconnected")
@@ -607,11 +657,12 @@ class ChatServer(QObject):
     def _run_deferred(self, conn: _Connection) -> None:
         """The replay is done: apply what the client sent meanwhile, then read on."""
         deferred = conn.deferred
-        while deferred and not conn.removed and conn.replay is None:
+        while deferred and not conn.removed and conn.replay is None and conn.page is None:
             self._apply(conn, deferred.popleft())
         if not conn.deferred:
             conn.deferred = None
-        if not conn.removed and conn.replay is None and not conn.reading:
+        if not conn.removed and conn.replay is None and conn.page is None \
+                and not conn.reading and not conn.over_budget:
             conn.transport.resume_reading()
             self._read(conn)
 
@@ -736,16 +787,17 @@ class ChatServer(QObject):
         users = [c.session.name.display for c in lobby.conns if c.session]
         if session.name.display not in users and lobby.key in session.rooms:
             users.append(session.name.display)
-        # Rooms the user is in first, then the busiest: what survives if the list is cut.
-        rooms = sorted(self._rooms.values(),
-                       key=lambda room: (room.key not in session.rooms, -len(room.conns),
-                                         room.display))
+        # The user's own rooms first, then the busiest others, at most _ROOMS_LISTED.
+        own = session.rooms
+        others = [room.display for room in self._ranked_rooms() if room.key not in own]
+        listed = [*(room.display for room in own.values()), *others[:_ROOMS_LISTED]]
         frame: dict[str, Any] = {
             "type": "registered",
             "name": session.name.display,
             "session": session.secret,
             "users": users,
-            "rooms": [room.display for room in rooms],
+            "rooms": listed,
+            "rooms_total": len(self._rooms),
             "in_rooms": [room.display for room in session.rooms.values()],
             "server": {"name": self.config.server_name, "version": __version__,
                        "tls": self.config.tls, "host": self.config.host_user,
@@ -764,6 +816,25 @@ class ChatServer(QObject):
         if cut.get("rooms") or cut.get("in_rooms"):
             log.warning("registered frame for %s left out %d rooms to fit %d bytes",
                         session.name.display, len(cut.get("rooms", ())), p.MAX_FRAME_BYTES)
+
+    def _ranked_rooms(self) -> list[Room]:
+        """The busiest rooms (most people connected), enough to fill ``registered.rooms``
+        whatever a user is in. Ranked afresh at most once a second on a server with many
+        rooms, so a register costs the same with 20 rooms or 20,000."""
+        now = time.monotonic()
+        ranked = self._ranked
+        if ranked is None or now - self._ranked_at > 1.0:
+            wanted = _ROOMS_LISTED + self.config.max_rooms_per_user
+            ranked = self._ranked = heapq.nsmallest(
+                wanted, self._rooms.values(), key=lambda room: (-len(room.conns), room.display))
+            self._ranked_at = now
+        rooms = self._rooms
+        return [room for room in ranked if rooms.get(room.key) is room]
+
+    def _rooms_changed(self) -> None:
+        """A room came or went: on a small server, rank again at the next register."""
+        if len(self._rooms) <= 2 * _ROOMS_LISTED:
+            self._ranked = None
 
     def _attach(self, conn: _Connection, session: Session) -> None:
         conn.session = session
@@ -787,27 +858,70 @@ class ChatServer(QObject):
         self._send_registered(conn, session, resumed=True, gap=gap)
         log.info("%s resumed since seq %d", session.name.display, since)
         # The live key view: rooms joined while replaying are replayed too.
-        conn.replay = self.store.replay(session.rooms.keys(), session.sid, since)
+        conn.replay = self.store.replay(session.rooms.keys(), session.sid, since, batch=100)
         self._continue_replay(conn)
 
     def _continue_replay(self, conn: _Connection) -> None:
-        """Feed the replay to the socket as it drains; go live when caught up."""
+        """Give a replaying connection its turn in the round of heavy work (_run_work):
+        called when it starts and whenever its output has gone to the kernel."""
+        if conn.replay is not None:
+            self._schedule(conn)
+
+    def _schedule(self, conn: _Connection) -> None:
+        if conn.removed or conn.in_ring:
+            return
+        conn.in_ring = True
+        self._work.append(conn)
+        if not self._work_timer.isActive():
+            self._work_timer.start()
+
+    @Slot()
+    def _run_work(self) -> None:
+        """One slice of the heavy work (replays, history pages): round robin, a turn of
+        one page or at most _TURN_BYTES of replay each, for at most _WORK_SLICE seconds;
+        then the event loop reads and writes for everyone else before the next slice.
+        200 resumes at once so cost bystanders a slice, not the sum of the replays."""
+        ring = self._work
+        deadline = time.perf_counter() + _WORK_SLICE
+        while ring:
+            conn = ring.popleft()
+            conn.in_ring = False
+            if conn.page is not None:
+                self._page_turn(conn)
+                again = conn.page is not None or conn.replay is not None
+            else:
+                again = self._replay_turn(conn)
+            if again and not conn.in_ring and not conn.removed:
+                conn.in_ring = True
+                ring.append(conn)
+            if time.perf_counter() >= deadline:
+                break
+        if ring and not self._work_timer.isActive():
+            self._work_timer.start()
+
+    def _replay_turn(self, conn: _Connection) -> bool:
+        """Queue the next part of a replay; go live when caught up. Returns whether it
+        should have another turn at once (False: done, or waiting for its output to
+        reach the kernel, when _flush or on_drained brings it back)."""
         replay = conn.replay
         if replay is None or conn.removed:
-            return
+            return False
         budget = max(64 * 1024, self.config.send_queue_bytes // 4)
-        if conn.transport.pending() + sum(map(len, conn.out)) > budget:
-            return
+        outstanding = conn.transport.pending() + sum(map(len, conn.out))
+        if outstanding > budget:
+            return False
         queued = 0
+        turn = min(_TURN_BYTES, budget - outstanding)
         for frame in replay:
             data = p.encode(frame)
             self._queue(conn, data)
             queued += len(data)
-            if queued >= budget:
-                return  # more once this is with the kernel (_flush or on_drained)
+            if queued >= turn:
+                return outstanding + queued <= budget
         conn.replay = None
         self._go_live(conn, announce=True)
         self._run_deferred(conn)
+        return False
 
     def _go_live(self, conn: _Connection, *, announce: bool) -> None:
         session = conn.session
@@ -945,6 +1059,11 @@ class ChatServer(QObject):
                                  f"This server has {self._occupied:,} rooms in use, the most it "
                                  "allows; join one of them.", "join")
                 return
+            if existing is None and not self._make_room_for_one_more():
+                self._send_error(conn, "too_many_rooms",
+                                 f"This server keeps {len(self._rooms):,} rooms, all in use, "
+                                 "the most it allows; join one of them.", "join")
+                return
             room = existing or self._room(name)
             self._enter_room(session, room)
             self.store.update_session_rooms(session.sid,
@@ -958,7 +1077,7 @@ class ChatServer(QObject):
         users = [c.session.name.display for c in room.conns if c.session]
         if session.name.display not in users:
             users.append(session.name.display)
-        history = self.store.page(room.key, None, p.DEFAULT_HISTORY_LIMIT)
+        history = self.store.page(room.key, None, p.DEFAULT_HISTORY_LIMIT, p.MAX_FRAME_BYTES)
         frame_out = {"type": "joined", "room": room.display, "users": users,
                      "history": history}
         data, cut = _encode_trimmed(frame_out, ("history", True), ("users", False),
@@ -990,6 +1109,7 @@ class ChatServer(QObject):
         room = self._rooms[name.folded] = Room(name)
         for key in room.names:
             self._room_keys.setdefault(key, room)
+        self._rooms_changed()
         return room
 
     def _enter_room(self, session: Session, room: Room) -> None:
@@ -997,6 +1117,7 @@ class ChatServer(QObject):
         room.members += 1
         if room.members == 1:
             self._occupied += 1
+            self._idle.pop(room.key, None)
 
     def _leave_room(self, session: Session, room: Room) -> None:
         """``session`` is out of ``room``; a room left empty and without history goes
@@ -1010,12 +1131,37 @@ class ChatServer(QObject):
         self._forget_if_empty(room)
 
     def _forget_if_empty(self, room: Room) -> None:
-        if room.key != p.LOBBY and not room.conns and not self.store.count(room.key):
-            del self._rooms[room.key]
-            for key in room.names:
-                if self._room_keys.get(key) is room:
-                    del self._room_keys[key]
-            self.store.forget_room(room.key)
+        """An empty room goes if nothing was said in it; one with history stays, idle
+        (the first to be retired when the server keeps too many rooms)."""
+        if room.key == p.LOBBY or room.conns or room.members:
+            return
+        if self.store.count(room.key):
+            self._idle[room.key] = room
+            return
+        self._drop_room(room)
+        self.store.forget_room(room.key)
+
+    def _drop_room(self, room: Room) -> None:
+        del self._rooms[room.key]
+        self._idle.pop(room.key, None)
+        for key in room.names:
+            if self._room_keys.get(key) is room:
+                del self._room_keys[key]
+        self._rooms_changed()
+
+    def _make_room_for_one_more(self) -> bool:
+        """At ``max_kept_rooms``, retire the room idle the longest (nobody in it, left
+        longest ago) with its history; False if every room kept is in use."""
+        if len(self._rooms) < self.config.max_kept_rooms:
+            return True
+        if not self._idle:
+            return False
+        room = next(iter(self._idle.values()))
+        log.info("room %r retired with its history: the server keeps %d rooms at most",
+                 room.display, self.config.max_kept_rooms)
+        self._drop_room(room)
+        self.store.retire_room(room.key)
+        return True
 
     def _leave(self, conn: _Connection, session: Session, frame: p.Leave) -> None:
         found = self._find_room(parse_room(frame.room))
@@ -1040,14 +1186,24 @@ class ChatServer(QObject):
         self.store.update_session_rooms(session.sid, [r.display for r in session.rooms.values()])
 
     def _history(self, conn: _Connection, session: Session, frame: p.History) -> None:
-        room = self._room_of(conn, session, frame.room, "history")
-        if room is None:
+        """A page is heavy work: it waits for its connection's turn (_run_work), and what
+        the client sends behind it waits for the page, in order."""
+        conn.page = frame
+        self._schedule(conn)
+
+    def _page_turn(self, conn: _Connection) -> None:
+        frame, conn.page = conn.page, None
+        session = conn.session
+        if frame is None or session is None or conn.removed:
             return
-        messages = self.store.page(room.key, frame.before, frame.limit)
-        data, _cut = _encode_trimmed({"type": "history", "room": room.display,
-                                      "messages": messages}, ("messages", True),
-                                     surely_too_large=_texts_exceed_a_frame(messages))
-        self._queue(conn, data)
+        room = self._room_of(conn, session, frame.room, "history")
+        if room is not None:
+            messages = self.store.page(room.key, frame.before, frame.limit, p.MAX_FRAME_BYTES)
+            data, _cut = _encode_trimmed({"type": "history", "room": room.display,
+                                          "messages": messages}, ("messages", True),
+                                         surely_too_large=_texts_exceed_a_frame(messages))
+            self._queue(conn, data)
+        self._run_deferred(conn)
 
     # --- writing -----------------------------------------------------------------------
 
