@@ -510,8 +510,15 @@ class MessageStore:
 
     def retire_room(self, key: str) -> None:
         """A room the server no longer keeps (too many rooms): it goes with its history."""
-        self._session_ops.append(("DELETE FROM messages WHERE bucket=?", (key,)))
-        self._session_ops.append(("DELETE FROM rooms WHERE key=?", (key,)))
+        # Only what it held until now: a room of that name made again before the next
+        # commit keeps its new messages.
+        history = ("DELETE FROM messages WHERE bucket=? AND seq<=?", (key, self.last_seq))
+        self._change(("room-history", key), *history)
+        self._change(("room", key), "DELETE FROM rooms WHERE key=?", (key,))
+        # Also at once, in the open transaction, so that a page read before the commit
+        # does not show it (the commit runs it again; a rollback leaves it to the next).
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute(*history)
         self._counts.pop(key, None)
         self._pruned.pop(key, None)
         self._over.discard(key)
