@@ -681,6 +681,9 @@ class ChatClient(QObject):
     def _lost(self, reason: str) -> None:
         """An established connection dropped: resume it after a backoff."""
         log.info("connection lost: %s", reason)
+        if self._registered_now and \
+                time.monotonic() - self._registered_at > VIOLATION_FORGET_S:
+            self._violations = 0  # a long clean connection: earlier violations are forgotten
         self._registered_now = False
         self._keepalive_timer.stop()
         self._drop_socket()
