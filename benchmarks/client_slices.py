@@ -14,7 +14,12 @@ Yardsticks from the same run, on the same machine at the same moment:
 ``--compare REV`` runs the same measurement in a child process against the qtchat
 package of git revision REV (e.g. the commit before the change) and prints both.
 
-Run: ``QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/client_slices.py --compare 13a3a12``
+``--busy S`` blocks the client's loop for S seconds once it is registered, so the
+replay piles up in the socket (a laptop waking up, an app that was busy) and is
+there all at once: a client that handles all it reads in one pass freezes then.
+
+Run (from the repository root):
+``.venv/bin/python benchmarks/client_slices.py --compare 13a3a12 [--busy 1]``
 """
 
 from __future__ import annotations
@@ -106,7 +111,7 @@ def missed_messages(port: int, count: int) -> str:
     return session
 
 
-def measure(count: int) -> dict[str, float]:
+def measure(count: int, busy: float = 0.0) -> dict[str, float]:
     """In this process: the qtchat on sys.path is the one measured."""
     from PySide6.QtCore import QCoreApplication, QElapsedTimer, QTimer
 
@@ -146,6 +151,15 @@ def measure(count: int) -> dict[str, float]:
             last[0] = clock.nsecsElapsed()
             started = time.perf_counter()
             client.open(Endpoint("127.0.0.1", port), "reader", resume=(session, 0))
+            if busy:
+                # The app was busy (or the laptop asleep) while the replay came in: what
+                # the socket holds is waiting all at once when it wakes up.
+                while not client.connected and time.perf_counter() < started + 10:
+                    app.processEvents()
+                time.sleep(busy)
+                gaps.clear()
+                last[0] = clock.nsecsElapsed()
+                started = time.perf_counter()
             deadline = started + 120
             while len(received) < count and time.perf_counter() < deadline:
                 app.processEvents()
@@ -197,10 +211,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--compare", metavar="REV", help="also measure qtchat at git REV")
+    parser.add_argument("--busy", type=float, default=0.0, metavar="S",
+                        help="the client's loop is blocked S seconds after registering, "
+                             "so the replay waits in the socket (default 0: read as it comes)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
     if args.json:
-        print(json.dumps(measure(args.messages)))
+        print(json.dumps(measure(args.messages, args.busy)))
         return
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -210,14 +227,15 @@ def main() -> None:
         for label, tree in runs:
             out = subprocess.run(
                 [sys.executable, str(Path(__file__).resolve()), "--json",
-                 "--messages", str(args.messages)],
+                 "--messages", str(args.messages), "--busy", str(args.busy)],
                 cwd=tree, capture_output=True, text=True,
                 env={**os.environ, "PYTHONPATH": str(tree)})
             if out.returncode:
                 raise SystemExit(f"{label}: {out.stderr.strip()}")
             results[label] = json.loads(out.stdout.strip().splitlines()[-1])
+    how = f", the client busy for {args.busy:g} s as it starts" if args.busy else ""
     print(f"ChatClient receiving {args.messages:,} messages (a resume replay at full speed "
-          "from qtchat serve):")
+          f"from qtchat serve{how}):")
     for label, figures in results.items():
         report(label, figures)
 

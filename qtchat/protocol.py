@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -378,6 +379,9 @@ MAX_OWN_ROOMS = 1_000  # rooms in ``registered.in_rooms`` (ten times the per-per
 MAX_MESSAGES_LISTED = MAX_HISTORY_LIMIT  # messages in ``joined.history``, ``history.messages``
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class _Bad(Exception):
     """A field failed its check: ``want`` says what it should be, ``path`` where it is."""
 
@@ -397,7 +401,8 @@ def _string(value: object, max_chars: int, *, empty: bool = False) -> str:
         raise _Bad("a string")
     if len(value) > max_chars or (not value and not empty):
         raise _Bad(f"a string of 1 to {max_chars:,} characters")
-    if _has_lone_surrogate(value):
+    # isascii() is O(1): the scan runs only for text that can hold a surrogate.
+    if not value.isascii() and _SURROGATE.search(value):
         raise _Bad("valid Unicode")
     return value
 
