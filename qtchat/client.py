@@ -9,12 +9,21 @@ session with ``since`` = the highest ``seq`` it has seen, drops duplicates by
 Failures are turned into ``ConnectError`` with a ``kind`` and a sentence a
 person can act on (see ``FAILURE_KINDS``). The class is signal-driven;
 ``connect_async`` wraps the first connection in an awaitable for qasync flows.
+
+It does not trust the host (a hostile one, or anyone in the middle of a plain TCP
+connection): every frame is checked (``protocol.parse_server_frame``) before it is
+acted on, and one that breaks the protocol ends the connection with a sentence;
+after ``MAX_VIOLATIONS`` in a row it stops. Nothing a host sends can grow without
+bound here (rooms, members, seen seqs, answers not asked for, pongs), what is read
+is handled in slices of at most ``SLICE_SECONDS`` so the window keeps repainting,
+and only checked values reach ``session``/``last_seq``, which the app saves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import random
@@ -22,7 +31,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 from PySide6.QtNetwork import QAbstractSocket, QSslSocket, QTcpSocket
@@ -36,7 +45,26 @@ log = logging.getLogger(__name__)
 # default limit (20/s, burst 40), so its own sends are never dropped as a flood.
 CLIENT_RATE = 15.0
 CLIENT_BURST = 30
-MAX_SERVER_FRAME = 1 << 20  # what we accept from a server (lenient: it is ours)
+MAX_SERVER_FRAME = 1 << 20  # a server's frame limit may be raised by its host: lenient
+# Reading is cheap and handling is not: what was read waits, up to INBOX_BYTES, and is
+# handled SLICE_FRAMES frames or SLICE_SECONDS at a time, the rest on a zero timer, so
+# the event loop runs (the window repaints, timers fire) in between. A full inbox stops
+# reading (Qt's own buffer is capped too) until it is handled: TCP then slows the host.
+INBOX_BYTES = 1 << 20
+DECODE_CHUNK = 16 << 10  # bytes decoded at once (at most a few ms of JSON)
+SLICE_FRAMES = 200
+SLICE_SECONDS = 0.008
+# A host that breaks the protocol is left, and tried again after a growing pause; this
+# many times in a row (a connection that stayed clean for VIOLATION_FORGET_S resets
+# the count) and the client stops and says so.
+MAX_VIOLATIONS = 3
+VIOLATION_FORGET_S = 60.0
+# Bounds on what a host can make the client keep.
+MAX_ROOMS = 1_000  # rooms this person is in (the server allows 100 by default)
+MAX_MEMBERS_PER_ROOM = p.MAX_MEMBERS_LISTED
+MAX_SEEN_SEQS = 50_000  # seqs remembered to drop duplicates
+MAX_ANSWERS_AWAITED = 1_000  # join/history requests counted while unanswered
+PONG_INTERVAL = 0.5  # at most two pongs a second, whatever the host's pings
 CLOSE_LINGER_MS = 2000  # how long ``close`` lets the bye drain before dropping the socket
 TLS_PROBE_MS = 3000  # how long a TLS handshake may take to tell a TLS host (see _probe_for_tls)
 
@@ -53,6 +81,7 @@ FAILURE_KINDS = {
     "username_taken": "Someone in the room already uses that name.",
     "invalid_name": "The name is not allowed.",
     "network": "A network error.",
+    "protocol": "The host sent something that breaks the qtchat protocol.",
 }
 
 
@@ -106,6 +135,9 @@ class ChatClient(QObject):
             reconnect that cannot succeed, e.g. the name was taken meanwhile); no retry follows.
         usernameTaken(str name): the name is in use; call ``register`` with another.
         connectionLost(str reason): an established connection dropped; reconnecting.
+        protocolError(ConnectError error): the host sent a frame that breaks the protocol,
+            so the client left it (kind "protocol", a sentence saying what); a reconnect
+            follows. When the client gives up instead, only ``connectFailed`` says so.
         reconnected(bool gap): resumed after a drop; ``gap`` if history was lost meanwhile.
         startedOver(): the host came back with a different history (a new data folder):
             its ``seq`` numbers start again, so what was shown before is no longer on it.
@@ -128,6 +160,7 @@ class ChatClient(QObject):
     connectFailed = Signal(object)
     usernameTaken = Signal(str)
     connectionLost = Signal(str)
+    protocolError = Signal(object)
     reconnected = Signal(bool)
     startedOver = Signal()
     closed = Signal(str)
@@ -173,6 +206,16 @@ class ChatClient(QObject):
         self._registered_now = False
         self._seen: set[int] = set()
         self._seen_order: deque[int] = deque()
+        self._members: dict[str, set[str]] = {}  # folded room -> folded names, bounded
+        self._joins_asked = 0  # join / history requests not answered yet on this connection
+        self._histories_asked = 0
+        self._violations = 0  # protocol violations in a row
+        self._registered_at = 0.0
+        self._inbox = bytearray()  # read, not yet decoded (at most INBOX_BYTES)
+        self._frames: deque[Any] = deque()  # decoded, not yet handled
+        self._after_input: Any = None  # how the connection ended, once input is handled
+        self._pong: bytes | None = None  # at most one answer to the host's ping waits
+        self._pong_at = -PONG_INTERVAL  # when the last one was written (monotonic)
         self._outbox: dict[str, dict[str, Any]] = {}  # id -> frame, until echoed
         self._failed: set[str] = set()  # outbox ids refused: sent again only by ``retry``
         self._in_flight: deque[str] = deque()  # ids sent on this connection, in order
@@ -188,6 +231,8 @@ class ChatClient(QObject):
         self._reconnect_timer = self._timer(self._reconnect, single=True)
         self._keepalive_timer = self._timer(self._on_keepalive, single=False)
         self._pace_timer = self._timer(self._drain_send_queue, single=True)
+        self._slice_timer = self._timer(self._handle_input, single=True)
+        self._slice_timer.setInterval(0)
         self._tls_probe: QSslSocket | None = None
         self._tls_probe_timer = self._timer(self._on_tls_probe_done, single=True)
 
@@ -217,7 +262,7 @@ class ChatClient(QObject):
         self.password = password
         self._closing = False
         self._ever_registered = False
-        self.session, self.last_seq = resume if resume else (None, 0)
+        self.session, self.last_seq = _checked_resume(resume)
         problem = _name_problem(name)
         if problem is not None:  # no point in connecting: say so at once
             self._drop_socket()
@@ -304,13 +349,15 @@ class ChatClient(QObject):
         return [message_id for message_id in self._outbox if message_id in self._failed]
 
     def join(self, room: str) -> None:
-        self._send_frame(p.Join(room=room))
+        if self._send_frame(p.Join(room=room)):
+            self._joins_asked = min(self._joins_asked + 1, MAX_ANSWERS_AWAITED)
 
     def leave(self, room: str) -> None:
         self._send_frame(p.Leave(room=room))
 
     def request_history(self, room: str, before: int | None = None, limit: int = 50) -> None:
-        self._send_frame(p.History(room=room, before=before, limit=limit))
+        if self._send_frame(p.History(room=room, before=before, limit=limit)):
+            self._histories_asked = min(self._histories_asked + 1, MAX_ANSWERS_AWAITED)
 
     def ping(self, token: str | None = None) -> str:
         token = token or f"c{next(self._ping_counter)}"
@@ -321,8 +368,9 @@ class ChatClient(QObject):
         """Leave for good: ``bye``, then close. No reconnect follows."""
         self._closing = True
         for timer in (self._reconnect_timer, self._connect_timer, self._keepalive_timer,
-                      self._pace_timer):
+                      self._pace_timer, self._slice_timer):
             timer.stop()
+        self._forget_input()
         self._drop_tls_probe()
         socket, self._socket = self._socket, None
         if socket is not None:
@@ -363,9 +411,11 @@ class ChatClient(QObject):
         self._heard = False
         self._in_flight.clear()
         self._send_queue.clear()
+        self._joins_asked = self._histories_asked = 0
         self._set_state("reconnecting" if self._ever_registered else "connecting")
         socket: QTcpSocket = QSslSocket(self) if endpoint.tls else QTcpSocket(self)
         self._socket = socket
+        socket.setReadBufferSize(INBOX_BYTES)  # Qt's buffer too: a full inbox stops reading
         socket.connected.connect(self._on_connected)
         socket.readyRead.connect(self._on_ready_read)
         socket.disconnected.connect(self._on_disconnected)
@@ -380,6 +430,7 @@ class ChatClient(QObject):
 
     def _drop_socket(self) -> None:
         self._drop_tls_probe()
+        self._forget_input()
         socket, self._socket = self._socket, None
         if socket is not None:
             socket.blockSignals(True)
@@ -462,7 +513,8 @@ class ChatClient(QObject):
 
     @Slot(QAbstractSocket.SocketError)
     def _on_socket_error(self, error: QAbstractSocket.SocketError) -> None:
-        if self._socket is None:
+        if self._socket is None or \
+                self._ends_after_input(functools.partial(self._on_socket_error, error)):
             return
         if self._registered_now:
             self._lost(self._socket.errorString())
@@ -551,9 +603,33 @@ class ChatClient(QObject):
         self._fail_outbox()
         self.connectFailed.emit(error)
 
+    def _ends_after_input(self, ended: Any) -> bool:
+        """The connection ended with frames read but not handled yet (the last messages,
+        a ``bye``): handle them first, then call ``ended``. False if nothing waits."""
+        socket = self._socket
+        assert socket is not None
+        if self._after_input is not None:
+            return True  # already waiting (errorOccurred, then disconnected)
+        if socket.bytesAvailable():  # what Qt still holds (capped by its buffer)
+            self._inbox += socket.readAll().data()
+        if not self._frames and not self._inbox:
+            return False
+        self._after_input = ended
+        if not self._slice_timer.isActive():
+            self._slice_timer.start()
+        return True
+
+    def _forget_input(self) -> None:
+        """The connection is gone: what it sent and was not handled goes with it."""
+        self._slice_timer.stop()
+        self._inbox.clear()
+        self._frames.clear()
+        self._after_input = None
+        self._pong = None
+
     @Slot()
     def _on_disconnected(self) -> None:
-        if self._socket is None:
+        if self._socket is None or self._ends_after_input(self._on_disconnected):
             return
         if self._registered_now:
             self._lost("the connection closed")
@@ -605,6 +681,9 @@ class ChatClient(QObject):
     def _lost(self, reason: str) -> None:
         """An established connection dropped: resume it after a backoff."""
         log.info("connection lost: %s", reason)
+        if self._registered_now and \
+                time.monotonic() - self._registered_at > VIOLATION_FORGET_S:
+            self._violations = 0  # a long clean connection: earlier violations are forgotten
         self._registered_now = False
         self._keepalive_timer.stop()
         self._drop_socket()
@@ -644,9 +723,18 @@ class ChatClient(QObject):
     @Slot()
     def _on_ready_read(self) -> None:
         socket = self._socket
-        if socket is None:
+        if socket is None or not self._read(socket):
             return
-        data = socket.readAll().data()
+        if not self._slice_timer.isActive():
+            self._handle_input()
+
+    def _read(self, socket: QTcpSocket) -> bool:
+        """Move what the socket holds into the inbox, up to its cap; False if that
+        ended the connection."""
+        room = INBOX_BYTES - len(self._inbox)
+        if room <= 0 or not socket.bytesAvailable():
+            return True  # full: read again once handled (see _handle_input)
+        data = socket.read(room).data()
         if not self._heard and data:
             self._heard = True
             # A TLS record (handshake 0x16 or alert 0x15, version 3.x) where a JSON
@@ -654,68 +742,198 @@ class ChatClient(QObject):
             if not isinstance(socket, QSslSocket) and data[:1] in (b"\x15", b"\x16") \
                     and data[1:2] == b"\x03":
                 self._fail_connection(self._plain_client_tls_server(), retry=False)
-                return
-        for item in self._decoder.feed(data):
+                return False
+        self._inbox += data
+        return True
+
+    def _input_waiting(self, socket: QTcpSocket) -> bool:
+        return bool(self._frames or self._inbox or socket.bytesAvailable())
+
+    @Slot()
+    def _handle_input(self) -> None:
+        """Handle one slice of what was read: at most SLICE_FRAMES frames or about
+        SLICE_SECONDS, then let the event loop run (the rest follows on a zero timer).
+
+        Each frame is handled in its own ``try``, so one that trips a bug never
+        strands the frames behind it.
+        """
+        socket = self._socket
+        if socket is None:
+            return
+        deadline = time.perf_counter() + SLICE_SECONDS
+        for _ in range(SLICE_FRAMES):
+            if not self._frames:
+                if not self._inbox and not (socket.bytesAvailable() and self._read(socket)):
+                    break
+                self._decode_some()
+                if not self._frames:
+                    continue
+            item = self._frames.popleft()
             if isinstance(item, p.RemoteProtocolError):
-                log.warning("bad frame from server: %s", item)
-                if item.fatal:
-                    if self._registered_now:
-                        self._lost("the host sent an oversized frame")
-                    else:
-                        self._fail_connection(self._not_qtchat_error(), retry=True)
-                    return
-                continue
-            try:
-                self._dispatch(item)
-            except Exception:
-                log.exception("error handling %s frame", item.get("type"))
+                self._bad_frame(item)
+            else:
+                try:
+                    self._dispatch(item)
+                except Exception:  # a bug here must not cost the frames behind it
+                    log.exception("error handling %s frame", item.get("type"))
             if self._socket is not socket:
                 return  # the frame ended this connection
+            if time.perf_counter() >= deadline:
+                break
+        if self._socket is socket and self._read(socket) and self._socket is socket:
+            if self._frames or self._inbox:
+                self._slice_timer.start()
+            elif self._after_input is not None:
+                ended, self._after_input = self._after_input, None
+                ended()
+
+    def _decode_some(self) -> None:
+        """Decode the next DECODE_CHUNK bytes of the inbox (cut after a newline)."""
+        inbox = self._inbox
+        cut = inbox.rfind(b"\n", 0, DECODE_CHUNK)
+        size = cut + 1 if cut >= 0 else min(len(inbox), DECODE_CHUNK)
+        chunk = bytes(inbox[:size])
+        del inbox[:size]
+        self._frames.extend(self._decoder.feed(chunk))
+
+    def _bad_frame(self, error: p.RemoteProtocolError) -> None:
+        log.warning("bad frame from server: %s", error)
+        if error.fatal:
+            self._violation(f"a frame of more than {MAX_SERVER_FRAME:,} bytes")
+        elif error.message.startswith("a '"):
+            self._violation(error.message)
+        else:  # not JSON, not an object, no type: the decoder's own sentence
+            self._violation(f"a frame that is not a qtchat frame: {error.message}")
+
+    def _violation(self, what: str) -> None:
+        """The host broke the protocol: leave it, say what it sent, and try again after a
+        growing pause, or stop after MAX_VIOLATIONS in a row (or on a first connection:
+        it is not a qtchat host we can talk to)."""
+        assert self.endpoint is not None
+        where = self.endpoint.address
+        if self._registered_now and \
+                time.monotonic() - self._registered_at > VIOLATION_FORGET_S:
+            self._violations = 0
+        self._violations += 1
+        log.warning("host %s broke the protocol (%d in a row): %s", where,
+                    self._violations, what)
+        if not self._ever_registered or not self.auto_reconnect or self._closing or \
+                self._violations >= MAX_VIOLATIONS:
+            times = (f" {self._violations} times in a row" if self._violations > 1 else "")
+            error = ConnectError(
+                "protocol",
+                f"The host at {where} sent {what}, which breaks the qtchat protocol{times}, "
+                "so qtchat stopped talking to it: check that this address is the qtchat "
+                "host you meant, and ask its host to update qtchat.")
+            self._closing = True
+            self._registered_now = False
+            self._keepalive_timer.stop()
+            self._fail_connection(error, retry=False)
+            return
+        error = ConnectError(
+            "protocol",
+            f"The host at {where} sent {what}, which breaks the qtchat protocol, so qtchat "
+            "left that connection and will try again: if this keeps happening, check that "
+            "this address is the qtchat host you meant.")
+        self.protocolError.emit(error)
+        self._attempt = max(self._attempt, self._violations)  # a growing pause
+        if self._registered_now:
+            self._registered_now = False  # _lost must not reset the pause
+            self._keepalive_timer.stop()
+            self._drop_socket()
+            self.connectionLost.emit("the host broke the protocol")
+            self._schedule_reconnect()
+        else:
+            self._fail_connection(error, retry=True)
 
     def _dispatch(self, frame: dict[str, Any]) -> None:
-        kind = frame["type"]
-        if kind in ("broadcast", "whisper"):
-            self._on_message(frame)
-        elif kind == "user_joined":
-            self.userJoined.emit(frame["name"], frame["room"])
-        elif kind == "user_left":
-            self.userLeft.emit(frame["name"], frame["room"], str(frame.get("reason", "")))
-        elif kind == "ping":
-            self._send_frame(p.Pong(token=frame.get("token")))
-        elif kind == "pong":
-            token = str(frame.get("token", ""))
-            if token == self._awaiting_pong:
-                self._awaiting_pong = None
-            self.pongReceived.emit(token)
-        elif kind == "registered":
-            self._on_registered(frame)
-        elif kind == "joined":
-            if frame["room"] not in self.rooms:
-                self.rooms.append(frame["room"])
-            for message in frame["history"]:
-                self._remember_seq(message)
-            self.roomJoined.emit(frame)
-        elif kind == "left":
-            if frame["room"] in self.rooms:
-                self.rooms.remove(frame["room"])
-            self.roomLeft.emit(frame["room"])
-        elif kind == "history":
-            self.historyReceived.emit(frame["room"], frame["messages"])
-        elif kind == "username_taken":
-            self._on_username_taken(frame["name"])
-        elif kind == "error":
-            self._on_error_frame(frame)
-        elif kind == "bye":
-            self._on_bye(str(frame.get("reason", "")))
+        handler = self._handlers.get(frame["type"])
+        if handler is not None:  # unknown types are ignored (a later protocol's)
+            handler(self, frame)
+
+    def _on_ping(self, frame: dict[str, Any]) -> None:
+        # Answered ahead of our own queued frames, and at most one answer waits:
+        # a newer ping replaces it (a flood of pings costs one pong per pacing slot).
+        if self._registered_now:
+            self._pong = p.encode(p.Pong(token=frame.get("token")))
+            self._drain_send_queue()
+
+    def _on_pong(self, frame: dict[str, Any]) -> None:
+        token = str(frame.get("token") or "")
+        if token == self._awaiting_pong:
+            self._awaiting_pong = None
+        self.pongReceived.emit(token)
+
+    def _on_user_joined(self, frame: dict[str, Any]) -> None:
+        members = self._members.get(frame["room"].casefold())
+        if members is None:
+            return  # not a room we are in (a join racing our leave)
+        name = frame["name"].casefold()
+        if name not in members:
+            if len(members) >= MAX_MEMBERS_PER_ROOM:
+                log.warning("more than %d members in %s: not shown", MAX_MEMBERS_PER_ROOM,
+                            frame["room"])
+                return
+            members.add(name)
+        self.userJoined.emit(frame["name"], frame["room"])
+
+    def _on_user_left(self, frame: dict[str, Any]) -> None:
+        members = self._members.get(frame["room"].casefold())
+        if members is None:
+            return
+        members.discard(frame["name"].casefold())
+        self.userLeft.emit(frame["name"], frame["room"], str(frame.get("reason") or ""))
+
+    def _on_joined(self, frame: dict[str, Any]) -> None:
+        room = frame["room"]
+        known = self._members.get(room.casefold()) is not None
+        if not known:
+            if self._joins_asked <= 0:
+                self._violation(f"a room we did not ask to join (\"{room[:40]}\")")
+                return
+            if len(self.rooms) >= MAX_ROOMS:
+                self._violation(f"more than {MAX_ROOMS:,} rooms to be in")
+                return
+        self._joins_asked = max(0, self._joins_asked - 1)
+        if room not in self.rooms:
+            self.rooms.append(room)
+        self._members[room.casefold()] = {name.casefold() for name in frame["users"]}
+        for message in frame["history"]:
+            self._remember_seq(message)
+        self.roomJoined.emit(frame)
+
+    def _on_left(self, frame: dict[str, Any]) -> None:
+        room = frame["room"]
+        folded = room.casefold()
+        if folded == p.LOBBY:
+            return  # it cannot be left
+        self._members.pop(folded, None)
+        self.rooms = [r for r in self.rooms if r.casefold() != folded]
+        self.roomLeft.emit(room)
+
+    def _on_history(self, frame: dict[str, Any]) -> None:
+        if self._histories_asked <= 0:
+            self._violation("history we did not ask for")
+            return
+        self._histories_asked -= 1
+        self.historyReceived.emit(frame["room"], frame["messages"])
+
+    def _on_taken(self, frame: dict[str, Any]) -> None:
+        if self._registered_now:
+            self._violation("'username_taken' after it had accepted the name")
+            return
+        self._on_username_taken(frame["name"])
+
+    _handlers: ClassVar[dict[str, Any]] = {}  # type -> handler; filled below the class
 
     def _remember_seq(self, message: dict[str, Any]) -> bool:
-        """Record a message's seq; False if it was seen before."""
-        seq = message.get("seq")
-        if not isinstance(seq, int) or seq in self._seen:
+        """Record a message's seq (checked by the parser); False if it was seen before."""
+        seq = message["seq"]
+        if seq in self._seen:
             return False
         self._seen.add(seq)
         self._seen_order.append(seq)
-        if len(self._seen_order) > 50_000:
+        if len(self._seen_order) > MAX_SEEN_SEQS:
             self._seen.discard(self._seen_order.popleft())
         return True
 
@@ -737,13 +955,20 @@ class ChatClient(QObject):
             self.messageReceived.emit(frame)
 
     def _on_registered(self, frame: dict[str, Any]) -> None:
+        if self._registered_now:
+            self._violation("'registered' a second time on one connection")
+            return
+        problem = _name_problem(frame["name"])
+        if problem is not None:  # we could never send it back in a resume
+            self._violation(f"a name we cannot use (\"{frame['name'][:40]}\")")
+            return
         self._connect_timer.stop()
         resumed = bool(frame.get("resumed"))
         was_registered = self._ever_registered
         self.session = frame["session"]
         self.name = frame["name"]
         before = self.server_info.get("history")
-        self.server_info = frame.get("server") or {}
+        self.server_info = frame["server"]
         history = self.server_info.get("history")
         started_over = was_registered and before is not None and history != before
         if started_over:  # its seq 1, 2, 3 are not the ones we have seen: forget those
@@ -753,10 +978,15 @@ class ChatClient(QObject):
             self.last_seq = 0
         in_rooms = frame.get("in_rooms")
         previous_rooms = list(self.rooms)
-        if isinstance(in_rooms, list):
-            self.rooms = [r for r in in_rooms if isinstance(r, str)]
+        if in_rooms is not None:
+            self.rooms = list(in_rooms)
+        if not any(room.casefold() == p.LOBBY for room in self.rooms):
+            self.rooms.insert(0, p.LOBBY)
+        self._members = {room.casefold(): set() for room in self.rooms}
+        self._members[p.LOBBY] = {name.casefold() for name in frame["users"]}
         self._ever_registered = True
         self._registered_now = True
+        self._registered_at = time.monotonic()
         self._attempt = 0
         self._awaiting_pong = None
         self._set_state("connected")
@@ -794,6 +1024,10 @@ class ChatClient(QObject):
     def _on_error_frame(self, frame: dict[str, Any]) -> None:
         code, message = frame["code"], frame["message"]
         ref = str(frame.get("ref") or "")
+        if ref == "join":  # an answer: the join will not be ``joined``
+            self._joins_asked = max(0, self._joins_asked - 1)
+        elif ref == "history":
+            self._histories_asked = max(0, self._histories_asked - 1)
         if not self._registered_now and code == "invalid_name":
             # Like username_taken, the connection stays: ``register`` another name.
             self._connect_timer.stop()
@@ -842,9 +1076,12 @@ class ChatClient(QObject):
             self._send_raw(p.encode(body))
         return frame.id
 
-    def _send_frame(self, frame: p.ClientFrame) -> None:
+    def _send_frame(self, frame: p.ClientFrame) -> bool:
+        """Queue ``frame`` if registered now; whether it was."""
         if self._registered_now:
             self._send_raw(p.encode(frame))
+            return True
+        return False
 
     def _send_raw(self, data: bytes) -> None:
         self._send_queue.append(data)
@@ -860,13 +1097,27 @@ class ChatClient(QObject):
         self._tokens = min(CLIENT_BURST, self._tokens + (now - self._tokens_at) * CLIENT_RATE)
         self._tokens_at = now
         chunks = []
+        pong_wait = PONG_INTERVAL - (now - self._pong_at)
+        if self._pong is not None and pong_wait <= 0:
+            # Ahead of our own frames, and outside their budget (the host is waiting;
+            # a genuine one pings after 30 s of silence), but never more often than
+            # PONG_INTERVAL: a ping flood costs neither the person's pace nor a backlog.
+            chunks.append(self._pong)
+            self._pong = None
+            self._pong_at = now
         while self._send_queue and self._tokens >= 1.0:
             chunks.append(self._send_queue.popleft())
             self._tokens -= 1.0
         if chunks:
             socket.write(b"".join(chunks))
-        if self._send_queue and not self._pace_timer.isActive():
-            self._pace_timer.start(int(1000 / CLIENT_RATE) + 1)
+        waits = []
+        if self._send_queue:
+            waits.append(int(1000 / CLIENT_RATE) + 1)
+        if self._pong is not None:
+            waits.append(max(1, int(pong_wait * 1000) + 1))
+        if waits and (not self._pace_timer.isActive() or
+                      self._pace_timer.remainingTime() > min(waits)):
+            self._pace_timer.start(min(waits))
 
     def _fail_outbox(self) -> None:
         """The conversation ended: what was not confirmed fails (``retry`` after ``open``)."""
@@ -874,6 +1125,41 @@ class ChatClient(QObject):
             if message_id not in self._failed:
                 self._failed.add(message_id)
                 self.sendFailed.emit(message_id, "not_connected", "Not connected.")
+
+
+ChatClient._handlers = {
+    "broadcast": ChatClient._on_message,
+    "whisper": ChatClient._on_message,
+    "user_joined": ChatClient._on_user_joined,
+    "user_left": ChatClient._on_user_left,
+    "ping": ChatClient._on_ping,
+    "pong": ChatClient._on_pong,
+    "registered": ChatClient._on_registered,
+    "joined": ChatClient._on_joined,
+    "left": ChatClient._on_left,
+    "history": ChatClient._on_history,
+    "username_taken": ChatClient._on_taken,
+    "error": ChatClient._on_error_frame,
+    "bye": lambda client, frame: client._on_bye(str(frame.get("reason") or "")),
+}
+
+
+def _checked_resume(resume: tuple[str, int] | None) -> tuple[str | None, int]:
+    """A saved (session, last seq) as ``open`` may send it back, else (None, 0).
+
+    What was saved may have come from a host that sent values out of range (older
+    versions saved them unchecked): a seq past 2^53 or a session too long to send
+    would make every later ``register`` impossible, so they start a fresh session.
+    """
+    if resume is None:
+        return None, 0
+    session, seq = resume
+    if isinstance(session, str) and 0 < len(session) <= p.MAX_SESSION_CHARS and \
+            not p._has_lone_surrogate(session) and isinstance(seq, int) and \
+            not isinstance(seq, bool) and 0 <= seq <= p.MAX_SEQ:
+        return session, seq
+    log.warning("saved session out of range: registering afresh")
+    return None, 0
 
 
 def _name_problem(name: str) -> str | None:

@@ -405,39 +405,183 @@ def _echoable_id(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
-# Required fields of the frames a server sends, with their JSON types.
-_STR, _INT, _LIST, _BOOL, _DICT = str, int, list, bool, dict
-SERVER_FRAME_FIELDS: dict[str, dict[str, type]] = {
-    "registered": {"name": _STR, "session": _STR, "users": _LIST, "rooms": _LIST},
-    "username_taken": {"name": _STR},
-    "user_joined": {"name": _STR, "room": _STR},
-    "user_left": {"name": _STR, "room": _STR},
-    "joined": {"room": _STR, "users": _LIST, "history": _LIST},
-    "left": {"room": _STR},
-    "broadcast": {"seq": _INT, "ts": _STR, "from": _STR, "room": _STR, "text": _STR},
-    "whisper": {"seq": _INT, "ts": _STR, "from": _STR, "to": _STR, "text": _STR},
-    "history": {"room": _STR, "messages": _LIST},
-    "pong": {},
-    "ping": {},
-    "error": {"code": _STR, "message": _STR},
-    "bye": {},
+# --- frames a server sends ---------------------------------------------------------------
+#
+# A client must not trust its host: a hostile one, or anyone in the middle of a plain TCP
+# connection, can send anything. Every frame of a known type is checked here for the
+# types, ranges and sizes the client relies on, before it acts on any of it; a frame that
+# fails is the peer's error (``RemoteProtocolError``), and the client ends the connection.
+# Fields nobody reads are left alone (forward compatibility), and so are unknown types.
+
+MAX_SEQ = 2**53 - 1  # exact in every JSON reader (a double); a real host is far below it
+MAX_WIRE_NAME_CHARS = 64  # a name or room as shown: 32 after PRECIS, NFKC may add a few
+MAX_SESSION_CHARS = 256  # what ``register.resume`` may carry back
+MAX_SHORT_CHARS = 64  # codes, reasons, versions, tokens, ids, refs, timestamps
+MAX_SERVER_NAME_CHARS = 256
+MAX_ERROR_MESSAGE_CHARS = 4_096
+MAX_MEMBERS_LISTED = 10_000  # names in one ``users`` list
+MAX_ROOMS_LISTED = 10_000  # rooms in ``registered.rooms`` (the server's room limit)
+MAX_OWN_ROOMS = 1_000  # rooms in ``registered.in_rooms`` (ten times the per-person limit)
+MAX_MESSAGES_LISTED = MAX_HISTORY_LIMIT  # messages in ``joined.history``, ``history.messages``
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _Bad(Exception):
+    """A field failed its check: ``want`` says what it should be, ``path`` where it is."""
+
+    def __init__(self, want: str, path: str = "") -> None:
+        super().__init__(want)
+        self.want = want
+        self.path = path
+
+    def inside(self, where: str) -> _Bad:
+        """The same failure, seen from the object or list that holds it."""
+        return _Bad(self.want, where + (self.path if self.path.startswith("[") or not
+                                        self.path else "." + self.path))
+
+
+def _string(value: object, max_chars: int, *, empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise _Bad("a string")
+    if len(value) > max_chars or (not value and not empty):
+        raise _Bad(f"a string of 1 to {max_chars:,} characters")
+    # isascii() is O(1): the scan runs only for text that can hold a surrogate.
+    if not value.isascii() and _SURROGATE.search(value):
+        raise _Bad("valid Unicode")
+    return value
+
+
+def _name_str(value: object) -> str:
+    return _string(value, MAX_WIRE_NAME_CHARS)
+
+
+def _short_str(value: object) -> str:
+    return _string(value, MAX_SHORT_CHARS, empty=True)
+
+
+def _seq(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEQ:
+        raise _Bad("a whole number from 0 to 2^53-1")
+    return value
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad("true or false")
+    return value
+
+
+def _list_of(check: Callable[[object], object], max_items: int) -> Callable[[object], list]:
+    def checked(value: object) -> list:
+        if not isinstance(value, list):
+            raise _Bad("a list")
+        if len(value) > max_items:
+            raise _Bad(f"a list of at most {max_items:,} items")
+        for index, item in enumerate(value):
+            try:
+                check(item)
+            except _Bad as exc:
+                raise exc.inside(f"[{index}]") from None
+        return value
+
+    return checked
+
+
+def _shape(required: Mapping[str, Callable[[object], object]],
+           optional: Mapping[str, Callable[[object], object]] = {},
+           ) -> Callable[[object], dict]:
+    """A checker for a JSON object: required and optional fields (null = absent)."""
+
+    def checked(value: object) -> dict:
+        if not isinstance(value, dict):
+            raise _Bad("an object")
+        _check_fields(value, required, optional)
+        return value
+
+    return checked
+
+
+def _check_fields(obj: Mapping[str, Any], required: Mapping[str, Callable[[object], object]],
+                  optional: Mapping[str, Callable[[object], object]]) -> None:
+    for name, check in required.items():
+        if name not in obj:
+            raise _Bad("present", name)
+        try:
+            check(obj[name])
+        except _Bad as exc:
+            raise exc.inside(name) from None
+    for name, check in optional.items():
+        if obj.get(name) is not None:
+            try:
+                check(obj[name])
+            except _Bad as exc:
+                raise exc.inside(name) from None
+
+
+def _text(value: object) -> str:
+    # Bounded by the frame size; the server's own limit may be raised by its host.
+    return _string(value, MAX_FRAME_BYTES)
+
+
+_MESSAGE_FIELDS = {"seq": _seq, "ts": _short_str, "from": _name_str, "text": _text}
+_BROADCAST = ({**_MESSAGE_FIELDS, "room": _name_str}, {"id": _short_str})
+_WHISPER = ({**_MESSAGE_FIELDS, "to": _name_str}, {"id": _short_str})
+_messages = _list_of(_shape(*_BROADCAST), MAX_MESSAGES_LISTED)
+_members = _list_of(_name_str, MAX_MEMBERS_LISTED)
+_server_info = _shape(
+    {},
+    {"name": lambda v: _string(v, MAX_SERVER_NAME_CHARS, empty=True), "version": _short_str,
+     "tls": _boolean, "host": _name_str, "history": _short_str})
+_token = {"token": _short_str}
+
+# type -> (required fields, optional fields), each field with its check.
+SERVER_FRAME_SHAPES: dict[str, tuple[dict[str, Callable[[object], object]],
+                                     dict[str, Callable[[object], object]]]] = {
+    "registered": (
+        {"name": _name_str, "session": lambda v: _string(v, MAX_SESSION_CHARS),
+         "users": _members, "rooms": _list_of(_name_str, MAX_ROOMS_LISTED),
+         "server": _server_info},
+        {"in_rooms": _list_of(_name_str, MAX_OWN_ROOMS), "protocol": _seq,
+         "resumed": _boolean, "gap": _boolean}),
+    "username_taken": ({"name": _name_str}, {"reason": _short_str}),
+    "user_joined": ({"name": _name_str, "room": _name_str}, {}),
+    "user_left": ({"name": _name_str, "room": _name_str}, {"reason": _short_str}),
+    "joined": ({"room": _name_str, "users": _members, "history": _messages}, {}),
+    "left": ({"room": _name_str}, {}),
+    "broadcast": _BROADCAST,
+    "whisper": _WHISPER,
+    "history": ({"room": _name_str, "messages": _messages}, {}),
+    "pong": ({}, _token),
+    "ping": ({}, _token),
+    "error": ({"code": _short_str,
+               "message": lambda v: _string(v, MAX_ERROR_MESSAGE_CHARS, empty=True)},
+              {"ref": _short_str, "id": _short_str}),
+    "bye": ({}, {"reason": _short_str}),
 }
 
 
 def parse_server_frame(line: bytes) -> dict[str, Any]:
-    """Decode one line a server sent: a dict whose required fields are type-checked.
+    """Decode one line a server sent: a dict whose fields the client uses are checked.
 
-    Unknown types are returned as they are (the caller ignores them).
+    Types, ranges and sizes: ``seq`` a whole number below 2^53, names and rooms of at
+    most 64 characters, lists of bounded length, ``server`` an object, messages in a
+    list shaped like ``broadcast`` frames; every string valid Unicode. Raises
+    ``RemoteProtocolError`` (``bad_frame``, ``ref`` = the frame's type) naming the
+    first field that fails. Unknown types are returned as they are (the caller
+    ignores them).
     """
     obj = decode_object(line)
-    required = SERVER_FRAME_FIELDS.get(obj["type"])
-    if required:
-        for name, kind in required.items():
-            value = obj.get(name)
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise RemoteProtocolError(
-                    "bad_frame", f"{obj['type']} frame without a valid '{name}'", obj["type"]
-                )
+    kind = obj["type"]
+    shape = SERVER_FRAME_SHAPES.get(kind)
+    if shape is not None:
+        try:
+            _check_fields(obj, *shape)
+        except _Bad as exc:
+            what = (f"without '{exc.path}'" if exc.want == "present"
+                    else f"whose '{exc.path}' is not {exc.want}")
+            raise RemoteProtocolError("bad_frame", f"a '{kind}' frame {what}", kind) from None
     return obj
 
 

@@ -278,6 +278,7 @@ class ChatWindow(QMainWindow):
         c.historyReceived.connect(self._on_history)
         c.errorReceived.connect(self._on_error)
         c.connectionLost.connect(self._on_connection_lost)
+        c.protocolError.connect(self._on_protocol_error)
         c.reconnected.connect(self._on_reconnected)
         c.startedOver.connect(self._on_started_over)
         c.closed.connect(self._on_closed)
@@ -640,6 +641,13 @@ class ChatWindow(QMainWindow):
         self.members_view.setEnabled(False)  # greyed: nobody is known to be there now
         for conv in self._conversations.values():
             self._notice(conv, f"Connection lost ({reason}) — reconnecting…", NoticeKind.LEAVE)
+
+    @Slot(object)
+    def _on_protocol_error(self, error: ConnectError) -> None:
+        # The host sent something that breaks the protocol: say what, where it is read
+        # (connectionLost follows with "reconnecting"; connectFailed if the client stops).
+        for conv in self._conversations.values():
+            self._notice(conv, str(error), NoticeKind.ERROR)
 
     @Slot()
     def _on_started_over(self) -> None:
