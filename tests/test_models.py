@@ -543,3 +543,17 @@ def test_rooms_with_unread_counts(owner, qtmodeltester, qtbot):
     assert rooms.row_of("zeta") == -1
     qtmodeltester.check(rooms)
     assert rooms.rowCount(QModelIndex()) == 5
+
+
+def test_a_notice_before_any_message_stays_below_the_history_pages(model):
+    # "You joined" comes before the room's history: older pages go above it, and
+    # live messages below it (it used to sort as seq 0 and stay pinned on top).
+    model.add_notice("You joined")
+    model.add_messages([broadcast(s) for s in range(351, 401)])  # the recent history
+    model.add_messages([broadcast(s) for s in range(251, 351)])  # an older page
+    model.add_message(broadcast(401))  # someone speaks
+    model.add_messages([broadcast(s) for s in range(151, 251)])  # another older page
+    rows = [model.entry(r) for r in range(model.rowCount())]
+    notice_row = next(r for r, e in enumerate(rows) if e.kind == RowKind.NOTICE)
+    assert [e.seq for e in rows[:notice_row]] == list(range(151, 401))
+    assert [e.seq for e in rows[notice_row + 1 :]] == [401]

@@ -250,6 +250,10 @@ _ACTION = 4
 
 #: Sort key of pending rows: after every message, notice and marker.
 _PENDING_KEY = float("inf")
+#: Sort key of a notice given while no message is known yet ("You joined…" before the
+#: room's history arrives): after every message until a live one comes (see
+#: ``MessageModel._settle_floating``), so history pages go in above it.
+_FLOATING_KEY = 1e18
 _sort_key = attrgetter("key")
 # Row identities for rows without a seq: negative, process-wide unique, so they
 # never collide with a seq and a delegate may cache by them across models.
@@ -408,6 +412,7 @@ class MessageModel(QAbstractListModel):
         self._newest: int | None = None
         self._strings: dict[str, str] = {}  # one shared copy of each sender/room name
         self._uid_offset = 0  # added to a message's seq for its uid (see start_over)
+        self._floating: list[MessageEntry] = []  # notices keyed _FLOATING_KEY
 
     # ------------------------------------------------------------ Qt interface
 
@@ -558,6 +563,8 @@ class MessageModel(QAbstractListModel):
             if pend is not None:  # already shown (e.g. replayed before the echo)
                 self._drop_pending(pend)
             return False
+        if self._floating:
+            self._settle_floating(seq - 0.5 if self._newest is None else self._newest)
         self._seqs.add(seq)
         self._note_seq(seq, seq)
         if pend is not None:
@@ -672,6 +679,9 @@ class MessageModel(QAbstractListModel):
         """Add a system notice after the newest message (before pending ones).
 
         ``ts``: a protocol ISO timestamp, epoch milliseconds, or None for now.
+        Before any message is known the notice stays below every history page
+        that arrives, up to the first live message (``_settle_floating``): "You
+        joined" is not pinned above the room's older messages.
         """
         if isinstance(ts, int):
             ts_ms = ts
@@ -679,8 +689,9 @@ class MessageModel(QAbstractListModel):
             ts_ms = time.time_ns() // 1_000_000
         else:
             ts_ms = parse_timestamp(ts)
+        floating = self._newest is None
         entry = MessageEntry(
-            key=self._newest or 0,
+            key=_FLOATING_KEY if floating else self._newest,
             uid=_new_uid(),
             seq=None,
             kind=RowKind.NOTICE,
@@ -688,7 +699,17 @@ class MessageModel(QAbstractListModel):
             text=text,
             notice=NoticeKind(kind),
         )
+        if floating:
+            self._floating.append(entry)
         self._insert_one(entry, bisect_right)
+
+    def _settle_floating(self, key: float) -> None:
+        """A live message came: the notices said before any message was known take
+        their place before it (``key``: the newest seq, or just below the live
+        one's), so later messages go below them and older ones above."""
+        for entry in self._floating:  # they sit after every message: still in order
+            entry.key = key
+        self._floating.clear()
 
     def start_over(self, text: str) -> None:
         """The server's history was replaced (its ``seq`` numbers begin again): keep
@@ -697,6 +718,8 @@ class MessageModel(QAbstractListModel):
         if not self._rows:
             self.add_notice(text)
             return
+        if self._floating:
+            self._settle_floating(self._newest or 0)
         self._uid_offset += _UID_OFFSET_STEP  # its seq 1, 2, 3 are new rows to any cache
         shift = max(0, self._newest or 0) + 1
         for entry in self._rows:
@@ -766,6 +789,7 @@ class MessageModel(QAbstractListModel):
         self._unread_marker = None
         self._oldest = self._newest = None
         self._strings.clear()
+        self._floating.clear()
         self.endResetModel()
 
     # ---------------------------------------------------------------- internals
