@@ -707,6 +707,9 @@ class MessageModel(QAbstractListModel):
         """A live message came: the notices said before any message was known take
         their place before it (``key``: the newest seq, or just below the live
         one's), so later messages go below them and older ones above."""
+        first = self._index_of(self._floating[0])
+        if first:  # never below the row above them (a marker may sit there)
+            key = max(key, self._rows[first - 1].key)
         for entry in self._floating:  # they sit after every message: still in order
             entry.key = key
         self._floating.clear()
@@ -828,7 +831,7 @@ class MessageModel(QAbstractListModel):
         # The hot path of a backlog: skip __init__'s keyword handling (~4x faster).
         entry = _new_entry(MessageEntry)
         entry.key = entry.seq = seq
-        entry.uid = seq + self._uid_offset
+        entry.uid = seq + self._uid_offset if self._uid_offset else seq  # one int, not two
         entry.kind = RowKind.MESSAGE
         entry.ts = parse_timestamp(get("ts"))
         entry.sender = strings.setdefault(sender, sender)
