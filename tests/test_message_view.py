@@ -97,6 +97,27 @@ def test_only_the_rows_on_screen_are_laid_out_and_painted(chat):
     assert sum(view._measured) <= 2 * len(rows) + 1
 
 
+def test_rows_streaming_in_are_painted_as_a_full_repaint_would(chat, qtbot):
+    # At the bottom, new rows scroll what is painted up and paint only themselves;
+    # what is on the screen must be what painting everything would give.
+    rng = random.Random(5)
+    chat.model.add_messages([broadcast(s, text="word " * rng.randint(1, 30))
+                             for s in range(1, 100)])
+    chat.settle()
+    seq = 100
+    for burst in (1, 1, 3, 1, 7, 1, 1, 2):
+        for _ in range(burst):  # several in one event-loop pass, or one
+            chat.model.add_message(broadcast(seq, "bob", "word " * rng.randint(1, 30)))
+            seq += 1
+        qtbot.wait(5)
+    view = chat.view
+    assert view.visible_rows()[-1][0] == chat.model.rowCount() - 1
+    viewport = view.viewport().geometry()
+    on_screen = view.screen().grabWindow(view.winId()).toImage().copy(viewport)
+    repainted = view.grab().toImage().copy(viewport)
+    assert on_screen == repainted
+
+
 def test_notices_markers_and_pending_rows_are_on_screen(chat):
     model = chat.model
     model.add_messages([broadcast(s) for s in range(1, 4)])

@@ -50,6 +50,7 @@ from PySide6.QtCore import (
     QPoint,
     QRect,
     Qt,
+    QTimer,
     Signal,
     Slot,
 )
@@ -79,7 +80,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qtchat.gui.delegate import MessageDelegate, estimate_code
+from qtchat.gui.delegate import MessageDelegate, estimate_code, estimate_codes
 from qtchat.gui.models import (
     MessageEntry,
     MessageModel,
@@ -93,7 +94,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MessageView", "RowHeights"]
 
-_CHUNK = 1024  # rows per chunk of RowHeights (split at twice this)
+_CHUNK = 256  # rows per chunk of RowHeights (split at twice this)
+_BAR_DELAY_MS = 50  # the scroll bar lags rows streaming in at the bottom by at most this
 _MAX_HEIGHT = 0xFFFF  # heights are stored in 16 bits
 _Parent = QModelIndex | QPersistentModelIndex
 
@@ -259,7 +261,23 @@ class MessageView(QAbstractScrollArea):
         self._press_pos = QPoint()
         self._dragged = False
         self._setting_bar = False
-        self._dirty = True
+        self._dirty = True  # positions need computing again (_relayout)
+        self._full_repaint = True  # the whole viewport needs painting again
+        self._flush_pending = False  # _flush_appends is posted
+        self._last_top = 0  # content y at the viewport's top, as last laid out
+        self._appended_from = 0  # first row appended since the last flush
+        self._flush_timer = QTimer(self)
+        self._flush_timer.setSingleShot(True)
+        self._flush_timer.setInterval(0)
+        self._flush_timer.timeout.connect(self._flush_appends)
+        # Painting a QScrollBar costs more than a new row (about 1 ms offscreen); while
+        # rows stream in at the bottom the bar is brought up to date at most every
+        # _BAR_DELAY_MS instead of on each row (its handle moves by a pixel or less).
+        self._bar_stale = False
+        self._bar_timer = QTimer(self)
+        self._bar_timer.setSingleShot(True)
+        self._bar_timer.setInterval(_BAR_DELAY_MS)
+        self._bar_timer.timeout.connect(self._sync_bar)
         bar = self.verticalScrollBar()
         bar.valueChanged.connect(self._on_bar_value)
         bar.setSingleStep(max(self._delegate.line_height(), 1))
@@ -312,7 +330,7 @@ class MessageView(QAbstractScrollArea):
     def _rebuild(self) -> None:
         model = self._model
         entries = list(model.entries()) if model is not None else []
-        self._codes = array("H", map(estimate_code, entries))
+        self._codes = estimate_codes(entries)
         self._delegate.retain(())  # layouts are cached by uid, and uids are per model
         self._reguess_heights()
         self._follow = True
@@ -339,14 +357,25 @@ class MessageView(QAbstractScrollArea):
         model = self._model
         assert model is not None
         entries = model.entries_between(first, last)
-        codes = array("H", map(estimate_code, entries))
+        codes = estimate_codes(entries)
         table = self._delegate.estimate_table()
         count = len(codes)
+        appended = first == len(self._codes)
         self._codes[first:first] = codes
         self._measured[first:first] = bytes(count)
         self._heights.insert(first, array("H", map(table.__getitem__, codes)))
         self._row_map(lambda row: row + count if row >= first else row)
-        self._changed()
+        if appended and self._follow and not self._full_repaint and self.isVisible():
+            # The common case of a live chat: rows below the others while the reader
+            # is at the bottom. Scroll what is painted up and paint only the new rows,
+            # once per event-loop pass however many arrive in it.
+            self._dirty = True
+            if not self._flush_pending:
+                self._flush_pending = True
+                self._appended_from = first
+                self._flush_timer.start()
+        else:
+            self._changed()
         if count == 1 and last == model.rowCount() - 1 - len(model.pending_entries()):
             self._announce(entries[0])
 
@@ -410,8 +439,30 @@ class MessageView(QAbstractScrollArea):
 
     def _changed(self) -> None:
         self._dirty = True
+        self._full_repaint = True
         self.viewport().update()
         self._update_actions()
+
+    @Slot()
+    def _flush_appends(self) -> None:
+        self._flush_pending = False
+        if self._full_repaint or not self._dirty:
+            return  # a whole repaint is coming anyway
+        old_top = self._last_top
+        self._relayout(sync_bar=False)
+        if not self._bar_timer.isActive():
+            self._bar_timer.start()
+        shift = self._last_top - old_top
+        viewport = self.viewport()
+        if not self._follow or shift < 0 or shift >= viewport.height():
+            self._changed()
+            return
+        if shift:
+            viewport.scroll(0, -shift)  # moves the pixels, repaints the strip uncovered
+        fresh = self._appended_from
+        for row, y, height in self._visible:  # and the new rows, wherever they are
+            if row >= fresh:
+                viewport.update(0, y, viewport.width(), height)
 
     # --------------------------------------------------------------- layout
 
@@ -424,22 +475,42 @@ class MessageView(QAbstractScrollArea):
         self._measured[row] = 1
         return height
 
-    def ensure_laid_out(self) -> None:
+    def ensure_laid_out(self, *, sync_bar: bool = True) -> None:
         """Measure the rows on screen, place them, and set the scroll bar (what a
         paint does first; for callers that need positions before the next paint)."""
         if self._dirty:
-            self._relayout()
+            self._relayout(sync_bar=sync_bar)
+        elif sync_bar and self._bar_stale:
+            self._sync_bar()
 
-    def _relayout(self) -> None:
+    @Slot()
+    def _sync_bar(self) -> None:
+        if self._dirty:
+            self._relayout()
+        elif self._bar_stale:
+            self._set_bar(self._last_top, self._heights.total(), max(self.viewport().height(), 1))
+
+    def _relayout(self, *, sync_bar: bool = True) -> None:
         self._dirty = False
         heights = self._heights
         count = len(heights)
         vh = max(self.viewport().height(), 1)
         if count == 0:
             self._visible = []
+            self._last_top = 0
             self._anchor_row, self._anchor_off = 0, 0
             self._set_bar(0, 0, vh)
             return
+        self._place(vh)
+        if sync_bar:
+            self._set_bar(self._last_top, heights.total(), vh)
+        else:
+            self._bar_stale = True
+
+    def _place(self, vh: int) -> None:
+        """Measure what is on screen and where; set ``_visible`` and ``_last_top``."""
+        heights = self._heights
+        count = len(heights)
         measure = self._measure_row
         if self._follow:
             filled, row = 0, count - 1
@@ -473,11 +544,13 @@ class MessageView(QAbstractScrollArea):
             y += height
             row += 1
         self._visible = visible
+        self._last_top = top
         first = visible[0][0]
         self._anchor_row, self._anchor_off = first, top - heights.top_of(first)
-        self._set_bar(top, heights.total(), vh)
 
     def _set_bar(self, top: int, total: int, vh: int) -> None:
+        self._bar_stale = False
+        self._bar_timer.stop()
         bar = self.verticalScrollBar()
         self._setting_bar = True
         try:
@@ -503,7 +576,7 @@ class MessageView(QAbstractScrollArea):
             self.topReached.emit()
 
     def scrollContentsBy(self, _dx: int, _dy: int) -> None:
-        self.viewport().update()  # positions come from _relayout, not from a blit
+        """Nothing: positions come from ``_relayout`` (``_on_bar_value`` asks for it)."""
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
@@ -526,13 +599,14 @@ class MessageView(QAbstractScrollArea):
     # ------------------------------------------------------------- painting
 
     def paintEvent(self, event: QPaintEvent) -> None:
-        self.ensure_laid_out()
+        clip = event.rect()
+        whole = clip.contains(self.viewport().rect())
+        self.ensure_laid_out(sync_bar=whole)
         model = self._model
         if model is None:
             return
         painter = QPainter(self.viewport())
         width = self.viewport().width()
-        clip = event.rect()
         lo, hi = self._selection()
         delegate = self._delegate
         focus = self.hasFocus()
@@ -549,6 +623,8 @@ class MessageView(QAbstractScrollArea):
                     painter.drawRect(rect.adjusted(0, 0, -1, -1))
         finally:
             painter.end()
+        if whole:
+            self._full_repaint = False
         delegate.retain(model.entry(row).uid for row, _y, _h in self._visible)
 
     # ------------------------------------------------------- reading (tests, a11y)
