@@ -157,6 +157,12 @@ class MessageDelegate(QObject):
 
     def _invalidate(self) -> None:
         self._paints.clear()
+        self._name_formats: dict[str, QTextCharFormat] = {}
+        self._option = QTextOption()
+        self._option.setWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
+        self._option.setTextDirection(self._view.layoutDirection())
+        self._centred_option = QTextOption(self._option)
+        self._centred_option.setAlignment(Qt.AlignmentFlag.AlignHCenter)
         self._statics: dict[str, QStaticText] = {}
         self._one_line: int | None = None
         self._estimates = None
@@ -270,10 +276,15 @@ class MessageDelegate(QObject):
     def _build_message(self, entry: MessageEntry) -> _RowPaint:
         prefix, body = _message_parts(entry)
         text = f"{prefix}{_FSI}{body}{_PDI}"
-        name_fmt = QTextCharFormat()
-        name_fmt.setFontWeight(QFont.Weight.Bold)
         name = entry.peer if entry.is_whisper and entry.is_own else entry.sender
-        name_fmt.setForeground(QBrush(sender_color(name, self._dark)))
+        name_fmt = self._name_formats.get(name)
+        if name_fmt is None:
+            if len(self._name_formats) > 2048:
+                self._name_formats.clear()
+            name_fmt = QTextCharFormat()
+            name_fmt.setFontWeight(QFont.Weight.Bold)
+            name_fmt.setForeground(QBrush(sender_color(name, self._dark)))
+            self._name_formats[name] = name_fmt
         formats = [_format_range(0, len(prefix), name_fmt)]
         links: list[tuple[int, int, str]] = []
         body_start = len(prefix) + 1
@@ -309,12 +320,7 @@ class MessageDelegate(QObject):
         centred: bool = False,
     ) -> tuple[QTextLayout, int]:
         layout = QTextLayout(text, font)
-        option = QTextOption()
-        option.setWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
-        option.setTextDirection(self._view.layoutDirection())
-        if centred:
-            option.setAlignment(Qt.AlignmentFlag.AlignHCenter)
-        layout.setTextOption(option)
+        layout.setTextOption(self._centred_option if centred else self._option)
         if formats:
             layout.setFormats(formats)
         layout.setCacheEnabled(True)

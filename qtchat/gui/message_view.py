@@ -590,6 +590,7 @@ class MessageView(QAbstractScrollArea):
             event.Type.FontChange,
             event.Type.PaletteChange,
             event.Type.StyleChange,
+            event.Type.LayoutDirectionChange,
         ):
             self._delegate.update_style()
             self._reguess_heights()
