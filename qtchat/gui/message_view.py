@@ -265,6 +265,7 @@ class MessageView(QAbstractScrollArea):
         self._full_repaint = True  # the whole viewport needs painting again
         self._flush_pending = False  # _flush_appends is posted
         self._last_top = 0  # content y at the viewport's top, as last laid out
+        self._painted_top = 0  # … and as the pixels on screen show it
         self._appended_from = 0  # first row appended since the last flush
         self._flush_timer = QTimer(self)
         self._flush_timer.setSingleShot(True)
@@ -446,19 +447,19 @@ class MessageView(QAbstractScrollArea):
     @Slot()
     def _flush_appends(self) -> None:
         self._flush_pending = False
-        if self._full_repaint or not self._dirty:
+        if self._full_repaint:
             return  # a whole repaint is coming anyway
-        old_top = self._last_top
-        self._relayout(sync_bar=False)
-        if not self._bar_timer.isActive():
+        self.ensure_laid_out(sync_bar=False)
+        if self._bar_stale and not self._bar_timer.isActive():
             self._bar_timer.start()
-        shift = self._last_top - old_top
+        shift = self._last_top - self._painted_top  # how far the pixels are behind
         viewport = self.viewport()
         if not self._follow or shift < 0 or shift >= viewport.height():
             self._changed()
             return
         if shift:
             viewport.scroll(0, -shift)  # moves the pixels, repaints the strip uncovered
+            self._painted_top = self._last_top
         fresh = self._appended_from
         for row, y, height in self._visible:  # and the new rows, wherever they are
             if row >= fresh:
@@ -570,8 +571,7 @@ class MessageView(QAbstractScrollArea):
         row = heights.row_at(value)
         if row >= 0:
             self._anchor_row, self._anchor_off = row, value - heights.top_of(row)
-        self._dirty = True
-        self.viewport().update()
+        self._changed()
         if value == bar.minimum() and bar.maximum() > bar.minimum():
             self.topReached.emit()
 
@@ -624,6 +624,7 @@ class MessageView(QAbstractScrollArea):
                     painter.drawRect(rect.adjusted(0, 0, -1, -1))
         finally:
             painter.end()
+        self._painted_top = self._last_top
         if whole:
             self._full_repaint = False
         delegate.retain(model.entry(row).uid for row, _y, _h in self._visible)
