@@ -261,6 +261,7 @@ _serial = itertools.count(1)
 
 
 _new_entry = object.__new__
+_from_iso = datetime.fromisoformat
 
 
 _UID_OFFSET_STEP = 1 << 40  # above any seq a server reaches (see MessageModel.start_over)
@@ -586,6 +587,7 @@ class MessageModel(QAbstractListModel):
         seen = self._seqs
         batch_seqs: set[int] = set()
         echoes: list[Mapping[str, Any]] = []
+        pending = self._pending
         for frame in frames:
             try:
                 entry = self._entry_from_frame(frame, own, None)
@@ -598,7 +600,7 @@ class MessageModel(QAbstractListModel):
                 if pend is not None:
                     self._drop_pending(pend)
                 continue
-            if self._pending_for(frame) is not None:
+            if pending and self._pending_for(frame) is not None:
                 echoes.append(frame)
                 continue
             batch_seqs.add(seq)  # type: ignore[arg-type]
@@ -833,7 +835,13 @@ class MessageModel(QAbstractListModel):
         entry.key = entry.seq = seq
         entry.uid = seq + self._uid_offset if self._uid_offset else seq  # one int, not two
         entry.kind = RowKind.MESSAGE
-        entry.ts = parse_timestamp(get("ts"))
+        ts = get("ts")
+        try:  # parse_timestamp's common case, inline (a backlog is all this): -10 %
+            entry.ts = round(_from_iso(ts).timestamp() * 1000) if ts[-1] == "Z" else None
+        except (TypeError, ValueError, IndexError, KeyError):
+            entry.ts = None
+        if entry.ts is None:
+            entry.ts = parse_timestamp(ts)
         entry.sender = strings.setdefault(sender, sender)
         entry.text = text
         entry.peer = strings.setdefault(peer, peer)
