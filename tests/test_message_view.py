@@ -11,7 +11,7 @@ from helpers import LineClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PySide6.QtCore import QEvent, QPoint, QPointF, QSettings, Qt
-from PySide6.QtGui import QAccessible, QColor, QGuiApplication, QMouseEvent
+from PySide6.QtGui import QAccessible, QColor, QGuiApplication, QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
 from qtchat.client import Endpoint
@@ -260,6 +260,28 @@ def test_bottom_follows_new_rows_but_a_reader_above_stays(chat):
     chat.model.add_message(broadcast(260))
     chat.settle()
     assert chat.view.visible_rows()[-1][0] == chat.model.rowCount() - 1
+
+
+def _wheel_up(view: MessageView) -> None:
+    pos = QPointF(view.viewport().rect().center())
+    event = QWheelEvent(pos, view.viewport().mapToGlobal(pos), QPoint(), QPoint(0, 120),
+                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier,
+                        Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(view.viewport(), event)
+
+
+def test_turning_the_wheel_up_at_the_top_asks_again_each_time(chat, qtbot):
+    chat.model.add_messages([broadcast(s) for s in range(50, 100)])
+    chat.settle()
+    chat.bar.setValue(0)
+    chat.settle()
+    for _ in range(2):  # the answer may be slow or empty: every turn asks again
+        with qtbot.waitSignal(chat.view.topReached):
+            _wheel_up(chat.view)
+    chat.bar.setValue(chat.bar.maximum())
+    chat.settle()
+    with qtbot.assertNotEmitted(chat.view.topReached):
+        _wheel_up(chat.view)  # a turn up from the bottom just scrolls
 
 
 # ------------------------------------------------------------- accessibility
