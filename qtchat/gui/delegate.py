@@ -114,7 +114,7 @@ class MessageDelegate(QObject):
         self._view = view
         self._width = max(view.width(), 1)
         self._paints: OrderedDict[int, _RowPaint] = OrderedDict()
-        self._estimates: array | None = None
+        self._estimates: list[int] | None = None
         self.update_style()
 
     # ------------------------------------------------------------ style state
@@ -189,27 +189,32 @@ class MessageDelegate(QObject):
     def line_height(self) -> int:
         return self._line_h
 
-    def estimate_table(self) -> array:
+    def estimate_table(self) -> list[int]:
         """Height guesses at this width, indexed by ``estimate_code(entry)``.
 
         A row's text of ``n`` characters wraps to about ``n × average advance ÷
         text width`` lines; each line break in it and a pending status add one.
         Only for rows not measured yet: the view measures a row exactly before it
-        paints it.
+        paints it. A list (indexing it in a comprehension is the fastest lookup
+        from Python: a million rows re-guessed in ~40 ms) of shared int objects.
         """
         table = self._estimates
-        if table is None:  # 65,536 two-byte entries
+        if table is None:  # 65,536 entries, a few hundred distinct heights
             per_line = max(int(self._text_width() / self._avg_char), 1)
             line_h = self._line_h
             one = self._one_line_height()
-            table = array("H")
+            shared: dict[int, int] = {}
+            table = []
             for extra in range(_CODE_EXTRA_MAX + 1):
                 base = one + extra * line_h
                 table.extend(
-                    min(base + ((chars - 1) // per_line) * line_h, 0xFFFF)
-                    if chars
-                    else self._marker_h
-                    for chars in range(_CODE_CHARS_MAX + 1)
+                    shared.setdefault(h, h)
+                    for h in (
+                        min(base + ((chars - 1) // per_line) * line_h, 0xFFFF)
+                        if chars
+                        else self._marker_h
+                        for chars in range(_CODE_CHARS_MAX + 1)
+                    )
                 )
             self._estimates = table
         return table

@@ -341,7 +341,7 @@ class MessageView(QAbstractScrollArea):
 
     def _reguess_heights(self) -> None:
         table = self._delegate.estimate_table()
-        self._heights.replace(array("H", map(table.__getitem__, self._codes)))
+        self._heights.replace(array("H", [table[code] for code in self._codes]))
         self._measured = bytearray(len(self._codes))
 
     def _row_map(self, fn: Any) -> None:
@@ -364,7 +364,7 @@ class MessageView(QAbstractScrollArea):
         appended = first == len(self._codes)
         self._codes[first:first] = codes
         self._measured[first:first] = bytes(count)
-        self._heights.insert(first, array("H", map(table.__getitem__, codes)))
+        self._heights.insert(first, array("H", [table[code] for code in codes]))
         self._row_map(lambda row: row + count if row >= first else row)
         if appended and self._follow and not self._full_repaint and self.isVisible():
             # The common case of a live chat: rows below the others while the reader
