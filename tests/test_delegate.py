@@ -1,5 +1,5 @@
-"""MessageDelegate and configure_view: plain-text painting, cached sizes, clicks,
-and the ScrollKeeper's bottom-following and place-keeping."""
+"""MessageDelegate in a MessageView: plain-text painting, cached sizes, clicks,
+and the view's bottom-following and place-keeping."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PySide6.QtCore import QPoint, QRect, Qt
 from PySide6.QtGui import QColor, QFontMetricsF, QImage, QPainter
-from PySide6.QtWidgets import QAbstractItemView, QListView, QStyle, QStyleOptionViewItem
 
 from qtchat.gui import delegate as delegate_module
-from qtchat.gui.delegate import MessageDelegate, ScrollKeeper, configure_view
-from qtchat.gui.models import MessageEntry, MessageModel, MessageRoles, NoticeKind, RowKind
+from qtchat.gui.delegate import MessageDelegate
+from qtchat.gui.message_view import MessageView
+from qtchat.gui.models import MessageEntry, MessageModel, NoticeKind, RowKind
 
 TS = "2024-05-01T12:34:56.789Z"
 WHITE = QColor(255, 255, 255)
@@ -27,41 +27,40 @@ def broadcast(seq: int, sender: str = "alice", text: str | None = None, **extra)
 
 
 class Chat:
-    """A shown QListView over a MessageModel, set up by configure_view."""
+    """A shown MessageView over a MessageModel."""
 
-    def __init__(self, qtbot, window: int | None = None, width: int = 500, height: int = 300):
-        self.view = QListView()
+    def __init__(self, qtbot, width: int = 500, height: int = 300):
+        self.model = MessageModel(None, self_name="me")
+        self.view = MessageView(self.model)
+        self.model.setParent(self.view)
         qtbot.addWidget(self.view)
-        self.model = MessageModel(self.view, self_name="me", window=window)
-        self.view.setModel(self.model)
-        self.delegate, self.keeper = configure_view(self.view)
+        self.delegate = self.view.delegate()
         self.view.resize(width, height)
         self.view.show()
         self.qtbot = qtbot
         self.settle()
 
     def settle(self) -> None:
-        self.qtbot.wait(1)  # let the delayed layout and the paint run
-        if self.model.rowCount():
-            self.view.visualRect(self.model.index(self.model.rowCount() - 1))
+        self.qtbot.wait(1)  # let the posted paint run
         self.view.viewport().repaint()
 
     @property
     def bar(self):
         return self.view.verticalScrollBar()
 
+    def top_seq(self) -> int | None:
+        """The seq of the message at the top of the viewport."""
+        return self.model.entry(self.view.row_at(QPoint(1, 1))).seq
+
     def render_row(self, row: int) -> QImage:
         """Paint one row with the delegate into a white image."""
-        index = self.model.index(row)
+        entry = self.model.entry(row)
         width = self.view.viewport().width()
-        height = self.delegate.sizeHint(QStyleOptionViewItem(), index).height()
+        height = self.delegate.measure(entry)
         image = QImage(width, height, QImage.Format.Format_RGB32)
         image.fill(WHITE)
-        option = QStyleOptionViewItem()
-        option.rect = QRect(0, 0, width, height)
-        option.state = QStyle.StateFlag.State_Enabled
         painter = QPainter(image)
-        self.delegate.paint(painter, option, index)
+        self.delegate.paint(painter, QRect(0, 0, width, height), entry, False)
         painter.end()
         return image
 
@@ -89,8 +88,7 @@ def test_html_is_laid_out_and_drawn_literally(chat, markup):
     chat.model.add_message(broadcast(1, "bob", markup))
     chat.model.add_message(broadcast(2, "bob", "bold"))
     chat.settle()
-    index = chat.model.index(0)
-    laid_out = chat.delegate.laid_out_text(index)
+    laid_out = chat.view.painted_text(0)
     assert markup in laid_out
     assert laid_out.startswith("bob: ")
     # The drawn ink reaches as far as the literal characters would.
@@ -110,7 +108,7 @@ def test_delegate_source_has_no_rich_text_path():
 
 def test_bidi_controls_cannot_move_the_name(chat):
     chat.model.add_message(broadcast(1, "bob", "\u202eevil"))
-    text = chat.delegate.laid_out_text(chat.model.index(0))
+    text = chat.view.painted_text(0)
     assert text == "bob: \u2068\u202eevil\u2069"  # the peer's text is isolated
 
 
@@ -122,7 +120,7 @@ def test_message_prefixes(chat):
     model.add_message({"type": "whisper", "seq": 3, "ts": TS, "from": "me", "to": "carol",
                        "text": "hi"})
     model.add_message(broadcast(4, "dave", "two\nlines\r\nthree"))
-    texts = [chat.delegate.laid_out_text(model.index(r)) for r in range(4)]
+    texts = [chat.view.painted_text(r) for r in range(4)]
     assert texts[0] == "* erin \u2068waves\u2069"
     assert texts[1] == "← bob: \u2068psst\u2069"
     assert texts[2] == "→ carol: \u2068hi\u2069"
@@ -152,50 +150,47 @@ def test_every_row_kind_paints_and_differs(chat):
     reds = [images[6].pixelColor(x, y) for x in range(images[6].width())
             for y in range(images[6].height() // 2, images[6].height())]
     assert any(c.red() > 150 and c.green() < 100 and c.blue() < 100 for c in reds)
-    assert chat.delegate.laid_out_text(model.index(3)) == ""  # markers have no text layout
+    assert chat.view.painted_text(3) == ""  # markers have no text layout
 
 
 # ------------------------------------------------------------------------- sizes
 
 
-def test_configure_view_settings(chat):
+def test_view_settings(chat):
     view = chat.view
-    assert isinstance(chat.delegate, MessageDelegate) and view.itemDelegate() is chat.delegate
-    assert isinstance(chat.keeper, ScrollKeeper)
-    assert not view.uniformItemSizes()
-    assert view.verticalScrollMode() == QAbstractItemView.ScrollMode.ScrollPerPixel
-    assert view.layoutMode() == QListView.LayoutMode.SinglePass
-    assert view.resizeMode() == QListView.ResizeMode.Adjust
-    assert view.editTriggers() == QAbstractItemView.EditTrigger.NoEditTriggers
-    assert chat.delegate.parent() is view and chat.keeper.parent() is view
+    assert isinstance(chat.delegate, MessageDelegate) and chat.delegate.parent() is view
+    # Always on: a bar appearing would narrow the rows, re-wrap them and maybe vanish again.
+    assert view.verticalScrollBarPolicy() == Qt.ScrollBarPolicy.ScrollBarAlwaysOn
+    assert view.horizontalScrollBarPolicy() == Qt.ScrollBarPolicy.ScrollBarAlwaysOff
+    assert view.focusPolicy() == Qt.FocusPolicy.StrongFocus
+    assert view.copy_action in view.actions()  # the context menu's Copy
 
 
-def test_size_hint_is_cached_per_row_and_width(chat, monkeypatch):
+def test_heights_are_measured_once_per_row_and_width(chat, monkeypatch):
     long_text = "word " * 200
     chat.model.add_message(broadcast(1, "alice", long_text))
     chat.settle()
     builds = []
     real_build = chat.delegate._build
     monkeypatch.setattr(chat.delegate, "_build", lambda e: builds.append(e.uid) or real_build(e))
-    index = chat.model.index(0)
-    option = QStyleOptionViewItem()
-    first = chat.delegate.sizeHint(option, index)
-    assert chat.delegate.sizeHint(option, index) == first
-    assert builds == []  # measured during the layout already
+    first = chat.view.row_rect(0).height()
+    chat.view.viewport().repaint()
+    chat.view.viewport().repaint()
+    assert chat.view.row_rect(0).height() == first
+    assert builds == []  # measured and laid out during the first paint already
     chat.view.resize(300, 300)  # narrower: re-measured, taller
     chat.settle()
-    assert builds == [1]
-    assert chat.delegate.sizeHint(option, index).height() > first.height()
+    assert builds.count(1) == 1  # (uid 0 is the one-line sample the guesses start from)
+    assert chat.view.row_rect(0).height() > first
 
 
 def test_state_change_re_measures_the_row(chat):
     chat.model.add_pending("p", "hello")
     chat.settle()
-    index = chat.model.index(0)
-    pending_h = chat.view.visualRect(index).height()
+    pending_h = chat.view.row_rect(0).height()
     chat.model.add_message(broadcast(1, "me", "hello", id="p"))
     chat.settle()
-    assert chat.view.visualRect(chat.model.index(0)).height() < pending_h
+    assert chat.view.row_rect(0).height() < pending_h
 
 
 _ascii_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1,
@@ -209,40 +204,45 @@ _ascii_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_si
 def test_single_line_shortcut_agrees_with_the_full_layout(chat, text, sender, width, own):
     # _measure skips QTextLayout for short ASCII lines; it must never disagree.
     delegate = chat.delegate
-    delegate._width = width
-    delegate._invalidate()
+    delegate.set_width(width)
+    delegate._invalidate()  # every example is uid 1
     entry = MessageEntry(key=1, uid=1, seq=1, kind=RowKind.MESSAGE, ts=0, sender=sender,
                          text=text, flags=1 if own else 0)
     assert delegate._measure(entry) == delegate._build(entry).height
 
 
-def test_a_wrong_cached_height_is_corrected_when_painted(chat, qtbot, caplog):
-    chat.model.add_message(broadcast(1, "alice", "word " * 100))
+def test_guessed_heights_become_measured_ones_without_moving_the_reader(chat):
+    # Rows off screen carry a guess from their length; shown rows are measured. A
+    # narrow line of wide glyphs is guessed one line high and wraps to several.
+    chat.model.add_messages([broadcast(s, text="W" * (40 + s % 50)) for s in range(1, 400)])
     chat.settle()
-    right = chat.view.visualRect(chat.model.index(0)).height()
-    chat.delegate._heights[chat.model.entry(0).uid] = 7  # as if mis-measured
-    chat.view.scheduleDelayedItemsLayout()
-    chat.view.executeDelayedItemsLayout()  # laid out, not yet painted
-    assert chat.view.visualRect(chat.model.index(0)).height() == 7
-    with qtbot.waitSignal(chat.delegate.sizeHintChanged):
-        chat.view.viewport().repaint()
+    view = chat.view
+    chat.bar.setValue(chat.bar.maximum() // 2)
     chat.settle()
-    assert chat.view.visualRect(chat.model.index(0)).height() == right
-    assert "measured 7 px" in caplog.text
+    for row, rect in view.visible_rows():
+        assert rect.height() == chat.delegate.measure(chat.model.entry(row))
+    chat.bar.setValue(chat.bar.value() - chat.bar.pageStep())  # a page up: rows measured …
+    chat.settle()
+    top_seq = chat.top_seq()
+    y = view.row_rect(view.row_at(QPoint(1, 1))).top()
+    for _ in range(3):  # … and nothing moves once they are
+        chat.settle()
+        assert chat.top_seq() == top_seq
+        assert view.row_rect(view.row_at(QPoint(1, 1))).top() == y
 
 
-def test_switching_models_keeps_each_cache(qtbot):
+def test_switching_models_keeps_each_one_right(qtbot):
     chat = Chat(qtbot)
-    other = MessageModel(chat.view, window=None)
+    other = MessageModel(chat.view)
     chat.model.add_messages([broadcast(s) for s in range(1, 50)])
     other.add_messages([broadcast(s, text="other " * 30) for s in range(1, 50)])
     chat.settle()
     chat.view.setModel(other)
     chat.settle()
-    heights_other = chat.view.visualRect(other.index(0)).height()
+    heights_other = chat.view.row_rect(48).height()
     chat.view.setModel(chat.model)
     chat.settle()
-    assert chat.view.visualRect(chat.model.index(0)).height() < heights_other
+    assert chat.view.row_rect(48).height() < heights_other
     assert chat.bar.value() == chat.bar.maximum()  # a new model starts at its newest row
 
 
@@ -255,11 +255,11 @@ def test_clicking_a_failed_message_asks_for_a_retry(chat, qtbot):
     chat.model.add_pending("local-8", "in flight")
     chat.model.mark_failed("local-7")
     chat.settle()
-    with qtbot.assertNotEmitted(chat.delegate.retryRequested):
-        rect = chat.view.visualRect(chat.model.index(2))
+    with qtbot.assertNotEmitted(chat.view.retryRequested):
+        rect = chat.view.row_rect(2)
         qtbot.mouseClick(chat.view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
-    with qtbot.waitSignal(chat.delegate.retryRequested) as blocker:
-        rect = chat.view.visualRect(chat.model.index(1))
+    with qtbot.waitSignal(chat.view.retryRequested) as blocker:
+        rect = chat.view.row_rect(1)
         qtbot.mouseClick(chat.view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
     assert blocker.args == ["local-7"]
 
@@ -268,23 +268,22 @@ def test_clicking_a_url_activates_it(chat, qtbot):
     url = "https://example.org/a?b=1"
     chat.model.add_message(broadcast(1, "bob", f"see {url}, then <b>this</b>"))
     chat.settle()
-    index = chat.model.index(0)
     entry = chat.model.entry(0)
     built = chat.delegate._paint_for(entry)
-    start = chat.delegate.laid_out_text(index).index(url)
+    start = chat.view.painted_text(0).index(url)
     line = built.layout.lineForTextPosition(start + 3)
     x = line.cursorToX(start + 3)[0]
-    rect = chat.view.visualRect(index)
+    rect = chat.view.row_rect(0)
     pos = rect.topLeft() + QPoint(int(built.text_origin.x() + x),
                                   int(built.text_origin.y() + line.y() + line.height() / 2))
     assert chat.delegate.link_at(entry, pos - rect.topLeft()) == url  # no trailing comma
-    with qtbot.waitSignal(chat.delegate.linkActivated) as blocker:
+    with qtbot.waitSignal(chat.view.linkActivated) as blocker:
         qtbot.mouseClick(chat.view.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     assert blocker.args == [url]
     assert chat.delegate.link_at(entry, QPoint(2, 2)) is None  # the time column
 
 
-# ------------------------------------------------------------------ ScrollKeeper
+# ------------------------------------------------------------- scroll-keeping
 
 
 def test_follows_the_bottom_while_there(chat):
@@ -296,7 +295,8 @@ def test_follows_the_bottom_while_there(chat):
         chat.model.add_message(broadcast(seq))
     chat.settle()
     assert chat.bar.maximum() > before and chat.bar.value() == chat.bar.maximum()
-    assert chat.keeper.at_bottom() and chat.model.follow_tail
+    assert chat.view.at_bottom()
+    assert chat.view.visible_rows()[-1][0] == chat.model.rowCount() - 1
 
 
 def test_keeps_the_readers_place_when_history_is_prepended(chat):
@@ -304,32 +304,29 @@ def test_keeps_the_readers_place_when_history_is_prepended(chat):
     chat.settle()
     chat.bar.setValue(chat.bar.maximum() // 2)
     chat.settle()
-    assert not chat.keeper.at_bottom() and not chat.model.follow_tail
-    top = chat.view.indexAt(QPoint(1, 1))
-    seq, y = top.data(MessageRoles.Seq), chat.view.visualRect(top).top()
+    assert not chat.view.at_bottom()
+    view = chat.view
+    seq, y = chat.top_seq(), view.row_rect(view.row_at(QPoint(1, 1))).top()
     chat.model.add_messages([broadcast(s) for s in range(900, 1000)])  # a history page
     chat.model.add_message(broadcast(1200))  # and a live one below
     chat.settle()
-    top = chat.view.indexAt(QPoint(1, 1))
-    assert top.data(MessageRoles.Seq) == seq
-    assert abs(chat.view.visualRect(top).top() - y) <= 1
-    chat.keeper.scroll_to_bottom()
+    assert chat.top_seq() == seq
+    assert abs(view.row_rect(view.row_at(QPoint(1, 1))).top() - y) <= 1
+    view.scroll_to_bottom()
     chat.settle()
-    assert chat.bar.value() == chat.bar.maximum() and chat.model.follow_tail
+    assert chat.bar.value() == chat.bar.maximum() and view.at_bottom()
 
 
-def test_top_reveals_hidden_rows_then_asks_for_history(qtbot):
-    chat = Chat(qtbot, window=60)
-    chat.model.add_messages([broadcast(s) for s in range(1, 301)])
+def test_the_top_asks_for_history_again_after_each_page(chat, qtbot):
+    chat.model.add_messages([broadcast(s) for s in range(301, 401)])
     chat.settle()
-    assert chat.model.hidden_count() == 240 and chat.model.rowCount() == 60
-    first_shown = chat.model.index(0).data(MessageRoles.Seq)
-    with qtbot.assertNotEmitted(chat.keeper.topReached):
-        chat.bar.setValue(0)
+    for page_start in (201, 101, 1):
+        with qtbot.waitSignal(chat.view.topReached):
+            chat.bar.setValue(0)
+        oldest = chat.model.oldest_seq()
+        top_before = chat.top_seq()
+        chat.model.add_messages([broadcast(s) for s in range(page_start, oldest)])
         chat.settle()
-    assert chat.model.hidden_count() == 0 and chat.model.rowCount() == 300
-    # The row that was at the top is still where the reader left it.
-    assert chat.view.indexAt(QPoint(1, 1)).data(MessageRoles.Seq) == first_shown
-    with qtbot.waitSignal(chat.keeper.topReached):
-        chat.bar.setValue(0)
-    assert chat.model.oldest_seq() == 1  # what the window asks the server to go before
+        assert chat.top_seq() == top_before  # the page went in above, out of sight
+        assert chat.bar.value() > 0  # so there is room to scroll up again
+    assert chat.model.oldest_seq() == 1

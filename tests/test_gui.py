@@ -334,8 +334,8 @@ def test_a_host_that_starts_over_with_new_history_loses_nothing_new(qtbot, apps,
             assert shown[2:] == ["new one", "new two", "new three"], shown
             assert any("started over" in text for _kind, text in notices(model))
             window.grab()
-            delegate = lobby(window).view.itemDelegate()
-            painted = [delegate.laid_out_text(model.index(row)) for row in range(model.rowCount())
+            view = lobby(window).view
+            painted = [view.painted_text(row) for row in range(model.rowCount())
                        if model.index(row).data(MessageRoles.Kind) == RowKind.MESSAGE]
             for text, on_screen in zip(shown, painted, strict=True):  # what a person reads
                 assert text in on_screen, (text, on_screen)
@@ -356,9 +356,8 @@ def test_html_looking_text_is_shown_literally(qtbot, pair, text):
     index = model.index(row)
     assert text in index.data(Qt.ItemDataRole.DisplayRole)
     view = lobby(bob).view
-    delegate = view.itemDelegate()
-    assert isinstance(delegate, delegate_module.MessageDelegate)
-    assert text in delegate.laid_out_text(index)  # the eight characters, not markup
+    assert isinstance(view.delegate(), delegate_module.MessageDelegate)
+    assert text in view.painted_text(row)  # the eight characters, not markup
     assert "<" not in (index.data(Qt.ItemDataRole.ToolTipRole) or "")
     bob.resize(900, 600)
     image = bob.grab().toImage()  # paints every row; rich text would try to load the image

@@ -1,5 +1,5 @@
 """MessageModel, MemberModel and RoomModel: ordering, de-duplication, pending echoes,
-markers, the tail window, and Qt model consistency (``qtmodeltester``).
+markers, and Qt model consistency (``qtmodeltester``).
 
 ``qtmodeltester.check`` leaves a QAbstractItemModelTester attached for the rest of
 the test, so every change made after it is checked against the begin/end signals.
@@ -84,7 +84,7 @@ def owner(qapp) -> QObject:
 
 @pytest.fixture
 def model(owner: QObject) -> MessageModel:
-    return MessageModel(owner, self_name="me", conversation="lobby", window=None)
+    return MessageModel(owner, self_name="me", conversation="lobby")
 
 
 # ------------------------------------------------------------------ MessageModel
@@ -356,49 +356,23 @@ def test_bad_timestamp_falls_back_to_now(model):
     assert parse_timestamp("2024-05-01T12:34:56.789") == 1714566896789  # naive = UTC
 
 
-def test_tail_window_hides_old_rows_while_following(owner, qtmodeltester):
-    model = MessageModel(owner, window=100)
+def test_every_stored_row_is_a_row_and_older_ones_go_in_place(owner, qtmodeltester):
+    # No tail window any more: the view lays out only what is on screen.
+    model = MessageModel(owner)
     qtmodeltester.check(model)
-    model.add_messages([broadcast(s) for s in range(1, 1001)])
-    assert model.rowCount() == 100 and model.hidden_count() == 900
-    assert model.stored_count() == 1000 and model.oldest_seq() == 1
-    assert model.row_of_seq(5) == -1 and model.row_of_seq(1000) == 99
-    for s in range(1001, 1030):  # grows up to the slack, then trims back
-        model.add_message(broadcast(s))
-    assert 100 <= model.rowCount() <= 125
-    # A reader who scrolled up keeps every row: nothing is hidden meanwhile.
-    model.follow_tail = False
-    shown = model.rowCount()
-    model.add_messages([broadcast(s) for s in range(1030, 1300)])
-    assert model.rowCount() == shown + 270
-    # Scrolling to the top reveals the older rows, oldest last.
-    assert model.reveal_older(50) == 50
-    assert model.index(0).data(MessageRoles.Seq) == model.entry(0).seq
-    revealed = model.reveal_older(10_000)
-    assert model.hidden_count() == 0 and model.rowCount() == model.stored_count()
-    assert revealed > 0 and seqs(model) == list(range(1, 1300))
-    # An older message arriving for the hidden part is stored without a row signal.
-    model.follow_tail = True
-    model.trim_to_window()
-    assert model.rowCount() == 100
-    stored = model.stored_count()
-    model.add_message(broadcast(0))
-    assert model.stored_count() == stored + 1 and model.rowCount() == 100
-    assert model.oldest_seq() == 0
-
-
-def test_pending_rows_are_never_hidden(owner):
-    model = MessageModel(owner, window=10)
+    model.add_messages([broadcast(s) for s in range(100, 1100)])
     model.add_pending("p", "mine")
-    model.add_messages([broadcast(s) for s in range(1, 100)])
-    assert model.index(model.rowCount() - 1).data(MessageRoles.LocalId) == "p"
-    shown = model.rowCount()
-    assert model.hide_older(10_000) == shown - 1
-    assert model.rowCount() == 1
+    assert model.rowCount() == model.stored_count() == 1001
+    assert model.row_of_seq(100) == 0 and model.row_of_seq(1099) == 999
+    model.add_messages([broadcast(s) for s in range(1, 100)])  # an older page
+    assert model.rowCount() == 1100 and model.row_of_seq(1) == 0
+    assert model.index(model.rowCount() - 1).data(MessageRoles.LocalId) == "p"  # still last
+    model.add_message(broadcast(0))
+    assert model.oldest_seq() == 0 and model.row_of_seq(0) == 0
 
 
 def test_hundred_thousand_messages(owner):
-    model = MessageModel(owner, window=None)
+    model = MessageModel(owner)
     for start in range(0, 100_000, 10_000):
         model.add_messages([broadcast(s, text="x" * 40) for s in range(start, start + 10_000)])
     assert model.rowCount() == 100_000 == model.message_count()
@@ -418,17 +392,16 @@ _operations = st.lists(
         st.tuples(st.just("notice"), st.just([])),
         st.tuples(st.just("pending"), st.lists(st.integers(0, 60), min_size=1, max_size=1)),
         st.tuples(st.just("marker"), st.just([])),
-        st.tuples(st.just("reveal"), st.just([])),
     ),
     max_size=25,
 )
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(operations=_operations, window=st.sampled_from([None, 5, 20]))
-def test_any_arrival_order_gives_sorted_unique_rows(qapp, operations, window):
+@given(operations=_operations)
+def test_any_arrival_order_gives_sorted_unique_rows(qapp, operations):
     owner = QObject()
-    model = MessageModel(owner, self_name="me", window=window)
+    model = MessageModel(owner, self_name="me")
     seen: set[int] = set()
     pending: dict[str, int] = {}
     for what, numbers in operations:
@@ -442,8 +415,6 @@ def test_any_arrival_order_gives_sorted_unique_rows(qapp, operations, window):
             model.add_notice("n")
         elif what == "marker":
             model.set_unread_marker()
-        elif what == "reveal":
-            model.reveal_older(7)
         else:  # a pending row now; its echo with a fresh seq later in the run
             local_id = f"l{len(pending)}"
             model.add_pending(local_id, "mine")
@@ -455,7 +426,7 @@ def test_any_arrival_order_gives_sorted_unique_rows(qapp, operations, window):
     stored = [e.seq for e in entries if e.seq is not None]
     assert stored == sorted(seen)
     assert [e.key for e in entries] == sorted(e.key for e in entries)
-    assert model.rowCount() == len(entries) - model.hidden_count()
+    assert model.rowCount() == len(entries)
     assert model.pending_entries() == []
     assert sum(e.kind == RowKind.UNREAD_MARKER for e in entries) <= 1
     assert model.oldest_seq() == (min(seen) if seen else None)
@@ -572,3 +543,17 @@ def test_rooms_with_unread_counts(owner, qtmodeltester, qtbot):
     assert rooms.row_of("zeta") == -1
     qtmodeltester.check(rooms)
     assert rooms.rowCount(QModelIndex()) == 5
+
+
+def test_a_notice_before_any_message_stays_below_the_history_pages(model):
+    # "You joined" comes before the room's history: older pages go above it, and
+    # live messages below it (it used to sort as seq 0 and stay pinned on top).
+    model.add_notice("You joined")
+    model.add_messages([broadcast(s) for s in range(351, 401)])  # the recent history
+    model.add_messages([broadcast(s) for s in range(251, 351)])  # an older page
+    model.add_message(broadcast(401))  # someone speaks
+    model.add_messages([broadcast(s) for s in range(151, 251)])  # another older page
+    rows = [model.entry(r) for r in range(model.rowCount())]
+    notice_row = next(r for r, e in enumerate(rows) if e.kind == RowKind.NOTICE)
+    assert [e.seq for e in rows[:notice_row]] == list(range(151, 401))
+    assert [e.seq for e in rows[notice_row + 1 :]] == [401]

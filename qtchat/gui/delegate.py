@@ -1,4 +1,5 @@
-"""Painting chat rows: ``MessageDelegate`` for a QListView over a ``MessageModel``.
+"""Painting chat rows: ``MessageDelegate`` measures and paints ``MessageModel`` rows
+for ``qtchat.gui.message_view.MessageView``.
 
 Everything a peer sends is drawn as plain text with ``QTextLayout`` (no
 ``QTextDocument``, no HTML, no ``Qt.mightBeRichText`` guessing): ``<b>x</b>`` shows
@@ -17,15 +18,11 @@ Row look::
     12:06  me: pending text
            ◷ sending…   /   ⚠ failed — click to retry   (red)
 
-Sizes: a QListView calls ``sizeHint`` for *every* row on every insertion, so the
-delegate caches row heights per (row identity, width) — ``MessageEntry.uid``,
-which changes whenever a row's content does — and measures short single-line
-ASCII rows from a per-character advance table instead of a full text layout.
-
-``configure_view(view)`` applies the view settings this needs and adds a
-``ScrollKeeper`` that keeps the view at the bottom while following, keeps the
-reader's place when rows arrive above, and reveals or requests older history
-when the top is reached.
+The delegate keeps no per-row state but the text layouts of the rows the view
+painted last (``retain``): the view keeps the heights. ``measure`` is exact, and
+cheap for a short single-line ASCII row (summed per-character advances instead of
+a text layout); ``estimate_table`` gives the view a height guess per text length for
+rows it has not measured yet (off screen), so a backlog costs no layout at all.
 """
 
 from __future__ import annotations
@@ -33,49 +30,33 @@ from __future__ import annotations
 import logging
 import math
 import re
-import weakref
+from array import array
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import add, attrgetter
 
-from PySide6.QtCore import (
-    QEvent,
-    QModelIndex,
-    QObject,
-    QPersistentModelIndex,
-    QPoint,
-    QPointF,
-    QRect,
-    QRectF,
-    QSize,
-    Qt,
-    Signal,
-    Slot,
-)
+from PySide6.QtCore import QObject, QPoint, QPointF, QRect, Qt
 from PySide6.QtGui import (
     QBrush,
     QColor,
     QFont,
     QFontMetricsF,
-    QMouseEvent,
     QPainter,
     QPalette,
     QPen,
+    QStaticText,
     QTextCharFormat,
     QTextLayout,
     QTextLine,
     QTextOption,
+    QTransform,
 )
-from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QListView,
-    QStyle,
-    QStyledItemDelegate,
-    QStyleOptionViewItem,
-)
+from PySide6.QtWidgets import QWidget
 
 from qtchat.gui.models import (
     MessageEntry,
-    MessageModel,
     RowKind,
     SendState,
     format_time,
@@ -84,12 +65,12 @@ from qtchat.gui.models import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MessageDelegate", "ScrollKeeper", "configure_view"]
+__all__ = ["MessageDelegate", "estimate_code", "estimate_codes"]
 
 _PAD_X = 6  # left/right margin of a row
 _PAD_Y = 2  # top/bottom margin of a row
 _GAP = 8  # between the time column and the text
-_LAYOUT_CACHE = 256  # rows whose text layouts are kept for repainting
+_LAYOUT_CACHE = 512  # at most this many layouts, whatever the view asks to retain
 
 _SENDING_TEXT = "◷ sending…"
 _FAILED_TEXT = "⚠ failed — click to retry"
@@ -121,35 +102,25 @@ class _RowPaint:
     status_y: float = 0.0
 
 
-class MessageDelegate(QStyledItemDelegate):
-    """Paints ``MessageModel`` rows; requires a ``MessageModel`` (not a proxy).
+class MessageDelegate(QObject):
+    """Measures and paints ``MessageModel`` rows for one view at one width.
 
-    Signals:
-        retryRequested(str): the user clicked a failed message; its local id.
-        linkActivated(str): the user clicked an http(s) URL in a message. The
-            window decides whether to open it (``QDesktopServices.openUrl``).
+    ``view`` gives the font, palette and layout direction; call ``update_style``
+    when they change and ``set_width`` when the viewport's width does.
     """
 
-    retryRequested = Signal(str)
-    linkActivated = Signal(str)
-
-    def __init__(self, view: QAbstractItemView) -> None:
+    def __init__(self, view: QWidget) -> None:
         super().__init__(view)
         self._view = view
-        self._width = max(view.viewport().width(), 1)
-        self._model: MessageModel | None = None
-        self._heights: dict[int, int] = {}
-        self._per_model: weakref.WeakKeyDictionary[MessageModel, dict[int, int]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._width = max(view.width(), 1)
         self._paints: OrderedDict[int, _RowPaint] = OrderedDict()
-        self._update_style()
-        view.viewport().installEventFilter(self)
-        view.installEventFilter(self)
+        self._estimates: list[int] | None = None
+        self.update_style()
 
     # ------------------------------------------------------------ style state
 
-    def _update_style(self) -> None:
+    def update_style(self) -> None:
+        """Take the view's font and palette again (every cached layout goes)."""
         view = self._view
         font = QFont(view.font())
         self._font = font
@@ -162,6 +133,7 @@ class MessageDelegate(QStyledItemDelegate):
         self._time_w = math.ceil(fm.horizontalAdvance("00:00"))
         self._status_h = math.ceil(fm.height())
         self._marker_h = self._line_h + 2 * _PAD_Y + 2
+        self._avg_char = max(fm.averageCharWidth(), 1.0)
         palette = view.palette()
         base = palette.color(QPalette.ColorRole.Base)
         text = palette.color(QPalette.ColorRole.Text)
@@ -184,57 +156,68 @@ class MessageDelegate(QStyledItemDelegate):
         self._invalidate()
 
     def _invalidate(self) -> None:
-        self._heights.clear()
-        self._per_model.clear()
-        self._model = None
         self._paints.clear()
-        self._sizes: dict[int, QSize] = {}
+        self._name_formats: dict[str, QTextCharFormat] = {}
+        self._option = QTextOption()
+        self._option.setWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
+        self._option.setTextDirection(self._view.layoutDirection())
+        self._centred_option = QTextOption(self._option)
+        self._centred_option.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+        self._statics: dict[str, QStaticText] = {}
         self._one_line: int | None = None
+        self._estimates = None
+
+    def width(self) -> int:
+        return self._width
+
+    def set_width(self, width: int) -> bool:
+        """Lay out for rows ``width`` px wide; True if that changed anything."""
+        width = max(width, 1)
+        if width == self._width:
+            return False
+        self._width = width
+        self._invalidate()
+        return True
 
     def _text_width(self) -> int:
         return max(self._width - 2 * _PAD_X - self._time_w - _GAP, 20)
 
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        etype = event.type()
-        if etype == QEvent.Type.Resize and watched is self._view.viewport():
-            width = max(self._view.viewport().width(), 1)
-            if width != self._width:
-                self._width = width
-                self._invalidate()  # QListView (resizeMode Adjust) relayouts next
-        elif (
-            etype
-            in (
-                QEvent.Type.FontChange,
-                QEvent.Type.PaletteChange,
-                QEvent.Type.StyleChange,
-            )
-            and watched is self._view
-        ):
-            self._update_style()
-            self._view.scheduleDelayedItemsLayout()
-        return False
+    def measure(self, entry: MessageEntry) -> int:
+        """The row's exact height at this width (see ``_measure``)."""
+        return self._measure(entry)
 
-    # ------------------------------------------------------------- measuring
+    def line_height(self) -> int:
+        return self._line_h
 
-    def _cache_for(self, model: MessageModel) -> dict[int, int]:
-        heights = self._per_model.get(model)
-        if heights is None:
-            heights = self._per_model[model] = {}
-        self._model = model
-        self._heights = heights
-        return heights
+    def estimate_table(self) -> list[int]:
+        """Height guesses at this width, indexed by ``estimate_code(entry)``.
 
-    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
-        model = index.model()
-        heights = self._heights if model is self._model else self._cache_for(model)
-        entry = model.entry(index.row())
-        height = heights.get(entry.uid)
-        if height is None:
-            height = heights[entry.uid] = self._measure(entry)
-        size = self._sizes.get(height)
-        if size is None:
-            size = self._sizes[height] = QSize(self._width, height)
-        return size
+        A row's text of ``n`` characters wraps to about ``n × average advance ÷
+        text width`` lines; each line break in it and a pending status add one.
+        Only for rows not measured yet: the view measures a row exactly before it
+        paints it. A list (indexing it in a comprehension is the fastest lookup
+        from Python: a million rows re-guessed in ~40 ms) of shared int objects.
+        """
+        table = self._estimates
+        if table is None:  # 65,536 entries, a few hundred distinct heights
+            per_line = max(int(self._text_width() / self._avg_char), 1)
+            line_h = self._line_h
+            one = self._one_line_height()
+            shared: dict[int, int] = {}
+            table = []
+            for extra in range(_CODE_EXTRA_MAX + 1):
+                base = one + extra * line_h
+                table.extend(
+                    shared.setdefault(h, h)
+                    for h in (
+                        min(base + ((chars - 1) // per_line) * line_h, 0xFFFF)
+                        if chars
+                        else self._marker_h
+                        for chars in range(_CODE_CHARS_MAX + 1)
+                    )
+                )
+            self._estimates = table
+        return table
 
     def _measure(self, entry: MessageEntry) -> int:
         """Row height; cheap for a short single-line ASCII message, exact otherwise."""
@@ -298,10 +281,15 @@ class MessageDelegate(QStyledItemDelegate):
     def _build_message(self, entry: MessageEntry) -> _RowPaint:
         prefix, body = _message_parts(entry)
         text = f"{prefix}{_FSI}{body}{_PDI}"
-        name_fmt = QTextCharFormat()
-        name_fmt.setFontWeight(QFont.Weight.Bold)
         name = entry.peer if entry.is_whisper and entry.is_own else entry.sender
-        name_fmt.setForeground(QBrush(sender_color(name, self._dark)))
+        name_fmt = self._name_formats.get(name)
+        if name_fmt is None:
+            if len(self._name_formats) > 2048:
+                self._name_formats.clear()
+            name_fmt = QTextCharFormat()
+            name_fmt.setFontWeight(QFont.Weight.Bold)
+            name_fmt.setForeground(QBrush(sender_color(name, self._dark)))
+            self._name_formats[name] = name_fmt
         formats = [_format_range(0, len(prefix), name_fmt)]
         links: list[tuple[int, int, str]] = []
         body_start = len(prefix) + 1
@@ -337,12 +325,7 @@ class MessageDelegate(QStyledItemDelegate):
         centred: bool = False,
     ) -> tuple[QTextLayout, int]:
         layout = QTextLayout(text, font)
-        option = QTextOption()
-        option.setWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
-        option.setTextDirection(self._view.layoutDirection())
-        if centred:
-            option.setAlignment(Qt.AlignmentFlag.AlignHCenter)
-        layout.setTextOption(option)
+        layout.setTextOption(self._centred_option if centred else self._option)
         if formats:
             layout.setFormats(formats)
         layout.setCacheEnabled(True)
@@ -358,26 +341,26 @@ class MessageDelegate(QStyledItemDelegate):
         layout.endLayout()
         return layout, max(math.ceil(y), self._line_h)
 
-    def laid_out_text(self, index: QModelIndex) -> str:
-        """The exact string handed to QTextLayout for ``index`` ("" for markers).
+    def laid_out_text(self, entry: MessageEntry) -> str:
+        """The exact string handed to QTextLayout for ``entry`` ("" for markers).
 
         For tests and accessibility checks: the peer's text appears in it verbatim
         (newlines become U+2028, and it is wrapped in U+2068 … U+2069).
         """
-        built = self._paint_for(index.model().entry(index.row()))
+        built = self._paint_for(entry)
         return built.layout.text() if built.layout is not None else ""
+
+    def retain(self, uids: Iterable[int]) -> None:
+        """Keep the text layouts of these rows (the ones on screen), drop the rest."""
+        keep = set(uids)
+        paints = self._paints
+        for uid in [uid for uid in paints if uid not in keep]:
+            del paints[uid]
 
     # ------------------------------------------------------------- painting
 
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
-        rect = option.rect
-        width = self._view.viewport().width()
-        if width != self._width and width > 0:
-            # Resize tracking missed a change (e.g. before the first show).
-            self._width = width
-            self._invalidate()
-            self._view.scheduleDelayedItemsLayout()
-        entry: MessageEntry = index.model().entry(index.row())
+    def paint(self, painter: QPainter, rect: QRect, entry: MessageEntry, selected: bool) -> None:
+        """Paint ``entry`` into ``rect`` (as wide as the width set, as tall as measured)."""
         painter.save()
         try:
             kind = entry.kind
@@ -386,51 +369,45 @@ class MessageDelegate(QStyledItemDelegate):
             elif kind == RowKind.GAP_MARKER:
                 self._paint_marker(painter, rect, _GAP_TEXT, _GAP_COLOR, dashed=True)
             else:
-                self._paint_text_row(painter, option, entry)
-                self._check_height(index, entry)
+                self._paint_text_row(painter, rect, entry, selected)
         finally:
             painter.restore()
 
-    def _check_height(self, index: QModelIndex, entry: MessageEntry) -> None:
-        """Defence in depth: if a cached height ever disagrees with the layout
-        just painted (the single-line shortcut guessed wrong on some font), fix
-        the cache and have the view lay out again instead of clipping text."""
-        built = self._paints.get(entry.uid)
-        model = index.model()
-        heights = self._heights if model is self._model else self._cache_for(model)
-        if built is not None and heights.get(entry.uid, built.height) != built.height:
-            log.warning(
-                "row %s measured %s px, laid out %s px", entry.uid, heights[entry.uid], built.height
-            )
-            heights[entry.uid] = built.height
-            self.sizeHintChanged.emit(index)
-
     def _paint_text_row(
-        self, painter: QPainter, option: QStyleOptionViewItem, entry: MessageEntry
+        self, painter: QPainter, rect: QRect, entry: MessageEntry, selected: bool
     ) -> None:
-        rect = option.rect
         built = self._paint_for(entry)
-        if option.state & QStyle.StateFlag.State_Selected:
+        if selected:
             painter.fillRect(rect, self._select_tint)
         elif entry.is_own:
             painter.fillRect(rect, self._own_tint)
         painter.setFont(self._font)
         painter.setPen(self._muted)
-        time_rect = QRectF(rect.left() + _PAD_X, rect.top() + _PAD_Y, self._time_w, self._line_h)
-        painter.drawText(time_rect, Qt.AlignmentFlag.AlignRight, format_time(entry.ts))
+        stamp = self._static_text(format_time(entry.ts))
+        x = rect.left() + _PAD_X + self._time_w - stamp.size().width()  # right-aligned
+        painter.drawStaticText(QPointF(x, rect.top() + _PAD_Y), stamp)
         if built.layout is not None:
             painter.setPen(self._muted if entry.kind == RowKind.NOTICE else self._text_color)
             built.layout.draw(painter, QPointF(rect.topLeft()) + built.text_origin)
         if built.status:
             failed = entry.state == SendState.FAILED
             painter.setPen(_FAILED_COLOR if failed else self._muted)
-            status_rect = QRectF(
-                rect.left() + built.text_origin.x(),
-                rect.top() + built.status_y,
-                self._text_width(),
-                self._status_h,
-            )
-            painter.drawText(status_rect, Qt.AlignmentFlag.AlignLeft, built.status)
+            origin = QPointF(rect.left() + built.text_origin.x(), rect.top() + built.status_y)
+            painter.drawStaticText(origin, self._static_text(built.status))
+
+    def _static_text(self, text: str) -> QStaticText:
+        """Our own short strings (times, status lines) with their glyphs laid out
+        once: ``drawText`` would lay the same "12:04" out again for every row."""
+        found = self._statics.get(text)
+        if found is None:
+            if len(self._statics) > 4096:
+                self._statics.clear()
+            found = QStaticText(text)
+            found.setTextFormat(Qt.TextFormat.PlainText)
+            found.setPerformanceHint(QStaticText.PerformanceHint.AggressiveCaching)
+            found.prepare(QTransform(), self._font)
+            self._statics[text] = found
+        return found
 
     def _paint_marker(
         self, painter: QPainter, rect: QRect, label: str, color: QColor, *, dashed: bool
@@ -455,41 +432,6 @@ class MessageDelegate(QStyledItemDelegate):
 
     # ---------------------------------------------------------------- clicks
 
-    def editorEvent(
-        self,
-        event: QEvent,
-        model: object,
-        option: QStyleOptionViewItem,
-        index: QModelIndex,
-    ) -> bool:
-        etype = event.type()
-        if etype not in (QEvent.Type.MouseButtonRelease, QEvent.Type.MouseMove):
-            return False
-        if not isinstance(model, MessageModel) or not index.isValid():
-            return False
-        assert isinstance(event, QMouseEvent)
-        entry = model.entry(index.row())
-        if entry.kind != RowKind.MESSAGE:
-            return False
-        pos = event.position().toPoint() - option.rect.topLeft()
-        failed = entry.state == SendState.FAILED and entry.local_id is not None
-        url = self.link_at(entry, pos)
-        if etype == QEvent.Type.MouseMove:
-            hand = failed or url is not None
-            self._view.viewport().setCursor(
-                Qt.CursorShape.PointingHandCursor if hand else Qt.CursorShape.ArrowCursor
-            )
-            return False
-        if event.button() != Qt.MouseButton.LeftButton:
-            return False
-        if url is not None:
-            self.linkActivated.emit(url)
-            return True
-        if failed:
-            self.retryRequested.emit(entry.local_id)
-            return True
-        return False
-
     def link_at(self, entry: MessageEntry, pos: QPoint) -> str | None:
         """The URL under ``pos`` (relative to the row's top-left), if any."""
         built = self._paint_for(entry)
@@ -509,6 +451,42 @@ class MessageDelegate(QStyledItemDelegate):
 
 
 # ------------------------------------------------------------------ helpers
+
+
+_CODE_CHARS_MAX = 4095  # estimate_code: 12 bits of characters …
+_CODE_EXTRA_MAX = 15  # … and 4 bits of extra lines
+
+
+def estimate_code(entry: MessageEntry) -> int:
+    """A 16-bit summary of a row for ``MessageDelegate.estimate_table``: its text
+    length (0 for a marker) and its extra lines (line breaks, a pending status)."""
+    kind = entry.kind
+    if kind == RowKind.UNREAD_MARKER or kind == RowKind.GAP_MARKER:
+        return 0
+    text = entry.text
+    chars = len(text) + len(entry.sender) + 2
+    extra = text.count("\n") if "\n" in text else 0
+    if entry.state != SendState.SENT:
+        extra += 1
+    if chars > _CODE_CHARS_MAX:
+        chars = _CODE_CHARS_MAX
+    if extra > _CODE_EXTRA_MAX:
+        extra = _CODE_EXTRA_MAX
+    return (extra << 12) | chars
+
+
+def estimate_codes(entries: list[MessageEntry]) -> array:
+    """``estimate_code`` of many rows at C speed (no Python call per row): text and
+    sender length only (a backlog is messages; line breaks and markers are guessed
+    as text, and corrected when measured)."""
+    if len(entries) < 32:
+        return array("H", map(estimate_code, entries))
+    lengths = map(add, map(len, map(_get_text, entries)), map(len, map(_get_sender, entries)))
+    return array("H", map(min, lengths, repeat(_CODE_CHARS_MAX)))
+
+
+_get_text = attrgetter("text")
+_get_sender = attrgetter("sender")
 
 
 def _message_parts(entry: MessageEntry) -> tuple[str, str]:
@@ -546,129 +524,3 @@ def _blend(a: QColor, b: QColor, t: float) -> QColor:
         round(a.green() + (b.green() - a.green()) * t),
         round(a.blue() + (b.blue() - a.blue()) * t),
     )
-
-
-# ------------------------------------------------------------- ScrollKeeper
-
-
-class ScrollKeeper(QObject):
-    """Keeps a chat view's scroll position sensible as rows come and go.
-
-    - While the view shows the bottom it stays there (and tells the model it
-      follows the tail, so a ``MessageModel`` with a ``window`` hides old rows).
-    - Otherwise the row at the top stays put when rows are inserted above it
-      (history pages, revealed rows, late out-of-order messages).
-    - Scrolling to the very top reveals hidden older rows; when there are none,
-      ``topReached`` asks the window to fetch ``history {before: oldest_seq()}``.
-
-    Signals:
-        topReached(): the user scrolled to the top and every stored row is shown.
-    """
-
-    topReached = Signal()
-
-    #: Older rows revealed per arrival at the top.
-    REVEAL_STEP = 1000
-
-    def __init__(self, view: QListView) -> None:
-        super().__init__(view)
-        self._view = view
-        self._bar = view.verticalScrollBar()
-        self._at_bottom = True
-        self._anchor = QPersistentModelIndex()
-        self._anchor_top = 0
-        self._model = view.model()
-        self._bar.valueChanged.connect(self._on_value_changed)
-        self._bar.rangeChanged.connect(self._on_range_changed)
-
-    def at_bottom(self) -> bool:
-        return self._at_bottom
-
-    def scroll_to_bottom(self) -> None:
-        """Jump to the newest row and follow it again."""
-        self._set_at_bottom(True)
-        self._bar.setValue(self._bar.maximum())
-
-    def _set_at_bottom(self, value: bool) -> None:
-        self._at_bottom = value
-        model = self._view.model()
-        if isinstance(model, MessageModel):
-            model.follow_tail = value
-
-    def _remember_anchor(self) -> None:
-        index = self._view.indexAt(QPoint(1, 1))
-        if index.isValid():
-            self._anchor = QPersistentModelIndex(index)
-            self._anchor_top = self._view.visualRect(index).top()
-        else:
-            self._anchor = QPersistentModelIndex()
-
-    @Slot(int)
-    def _on_value_changed(self, value: int) -> None:
-        bar = self._bar
-        self._set_at_bottom(value >= bar.maximum() - 2)
-        self._remember_anchor()
-        if value == bar.minimum() and bar.maximum() > bar.minimum():
-            model = self._view.model()
-            if isinstance(model, MessageModel) and model.hidden_count():
-                model.reveal_older(self.REVEAL_STEP)
-            else:
-                self.topReached.emit()
-
-    @Slot(int, int)
-    def _on_range_changed(self, _minimum: int, maximum: int) -> None:
-        bar = self._bar
-        model = self._view.model()
-        if model is not self._model:  # another conversation: start at its newest row
-            self._model = model
-            self._set_at_bottom(True)
-        if self._at_bottom:
-            bar.setValue(maximum)
-            return
-        anchor = self._anchor
-        if anchor.isValid() and anchor.model() is self._view.model():
-            top = self._view.visualRect(QModelIndex(anchor)).top()
-            delta = top - self._anchor_top
-            if delta:
-                bar.setValue(bar.value() + delta)
-
-
-def configure_view(view: QListView) -> tuple[MessageDelegate, ScrollKeeper]:
-    """Set up ``view`` to show a ``MessageModel``; returns its delegate and keeper.
-
-    Settings, and why:
-
-    - ``setUniformItemSizes(False)``: rows wrap to different heights.
-    - ``ScrollPerPixel``: rows can be taller than the viewport; per-item
-      scrolling jumps.
-    - ``setResizeMode(Adjust)``: re-wrap when the width changes.
-    - ``setLayoutMode(SinglePass)``: ``Batched`` lays out from the top in
-      steps, so a view kept at the bottom shows blank space and jumps while a
-      big model is being laid out; with the delegate's cached heights and the
-      model's tail window one pass is short.
-    - Vertical scroll bar always on: its appearing would narrow the viewport,
-      re-wrap every row and possibly hide it again.
-    - No horizontal scroll bar, no editing, mouse tracking on (link cursor).
-
-    Wire ``delegate.retryRequested(local_id)`` to resend, ``delegate.linkActivated``
-    to open a URL after any check the window wants, and ``keeper.topReached`` to
-    request older history. The delegate caches per model, so one view may switch
-    between conversation models with ``setModel``.
-    """
-    view.setUniformItemSizes(False)
-    view.setViewMode(QListView.ViewMode.ListMode)
-    view.setFlow(QListView.Flow.TopToBottom)
-    view.setWrapping(False)
-    view.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
-    view.setResizeMode(QListView.ResizeMode.Adjust)
-    view.setLayoutMode(QListView.LayoutMode.SinglePass)
-    view.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
-    view.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-    view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-    view.setMouseTracking(True)
-    view.verticalScrollBar().setSingleStep(max(view.fontMetrics().height(), 1) * 3)
-    delegate = MessageDelegate(view)
-    view.setItemDelegate(delegate)
-    keeper = ScrollKeeper(view)
-    return delegate, keeper

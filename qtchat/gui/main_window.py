@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 
 from qtchat import protocol as p
 from qtchat.client import ChatClient, ConnectError
-from qtchat.gui.delegate import configure_view
+from qtchat.gui.message_view import MessageView
 from qtchat.gui.models import (
     ACTION_PREFIX,
     ConversationKind,
@@ -81,7 +81,7 @@ class Conversation:
     kind: ConversationKind
     title: str
     model: MessageModel
-    view: QListView
+    view: MessageView
     members: MemberModel | None = None
     history_requested: set[int] = field(default_factory=set)
 
@@ -297,12 +297,10 @@ class ChatWindow(QMainWindow):
         if found is not None or not create:
             return found
         model = MessageModel(self, self_name=self.me, conversation=name)
-        view = QListView()
-        view.setModel(model)
-        delegate, keeper = configure_view(view)
-        delegate.retryRequested.connect(self._retry)
-        delegate.linkActivated.connect(self._open_link)
-        keeper.topReached.connect(self._top_reached)
+        view = MessageView(model)
+        view.retryRequested.connect(self._retry)
+        view.linkActivated.connect(self._open_link)
+        view.topReached.connect(self._top_reached)
         members = MemberModel(self) if kind == ConversationKind.ROOM else None
         conv = Conversation(kind, name, model, view, members)
         self._conversations[key] = conv

@@ -11,13 +11,11 @@ from ChatClient signals (models never touch sockets, widgets never parse frames)
     dropped, so resume replays and overlapping history pages are harmless.
 
     Rows are stored compactly (one slotted ``MessageEntry`` each, sender and room
-    strings shared) so 100,000 messages cost a few tens of MB. A ``QListView``
-    lays out *every* row on *every* insertion (one ``sizeHint`` call per row,
-    ~3.5 µs each from Python), so the model can expose only its newest rows: with
-    ``window`` set (default ``DEFAULT_WINDOW``), rows older than the window stay
-    stored but hidden while the view follows the newest message
-    (``follow_tail``); ``reveal_older()`` shows them again when the user scrolls
-    up. ``qtchat.gui.delegate.configure_view`` wires that up.
+    strings shared) so 100,000 messages cost a few tens of MB. Every stored row is
+    a row of the model: ``qtchat.gui.message_view.MessageView`` lays out and
+    paints only the rows on screen, so a long history costs nothing per insertion
+    (a ``QListView`` laid out every row on every insertion, and this model used
+    to hide all but its newest 3,000 rows for it).
 
 ``MemberModel``
     Names in one room, sorted case-insensitively, with a host flag.
@@ -59,7 +57,6 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ACTION_PREFIX",
-    "DEFAULT_WINDOW",
     "ConversationKind",
     "MemberModel",
     "MemberRoles",
@@ -78,13 +75,6 @@ __all__ = [
 
 #: Message text starting with this is a ``/me`` action, shown as "* name text".
 ACTION_PREFIX = "/me "
-
-#: Rows a ``MessageModel`` keeps exposed while its view follows the newest message.
-#: A QListView relays out every row on every insertion at ~3.5 µs per row from
-#: Python, so 3,000 rows ≈ 10 ms per incoming message, and a 10,000-message
-#: replay only measures the 3,000 rows it shows. The rest stays stored and is
-#: revealed when the user scrolls up (``reveal_older``).
-DEFAULT_WINDOW = 3000
 
 #: A message whose text starts with this is a ``/me`` action ("* name text").
 ACTION_PREFIX = "/me "
@@ -260,6 +250,10 @@ _ACTION = 4
 
 #: Sort key of pending rows: after every message, notice and marker.
 _PENDING_KEY = float("inf")
+#: Sort key of a notice given while no message is known yet ("You joined…" before the
+#: room's history arrives): after every message until a live one comes (see
+#: ``MessageModel._settle_floating``), so history pages go in above it.
+_FLOATING_KEY = 1e18
 _sort_key = attrgetter("key")
 # Row identities for rows without a seq: negative, process-wide unique, so they
 # never collide with a seq and a delegate may cache by them across models.
@@ -267,6 +261,7 @@ _serial = itertools.count(1)
 
 
 _new_entry = object.__new__
+_from_iso = datetime.fromisoformat
 
 
 _UID_OFFSET_STEP = 1 << 40  # above any seq a server reaches (see MessageModel.start_over)
@@ -404,20 +399,13 @@ class MessageModel(QAbstractListModel):
         *,
         self_name: str = "",
         conversation: str = "",
-        window: int | None = DEFAULT_WINDOW,
     ) -> None:
         """``parent`` is required (every Qt object has one). ``conversation`` is
-        the room name or the whisper peer, for the window's bookkeeping only.
-        ``window``: rows to keep exposed while following the tail (None: all)."""
+        the room name or the whisper peer, for the window's bookkeeping only."""
         super().__init__(parent)
-        if window is not None and window < 1:
-            raise ValueError("window must be positive or None")
         self.self_name = self_name
         self.conversation = conversation
-        self._window = window
-        self._follow_tail = True
         self._rows: list[MessageEntry] = []
-        self._start = 0  # rows[: _start] are stored but hidden (older than the window)
         self._seqs: set[int] = set()
         self._pending: dict[str, MessageEntry] = {}
         self._unread_marker: MessageEntry | None = None
@@ -425,21 +413,22 @@ class MessageModel(QAbstractListModel):
         self._newest: int | None = None
         self._strings: dict[str, str] = {}  # one shared copy of each sender/room name
         self._uid_offset = 0  # added to a message's seq for its uid (see start_over)
+        self._floating: list[MessageEntry] = []  # notices keyed _FLOATING_KEY
 
     # ------------------------------------------------------------ Qt interface
 
     def rowCount(self, parent: _ParentIndex = QModelIndex()) -> int:  # noqa: B008
         if parent.isValid():
             return 0
-        return len(self._rows) - self._start
+        return len(self._rows)
 
     def data(self, index: _ParentIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or index.column() != 0:
             return None
         row = index.row()
-        if not 0 <= row < len(self._rows) - self._start:
+        if not 0 <= row < len(self._rows):
             return None
-        entry = self._rows[self._start + row]
+        entry = self._rows[row]
         role = int(role)
         if role == Qt.ItemDataRole.DisplayRole:
             return display_text(entry)
@@ -499,15 +488,20 @@ class MessageModel(QAbstractListModel):
     # ----------------------------------------------------------------- reading
 
     def entry(self, row: int) -> MessageEntry:
-        """The entry at visible ``row`` (fast path for the delegate; do not modify)."""
-        return self._rows[self._start + row]
+        """The entry at ``row`` (fast path for the view; do not modify)."""
+        return self._rows[row]
 
     def entries(self) -> Iterator[MessageEntry]:
-        """Every stored entry, hidden ones included, oldest first."""
+        """Every entry, oldest first."""
         return iter(self._rows)
 
+    def entries_between(self, first: int, last: int) -> list[MessageEntry]:
+        """The entries of rows ``first`` to ``last`` inclusive (one slice, no copies
+        of the entries: for a view that measures a block of inserted rows)."""
+        return self._rows[first : last + 1]
+
     def stored_count(self) -> int:
-        """Rows stored, hidden ones included (``rowCount()`` counts visible rows)."""
+        """Rows stored (the same as ``rowCount()``)."""
         return len(self._rows)
 
     def message_count(self) -> int:
@@ -526,11 +520,10 @@ class MessageModel(QAbstractListModel):
         return seq in self._seqs
 
     def row_of_seq(self, seq: int) -> int:
-        """Visible row of the message ``seq``; -1 if absent or hidden."""
+        """Row of the message ``seq``; -1 if absent."""
         if seq not in self._seqs:
             return -1
-        i = bisect_left(self._rows, seq, 0, self._message_end(), key=_sort_key)
-        return i - self._start if i >= self._start else -1
+        return bisect_left(self._rows, seq, 0, self._message_end(), key=_sort_key)
 
     def pending(self, local_id: str) -> MessageEntry | None:
         """The pending (sending or failed) entry with this local id, if any."""
@@ -541,12 +534,11 @@ class MessageModel(QAbstractListModel):
         return self._rows[len(self._rows) - len(self._pending) :]
 
     def unread_marker_row(self) -> int:
-        """Visible row of the "new messages" marker; -1 if none or hidden."""
+        """Row of the "new messages" marker; -1 if none."""
         marker = self._unread_marker
         if marker is None:
             return -1
-        i = self._index_of(marker)
-        return i - self._start if i >= self._start else -1
+        return self._index_of(marker)
 
     # ---------------------------------------------------------------- messages
 
@@ -572,6 +564,8 @@ class MessageModel(QAbstractListModel):
             if pend is not None:  # already shown (e.g. replayed before the echo)
                 self._drop_pending(pend)
             return False
+        if self._floating:
+            self._settle_floating(seq - 0.5 if self._newest is None else self._newest)
         self._seqs.add(seq)
         self._note_seq(seq, seq)
         if pend is not None:
@@ -579,7 +573,6 @@ class MessageModel(QAbstractListModel):
             self._replace_pending(pend, entry)
         else:
             self._insert_one(entry, bisect_left)
-        self._after_append()
         return True
 
     def add_messages(self, frames: Iterable[Mapping[str, Any]], own: bool | None = None) -> int:
@@ -594,6 +587,7 @@ class MessageModel(QAbstractListModel):
         seen = self._seqs
         batch_seqs: set[int] = set()
         echoes: list[Mapping[str, Any]] = []
+        pending = self._pending
         for frame in frames:
             try:
                 entry = self._entry_from_frame(frame, own, None)
@@ -606,7 +600,7 @@ class MessageModel(QAbstractListModel):
                 if pend is not None:
                     self._drop_pending(pend)
                 continue
-            if self._pending_for(frame) is not None:
+            if pending and self._pending_for(frame) is not None:
                 echoes.append(frame)
                 continue
             batch_seqs.add(seq)  # type: ignore[arg-type]
@@ -620,8 +614,6 @@ class MessageModel(QAbstractListModel):
         for frame in echoes:  # rare: our own echo inside a replay
             if self.add_message(frame, own=True):
                 added += 1
-        if added:
-            self._after_append()
         return added
 
     # ------------------------------------------------------------ own messages
@@ -659,7 +651,7 @@ class MessageModel(QAbstractListModel):
             state=SendState.SENDING,
             local_id=local_id,
         )
-        row = len(self._rows) - self._start
+        row = len(self._rows)
         self.beginInsertRows(QModelIndex(), row, row)
         self._rows.append(entry)
         self._pending[local_id] = entry
@@ -689,6 +681,9 @@ class MessageModel(QAbstractListModel):
         """Add a system notice after the newest message (before pending ones).
 
         ``ts``: a protocol ISO timestamp, epoch milliseconds, or None for now.
+        Before any message is known the notice stays below every history page
+        that arrives, up to the first live message (``_settle_floating``): "You
+        joined" is not pinned above the room's older messages.
         """
         if isinstance(ts, int):
             ts_ms = ts
@@ -696,8 +691,9 @@ class MessageModel(QAbstractListModel):
             ts_ms = time.time_ns() // 1_000_000
         else:
             ts_ms = parse_timestamp(ts)
+        floating = self._newest is None
         entry = MessageEntry(
-            key=self._newest or 0,
+            key=_FLOATING_KEY if floating else self._newest,
             uid=_new_uid(),
             seq=None,
             kind=RowKind.NOTICE,
@@ -705,8 +701,20 @@ class MessageModel(QAbstractListModel):
             text=text,
             notice=NoticeKind(kind),
         )
+        if floating:
+            self._floating.append(entry)
         self._insert_one(entry, bisect_right)
-        self._after_append()
+
+    def _settle_floating(self, key: float) -> None:
+        """A live message came: the notices said before any message was known take
+        their place before it (``key``: the newest seq, or just below the live
+        one's), so later messages go below them and older ones above."""
+        first = self._index_of(self._floating[0])
+        if first:  # never below the row above them (a marker may sit there)
+            key = max(key, self._rows[first - 1].key)
+        for entry in self._floating:  # they sit after every message: still in order
+            entry.key = key
+        self._floating.clear()
 
     def start_over(self, text: str) -> None:
         """The server's history was replaced (its ``seq`` numbers begin again): keep
@@ -715,6 +723,8 @@ class MessageModel(QAbstractListModel):
         if not self._rows:
             self.add_notice(text)
             return
+        if self._floating:
+            self._settle_floating(self._newest or 0)
         self._uid_offset += _UID_OFFSET_STEP  # its seq 1, 2, 3 are new rows to any cache
         shift = max(0, self._newest or 0) + 1
         for entry in self._rows:
@@ -779,74 +789,13 @@ class MessageModel(QAbstractListModel):
         """Forget every row (e.g. the user left the room)."""
         self.beginResetModel()
         self._rows.clear()
-        self._start = 0
         self._seqs.clear()
         self._pending.clear()
         self._unread_marker = None
         self._oldest = self._newest = None
         self._strings.clear()
+        self._floating.clear()
         self.endResetModel()
-
-    # ------------------------------------------------------ window over the tail
-
-    @property
-    def window(self) -> int | None:
-        """Rows kept exposed while following the tail; None exposes everything."""
-        return self._window
-
-    @property
-    def follow_tail(self) -> bool:
-        """True while the view shows the newest row (set by the view helper).
-
-        While True, appends hide the oldest exposed rows beyond ``window`` (with
-        some slack, so it happens once per ``window // 4`` messages). While False
-        nothing is hidden: rows never vanish under a reader who scrolled up.
-        """
-        return self._follow_tail
-
-    @follow_tail.setter
-    def follow_tail(self, value: bool) -> None:
-        self._follow_tail = bool(value)
-
-    def hidden_count(self) -> int:
-        """Stored rows older than the first visible one."""
-        return self._start
-
-    def reveal_older(self, count: int) -> int:
-        """Show up to ``count`` hidden older rows at the top; returns how many."""
-        count = min(count, self._start)
-        if count <= 0:
-            return 0
-        self.beginInsertRows(QModelIndex(), 0, count - 1)
-        self._start -= count
-        self.endInsertRows()
-        return count
-
-    def hide_older(self, count: int) -> int:
-        """Hide up to ``count`` of the oldest visible rows (never pending ones)."""
-        visible_done = self._message_end() - self._start
-        count = min(count, visible_done)
-        if count <= 0:
-            return 0
-        self.beginRemoveRows(QModelIndex(), 0, count - 1)
-        self._start += count
-        self.endRemoveRows()
-        return count
-
-    def trim_to_window(self) -> int:
-        """Hide the oldest visible rows beyond ``window``; returns how many."""
-        if self._window is None:
-            return 0
-        return self.hide_older(self.rowCount() - self._window)
-
-    def _after_append(self) -> None:
-        window = self._window
-        if (
-            window is not None
-            and self._follow_tail
-            and len(self._rows) - self._start > window + window // 4
-        ):
-            self.trim_to_window()
 
     # ---------------------------------------------------------------- internals
 
@@ -884,9 +833,15 @@ class MessageModel(QAbstractListModel):
         # The hot path of a backlog: skip __init__'s keyword handling (~4x faster).
         entry = _new_entry(MessageEntry)
         entry.key = entry.seq = seq
-        entry.uid = seq + self._uid_offset
+        entry.uid = seq + self._uid_offset if self._uid_offset else seq  # one int, not two
         entry.kind = RowKind.MESSAGE
-        entry.ts = parse_timestamp(get("ts"))
+        ts = get("ts")
+        try:  # parse_timestamp's common case, inline (a backlog is all this): -10 %
+            entry.ts = round(_from_iso(ts).timestamp() * 1000) if ts[-1] == "Z" else None
+        except (TypeError, ValueError, IndexError, KeyError):
+            entry.ts = None
+        if entry.ts is None:
+            entry.ts = parse_timestamp(ts)
         entry.sender = strings.setdefault(sender, sender)
         entry.text = text
         entry.peer = strings.setdefault(peer, peer)
@@ -928,14 +883,12 @@ class MessageModel(QAbstractListModel):
         return i
 
     def _insert_block(self, pos: int, block: list[MessageEntry]) -> None:
-        if pos >= self._start:
-            row = pos - self._start
-            self.beginInsertRows(QModelIndex(), row, row + len(block) - 1)
+        self.beginInsertRows(QModelIndex(), pos, pos + len(block) - 1)
+        if pos == len(self._rows):
+            self._rows.extend(block)
+        else:
             self._rows[pos:pos] = block
-            self.endInsertRows()
-        else:  # older than the window: stored, not shown (reveal_older shows it)
-            self._rows[pos:pos] = block
-            self._start += len(block)
+        self.endInsertRows()
 
     def _insert_one(self, entry: MessageEntry, side: Any) -> None:
         self._insert_block(self._position(entry.key, side), [entry])
@@ -966,14 +919,9 @@ class MessageModel(QAbstractListModel):
             self._insert_block(pos, block)
 
     def _remove_at(self, i: int) -> None:
-        if i >= self._start:
-            row = i - self._start
-            self.beginRemoveRows(QModelIndex(), row, row)
-            del self._rows[i]
-            self.endRemoveRows()
-        else:
-            del self._rows[i]
-            self._start -= 1
+        self.beginRemoveRows(QModelIndex(), i, i)
+        del self._rows[i]
+        self.endRemoveRows()
 
     def _drop_pending(self, entry: MessageEntry) -> None:
         i = self._index_of(entry)
@@ -991,20 +939,15 @@ class MessageModel(QAbstractListModel):
         del self._pending[pend.local_id]  # type: ignore[arg-type]
         if target == old:  # already in place: the usual case
             rows[old] = entry
-            index = self.index(old - self._start)
+            index = self.index(old)
             self.dataChanged.emit(index, index)
-        elif target >= self._start:  # others arrived meanwhile: move up to its seq
-            src, dst = old - self._start, target - self._start
-            self.beginMoveRows(QModelIndex(), src, src, QModelIndex(), dst)
+        else:  # others arrived meanwhile: move up to its seq
+            self.beginMoveRows(QModelIndex(), old, old, QModelIndex(), target)
             del rows[old]
             rows.insert(target, entry)
             self.endMoveRows()
-            index = self.index(dst)
+            index = self.index(target)
             self.dataChanged.emit(index, index)
-        else:  # its seq is older than the window: leave the visible rows, store hidden
-            self._remove_at(old)
-            rows.insert(target, entry)
-            self._start += 1
 
     def _set_pending_state(self, local_id: str, state: SendState) -> bool:
         entry = self._pending.get(local_id)
@@ -1013,7 +956,7 @@ class MessageModel(QAbstractListModel):
         if entry.state != state:
             entry.state = state
             entry.uid = _new_uid()  # its size changes: new identity for caches
-            index = self.index(self._index_of(entry) - self._start)
+            index = self.index(self._index_of(entry))
             self.dataChanged.emit(index, index)
         return True
 

@@ -1,0 +1,459 @@
+"""MessageView: only what is on screen is laid out; selection, copy, keyboard,
+scroll-keeping, accessibility; and the real ChatWindow against a real server."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from helpers import LineClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PySide6.QtCore import QEvent, QPoint, QPointF, QSettings, Qt
+from PySide6.QtGui import QAccessible, QColor, QGuiApplication, QMouseEvent, QWheelEvent
+from PySide6.QtWidgets import QApplication
+
+from qtchat.client import Endpoint
+from qtchat.gui.main_window import ChatWindow
+from qtchat.gui.message_view import MessageView, RowHeights
+from qtchat.gui.models import ConversationKind, MessageModel, RowKind
+
+TS = "2024-05-01T12:34:56.789Z"
+WAIT_MS = 10_000
+
+# The offscreen platform plugin says this whenever a QMainWindow is shown.
+pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints")
+
+
+def broadcast(seq: int, sender: str = "alice", text: str | None = None, **extra) -> dict:
+    return {"type": "broadcast", "seq": seq, "ts": TS, "from": sender, "room": "lobby",
+            "text": f"message {seq}" if text is None else text, **extra}
+
+
+class Chat:
+    """A shown MessageView over its own MessageModel."""
+
+    def __init__(self, qtbot, width: int = 500, height: int = 300):
+        self.model = MessageModel(None, self_name="me")
+        self.view = MessageView(self.model)
+        self.model.setParent(self.view)
+        qtbot.addWidget(self.view)
+        self.view.resize(width, height)
+        self.view.show()
+        self.qtbot = qtbot
+        self.settle()
+
+    def settle(self) -> None:
+        self.qtbot.wait(1)
+        self.view.viewport().repaint()
+
+    @property
+    def bar(self):
+        return self.view.verticalScrollBar()
+
+    def top(self) -> tuple[int | None, int]:
+        """(seq, y) of the row at the top of the viewport."""
+        row, rect = self.view.visible_rows()[0]
+        return self.model.entry(row).seq, rect.top()
+
+    def click(self, row: int, modifiers=Qt.KeyboardModifier.NoModifier) -> None:
+        pos = self.view.row_rect(row).center()
+        self.qtbot.mouseClick(self.view.viewport(), Qt.MouseButton.LeftButton, modifiers, pos)
+
+
+@pytest.fixture
+def chat(qtbot) -> Chat:
+    return Chat(qtbot)
+
+
+# ------------------------------------------------------------- what is painted
+
+
+def test_only_the_rows_on_screen_are_laid_out_and_painted(chat):
+    chat.model.add_messages([broadcast(s) for s in range(1, 10_001)])
+    chat.settle()
+    view, model = chat.view, chat.model
+    rows = view.visible_rows()
+    assert rows[-1][0] == model.rowCount() - 1  # the newest row, at the bottom
+    assert rows[-1][1].bottom() <= view.viewport().height()
+    assert 5 < len(rows) < 40
+    for row, _rect in rows:
+        assert f"alice: \u2068message {row + 1}\u2069" == view.painted_text(row)
+    # Heights were measured for what was shown, not for the 10,000 rows.
+    assert sum(view._measured) <= 2 * len(rows)
+    # Text layouts are kept for the rows on screen only.
+    assert set(view.delegate()._paints) == {model.entry(row).uid for row, _ in rows}
+    # And it is ink on the screen: the newest row's line is not blank.
+    image = view.viewport().grab().toImage()
+    last = rows[-1][1]
+    base = image.pixelColor(last.right() - 2, last.top() + 1)
+    assert any(image.pixelColor(x, last.center().y()) != base for x in range(60, 200))
+
+    chat.model.add_message(broadcast(10_001, "bob", "a live one"))
+    chat.settle()
+    assert view.visible_rows()[-1][0] == 10_000
+    assert view.painted_text(10_000) == "bob: \u2068a live one\u2069"
+    assert sum(view._measured) <= 2 * len(rows) + 1
+
+
+def test_rows_streaming_in_are_painted_as_a_full_repaint_would(chat, qtbot):
+    # At the bottom, new rows scroll what is painted up and paint only themselves;
+    # what is on the screen must be what painting everything would give.
+    rng = random.Random(5)
+    chat.model.add_messages([broadcast(s, text="word " * rng.randint(1, 30))
+                             for s in range(1, 100)])
+    chat.settle()
+    seq = 100
+    view = chat.view
+    for burst in (1, 1, 3, 1, 7, 1, 1, 2):
+        for _ in range(burst):  # several in one event-loop pass, or one
+            chat.model.add_message(broadcast(seq, "bob", "word " * rng.randint(1, 30)))
+            seq += 1
+            if seq % 3 == 0:  # read (by a screen reader, say) before it is painted
+                QAccessible.queryAccessibleInterface(view).childCount()
+        qtbot.wait(5)
+    assert view.visible_rows()[-1][0] == chat.model.rowCount() - 1
+    viewport = view.viewport().geometry()
+    on_screen = view.screen().grabWindow(view.winId()).toImage().copy(viewport)
+    repainted = view.grab().toImage().copy(viewport)
+    assert on_screen == repainted
+
+
+def test_notices_markers_and_pending_rows_are_on_screen(chat):
+    model = chat.model
+    model.add_messages([broadcast(s) for s in range(1, 4)])
+    model.add_notice("bob joined")
+    model.set_unread_marker()
+    model.add_gap_marker()
+    model.add_pending("p1", "on its way")
+    chat.settle()
+    shown = [row for row, _ in chat.view.visible_rows()]
+    assert shown == list(range(model.rowCount()))
+    kinds = [model.entry(row).kind for row in shown]
+    assert kinds.count(RowKind.UNREAD_MARKER) == 1 and kinds.count(RowKind.GAP_MARKER) == 1
+    assert chat.view.painted_text(3) == "bob joined"
+    pending = chat.view.row_rect(6)
+    assert pending.height() > chat.view.row_rect(0).height()  # the "sending…" line
+
+
+# ---------------------------------------------------------- selection and copy
+
+
+def _drag(view: MessageView, start: QPoint, end: QPoint) -> None:
+    viewport = view.viewport()
+    left = Qt.MouseButton.LeftButton
+    for etype, pos, buttons in ((QEvent.Type.MouseButtonPress, start, left),
+                                (QEvent.Type.MouseMove, end, left),
+                                (QEvent.Type.MouseButtonRelease, end, Qt.MouseButton.NoButton)):
+        event = QMouseEvent(etype, QPointF(pos), viewport.mapToGlobal(QPointF(pos)), left,
+                            buttons, Qt.KeyboardModifier.NoModifier)
+        QApplication.sendEvent(viewport, event)
+
+
+def test_shift_click_selects_across_rows_and_ctrl_c_copies_them(chat, qtbot):
+    chat.model.add_messages([broadcast(s) for s in range(1, 30)])
+    chat.settle()
+    first = chat.view.visible_rows()[2][0]
+    chat.click(first)
+    chat.click(first + 3, Qt.KeyboardModifier.ShiftModifier)
+    assert chat.view.selected_rows() == list(range(first, first + 4))
+    QGuiApplication.clipboard().clear()
+    qtbot.keyClick(chat.view, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier)
+    copied = QGuiApplication.clipboard().text().splitlines()
+    expected = [f"alice: message {chat.model.entry(r).seq}" for r in range(first, first + 4)]
+    assert [line.split("  ", 1)[1] for line in copied] == expected
+    assert all(line[:5].count(":") == 1 for line in copied)  # each line starts "hh:mm"
+
+
+def test_dragging_selects_and_the_context_menu_copies(chat):
+    chat.model.add_messages([broadcast(s) for s in range(1, 30)])
+    chat.settle()
+    view = chat.view
+    rows = view.visible_rows()
+    assert not view.copy_action.isEnabled()  # nothing selected: nothing to copy
+    _drag(view, rows[1][1].center(), rows[4][1].center())
+    assert view.selected_rows() == [rows[i][0] for i in range(1, 5)]
+    assert view.copy_action in view.actions()  # what the context menu lists
+    assert view.copy_action.isEnabled()
+    QGuiApplication.clipboard().clear()
+    view.copy_action.trigger()
+    copied = QGuiApplication.clipboard().text().splitlines()
+    assert [line.split("  ", 1)[1] for line in copied] == [
+        f"alice: message {chat.model.entry(rows[i][0]).seq}" for i in range(1, 5)
+    ]
+    # Selected rows are painted tinted.
+    image = view.viewport().grab().toImage()
+    inside, outside = rows[2][1], rows[6][1]
+    tint = image.pixelColor(inside.right() - 3, inside.top() + 1)
+    plain = image.pixelColor(outside.right() - 3, outside.top() + 1)
+    assert tint != plain
+
+
+# ------------------------------------------------------------------ keyboard
+
+
+def test_keyboard_moves_through_rows_and_pages(chat, qtbot):
+    chat.model.add_messages([broadcast(s) for s in range(1, 301)])
+    chat.settle()
+    view = chat.view
+    view.setFocus()
+    with qtbot.waitSignal(view.topReached):
+        qtbot.keyClick(view, Qt.Key.Key_Home)
+    chat.settle()
+    assert view.current_row() == 0 and chat.top() == (1, 0)
+    qtbot.keyClick(view, Qt.Key.Key_Down)
+    qtbot.keyClick(view, Qt.Key.Key_Down)
+    assert view.current_row() == 2 and view.selected_rows() == [2]
+    qtbot.keyClick(view, Qt.Key.Key_Down, Qt.KeyboardModifier.ShiftModifier)
+    assert view.selected_rows() == [2, 3]
+    qtbot.keyClick(view, Qt.Key.Key_PageDown)
+    chat.settle()
+    page_row = view.current_row()
+    assert page_row > 8  # a viewport's worth of rows further
+    assert page_row in [row for row, _ in view.visible_rows()]
+    qtbot.keyClick(view, Qt.Key.Key_PageUp)
+    assert view.current_row() < page_row
+    qtbot.keyClick(view, Qt.Key.Key_End)
+    chat.settle()
+    assert view.current_row() == 299 and view.at_bottom()
+    assert chat.bar.value() == chat.bar.maximum()
+    qtbot.keyClick(view, Qt.Key.Key_Up)
+    chat.settle()
+    assert view.current_row() == 298
+    assert 298 in [row for row, _ in view.visible_rows()]
+
+
+# ------------------------------------------------------------ scroll-keeping
+
+
+def test_prepending_long_history_keeps_the_view_still(chat):
+    rng = random.Random(7)
+    chat.model.add_messages([broadcast(s, text="word " * rng.randint(1, 60))
+                             for s in range(1000, 1300)])
+    chat.settle()
+    chat.bar.setValue(chat.bar.maximum() // 3)
+    chat.settle()
+    before = chat.top()
+    # Older history with rows of every height, guessed until shown.
+    chat.model.add_messages([broadcast(s, text="long " * rng.randint(1, 200))
+                             for s in range(800, 1000)])
+    chat.settle()
+    assert chat.top() == before
+    chat.bar.setValue(0)  # all the way up through the guessed rows: now measured
+    chat.settle()
+    assert chat.top() == (800, 0)
+
+
+def test_bottom_follows_new_rows_but_a_reader_above_stays(chat):
+    chat.model.add_messages([broadcast(s) for s in range(1, 200)])
+    chat.settle()
+    chat.bar.setValue(chat.bar.maximum() - 200)
+    chat.settle()
+    before = chat.top()
+    for seq in range(200, 260):
+        chat.model.add_message(broadcast(seq))
+    chat.settle()
+    assert chat.top() == before and not chat.view.at_bottom()
+    chat.bar.setValue(chat.bar.maximum())
+    chat.settle()
+    chat.model.add_message(broadcast(260))
+    chat.settle()
+    assert chat.view.visible_rows()[-1][0] == chat.model.rowCount() - 1
+
+
+def _wheel_up(view: MessageView) -> None:
+    pos = QPointF(view.viewport().rect().center())
+    event = QWheelEvent(pos, view.viewport().mapToGlobal(pos), QPoint(), QPoint(0, 120),
+                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier,
+                        Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(view.viewport(), event)
+
+
+def test_turning_the_wheel_up_at_the_top_asks_again_each_time(chat, qtbot):
+    chat.model.add_messages([broadcast(s) for s in range(50, 100)])
+    chat.settle()
+    chat.bar.setValue(0)
+    chat.settle()
+    for _ in range(2):  # the answer may be slow or empty: every turn asks again
+        with qtbot.waitSignal(chat.view.topReached):
+            _wheel_up(chat.view)
+    chat.bar.setValue(chat.bar.maximum())
+    chat.settle()
+    with qtbot.assertNotEmitted(chat.view.topReached):
+        _wheel_up(chat.view)  # a turn up from the bottom just scrolls
+
+
+# ------------------------------------------------------------- accessibility
+
+
+def test_accessible_children_are_the_messages_on_screen(chat, qtbot):
+    chat.model.add_messages([broadcast(s, text=f"hello {s}") for s in range(1, 100)])
+    chat.model.add_notice("carol joined")
+    chat.settle()
+    iface = QAccessible.queryAccessibleInterface(chat.view)
+    assert iface is not None and iface.role() == QAccessible.Role.List
+    shown = chat.view.visible_rows()
+    assert iface.childCount() == len(shown)
+    names = [iface.child(i).text(QAccessible.Text.Name) for i in range(iface.childCount())]
+    time = chat.view.accessible_text(0).rsplit(", at ", 1)[1]
+    assert len(time) == 5 and time[2] == ":"
+    expected = [f"alice: hello {chat.model.entry(r).seq}, at {time}" for r, _ in shown[:-1]]
+    assert names[:-1] == expected
+    assert names[-1].startswith("carol joined, at ")
+    child = iface.child(1)
+    assert child.role() == QAccessible.Role.ListItem
+    assert iface.indexOfChild(child) == 1 and child.parent() is not None
+    assert iface.rect().contains(child.rect())  # on screen, where it is painted
+    # A new message from someone else is announced politely; one's own is not.
+    with qtbot.waitSignal(chat.view.announced) as blocker:
+        chat.model.add_message(broadcast(100, "bob", "are you there?"))
+    assert blocker.args == ["bob: are you there?"]
+    with qtbot.assertNotEmitted(chat.view.announced):
+        chat.model.add_pending("p", "yes")
+
+
+# --------------------------------------------------------------- RowHeights
+
+
+_height_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("insert"), st.integers(0, 10**6), st.integers(1, 3000)),
+        st.tuples(st.just("remove"), st.integers(0, 10**6), st.integers(1, 2500)),
+        st.tuples(st.just("set"), st.integers(0, 10**6), st.integers(1, 500)),
+    ),
+    max_size=20,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(operations=_height_ops, seed=st.integers(0, 1000))
+def test_row_heights_agree_with_a_plain_list(operations, seed):
+    from array import array
+
+    rng = random.Random(seed)
+    heights = RowHeights()
+    plain: list[int] = []
+    for what, where, n in operations:
+        if what == "insert":
+            at = where % (len(plain) + 1)
+            block = [rng.randint(1, 90) for _ in range(n)]
+            heights.insert(at, array("H", block))
+            plain[at:at] = block
+        elif plain and what == "remove":
+            at = where % len(plain)
+            heights.remove(at, n)
+            del plain[at : at + n]
+        elif plain:
+            at = where % len(plain)
+            heights.set(at, n)
+            plain[at] = n
+        assert len(heights) == len(plain) and heights.total() == sum(plain)
+    tops = [0]
+    for h in plain:
+        tops.append(tops[-1] + h)
+    for row in rng.sample(range(len(plain)), min(len(plain), 30)):
+        assert heights.top_of(row) == tops[row] and heights.get(row) == plain[row]
+        y = tops[row] + rng.randrange(plain[row])
+        assert heights.row_at(y) == row
+
+
+# ----------------------------------------------- the real window, a real server
+
+
+@pytest.fixture
+def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+
+
+def open_window(qtbot, make_client, port: int, name: str) -> ChatWindow:
+    client = make_client()
+    with qtbot.waitSignal(client.registered, timeout=WAIT_MS) as blocker:
+        client.open(Endpoint("127.0.0.1", port), name)
+    window = ChatWindow(client)
+    qtbot.addWidget(window)
+    window._on_registered(blocker.args[0])
+    window.resize(800, 500)
+    window.show()
+    return window
+
+
+def lobby_view(window: ChatWindow) -> MessageView:
+    conv = window.conversation(ConversationKind.ROOM, "lobby", create=False)
+    assert conv is not None
+    return conv.view
+
+
+def painted_messages(view: MessageView) -> list[str]:
+    view.viewport().repaint()
+    model = view.model()
+    return [view.painted_text(row) for row, _ in view.visible_rows()
+            if model.entry(row).kind == RowKind.MESSAGE]
+
+
+def test_the_chat_window_shows_what_is_posted(qtbot, server, make_client, isolated_settings):
+    window = open_window(qtbot, make_client, server.port, "Alice")
+    peer = LineClient(qtbot, server.port)
+    assert peer.register("Bob")["type"] == "registered"
+    view = lobby_view(window)
+    for n in range(40):
+        peer.send({"type": "broadcast", "text": f"from bob {n}"})
+    peer.wait_for("broadcast", text="from bob 39")  # stored before Alice types
+    qtbot.keyClicks(window.input, "from alice <b>plain</b>")
+    qtbot.keyClick(window.input, Qt.Key.Key_Return)
+    peer.wait_for("broadcast", text="from alice <b>plain</b>")
+
+    def shown() -> bool:
+        texts = painted_messages(view)
+        return any("from alice <b>plain</b>" in t for t in texts) and any(
+            "from bob 39" in t for t in texts)
+
+    qtbot.waitUntil(shown, timeout=WAIT_MS)
+    assert view.at_bottom()
+    texts = painted_messages(view)
+    assert texts[-1].startswith("Alice: ")  # own message last, in seq order
+    assert [t for t in texts if "from bob" in t][-1] == "Bob: \u2068from bob 39\u2069"
+    image = window.grab().toImage()
+    assert not image.isNull() and image.pixelColor(5, 5) != QColor()
+
+
+def test_scrolling_up_in_the_window_loads_older_pages_again_and_again(
+        qtbot, server, make_client, isolated_settings):
+    peer = LineClient(qtbot, server.port)
+    assert peer.register("Bob")["type"] == "registered"
+    for n in range(1, 401):
+        peer.send({"type": "broadcast", "text": f"old {n}"})
+    peer.wait_for("broadcast", text="old 400")
+    window = open_window(qtbot, make_client, server.port, "Alice")
+    view = lobby_view(window)
+    model = view.model()
+    qtbot.waitUntil(lambda: model.newest_seq() is not None, timeout=WAIT_MS)
+    oldest = model.oldest_seq()
+    assert oldest > 1
+    bar = view.verticalScrollBar()
+    pages = 0
+
+    def first_message() -> tuple[object, int]:
+        view.viewport().repaint()
+        for row, rect in view.visible_rows():
+            if model.entry(row).kind == RowKind.MESSAGE:
+                return model.entry(row), rect.top()
+        raise AssertionError("no message on screen")
+
+    while model.oldest_seq() > 1:
+        with qtbot.waitSignal(window.client.historyReceived, timeout=WAIT_MS):
+            bar.setValue(0)  # the user scrolls to the top
+            shown_before = first_message()
+        assert model.oldest_seq() < oldest  # a page came …
+        oldest = model.oldest_seq()
+        assert first_message() == shown_before  # … above, out of sight: nothing moved
+        assert bar.value() > 0  # and the top is further up: scrolling there asks again
+        pages += 1
+    assert pages >= 3
+    bar.setValue(0)
+    first_row = view.visible_rows()[0][0]
+    assert model.entry(first_row).seq == 1  # the oldest message first, no notice above it
+    seqs = [e.seq for e in model.entries() if e.seq is not None]
+    assert seqs == sorted(seqs) and seqs[0] == 1 and len(seqs) == len(set(seqs))
