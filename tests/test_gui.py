@@ -41,6 +41,10 @@ pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateS
 
 @pytest.fixture(autouse=True)
 def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return isolate_settings(tmp_path, monkeypatch)
+
+
+def isolate_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """QSettings and the default data dir point into the test's temp dir."""
     config = tmp_path / "config"
     config.mkdir()
