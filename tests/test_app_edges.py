@@ -124,3 +124,25 @@ def test_qtchat_host_on_a_port_in_use_opens_the_dialog_with_a_free_port(
         assert dialog.room_edit.text() == "Team room"
         assert dialog.port_spin.value() != port
         assert f"Port {dialog.port_spin.value()} is free" in dialog.error_label.text()
+
+
+def test_double_clicking_a_password_room_asks_for_the_password_first(qtbot, qapp):
+    from qtchat.discovery import SERVICE_TYPE, DiscoveredRoom, DiscoveredRoomsModel
+
+    model = DiscoveredRoomsModel(qapp)
+    model.upsert_room(DiscoveredRoom(name="Locked", host="127.0.0.1", port=8801, tls=False,
+                                     fingerprint=None, addresses=("127.0.0.1",),
+                                     service_name=f"Locked.{SERVICE_TYPE}", password=True))
+    dialog = StartDialog(model)
+    qtbot.addWidget(dialog)
+    dialog.name_edit.setText("Bob")
+    dialog.tabs.setCurrentIndex(1)
+    with qtbot.assertNotEmitted(dialog.joinRequested):
+        dialog._join_discovered(model.index(0))
+    assert "Locked needs a password" in dialog.error_label.text()
+    assert dialog.address_edit.text() == "127.0.0.1:8801"
+    assert dialog.join_password.placeholderText() == "this room needs a password"
+    dialog.join_password.setText("sesame")
+    with qtbot.waitSignal(dialog.joinRequested) as asked:
+        dialog._join_discovered(model.index(0))
+    assert asked.args[0].password == "sesame"

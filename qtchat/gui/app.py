@@ -234,7 +234,8 @@ class AppController(QObject):
             try:
                 await announcer.start(choice.room_name, server.port, choice.tls,
                                       server.fingerprint, interfaces,
-                                      ip_versions=server.ip_versions)
+                                      ip_versions=server.ip_versions,
+                                      password=choice.password is not None)
             except Exception as exc:
                 log.warning("room not announced on the LAN: %s", exc)
                 if self.window is not None:

@@ -373,21 +373,32 @@ class StartDialog(QDialog):
         self.joinRequested.emit(JoinChoice(name=name, target=target,
                                            password=self.join_password.text() or None))
 
-    def _discovered_target(self, index: QModelIndex) -> JoinTarget | None:
+    def _discovered_room(self, index: QModelIndex):
         from qtchat.discovery import RoomRole
 
-        room = index.data(RoomRole.Room)
-        return None if room is None else room.join_target()
+        return index.data(RoomRole.Room)
 
     @Slot(QModelIndex)
     def _pick_discovered(self, index: QModelIndex) -> None:
-        target = self._discovered_target(index)
-        if target is not None:
-            self.address_edit.setText(target.invite if target.tls else target.hostport)
+        room = self._discovered_room(index)
+        if room is None:
+            return
+        target = room.join_target()
+        self.address_edit.setText(target.invite if target.tls else target.hostport)
+        if room.password:
+            self.join_password.setPlaceholderText("this room needs a password")
+            self.join_password.setFocus()
+        else:
+            self.join_password.setPlaceholderText("if the room has one")
 
     @Slot(QModelIndex)
     def _join_discovered(self, index: QModelIndex) -> None:
         if self.busy:
             return
         self._pick_discovered(index)
+        room = self._discovered_room(index)
+        if room is not None and room.password and not self.join_password.text():
+            self.show_error(f"{room.name} needs a password: type it, then press Join.",
+                            focus=self.join_password)
+            return
         self._join()
