@@ -146,3 +146,111 @@ def test_double_clicking_a_password_room_asks_for_the_password_first(qtbot, qapp
     with qtbot.waitSignal(dialog.joinRequested) as asked:
         dialog._join_discovered(model.index(0))
     assert asked.args[0].password == "sesame"
+
+
+# --- the chat window ---------------------------------------------------------------------
+
+from PySide6.QtCore import Qt, QTimer  # noqa: E402
+from test_gui import lobby, type_line, wait_for_text  # noqa: E402
+
+from qtchat.gui.models import ConversationKind  # noqa: E402
+
+
+@pytest.fixture
+def gui_pair(gui_apps: Apps):
+    alice = gui_apps.host("Alice")
+    bob = gui_apps.join(alice.host_runtime.server.port, "Bob")
+    gui_apps.qtbot.waitUntil(lambda: "Bob" in lobby(alice.window).members.names(),
+                             timeout=WAIT_MS)
+    return alice.window, bob.window
+
+
+def test_a_closed_private_tab_comes_back_with_its_conversation(qtbot, gui_pair):
+    alice, bob = gui_pair
+    type_line(qtbot, alice, "/w Bob are you there?")
+    private = bob.conversation(ConversationKind.PRIVATE, "Alice", create=False)
+    qtbot.waitUntil(lambda: bob.conversation(ConversationKind.PRIVATE, "Alice",
+                                             create=False) is not None, timeout=WAIT_MS)
+    private = bob.conversation(ConversationKind.PRIVATE, "Alice", create=False)
+    wait_for_text(qtbot, private.model, "are you there?")
+    bob.tabs.tabCloseRequested.emit(bob.tabs.indexOf(private.view))
+    assert bob.conversation(ConversationKind.PRIVATE, "Alice", create=False) is None
+    assert bob.current() is lobby(bob)
+    # Double-clicking Alice (or /w Alice) opens it again, with what was said.
+    type_line(qtbot, bob, "/w Alice")
+    again = bob.conversation(ConversationKind.PRIVATE, "Alice", create=False)
+    assert again is not None and bob.current() is again
+    assert any(again.model.index(row).data(Qt.ItemDataRole.DisplayRole) and
+               "are you there?" in str(again.model.index(row).data(Qt.ItemDataRole.DisplayRole))
+               for row in range(again.model.rowCount()))
+
+
+def test_leaving_a_room_lands_on_the_lobby_and_the_member_count_shows(qtbot, gui_pair):
+    alice, _bob = gui_pair
+    assert alice.members_label.text() == "In lobby · 2 people"
+    type_line(qtbot, alice, "/w Bob")  # a private tab in front of the lobby
+    type_line(qtbot, alice, "/join dev")
+    qtbot.waitUntil(lambda: alice.current() is not None and alice.current().title == "dev",
+                    timeout=WAIT_MS)
+    assert alice.members_label.text() == "In dev · 1 person"
+    type_line(qtbot, alice, "/leave")
+    qtbot.waitUntil(lambda: alice.conversation(ConversationKind.ROOM, "dev",
+                                               create=False) is None, timeout=WAIT_MS)
+    assert alice.current() is lobby(alice)
+
+
+def shortcut(window, keys: str) -> None:
+    """Press a window shortcut (offscreen windows are never active, so trigger its action)."""
+    from PySide6.QtGui import QAction, QKeySequence
+
+    matches = [action for action in window.findChildren(QAction)
+               if QKeySequence(keys) in action.shortcuts()]
+    assert len(matches) == 1, keys
+    matches[0].trigger()
+
+
+def test_keyboard_moves_between_conversations_and_the_title_counts_unread(qtbot, gui_pair):
+    alice, bob = gui_pair
+    type_line(qtbot, bob, "/w Alice psst")
+    qtbot.waitUntil(lambda: alice.rooms.unread("Bob", ConversationKind.PRIVATE) == 1,
+                    timeout=WAIT_MS)
+    assert alice.windowTitle().startswith("(1) ")
+    shortcut(alice, "Alt+2")
+    assert alice.current().kind == ConversationKind.PRIVATE
+    assert not alice.windowTitle().startswith("(")
+    shortcut(alice, "Ctrl+PgUp")
+    assert alice.current() is lobby(alice)
+    shortcut(alice, "Ctrl+Tab")
+    assert alice.current().kind == ConversationKind.PRIVATE
+    menus = [action.text().replace("&", "") for action in alice.menuBar().actions()]
+    assert menus == ["Chat", "View", "Help"]
+
+
+def test_join_a_room_lists_the_hosts_rooms(qtbot, gui_pair):
+    alice, bob = gui_pair
+    type_line(qtbot, alice, "/join design")
+    qtbot.waitUntil(lambda: alice.conversation(ConversationKind.ROOM, "design",
+                                               create=False) is not None, timeout=WAIT_MS)
+    bob.client.close()  # a fresh registration lists the rooms that exist now
+    from qtchat.gui import main_window
+
+    seen: list[list[str]] = []
+
+    def pick() -> None:
+        dialog = next(w for w in bob.findChildren(main_window._PickDialog) if w.isVisible())
+        seen.append([dialog.list.item(i).text() for i in range(dialog.list.count())])
+        dialog.list.setCurrentRow(0)
+        dialog.reject()
+
+    bob._server_rooms = ["lobby", "design"]  # as registered listed them
+    QTimer.singleShot(0, pick)
+    bob._ask_join()
+    assert seen == [["design"]]  # not the lobby, which Bob is in
+
+
+def test_the_window_gives_the_messages_room_when_narrow(qtbot, gui_pair):
+    alice, _bob = gui_pair
+    alice.resize(alice.minimumSize())
+    qtbot.waitUntil(lambda: alice.splitter.sizes()[1] > 0, timeout=WAIT_MS)
+    middle = alice.splitter.sizes()[1]
+    assert middle >= alice.splitter.width() // 2
