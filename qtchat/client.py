@@ -104,10 +104,14 @@ _RESUMABLE_BYES = {
 class ConnectError(Exception):
     """Joining failed; ``kind`` is a key of FAILURE_KINDS, ``str()`` says what to do."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, *, expected: str | None = None,
+                 presented: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        # For ``tls_mismatch``: the fingerprint we pinned and the one the host showed.
+        self.expected = expected
+        self.presented = presented
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,6 +470,7 @@ class ChatClient(QObject):
                 f"expected, so qtchat did not connect: someone may be impersonating the "
                 f"host, or it was reinstalled — ask the host for a new invite link and "
                 f"compare fingerprints.\nExpected: {expected}\nPresented: {seen}",
+                expected=expected, presented=seen,
             ), retry=False)
             return
         self.peer_fingerprint = seen

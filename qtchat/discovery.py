@@ -4,8 +4,8 @@ A hosting app announces its room with ``RoomAnnouncer``; a joining app lists
 the rooms around it with ``RoomBrowser`` (Qt signals) and its
 ``DiscoveredRoomsModel`` (a list model for a view). Service type
 ``_qtchat._tcp.local.``, instance name = the room server's name, TXT ``v=1``,
-``tls=0|1`` and ``fp=<fingerprint>`` when TLS (see the protocol's Discovery
-section).
+``tls=0|1``, ``fp=<fingerprint>`` when TLS, and ``pw=1`` when joining needs a
+password (see the protocol's Discovery section).
 
 Both run on the asyncio loop that is running when ``start()`` is awaited: the
 qasync loop in the app, or a plain asyncio loop (zeroconf is created with
@@ -125,6 +125,7 @@ class DiscoveredRoom:
     fingerprint: str | None
     addresses: tuple[str, ...] = ()
     service_name: str = ""
+    password: bool = False  # the room says joining needs a password (TXT pw=1)
 
     @property
     def address(self) -> str:
@@ -268,6 +269,7 @@ def _room_from_info(info: AsyncServiceInfo, networks: list[IPNetwork]) -> Discov
         fingerprint=fingerprint,
         addresses=tuple(addresses),
         service_name=info.name,
+        password=properties.get("pw") == "1",
     )
 
 
@@ -345,6 +347,7 @@ class RoomAnnouncer:
         *,
         allow_rename: bool = True,
         ip_versions: tuple[int, ...] = (4, 6),
+        password: bool = False,
     ) -> str:
         """Announce a room server listening on ``port``; return the announced name.
 
@@ -353,6 +356,7 @@ class RoomAnnouncer:
         None means every interface, publishing ``local_addresses(ip_versions)``
         (the versions the server listens on: an address it does not answer on fails).
         ``fingerprint`` is required with ``tls=True`` and refused without it.
+        ``password``: say that joining needs a password (never the password itself).
         Raises ValueError for bad arguments, RoomNameInUse, or DiscoveryError
         when the mDNS socket cannot be opened.
         """
@@ -364,6 +368,8 @@ class RoomAnnouncer:
         if tls != (fingerprint is not None):
             raise ValueError("Give the certificate fingerprint exactly when tls is True.")
         properties = {"v": TXT_VERSION, "tls": "1" if tls else "0"}
+        if password:
+            properties["pw"] = "1"
         if fingerprint is not None:
             properties["fp"] = normalize_fingerprint(fingerprint)
         interfaces = _interface_addresses(interfaces)
@@ -493,12 +499,14 @@ class DiscoveredRoomsModel(QAbstractListModel):
         match role:
             case Qt.ItemDataRole.DisplayRole:
                 secured = " · TLS" if room.tls else ""
-                return f"{room.name} — {room.address}{secured}"
+                locked = " · password" if room.password else ""
+                return f"{room.name} — {room.address}{secured}{locked}"
             case RoomRole.Name:
                 return room.name
             case Qt.ItemDataRole.ToolTipRole:
                 secured = "TLS" if room.tls else "no TLS"
-                return f"{room.address} ({secured})"
+                locked = "; needs a password" if room.password else ""
+                return f"{room.address} ({secured}{locked})"
             case RoomRole.Host:
                 return room.host
             case RoomRole.Port:

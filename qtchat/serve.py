@@ -141,7 +141,8 @@ async def _announce(announcer, args, config, server) -> None:
     try:
         name = await asyncio.wait_for(
             announcer.start(config.server_name, server.port, config.tls, server.fingerprint,
-                            interfaces, ip_versions=server.ip_versions),
+                            interfaces, ip_versions=server.ip_versions,
+                            password=config.password is not None),
             10.0,
         )
     except Exception as exc:

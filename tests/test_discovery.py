@@ -179,6 +179,20 @@ def test_txt_fields_round_trip(
     assert arun(resolve()) == {"v": "1", "tls": "1", "fp": fingerprint}
 
 
+def test_a_password_room_says_so_and_never_its_password(
+    arun: Any, qtbot: Any, browser: RoomBrowser, announcers: Callable[..., RoomAnnouncer]
+) -> None:
+    name = unique("Locked")
+    with qtbot.waitSignal(browser.roomFound, timeout=WAIT_MS, check_params_cb=named(name)) as found:
+        arun(announcers().start(name, 8801, interfaces=LOOPBACK, password=True),
+             timeout=START_TIMEOUT)
+    room: DiscoveredRoom = found.args[0]
+    assert room.password is True
+    row = browser.model.index(browser.model.row_of(room.key))
+    assert row.data() == f"{name} — 127.0.0.1:8801 · password"
+    assert "needs a password" in row.data(Qt.ItemDataRole.ToolTipRole)
+
+
 @pytest.mark.slow
 def test_name_conflict_renames_or_refuses(
     arun: Any, qtbot: Any, browser: RoomBrowser, announcers: Callable[..., RoomAnnouncer]
@@ -434,6 +448,9 @@ def test_model_rows_roles_and_updates(qtbot: Any, qtmodeltester: Any, qapp: Any)
         # What the Join list shows: name, address, and whether TLS is on.
         assert model.data(model.index(0)) == "Alpha — 192.168.1.20:8800 · TLS"
         assert model.data(model.index(1)) == "beta — 192.168.1.20:8800"
+        model.upsert_room(room("delta", password=True))
+        assert model.data(model.index(2)) == "delta — 192.168.1.20:8800 · password"
+        model.remove_room(f"delta.{SERVICE_TYPE}")
         assert model.rowCount(model.index(0)) == 0  # a list: no children
 
         index = model.index(0)

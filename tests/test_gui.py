@@ -41,6 +41,10 @@ pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateS
 
 @pytest.fixture(autouse=True)
 def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return isolate_settings(tmp_path, monkeypatch)
+
+
+def isolate_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """QSettings and the default data dir point into the test's temp dir."""
     config = tmp_path / "config"
     config.mkdir()
@@ -199,11 +203,13 @@ def test_whisper_opens_a_private_tab_for_the_recipient_only(qtbot, pair, qtmodel
     assert "✉ Alice" in [bob.tabs.tabText(i) for i in range(bob.tabs.count())]
     assert bob.rooms.unread("Alice", ConversationKind.PRIVATE) == 1
     assert all(text != "meet me at noon" for _, text in messages(lobby(bob).model))
-    # The sender sees it in her own private tab with Bob, which is now current.
+    # The sender sees it in her own private tab with Bob; she stays in the lobby, where
+    # a short line says where it went.
     mine = alice.conversation(ConversationKind.PRIVATE, "Bob", create=False)
-    assert mine is not None and alice.current() is mine
+    assert mine is not None and alice.current() is lobby(alice)
     wait_for_text(qtbot, mine.model, "meet me at noon")
     assert all(text != "meet me at noon" for _, text in messages(lobby(alice).model))
+    assert (NoticeKind.INFO, "✉ to Bob: meet me at noon") in notices(lobby(alice).model)
     qtmodeltester.check(private.model)
     qtmodeltester.check(bob.rooms)
 
@@ -567,14 +573,15 @@ def test_a_paste_too_long_is_kept_and_explained_not_cut(qtbot, pair):
 
 def test_leave_in_a_private_tab_closes_it_and_the_side_panel_follows(qtbot, pair):
     alice, _bob = pair
-    type_line(qtbot, alice, "/w Bob hi")
+    type_line(qtbot, alice, "/w Bob")
     private = alice.conversation(ConversationKind.PRIVATE, "Bob", create=False)
     assert private is not None and alice.current() is private
-    assert alice.members_label.text() == "Private with Bob"
+    assert alice.members_panel.isHidden()  # nobody to list in a private conversation
     type_line(qtbot, alice, "/leave")
     assert alice.conversation(ConversationKind.PRIVATE, "Bob", create=False) is None
     assert alice.current() is lobby(alice)
-    assert alice.members_label.text() == "In lobby"
+    assert not alice.members_panel.isHidden()
+    assert alice.members_label.text() == "In lobby · 2 people"
 
 
 def test_host_and_join_stay_disabled_while_an_attempt_runs(qtbot, apps):

@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,7 @@ class AppController(QObject):
         self._smoke_text = ""
         self._session_lock: QLockFile | None = None
         self._session_scope = ""
+        self._last_join: JoinChoice | None = None
 
     # --- start -----------------------------------------------------------------------
 
@@ -147,6 +149,7 @@ class AppController(QObject):
         self.dialog = StartDialog(model)
         self.dialog.hostRequested.connect(self.host)
         self.dialog.joinRequested.connect(self.join)
+        self.dialog.trustRequested.connect(self._trust_certificate)
         self.dialog.rejected.connect(self._dialog_closed)
         self.dialog.show()
         if self.args.startup_probe:
@@ -204,11 +207,11 @@ class AppController(QObject):
             free = free_port_after(choice.port)
             if "already in use" in message and free is not None:
                 message = f"Port {choice.port} is already in use (is another qtchat hosting?). "
+                message += f"Port {free} is free — press Host again to use it."
+                if not self.args.smoke:
+                    self._ensure_dialog()
                 if self.dialog is not None:
-                    message += f"Port {free} is free — press Host again to use it."
                     self.dialog.port_spin.setValue(free)
-                else:
-                    message += f"Port {free} is free: try --port {free}."
             self._fail(message)
             return
         announcer = None
@@ -231,7 +234,8 @@ class AppController(QObject):
             try:
                 await announcer.start(choice.room_name, server.port, choice.tls,
                                       server.fingerprint, interfaces,
-                                      ip_versions=server.ip_versions)
+                                      ip_versions=server.ip_versions,
+                                      password=choice.password is not None)
             except Exception as exc:
                 log.warning("room not announced on the LAN: %s", exc)
                 if self.window is not None:
@@ -246,6 +250,7 @@ class AppController(QObject):
     @Slot(object)
     def join(self, choice: JoinChoice) -> None:
         self._abandon_client()  # one attempt at a time (a host started by an earlier one too)
+        self._last_join = choice
         target = choice.target
         endpoint = Endpoint(target.host, target.port, target.tls, target.fingerprint)
         self._connect(endpoint, choice.name, choice.password)
@@ -325,17 +330,34 @@ class AppController(QObject):
 
     @Slot(object)
     def _connect_failed(self, error: ConnectError) -> None:
+        client = self.client
+        address = client.endpoint.address if client is not None and client.endpoint else ""
         self._abandon_client()
+        if error.kind == "tls_mismatch" and error.expected and error.presented and \
+                not self.args.smoke:
+            self._ensure_dialog()
+            assert self.dialog is not None
+            self.dialog.show_certificate_warning(address, error.expected, error.presented)
+            return
         self._fail(str(error), focus=_FIELD_TO_FIX.get(error.kind))
+
+    @Slot(str, str)
+    def _trust_certificate(self, address: str, fingerprint: str) -> None:
+        """The person compared the new fingerprint with the host: pin it and join again."""
+        from qtchat.tlsutil import PinStore
+
+        PinStore(_app_data_dir()).remember(address, fingerprint)
+        choice = self._last_join
+        if choice is None or self.dialog is None:
+            return
+        target = replace(choice.target, fingerprint=fingerprint, tls=True)
+        self.dialog.set_busy(True, f"Connecting to {target.hostport}…")
+        self.join(replace(choice, target=target))
 
     @Slot(str)
     def _username_taken(self, name: str) -> None:
         self._abandon_client()
-        if self.dialog is not None:
-            self.dialog.show_error(f"The name {name} is taken — try another.",
-                                   focus=self.dialog.name_edit)
-        else:
-            self._fail(f"The name {name} is taken — try another.")
+        self._fail(f"The name {name} is taken — try another.", focus="name_edit")
 
     def _abandon_client(self) -> None:
         if self.client is not None:
@@ -348,16 +370,42 @@ class AppController(QObject):
             self.host_runtime = None
 
     def _fail(self, message: str, focus: str | None = None) -> None:
-        """Say why an attempt failed: in the dialog (its field to fix focused), or on
-        stderr and exit 1 when there is no dialog."""
-        if self.dialog is not None:
-            self.dialog.show_error(message, focus=getattr(self.dialog, focus or "", None))
-            if self.args.smoke:
-                print(f"qtchat: smoke test FAILED: {message}", file=sys.stderr)
-                self.quit(1)
+        """Say why an attempt failed: in the dialog, with its field to fix focused.
+
+        ``qtchat join``/``qtchat host`` start without a dialog; when their attempt fails
+        the dialog opens, filled in with what the command line said, so the person can
+        fix it and try again rather than read a terminal that may not even be open."""
+        if self.args.smoke and self.dialog is None:
+            print(f"qtchat: {message}", file=sys.stderr)
+            self.quit(1)
             return
-        print(f"qtchat: {message}", file=sys.stderr)
-        self.quit(1)
+        self._ensure_dialog()
+        assert self.dialog is not None
+        self.dialog.show_error(message, focus=getattr(self.dialog, focus or "", None))
+        if self.args.smoke:
+            print(f"qtchat: smoke test FAILED: {message}", file=sys.stderr)
+            self.quit(1)
+
+    def _ensure_dialog(self) -> None:
+        """Open the start dialog (filled in from the command line) if it is not open."""
+        if self.dialog is not None:
+            self.dialog.show()
+            return
+        self.show_dialog()
+        dialog, args = self.dialog, self.args
+        assert dialog is not None
+        if getattr(args, "nick", None):
+            dialog.name_edit.setText(args.nick)
+        if args.command == "join":
+            dialog.tabs.setCurrentIndex(1)
+            dialog.address_edit.setText(args.address)
+            dialog.join_password.setText(args.password or "")
+        elif args.command == "host":
+            dialog.tabs.setCurrentIndex(0)
+            dialog.room_edit.setText(args.server_name or "")
+            dialog.port_spin.setValue(args.port)
+            dialog.host_password.setText(args.password or "")
+            dialog.tls_check.setChecked(bool(args.tls))
 
     @Slot()
     def _window_closed(self) -> None:

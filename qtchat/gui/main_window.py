@@ -15,13 +15,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PySide6.QtCore import QEvent, QModelIndex, Qt, QTimer, QUrl, Signal, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QGuiApplication, QKeyEvent
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDesktopServices,
+    QGuiApplication,
+    QKeyEvent,
+    QKeySequence,
+    QResizeEvent,
+)
 from PySide6.QtWidgets import (
     QApplication,
-    QInputDialog,
+    QDialog,
+    QDialogButtonBox,
     QLabel,
     QLineEdit,
     QListView,
+    QListWidget,
     QMainWindow,
     QMessageBox,
     QPushButton,
@@ -45,7 +55,7 @@ from qtchat.gui.models import (
     RoomModel,
     RoomRoles,
 )
-from qtchat.names import InvalidName, parse_name
+from qtchat.names import MAX_NAME_LENGTH, InvalidName, parse_name
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +194,9 @@ class ChatWindow(QMainWindow):
         self._whisper_from: dict[str, Conversation] = {}  # whisper id -> where it was typed
         self._fingerprint_shown = False
         self._welcomed = False
+        # Private conversations whose tab was closed: their messages stay, to show again.
+        self._closed_private: dict[tuple[ConversationKind, str], Conversation] = {}
+        self._server_rooms: list[str] = []  # the host's rooms, as registered listed them
         self.resize(980, 640)
         self.setMinimumSize(640, 420)  # below this the messages get one word per line
 
@@ -221,17 +234,18 @@ class ChatWindow(QMainWindow):
         self.members_view = QListView()
         self.members_view.setEditTriggers(QListView.EditTrigger.NoEditTriggers)
         self.members_view.doubleClicked.connect(self._member_double_clicked)
-        right = QWidget()
+        right = self.members_panel = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
         right_layout.addWidget(self.members_label)
         right_layout.addWidget(self.members_view)
 
-        splitter = QSplitter()
+        splitter = self.splitter = QSplitter()
         splitter.addWidget(left)
         splitter.addWidget(center)
         splitter.addWidget(right)
         splitter.setStretchFactor(1, 1)
+        splitter.setCollapsible(1, False)
         splitter.setSizes([190, 600, 190])
         self.setCentralWidget(splitter)
 
@@ -255,10 +269,7 @@ class ChatWindow(QMainWindow):
                     f"{self.address_label.toolTip()}\nTLS certificate fingerprint (SHA-256): "
                     f"{host.server.fingerprint}")
 
-        quit_action = QAction("Quit", self)
-        quit_action.setShortcut("Ctrl+Q")
-        quit_action.triggered.connect(self.close)
-        self.addAction(quit_action)
+        self._build_menus()
 
         self.tray: QSystemTrayIcon | None = None
         if QSystemTrayIcon.isSystemTrayAvailable():
@@ -288,6 +299,95 @@ class ChatWindow(QMainWindow):
         self._update_title()
         self._on_state(c.state)
 
+    def _build_menus(self) -> None:
+        """The menu bar: every command the app has, with its shortcut, findable."""
+        bar = self.menuBar()
+
+        def action(menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+            made = QAction(text, self)
+            if shortcut is not None:
+                made.setShortcuts(shortcut if isinstance(shortcut, list) else [shortcut])
+            made.setStatusTip(tip)
+            made.triggered.connect(slot)
+            menu.addAction(made)
+            return made
+
+        chat = bar.addMenu("&Chat")
+        action(chat, "&Join a room…", self._ask_join, QKeySequence("Ctrl+J"),
+               "Enter a room, or make a new one")
+        action(chat, "&Private message…", self._ask_whisper, QKeySequence("Ctrl+Shift+M"),
+               "Start a private conversation with someone here")
+        self.leave_action = action(chat, "&Leave this conversation", self._leave_current,
+                                   QKeySequence("Ctrl+W"))
+        if self.host is not None:
+            chat.addSeparator()
+            action(chat, "Copy &invite", self.copy_invite, QKeySequence("Ctrl+Shift+I"),
+                   "Copy a qtchat:// link others can paste into Join")
+        chat.addSeparator()
+        self.quit_action = action(chat, "&Quit", self.close, QKeySequence("Ctrl+Q"))
+
+        view = bar.addMenu("&View")
+        action(view, "&Next conversation", lambda: self._step_conversation(1),
+               [QKeySequence("Ctrl+Tab"), QKeySequence("Ctrl+PgDown")])
+        action(view, "&Previous conversation", lambda: self._step_conversation(-1),
+               [QKeySequence("Ctrl+Shift+Tab"), QKeySequence("Ctrl+PgUp")])
+        for number in range(1, 10):
+            go = QAction(f"Conversation {number}", self)
+            go.setShortcut(QKeySequence(f"Alt+{number}"))
+            go.triggered.connect(lambda _checked=False, n=number: self._go_to_conversation(n))
+            self.addAction(go)  # shortcuts only: nine menu entries would be clutter
+
+        help_menu = bar.addMenu("&Help")
+        action(help_menu, "&Commands", lambda: self.submit("/help"), QKeySequence("F1"))
+        action(help_menu, "&About qtchat", self._about)
+
+    @Slot()
+    def _ask_whisper(self) -> None:
+        names = [name for name in self._known_names() if fold(name) != fold(self.me)]
+        dialog = _PickDialog(self, "Private message", "Name:", names,
+                             "Nobody else is here yet.")
+        if dialog.exec() == QDialog.DialogCode.Accepted and dialog.choice():
+            self.submit(f"/w {dialog.choice()}")
+
+    @Slot()
+    def _leave_current(self) -> None:
+        conv = self.current()
+        if conv is not None:
+            self.submit("/leave")
+
+    def _step_conversation(self, step: int) -> None:
+        count = self.tabs.count()
+        if count:
+            self.tabs.setCurrentIndex((self.tabs.currentIndex() + step) % count)
+
+    def _go_to_conversation(self, number: int) -> None:
+        if number <= self.tabs.count():
+            self.tabs.setCurrentIndex(number - 1)
+
+    @Slot()
+    def _about(self) -> None:
+        from qtchat import __version__
+
+        box = QMessageBox(QMessageBox.Icon.Information, "About qtchat",
+                          f"qtchat {__version__}\nChat with the people on your network.",
+                          QMessageBox.StandardButton.Ok, self)
+        box.setTextFormat(Qt.TextFormat.PlainText)
+        box.open()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        """Side panels give way when the window is narrow: the messages keep most of it."""
+        super().resizeEvent(event)
+        width = self.splitter.width()
+        sizes = self.splitter.sizes()
+        if width <= 0 or len(sizes) != 3:
+            return
+        side = max(110, min(220, width // 5))
+        left = min(sizes[0], side) if sizes[0] else 0
+        right = min(sizes[2], side) if sizes[2] else 0
+        if width - left - right < width // 2:
+            left = right = max(0, min(side, width // 5))
+        self.splitter.setSizes([left, width - left - right, right])
+
     # --- conversations ----------------------------------------------------------------
 
     def conversation(self, kind: ConversationKind, name: str,
@@ -296,6 +396,12 @@ class ChatWindow(QMainWindow):
         found = self._conversations.get(key)
         if found is not None or not create:
             return found
+        reopened = self._closed_private.pop(key, None)
+        if reopened is not None:  # its tab was closed: the same messages come back
+            self._conversations[key] = reopened
+            self.rooms.add(reopened.title, kind)
+            self.tabs.addTab(reopened.view, f"✉ {reopened.title}")
+            return reopened
         model = MessageModel(self, self_name=self.me, conversation=name)
         view = MessageView(model)
         view.retryRequested.connect(self._retry)
@@ -332,10 +438,12 @@ class ChatWindow(QMainWindow):
         self.rooms.clear_unread(conv.title, conv.kind)
         if conv.members is not None:
             self.members_view.setModel(conv.members)
-            self.members_label.setText(f"In {conv.title}")
-        else:
+            self._update_members_label()
+            self.members_panel.show()
+        else:  # a private conversation has nobody to list: the messages get the room
             self.members_view.setModel(None)
             self.members_label.setText(f"Private with {conv.title}")
+            self.members_panel.hide()
         self.rooms_view.setCurrentIndex(self.rooms.index(self.rooms.row_of(conv.title, conv.kind)))
         self._update_title()
         self.input.setFocus()
@@ -351,16 +459,29 @@ class ChatWindow(QMainWindow):
                         return
                     self.client.leave(conv.title)
                     return  # closed when the server confirms (roomLeft)
-                self._drop_conversation(key)
+                self._drop_conversation(key, keep=True)
                 return
 
-    def _drop_conversation(self, key: tuple[ConversationKind, str]) -> None:
-        conv = self._conversations.pop(key, None)
+    def _drop_conversation(self, key: tuple[ConversationKind, str], *,
+                           keep: bool = False) -> None:
+        """Close a conversation's tab; ``keep`` a private one to show again when reopened.
+
+        Closing the tab in front brings the lobby to the front (not whichever tab Qt
+        would pick)."""
+        conv = self._conversations.get(key)
         if conv is None:
             return
+        was_current = conv is self.current()
+        del self._conversations[key]
         self.tabs.removeTab(self.tabs.indexOf(conv.view))
         self.rooms.remove(conv.title, conv.kind)
-        conv.view.deleteLater()
+        if keep and conv.kind == ConversationKind.PRIVATE:
+            self._closed_private[key] = conv
+        else:
+            conv.view.deleteLater()
+        lobby = self._conversations.get((ConversationKind.ROOM, p.LOBBY))
+        if was_current and lobby is not None:
+            self.show_conversation(lobby)
         self._tab_changed(self.tabs.currentIndex())  # the side panel follows the new tab
 
     @Slot(QModelIndex)
@@ -381,9 +502,14 @@ class ChatWindow(QMainWindow):
 
     @Slot()
     def _ask_join(self) -> None:
-        room, ok = QInputDialog.getText(self, "Join a room", "Room name (created if new):")
-        if ok and room.strip():
-            self.submit(f"/join {room.strip()}")
+        """Pick one of the host's rooms, or type a new name."""
+        mine = {fold(conv.title) for conv in self._conversations.values()
+                if conv.kind == ConversationKind.ROOM}
+        rooms = [room for room in self._server_rooms if fold(room) not in mine]
+        dialog = _PickDialog(self, "Join a room", "Room name (made if new):", rooms,
+                             "No other rooms yet: type a name to make one.")
+        if dialog.exec() == QDialog.DialogCode.Accepted and dialog.choice():
+            self.submit(f"/join {dialog.choice()}")
 
     def _known_names(self) -> list[str]:
         conv = self.current()
@@ -466,9 +592,16 @@ class ChatWindow(QMainWindow):
                 return
             private = self.conversation(ConversationKind.PRIVATE, name)
             assert private is not None
-            self.show_conversation(private)
-            if message.strip():
+            if not message.strip():
+                self.show_conversation(private)  # "/w Bob": open the conversation
+            elif private is target:
+                self._send_whisper(name, message)
+            else:
+                # Sent from elsewhere: stay there; the private tab keeps the message.
                 self._send_whisper(name, message, came_from=target)
+                if private in self._conversations.values():  # not refused before sending
+                    shown = message if len(message) <= 80 else message[:79] + "…"
+                    self._notice(target, f"✉ to {private.title}: {shown}")
         elif command == "me":
             if not rest:
                 self._notice(target, "Usage: /me TEXT", NoticeKind.ERROR)
@@ -510,11 +643,14 @@ class ChatWindow(QMainWindow):
     @Slot(object)
     def _on_registered(self, frame: dict[str, Any]) -> None:
         self.me = frame["name"]
+        self._server_rooms = [room for room in frame.get("rooms") or []
+                              if isinstance(room, str)][:1000]
         for conv in self._conversations.values():
             conv.model.self_name = self.me
         lobby = self.conversation(ConversationKind.ROOM, p.LOBBY)
         assert lobby is not None and lobby.members is not None
         lobby.members.set_members([str(n) for n in frame["users"]], self._hosts())
+        self._update_members_label()
         first = not self._welcomed
         if first:
             self._welcomed = True
@@ -549,6 +685,7 @@ class ChatWindow(QMainWindow):
         assert conv is not None and conv.members is not None
         conv.members.set_members([str(n) for n in frame["users"]], self._hosts())
         conv.model.add_messages(frame["history"])
+        self._update_members_label()
         self.show_conversation(conv)
 
     @Slot(str)
@@ -562,6 +699,7 @@ class ChatWindow(QMainWindow):
             return
         conv.members.add_member(name, host=name in self._hosts())
         self._notice(conv, f"{name} joined", NoticeKind.JOIN)
+        self._update_members_label()
 
     @Slot(str, str, str)
     def _on_user_left(self, name: str, room: str, reason: str) -> None:
@@ -570,6 +708,14 @@ class ChatWindow(QMainWindow):
             return
         conv.members.remove_member(name)
         self._notice(conv, f"{name} {LEAVE_REASONS.get(reason, 'left')}", NoticeKind.LEAVE)
+        self._update_members_label()
+
+    def _update_members_label(self) -> None:
+        conv = self.current()
+        if conv is not None and conv.members is not None:
+            count = conv.members.rowCount()
+            self.members_label.setText(f"In {conv.title} · {count} "
+                                       f"{'person' if count == 1 else 'people'}")
 
     def _conversation_of(self, frame: dict[str, Any]) -> Conversation:
         if frame["type"] == "whisper":
@@ -593,6 +739,7 @@ class ChatWindow(QMainWindow):
                 conv.model.set_unread_marker(frame["seq"] - 1)
             if conv is not self.current():
                 self.rooms.increment_unread(conv.title, conv.kind)
+                self._update_title()
         mention = re.search(rf"(?<!\w){re.escape(self.me)}(?!\w)", frame["text"], re.IGNORECASE)
         if frame["type"] == "whisper" or mention:
             self._notify(frame)
@@ -712,12 +859,16 @@ class ChatWindow(QMainWindow):
         conv.model.add_notice(text, kind)
 
     def _update_title(self) -> None:
+        """"(3) Dev — Team room — qtchat": unread messages elsewhere come first, so the
+        task bar shows them."""
         conv = self.current()
         server = str(self.client.server_info.get("name") or "")
         parts = [conv.title if conv else "", server, "qtchat"]
         if self.host is not None:
             parts[1] = f"{server} (hosting)"
-        self.setWindowTitle(" — ".join(part for part in parts if part))
+        title = " — ".join(part for part in parts if part)
+        unread = self.rooms.total_unread()
+        self.setWindowTitle(f"({unread}) {title}" if unread else title)
 
     def _notify(self, frame: dict[str, Any]) -> None:
         if self.isActiveWindow():
@@ -783,3 +934,57 @@ class ChatWindow(QMainWindow):
             self.tray.hide()
         event.accept()
         QTimer.singleShot(0, self.closedByUser.emit)
+
+
+class _PickDialog(QDialog):
+    """Type a name, or pick one from a list that narrows as you type (plain text)."""
+
+    def __init__(self, parent: QWidget, title: str, label: str, choices: list[str],
+                 empty: str) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.edit = QLineEdit()
+        self.edit.setMaxLength(4 * MAX_NAME_LENGTH)  # parse_name says what is wrong past 32
+        self.list = QListWidget()
+        self.list.addItems(sorted(choices, key=str.casefold))
+        self.empty = QLabel(empty)
+        self.empty.setTextFormat(Qt.TextFormat.PlainText)
+        self.empty.setVisible(not choices)
+        self.list.setVisible(bool(choices))
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok |
+                                   QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        self.ok_button = buttons.button(QDialogButtonBox.StandardButton.Ok)
+        self.ok_button.setEnabled(False)
+        self.edit.textChanged.connect(self._filter)
+        self.list.currentTextChanged.connect(self._picked)
+        self.list.itemDoubleClicked.connect(lambda _item: self.accept())
+        layout = QVBoxLayout(self)
+        caption = QLabel(label)
+        caption.setTextFormat(Qt.TextFormat.PlainText)
+        layout.addWidget(caption)
+        layout.addWidget(self.edit)
+        layout.addWidget(self.list)
+        layout.addWidget(self.empty)
+        layout.addWidget(buttons)
+        self.edit.setFocus()
+
+    def choice(self) -> str:
+        return self.edit.text().strip()
+
+    @Slot(str)
+    def _filter(self, text: str) -> None:
+        folded = text.strip().casefold()
+        for row in range(self.list.count()):
+            item = self.list.item(row)
+            item.setHidden(bool(folded) and folded not in item.text().casefold())
+        self.ok_button.setEnabled(bool(folded))
+
+    @Slot(str)
+    def _picked(self, text: str) -> None:
+        if text and text != self.edit.text():
+            self.edit.blockSignals(True)
+            self.edit.setText(text)
+            self.edit.blockSignals(False)
+            self.ok_button.setEnabled(True)

@@ -11,11 +11,12 @@ import logging
 from dataclasses import dataclass
 
 from PySide6.QtCore import QModelIndex, QSettings, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QFont
+from PySide6.QtGui import QFont, QFontDatabase
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -61,16 +62,29 @@ def _plain_label(text: str = "") -> QLabel:
     return label
 
 
+def fingerprint_lines(fingerprint: str) -> str:
+    """A SHA-256 fingerprint as two lines of 16 byte pairs, to compare by eye.
+
+    As one line it has no break point and is wider than the dialog; the halves line
+    up under each other so two fingerprints can be compared column by column.
+    """
+    pairs = fingerprint.split(":")
+    return "\n".join(":".join(pairs[i:i + 16]) for i in range(0, len(pairs), 16))
+
+
 class StartDialog(QDialog):
     """Choose a name and Host or Join.
 
     Signals:
         hostRequested(HostChoice): the person pressed Host with valid input.
         joinRequested(JoinChoice): the person pressed Join with valid input.
+        trustRequested(str address, str fingerprint): after a changed certificate, the
+            person checked the new fingerprint with the host and chose to trust it.
     """
 
     hostRequested = Signal(object)
     joinRequested = Signal(object)
+    trustRequested = Signal(str, str)
 
     def __init__(self, discovered_model=None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -167,6 +181,8 @@ class StartDialog(QDialog):
         # fields under the pointer.
         self.error_label.setMinimumHeight(2 * self.error_label.fontMetrics().lineSpacing() + 4)
         self.error_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._build_certificate_box()
 
         layout = QVBoxLayout(self)
         layout.addWidget(title)
@@ -176,9 +192,35 @@ class StartDialog(QDialog):
         layout.addWidget(self.name_hint)
         layout.addWidget(self.tabs)
         layout.addWidget(self.error_label)
+        layout.addWidget(self.cert_box)
         self._check_name(self.name_edit.text())
         self._update_rooms_hint()
         self._tab_changed(self.tabs.currentIndex())
+
+    def _build_certificate_box(self) -> None:
+        """The changed-certificate warning: both fingerprints whole, and a way on."""
+        self.cert_box = QFrame()
+        self.cert_box.setFrameShape(QFrame.Shape.StyledPanel)
+        self.cert_box.setStyleSheet("QFrame { background: #fdecea; } QLabel { color: #5f1410; }")
+        self.cert_text = _plain_label()
+        mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+        self.cert_fingerprints = _plain_label()
+        self.cert_fingerprints.setWordWrap(False)
+        self.cert_fingerprints.setFont(mono)
+        self.cert_fingerprints.setTextInteractionFlags(
+            Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.trust_button = QPushButton("I compared it with the host: trust the new certificate")
+        self.trust_button.clicked.connect(self._trust_presented)
+        box = QVBoxLayout(self.cert_box)
+        box.addWidget(self.cert_text)
+        box.addWidget(self.cert_fingerprints)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self.trust_button)
+        box.addLayout(row)
+        self.cert_box.hide()
+        self._cert_address = ""
+        self._cert_presented = ""
 
     # --- input checks -----------------------------------------------------------------
 
@@ -226,18 +268,57 @@ class StartDialog(QDialog):
     # --- actions ----------------------------------------------------------------------
 
     def show_error(self, message: str, *, focus: QWidget | None = None) -> None:
-        """Show why the last attempt failed (plain text) and re-enable the buttons."""
+        """Show why the last attempt failed (plain text) and re-enable the buttons.
+
+        It replaces whatever was said before, the certificate warning included."""
         self.set_busy(False)
+        self.cert_box.hide()
         self.error_label.setText(message)
         if focus is not None:
             focus.setFocus()
             if isinstance(focus, QLineEdit):
                 focus.selectAll()
+        self._fit()
+
+    def show_certificate_warning(self, address: str, expected: str, presented: str) -> None:
+        """The host presented another certificate than the one pinned: say so in full.
+
+        Both fingerprints are shown whole (two lines each, selectable) so the person can
+        read them to the host; trusting the new one is a deliberate button press."""
+        self.show_error("Warning: the host's certificate has changed, so qtchat did not "
+                        "connect.")
+        self.cert_text.setText(
+            f"The host at {address} presented a different certificate than the one this "
+            f"computer saw before. Someone may be impersonating the host — or the host "
+            f"reinstalled qtchat. Ask the host (in person or by phone) which fingerprint "
+            f"their window shows, and compare.")
+        self.cert_fingerprints.setText(
+            f"Expected:\n{fingerprint_lines(expected)}\n\n"
+            f"Presented:\n{fingerprint_lines(presented)}")
+        self._cert_address = address
+        self._cert_presented = presented
+        self.cert_box.show()
+        self._fit()
+
+    def _fit(self) -> None:
+        """Grow the dialog to show the whole message (a wrapped label does not ask)."""
+        self.layout().activate()
+        hint = self.sizeHint()
+        if hint.height() > self.height() or hint.width() > self.width():
+            self.resize(max(hint.width(), self.width()), max(hint.height(), self.height()))
+
+    @Slot()
+    def _trust_presented(self) -> None:
+        if self.busy or not self._cert_presented:
+            return
+        self.cert_box.hide()
+        self.trustRequested.emit(self._cert_address, self._cert_presented)
 
     def set_busy(self, busy: bool, message: str = "") -> None:
         """While an attempt runs, Host and Join stay disabled (one attempt at a time)."""
         self.busy = busy
         if busy:
+            self.cert_box.hide()
             self.error_label.setStyleSheet("color: palette(text);")
             self.error_label.setText(message)
         else:
@@ -292,21 +373,32 @@ class StartDialog(QDialog):
         self.joinRequested.emit(JoinChoice(name=name, target=target,
                                            password=self.join_password.text() or None))
 
-    def _discovered_target(self, index: QModelIndex) -> JoinTarget | None:
+    def _discovered_room(self, index: QModelIndex):
         from qtchat.discovery import RoomRole
 
-        room = index.data(RoomRole.Room)
-        return None if room is None else room.join_target()
+        return index.data(RoomRole.Room)
 
     @Slot(QModelIndex)
     def _pick_discovered(self, index: QModelIndex) -> None:
-        target = self._discovered_target(index)
-        if target is not None:
-            self.address_edit.setText(target.invite if target.tls else target.hostport)
+        room = self._discovered_room(index)
+        if room is None:
+            return
+        target = room.join_target()
+        self.address_edit.setText(target.invite if target.tls else target.hostport)
+        if room.password:
+            self.join_password.setPlaceholderText("this room needs a password")
+            self.join_password.setFocus()
+        else:
+            self.join_password.setPlaceholderText("if the room has one")
 
     @Slot(QModelIndex)
     def _join_discovered(self, index: QModelIndex) -> None:
         if self.busy:
             return
         self._pick_discovered(index)
+        room = self._discovered_room(index)
+        if room is not None and room.password and not self.join_password.text():
+            self.show_error(f"{room.name} needs a password: type it, then press Join.",
+                            focus=self.join_password)
+            return
         self._join()
