@@ -85,6 +85,9 @@ def add_server_options(parser: argparse.ArgumentParser, *, headless: bool) -> No
                              "(default 10000)")
     limits.add_argument("--max-rooms-per-user", type=_count, default=100,
                         help="rooms one person may be in at once (default 100)")
+    limits.add_argument("--max-kept-rooms", type=_count, default=20_000,
+                        help="rooms kept at all, in use or holding history; past it the room "
+                             "idle the longest goes, with its history (default 20000)")
     limits.add_argument("--resume-grace", type=_positive_float, default=120.0,
                         help="seconds a dropped person's name and messages are kept for them to "
                              "resume (default 120)")
@@ -123,6 +126,7 @@ def server_config(args: argparse.Namespace, host: str = "0.0.0.0"):
         max_clients=args.max_clients,
         max_rooms=args.max_rooms,
         max_rooms_per_user=args.max_rooms_per_user,
+        max_kept_rooms=args.max_kept_rooms,
         register_timeout=args.register_timeout,
         idle_timeout=args.idle_timeout,
         rate_limit=args.rate_limit,

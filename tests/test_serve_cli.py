@@ -13,7 +13,7 @@ from qtchat.cli import build_parser
 
 
 def run_qtchat(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    env = ServeProcess.environment()  # the qtchat under test, not the installed one
     return subprocess.run([*qtchat_command(), *args], capture_output=True, text=True,
                           timeout=timeout, env=env, stdin=subprocess.DEVNULL)
 
@@ -130,3 +130,12 @@ def test_help_lists_every_flag():
     assert "--port" in flags and "--history-retention" in flags
     for flag in flags:
         assert flag in result.stdout, flag
+
+
+def test_room_limits_reach_the_server_config():
+    from qtchat.cli import server_config
+
+    args = build_parser().parse_args(["serve", "--max-rooms", "7", "--max-kept-rooms", "9",
+                                      "--max-rooms-per-user", "3"])
+    config = server_config(args)
+    assert (config.max_rooms, config.max_kept_rooms, config.max_rooms_per_user) == (7, 9, 3)
