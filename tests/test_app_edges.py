@@ -254,3 +254,17 @@ def test_the_window_gives_the_messages_room_when_narrow(qtbot, gui_pair):
     qtbot.waitUntil(lambda: alice.splitter.sizes()[1] > 0, timeout=WAIT_MS)
     middle = alice.splitter.sizes()[1]
     assert middle >= alice.splitter.width() // 2
+
+
+def test_a_damaged_saved_session_still_joins(qtbot, gui_apps: Apps):
+    from qtchat.address import parse_join_target
+    from qtchat.gui.app import session_key
+    from qtchat.gui.start_dialog import JoinChoice, settings
+
+    alice = gui_apps.host("Alice")
+    port = alice.host_runtime.server.port
+    settings().setValue(session_key(f"127.0.0.1:{port}", "Bob"), ["secret", "not a number"])
+    bob = gui_apps.controller()
+    bob.join(JoinChoice(name="Bob", target=parse_join_target(f"127.0.0.1:{port}"),
+                        password=None))
+    qtbot.waitUntil(lambda: bob.window is not None, timeout=WAIT_MS)

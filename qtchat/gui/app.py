@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -275,7 +276,8 @@ class AppController(QObject):
         resume = None
         owned = self._lock_session(key)
         if owned and isinstance(stored, list | tuple) and len(stored) == 2:
-            resume = (str(stored[0]), int(stored[1]))
+            with contextlib.suppress(TypeError, ValueError):  # a damaged settings file
+                resume = (str(stored[0]), int(stored[1]))  # the client checks the range
         client.open(endpoint, name, password, resume=resume)
 
     def _lock_session(self, key: str) -> bool:
