@@ -113,7 +113,7 @@ async def shoot(tmp: Path) -> None:
     from qtchat.gui.start_dialog import HostChoice, JoinChoice, StartDialog, settings
 
     OUT.mkdir(parents=True, exist_ok=True)
-    app_module.local_addresses = lambda: [SHOWN_ADDRESS]  # not this machine's address
+    app_module.local_addresses = lambda versions=(4, 6): [SHOWN_ADDRESS]  # not this machine's
 
     def args() -> argparse.Namespace:
         return argparse.Namespace(command=None, smoke=False, startup_probe=False,
@@ -128,6 +128,17 @@ async def shoot(tmp: Path) -> None:
     dialog.show()
     dialog.resize(dialog.width(), dialog.minimumSizeHint().height())
     save(dialog, "start-dialog.png")
+
+    # 1b. The same dialog after a join met a changed TLS certificate.
+    dialog.tabs.setCurrentIndex(1)
+    dialog.address_edit.setText(f"qtchat://{SHOWN_ADDRESS}:{DEFAULT_PORT}?tls=1")
+    dialog.show_certificate_warning(
+        f"{SHOWN_ADDRESS}:{DEFAULT_PORT}",
+        "5C:0B:9E:41:D2:7A:13:F8:6E:22:A9:C4:37:B0:58:1D:E6:93:0F:7C:44:AB:2D:91:6A:F0:3E:85:"
+        "C7:19:B2:60",
+        "A1:77:3C:E8:05:9B:D4:62:1F:C0:8A:35:E9:4D:76:B3:08:5E:F1:2A:9C:63:D7:40:BB:16:8F:E2:"
+        "59:C4:03:7D")
+    save(dialog, "certificate-changed.png")
     dialog.close()
 
     # 2. Alice hosts; three members join and talk; Bob has a window of his own.
@@ -186,6 +197,9 @@ async def shoot(tmp: Path) -> None:
     alice_window.resize(1000, 620)
     alice_window.show()
     save(alice_window, "busy-room.png")
+    alice_window.resize(alice_window.minimumSize())  # the messages keep most of the width
+    save(alice_window, "narrow-window.png")
+    alice_window.resize(1000, 620)
 
     private = bob_window.conversation(ConversationKind.PRIVATE, "Alice", create=False)
     bob_window.show_conversation(private)
