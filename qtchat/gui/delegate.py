@@ -407,6 +407,15 @@ class MessageDelegate(QObject):
             origin = QPointF(rect.left() + built.text_origin.x(), rect.top() + built.status_y)
             painter.drawStaticText(origin, self._static_text(built.status))
 
+    def name_color(self, entry: MessageEntry) -> QColor | None:
+        """The colour the row's name is painted in (None for rows without one)."""
+        built = self._paint_for(entry)
+        if entry.kind != RowKind.MESSAGE or built.layout is None:
+            return None
+        ranges = built.layout.formats()  # keep the list: its formats live in it
+        fmt = ranges[0].format
+        return QColor(fmt.foreground().color())
+
     def is_mention(self, entry: MessageEntry) -> bool:
         """Whether ``entry`` names the view's user (painted with a tint and a bar)."""
         model = getattr(self._view, "model", None)

@@ -30,11 +30,11 @@ carries HTML, and tooltips never contain peer text (Qt would guess rich text).
 from __future__ import annotations
 
 import colorsys
+import hashlib
 import itertools
 import logging
 import re
 import time
-import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -211,22 +211,27 @@ def _relative_luminance(r: float, g: float, b: float) -> float:
 
 #: Relative luminance of name colours. 0.18 gives a contrast of ~4.6:1 against
 #: *both* pure white and pure black (WCAG AA for normal text on either); the
-#: "dark" variant is lighter for dark themes whose background is not pure black.
+#: "dark" variant is lighter for dark themes whose background is not pure black
+#: (4.5:1 on a base as light as #353535).
 _LUMINANCE_BALANCED = 0.18
-_LUMINANCE_ON_DARK = 0.32
+_LUMINANCE_ON_DARK = 0.36
 
 
-#: Hues of the name palette, in degrees: twelve, 30° apart, listed so that
-#: neighbouring slots are far apart on the wheel (slot i is i × 150° round it).
-#: A continuous hue from the hash put names a few degrees apart ("Alice" and
-#: "Carol" in nearly the same pink); twelve fixed hues are told apart at a glance.
-NAME_HUES = tuple((i * 150) % 360 for i in range(12))
+#: Hues of the name palette, in degrees: twelve, 30° apart. A continuous hue
+#: from a CRC put names a few degrees apart ("Alice" and "Carol" in nearly the
+#: same pink); twelve fixed hues at one luminance are told apart at a glance.
+NAME_HUES = tuple(range(0, 360, 30))
 
 
 def name_slot(name: str) -> int:
-    """Which of the ``NAME_HUES`` ``name`` gets: a CRC of the case-folded name
-    (stable across runs and machines, unlike Python's salted ``hash``)."""
-    return zlib.crc32(name.casefold().encode("utf-8")) % len(NAME_HUES)
+    """Which of the ``NAME_HUES`` ``name`` gets.
+
+    BLAKE2b of the case-folded name: stable across runs and machines (unlike
+    Python's salted ``hash``), and unlike a CRC (linear: "Alice" and "Carol" got
+    the same slot) a one-letter difference moves a name to an unrelated slot.
+    """
+    digest = hashlib.blake2b(name.casefold().encode("utf-8"), digest_size=4).digest()
+    return int.from_bytes(digest, "big") % len(NAME_HUES)
 
 
 @lru_cache(maxsize=64)
