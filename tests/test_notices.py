@@ -4,18 +4,25 @@ in, and a message that names you (issue 13, points 5, 6, 8 and part of 12)."""
 from __future__ import annotations
 
 import pytest
+from helpers import LineClient
 from PySide6.QtGui import QColor
+from test_message_view import isolated_settings, lobby_view, open_window, painted_messages
 
 from qtchat.gui.message_view import MessageView
 from qtchat.gui.models import (
     NAME_HUES,
+    ConversationKind,
     MessageModel,
     RowKind,
     name_slot,
     sender_color,
 )
 
+__all__ = ["isolated_settings"]  # a fixture, used by name
+
 TS = "2024-05-01T12:34:56.789Z"
+WAIT_MS = 10_000
+pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints")
 
 
 def broadcast(seq: int, sender: str = "alice", text: str | None = None) -> dict:
@@ -163,7 +170,39 @@ def test_a_message_naming_you_is_highlighted_and_others_are_not(chat):
     chat.settle()
     image = chat.view.viewport().grab().toImage()
     bars = []
-    for row, rect in chat.view.visible_rows():
+    for _row, rect in chat.view.visible_rows():
         bars.append(image.pixelColor(1, rect.center().y()) == QColor(0xF5, 0x9E, 0x0B))
     assert bars == [True, True, False, True, False]
     assert chat.painted()[3] == "bob: <b>me</b>"  # still plain text
+
+
+# ------------------------------------------------- the real window, a real server
+
+
+def test_a_peer_dropping_and_resuming_leaves_no_trace_in_the_window(
+        qtbot, server, make_client, isolated_settings):
+    window = open_window(qtbot, make_client, server.port, "Alice")
+    view = lobby_view(window)
+    bob = LineClient(qtbot, server.port)
+    assert bob.register("Bob")["type"] == "registered"
+    bob.send({"type": "broadcast", "text": "back in a sec"})
+    bob.wait_for("broadcast", text="back in a sec")
+
+    def notices() -> list[str]:
+        view.viewport().repaint()
+        model = view.model()
+        return [view.painted_text(row) for row, _ in view.visible_rows()
+                if model.entry(row).kind == RowKind.NOTICE and row > model.row_of_seq(
+                    model.newest_seq())]
+
+    qtbot.waitUntil(lambda: any("back in a sec" in t for t in painted_messages(view)),
+                    timeout=WAIT_MS)
+    bob.close()  # the connection drops; the host holds Bob's name for a resume
+    qtbot.waitUntil(lambda: notices() == ["Bob lost their connection"], timeout=WAIT_MS)
+    again = LineClient(qtbot, server.port)
+    assert again.register("Bob", resume=bob.session)["resumed"] is True
+    qtbot.waitUntil(lambda: notices() == [], timeout=WAIT_MS)
+    again.sync()  # a ping round trip: nothing more is on its way
+    assert notices() == []
+    members = window.conversation(ConversationKind.ROOM, "lobby").members
+    assert "Bob" in [members.data(members.index(r)) for r in range(members.rowCount())]
