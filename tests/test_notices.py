@@ -206,3 +206,19 @@ def test_a_peer_dropping_and_resuming_leaves_no_trace_in_the_window(
     assert notices() == []
     members = window.conversation(ConversationKind.ROOM, "lobby").members
     assert "Bob" in [members.data(members.index(r)) for r in range(members.rowCount())]
+
+
+def test_the_model_stays_consistent_while_summaries_change(qtmodeltester, chat):
+    chat.model.add_membership("early", "joined")  # before any message: floating,
+    chat.model.add_messages([broadcast(1)])  # so the room's history goes above it
+    for i in range(20):
+        chat.model.add_membership(f"p{i}", "lost their connection", dropped=True)
+    for i in range(20):
+        chat.model.add_membership(f"p{i}", "joined")  # the whole row cancels out
+    chat.model.add_membership("late", "joined")
+    qtmodeltester.check(chat.model, force_py=True)
+    assert chat.painted() == ["alice: message 1", "early and late joined"]
+    chat.model.add_message(broadcast(2, "bob", "hi"))
+    chat.model.add_membership("bob", "left")
+    qtmodeltester.check(chat.model, force_py=True)
+    assert chat.painted() == ["alice: message 1", "early and late joined", "bob: hi", "bob left"]

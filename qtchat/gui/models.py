@@ -10,6 +10,9 @@ from ChatClient signals (models never touch sockets, widgets never parse frames)
     markers. Messages are kept in server ``seq`` order; duplicates (by ``seq``) are
     dropped, so resume replays and overlapping history pages are harmless.
 
+    Joins and leaves since the last message are one notice row, updated in place
+    (``add_membership``): a burst of 300 people is one line, not 600.
+
     Rows are stored compactly (one slotted ``MessageEntry`` each, sender and room
     strings shared) so 100,000 messages cost a few tens of MB. Every stored row is
     a row of the model: ``qtchat.gui.message_view.MessageView`` lays out and
@@ -848,7 +851,13 @@ class MessageModel(QAbstractListModel):
             elif lost_at is not None and now - lost_at <= self.reconnect_grace_ms:
                 phrase = RECONNECTED
         elif dropped:
-            self._dropped_at[folded] = now
+            dropped_at = self._dropped_at
+            if len(dropped_at) >= 4096:  # a long-lived room: forget drops past the grace
+                limit = now - self.reconnect_grace_ms
+                self._dropped_at = dropped_at = {
+                    k: t for k, t in dropped_at.items() if t >= limit
+                }
+            dropped_at[folded] = now
             summary.dropped.add(phrase)
         if phrase:
             summary.add(name, phrase)
