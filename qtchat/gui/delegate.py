@@ -150,7 +150,7 @@ class MessageDelegate(QObject):
         select.setAlpha(70)
         self._select_tint = select
         mention = QColor(_MENTION_BAR)
-        mention.setAlpha(60 if self._dark else 40)
+        mention.setAlpha(40)  # faint: the bar says it, the tint only groups
         self._mention_tint = mention
         link = palette.color(QPalette.ColorRole.Link)
         self._link_color = link.lighter(150) if self._dark else link
