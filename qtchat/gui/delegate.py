@@ -15,6 +15,7 @@ Row look::
            ── alice joined ──                          (notices: centred, grey)
     ────────────────────── new messages ──             (the unread marker)
     ⚠ ─ ─ ─ ─ some history was lost ─ ─ ─ ─            (the gap marker)
+  ▌ 12:06  bob: hi alice, look                     (mentions you: amber bar, tint)
     12:06  me: pending text
            ◷ sending…   /   ⚠ failed — click to retry   (red)
 
@@ -57,6 +58,7 @@ from PySide6.QtWidgets import QWidget
 
 from qtchat.gui.models import (
     MessageEntry,
+    MessageModel,
     RowKind,
     SendState,
     format_time,
@@ -79,6 +81,7 @@ _GAP_TEXT = "⚠ some history was lost"
 _FAILED_COLOR = QColor(0xD3, 0x2F, 0x2F)
 _UNREAD_COLOR = QColor(0xE5, 0x39, 0x35)
 _GAP_COLOR = QColor(0xC7, 0x7C, 0x02)  # amber, legible on light and dark
+_MENTION_BAR = QColor(0xF5, 0x9E, 0x0B)  # amber bar (and, faint, tint) of a mention
 
 # First-strong isolation (U+2068 … U+2069): right-to-left or override characters in
 # a peer's text cannot reorder the name in front of it.
@@ -146,6 +149,9 @@ class MessageDelegate(QObject):
         select = QColor(palette.color(QPalette.ColorRole.Highlight))
         select.setAlpha(70)
         self._select_tint = select
+        mention = QColor(_MENTION_BAR)
+        mention.setAlpha(40)  # faint: the bar says it, the tint only groups
+        self._mention_tint = mention
         link = palette.color(QPalette.ColorRole.Link)
         self._link_color = link.lighter(150) if self._dark else link
         # Per-character advances for the single-line fast path (printable ASCII).
@@ -281,7 +287,9 @@ class MessageDelegate(QObject):
     def _build_message(self, entry: MessageEntry) -> _RowPaint:
         prefix, body = _message_parts(entry)
         text = f"{prefix}{_FSI}{body}{_PDI}"
-        name = entry.peer if entry.is_whisper and entry.is_own else entry.sender
+        # The sender's colour, also on "→ bob:" and "* me waves" in a private tab:
+        # one person, one colour, wherever they write.
+        name = entry.sender
         name_fmt = self._name_formats.get(name)
         if name_fmt is None:
             if len(self._name_formats) > 2048:
@@ -381,6 +389,10 @@ class MessageDelegate(QObject):
             painter.fillRect(rect, self._select_tint)
         elif entry.is_own:
             painter.fillRect(rect, self._own_tint)
+        if self.is_mention(entry):
+            if not selected:
+                painter.fillRect(rect, self._mention_tint)
+            painter.fillRect(QRect(rect.left(), rect.top(), 3, rect.height()), _MENTION_BAR)
         painter.setFont(self._font)
         painter.setPen(self._muted)
         stamp = self._static_text(format_time(entry.ts))
@@ -394,6 +406,21 @@ class MessageDelegate(QObject):
             painter.setPen(_FAILED_COLOR if failed else self._muted)
             origin = QPointF(rect.left() + built.text_origin.x(), rect.top() + built.status_y)
             painter.drawStaticText(origin, self._static_text(built.status))
+
+    def name_color(self, entry: MessageEntry) -> QColor | None:
+        """The colour the row's name is painted in (None for rows without one)."""
+        built = self._paint_for(entry)
+        if entry.kind != RowKind.MESSAGE or built.layout is None:
+            return None
+        ranges = built.layout.formats()  # keep the list: its formats live in it
+        fmt = ranges[0].format
+        return QColor(fmt.foreground().color())
+
+    def is_mention(self, entry: MessageEntry) -> bool:
+        """Whether ``entry`` names the view's user (painted with a tint and a bar)."""
+        model = getattr(self._view, "model", None)
+        model = model() if callable(model) else None
+        return isinstance(model, MessageModel) and model.mentions_me(entry)
 
     def _static_text(self, text: str) -> QStaticText:
         """Our own short strings (times, status lines) with their glyphs laid out

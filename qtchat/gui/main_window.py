@@ -698,7 +698,7 @@ class ChatWindow(QMainWindow):
         if conv is None or conv.members is None:
             return
         conv.members.add_member(name, host=name in self._hosts())
-        self._notice(conv, f"{name} joined", NoticeKind.JOIN)
+        conv.model.add_membership(name, "joined")  # collapsed with its neighbours
         self._update_members_label()
 
     @Slot(str, str, str)
@@ -707,7 +707,8 @@ class ChatWindow(QMainWindow):
         if conv is None or conv.members is None:
             return
         conv.members.remove_member(name)
-        self._notice(conv, f"{name} {LEAVE_REASONS.get(reason, 'left')}", NoticeKind.LEAVE)
+        conv.model.add_membership(name, LEAVE_REASONS.get(reason, "left"),
+                                  dropped=reason in ("disconnected", "timeout"))
         self._update_members_label()
 
     def _update_members_label(self) -> None:

@@ -838,8 +838,9 @@ class MessageView(QAbstractScrollArea):
         if event.type() == event.Type.ToolTip and self._model is not None:
             row = self.row_at(event.pos())
             if row >= 0:
-                stamp = QDateTime.fromMSecsSinceEpoch(self._model.entry(row).ts)
-                QToolTip.showText(event.globalPos(), stamp.toString("yyyy-MM-dd hh:mm:ss"), self)
+                # The time, and for a join/leave summary every name in it.
+                tip = self._model.data(self._model.index(row), Qt.ItemDataRole.ToolTipRole)
+                QToolTip.showText(event.globalPos(), tip, self)
                 return True
         return super().viewportEvent(event)
 

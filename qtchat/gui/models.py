@@ -10,6 +10,9 @@ from ChatClient signals (models never touch sockets, widgets never parse frames)
     markers. Messages are kept in server ``seq`` order; duplicates (by ``seq``) are
     dropped, so resume replays and overlapping history pages are harmless.
 
+    Joins and leaves since the last message are one notice row, updated in place
+    (``add_membership``): a burst of 300 people is one line, not 600.
+
     Rows are stored compactly (one slotted ``MessageEntry`` each, sender and room
     strings shared) so 100,000 messages cost a few tens of MB. Every stored row is
     a row of the model: ``qtchat.gui.message_view.MessageView`` lays out and
@@ -30,10 +33,11 @@ carries HTML, and tooltips never contain peer text (Qt would guess rich text).
 from __future__ import annotations
 
 import colorsys
+import hashlib
 import itertools
 import logging
+import re
 import time
-import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -69,12 +73,10 @@ __all__ = [
     "RowKind",
     "SendState",
     "format_time",
+    "mentions",
     "parse_timestamp",
     "sender_color",
 ]
-
-#: Message text starting with this is a ``/me`` action, shown as "* name text".
-ACTION_PREFIX = "/me "
 
 #: A message whose text starts with this is a ``/me`` action ("* name text").
 ACTION_PREFIX = "/me "
@@ -143,6 +145,7 @@ class MessageRoles(IntEnum):
     LocalId = _USER_ROLE + 13  #: str local id of a pending message, else None
     NoticeKind = _USER_ROLE + 14  #: int ``NoticeKind`` for notices, else None
     RowKey = _USER_ROLE + 15  #: int identity of the row's *content*; changes when it does
+    IsMention = _USER_ROLE + 16  #: bool, someone else's message naming this user
 
 
 class MemberRoles(IntEnum):
@@ -211,14 +214,32 @@ def _relative_luminance(r: float, g: float, b: float) -> float:
 
 #: Relative luminance of name colours. 0.18 gives a contrast of ~4.6:1 against
 #: *both* pure white and pure black (WCAG AA for normal text on either); the
-#: "dark" variant is lighter for dark themes whose background is not pure black.
+#: "dark" variant is lighter for dark themes whose background is not pure black
+#: (4.5:1 on a base as light as #353535).
 _LUMINANCE_BALANCED = 0.18
-_LUMINANCE_ON_DARK = 0.32
+_LUMINANCE_ON_DARK = 0.36
 
 
-@lru_cache(maxsize=2048)
-def _name_rgb(name: str, target: float) -> tuple[int, int, int]:
-    hue = (zlib.crc32(name.casefold().encode("utf-8")) % 360) / 360.0
+#: Hues of the name palette, in degrees: twelve, 30° apart. A continuous hue
+#: from a CRC put names a few degrees apart ("Alice" and "Carol" in nearly the
+#: same pink); twelve fixed hues at one luminance are told apart at a glance.
+NAME_HUES = tuple(range(0, 360, 30))
+
+
+def name_slot(name: str) -> int:
+    """Which of the ``NAME_HUES`` ``name`` gets.
+
+    BLAKE2b of the case-folded name: stable across runs and machines (unlike
+    Python's salted ``hash``), and unlike a CRC (linear: "Alice" and "Carol" got
+    the same slot) a one-letter difference moves a name to an unrelated slot.
+    """
+    digest = hashlib.blake2b(name.casefold().encode("utf-8"), digest_size=4).digest()
+    return int.from_bytes(digest, "big") % len(NAME_HUES)
+
+
+@lru_cache(maxsize=64)
+def _hue_rgb(hue_deg: int, target: float) -> tuple[int, int, int]:
+    hue = hue_deg / 360.0
     lo, hi = 0.0, 1.0
     for _ in range(20):  # bisect the HSL lightness that hits the target luminance
         mid = (lo + hi) / 2
@@ -231,14 +252,25 @@ def _name_rgb(name: str, target: float) -> tuple[int, int, int]:
 
 
 def sender_color(name: str, dark: bool = False) -> QColor:
-    """A stable colour for ``name``: hue from a CRC of the case-folded name.
+    """A stable colour for ``name``: one of twelve well-separated hues.
 
-    Stable across runs and machines (not Python's salted ``hash``). The default is
-    readable on light and dark backgrounds alike; ``dark=True`` gives a lighter
-    shade of the same hue for dark themes.
+    Every hue is at the same luminance, so each is as readable as the others: the
+    default at a contrast of ~4.6:1 against both white and black; ``dark=True``
+    gives a lighter shade of the same hue for dark themes' grey backgrounds.
     """
     target = _LUMINANCE_ON_DARK if dark else _LUMINANCE_BALANCED
-    return QColor(*_name_rgb(name, target))
+    return QColor(*_hue_rgb(NAME_HUES[name_slot(name)], target))
+
+
+@lru_cache(maxsize=64)
+def _mention_pattern(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w]){re.escape(name)}(?![\w])", re.IGNORECASE)
+
+
+def mentions(text: str, name: str) -> bool:
+    """Whether ``text`` names ``name`` as a word, case-insensitively ("hi ALICE!"
+    yes, "malice" no)."""
+    return bool(name) and _mention_pattern(name).search(text) is not None
 
 
 # ---------------------------------------------------------------- MessageModel
@@ -353,6 +385,71 @@ class MessageEntry:
         )
 
 
+#: The phrase of a rejoin that cancels a recent "lost their connection".
+RECONNECTED = "reconnected"
+JOINED = "joined"
+
+
+def _name_list(names: list[str]) -> str:
+    """"Alice", "Alice and Bob", "Alice, Bob and Carol", "Alice, Bob and 298 others"."""
+    if len(names) == 1:
+        return names[0]
+    if len(names) <= 3:
+        return f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"{names[0]}, {names[1]} and {len(names) - 2} others"
+
+
+class MembershipSummary:
+    """The joins and leaves of one room since its last message, as one row.
+
+    ``groups`` maps a phrase ("joined", "left", "lost their connection", …) to the
+    people it applies to (case-folded name → name as shown), in order of arrival.
+    """
+
+    __slots__ = ("dropped", "groups")
+
+    def __init__(self) -> None:
+        self.groups: dict[str, dict[str, str]] = {}
+        self.dropped: set[str] = set()  # phrases that mean "lost their connection"
+
+    def add(self, name: str, phrase: str) -> None:
+        self.groups.setdefault(phrase, {})[name.casefold()] = name
+
+    def cancel_drop(self, name: str) -> bool:
+        """Take back a "lost their connection" of ``name`` said in this summary."""
+        folded = name.casefold()
+        for phrase in self.dropped:
+            group = self.groups.get(phrase)
+            if group is not None and folded in group:
+                del group[folded]
+                if not group:
+                    del self.groups[phrase]
+                return True
+        return False
+
+    def __bool__(self) -> bool:
+        return bool(self.groups)
+
+    def short_text(self) -> str:
+        """The painted line: "Alice, Bob and 298 others joined · Carol left"."""
+        return " · ".join(
+            f"{_name_list(list(group.values()))} {phrase}"
+            for phrase, group in self.groups.items()
+        )
+
+    def full_text(self) -> str:
+        """Every name (tooltip, screen readers, copy): "joined: Alice, Bob, …; left: …"."""
+        return "; ".join(
+            f"{phrase}: {', '.join(group.values())}" for phrase, group in self.groups.items()
+        )
+
+
+class SummaryEntry(MessageEntry):
+    """A notice row that stands for a ``MembershipSummary`` (updated in place)."""
+
+    __slots__ = ("summary",)
+
+
 def display_text(entry: MessageEntry) -> str:
     """Plain-text one-line rendering of a row (DisplayRole, copy, accessibility)."""
     if entry.kind == RowKind.MESSAGE:
@@ -368,6 +465,8 @@ def display_text(entry: MessageEntry) -> str:
         elif entry.state == SendState.FAILED:
             line += " (failed)"
         return line
+    if type(entry) is SummaryEntry:
+        return entry.summary.full_text()
     return entry.text
 
 
@@ -414,6 +513,10 @@ class MessageModel(QAbstractListModel):
         self._strings: dict[str, str] = {}  # one shared copy of each sender/room name
         self._uid_offset = 0  # added to a message's seq for its uid (see start_over)
         self._floating: list[MessageEntry] = []  # notices keyed _FLOATING_KEY
+        #: How long after someone's connection dropped their return is a quiet
+        #: "reconnected" (the host's resume grace period, 120 s by default).
+        self.reconnect_grace_ms = 120_000
+        self._dropped_at: dict[str, int] = {}  # case-folded name -> when it dropped
 
     # ------------------------------------------------------------ Qt interface
 
@@ -433,8 +536,12 @@ class MessageModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return display_text(entry)
         if role == Qt.ItemDataRole.ToolTipRole:
-            # Only our own formatting: Qt renders a tooltip as HTML if it looks like it.
-            return QDateTime.fromMSecsSinceEpoch(entry.ts).toString("yyyy-MM-dd hh:mm:ss")
+            # Qt renders a tooltip as HTML if its first line looks like it: that line
+            # is always our timestamp; a summary's names (peer text) come below it.
+            stamp = QDateTime.fromMSecsSinceEpoch(entry.ts).toString("yyyy-MM-dd hh:mm:ss")
+            if type(entry) is SummaryEntry:
+                return f"{stamp}\n{entry.summary.full_text()}"
+            return stamp
         if role == Qt.ItemDataRole.AccessibleTextRole:
             return display_text(entry)
         if role < _USER_ROLE:
@@ -472,6 +579,8 @@ class MessageModel(QAbstractListModel):
             return None if entry.notice is None else int(entry.notice)
         if role == MessageRoles.RowKey:
             return entry.uid
+        if role == MessageRoles.IsMention:
+            return self.mentions_me(entry)
         return None
 
     def flags(self, index: _ParentIndex) -> Qt.ItemFlag:
@@ -539,6 +648,14 @@ class MessageModel(QAbstractListModel):
         if marker is None:
             return -1
         return self._index_of(marker)
+
+    def mentions_me(self, entry: MessageEntry) -> bool:
+        """Whether ``entry`` is someone else's message naming this user."""
+        return (
+            entry.kind == RowKind.MESSAGE
+            and not entry.flags & _OWN
+            and mentions(entry.text, self.self_name)
+        )
 
     # ---------------------------------------------------------------- messages
 
@@ -705,6 +822,87 @@ class MessageModel(QAbstractListModel):
             self._floating.append(entry)
         self._insert_one(entry, bisect_right)
 
+    def add_membership(
+        self,
+        name: str,
+        phrase: str,
+        *,
+        dropped: bool = False,
+        ts: int | None = None,
+    ) -> None:
+        """Someone joined (``phrase`` "joined") or left ("left", "lost their
+        connection", …; ``dropped`` for a lost connection) this room.
+
+        Membership news since the last message is one row, updated in place
+        ("Alice, Bob and 298 others joined · Carol left"): 300 people coming and
+        going are not 600 lines. A join of someone whose connection dropped cancels
+        the drop when said in the same row; later, within ``reconnect_grace_ms``
+        of the drop, it is a quiet "reconnected" (a host frozen for a few seconds
+        no longer fills the room with drop/join pairs for everyone).
+        """
+        now = time.time_ns() // 1_000_000 if ts is None else ts
+        folded = name.casefold()
+        entry = self._current_summary()
+        summary = entry.summary if entry is not None else MembershipSummary()
+        if phrase == JOINED:
+            lost_at = self._dropped_at.pop(folded, None)
+            if summary.cancel_drop(name):
+                phrase = ""
+            elif lost_at is not None and now - lost_at <= self.reconnect_grace_ms:
+                phrase = RECONNECTED
+        elif dropped:
+            dropped_at = self._dropped_at
+            if len(dropped_at) >= 4096:  # a long-lived room: forget drops past the grace
+                limit = now - self.reconnect_grace_ms
+                self._dropped_at = dropped_at = {
+                    k: t for k, t in dropped_at.items() if t >= limit
+                }
+            dropped_at[folded] = now
+            summary.dropped.add(phrase)
+        if phrase:
+            summary.add(name, phrase)
+        if entry is None:
+            if summary:
+                self._add_summary(summary, now)
+            return
+        row = self._index_of(entry)
+        if not summary:  # everything in it cancelled out
+            if entry in self._floating:
+                self._floating.remove(entry)
+            self._remove_at(row)
+            return
+        entry.text = summary.short_text()
+        entry.uid = _new_uid()  # new content: caches keyed by uid measure it again
+        index = self.index(row)
+        self.dataChanged.emit(index, index)
+
+    def _current_summary(self) -> SummaryEntry | None:
+        """The summary row still open to news: the newest row but pending ones."""
+        end = self._message_end()
+        if end:
+            last = self._rows[end - 1]
+            if type(last) is SummaryEntry:
+                return last
+        return None
+
+    def _add_summary(self, summary: MembershipSummary, ts_ms: int) -> None:
+        floating = self._newest is None
+        entry = _new_entry(SummaryEntry)
+        MessageEntry.__init__(
+            entry,
+            key=_FLOATING_KEY if floating else self._newest,  # type: ignore[arg-type]
+            uid=_new_uid(),
+            seq=None,
+            kind=RowKind.NOTICE,
+            ts=ts_ms,
+            text=summary.short_text(),
+            notice=NoticeKind.JOIN,
+        )
+        entry.summary = summary
+        if floating:
+            self._floating.append(entry)
+        self._insert_one(entry, bisect_right)
+
     def _settle_floating(self, key: float) -> None:
         """A live message came: the notices said before any message was known take
         their place before it (``key``: the newest seq, or just below the live
@@ -795,6 +993,7 @@ class MessageModel(QAbstractListModel):
         self._oldest = self._newest = None
         self._strings.clear()
         self._floating.clear()
+        self._dropped_at.clear()
         self.endResetModel()
 
     # ---------------------------------------------------------------- internals
