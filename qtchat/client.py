@@ -66,6 +66,9 @@ MAX_SEEN_SEQS = 50_000  # seqs remembered to drop duplicates
 MAX_ANSWERS_AWAITED = 1_000  # join/history requests counted while unanswered
 PONG_INTERVAL = 0.5  # at most two pongs a second, whatever the host's pings
 DEFAULT_GRACE_S = 120.0  # the server's default resume grace, when it does not say
+# Never give up sooner than this on the host's word: a host with a short grace period
+# still takes a client back after it (as a new session), e.g. after a short outage.
+MIN_GIVE_UP_S = 30.0
 CLOSE_LINGER_MS = 2000  # how long ``close`` lets the bye drain before dropping the socket
 TLS_PROBE_MS = 3000  # how long a TLS handshake may take to tell a TLS host (see _probe_for_tls)
 
@@ -418,7 +421,7 @@ class ChatClient(QObject):
         grace = self.server_info.get("grace")
         if isinstance(grace, (int, float)) and not isinstance(grace, bool) and \
                 0 < grace <= 7 * 24 * 3600:
-            return float(grace)
+            return max(float(grace), MIN_GIVE_UP_S)
         return DEFAULT_GRACE_S
 
     def stop_reconnecting(self, sentence: str | None = None) -> None:

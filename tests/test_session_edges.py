@@ -226,3 +226,9 @@ def test_enter_sends_and_up_recalls_a_multi_line_message(qtbot, pair):
     assert box.text() == "one"
     qtbot.keyClick(box, Qt.Key.Key_Down)
     assert box.text() == "two\nlines"
+
+
+def test_a_short_grace_from_the_host_still_leaves_time_to_come_back(qtbot, apps, room):
+    room.start(resume_grace=0.2)
+    bob = apps.join(room.port, "Bob").window
+    assert bob.client.grace_period() == 30.0  # MIN_GIVE_UP_S: rejoining stays possible
