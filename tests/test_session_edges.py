@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from _scripted_host import ScriptedHost, registered
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
 from test_gui import (
     WAIT_MS,
     Apps,
@@ -232,3 +232,50 @@ def test_a_short_grace_from_the_host_still_leaves_time_to_come_back(qtbot, apps,
     room.start(resume_grace=0.2)
     bob = apps.join(room.port, "Bob").window
     assert bob.client.grace_period() == 30.0  # MIN_GIVE_UP_S: rejoining stays possible
+
+
+# --- 12: a 4,000-character message -----------------------------------------------------
+
+
+def test_a_very_long_message_is_clipped_with_show_more_and_show_less(qtbot):
+    from test_message_view import Chat, broadcast
+
+    from qtchat.gui.message_view import CLIP_LINES
+
+    chat = Chat(qtbot, width=500, height=600)
+    view, model = chat.view, chat.model
+    long_text = " ".join(f"word{n:04d}" for n in range(440))[:4000]
+    model.add_messages([broadcast(1, text="just before"), broadcast(2, text=long_text)])
+    chat.settle()
+    line = view.delegate().line_height()
+    tall = model.rowCount() - 1
+    clipped = view.row_rect(tall).height()
+    assert view.is_clipped(tall)
+    assert clipped <= (CLIP_LINES + 3) * line  # twelve lines and the link, not the view
+    shown = [row for row, _rect in view.visible_rows()]
+    assert tall - 1 in shown  # the message before it is still on screen
+
+    def click_link() -> None:
+        rect = view.row_rect(tall)
+        pos = QPoint(rect.right() - 20, rect.bottom() - 4)  # "Show more", right-aligned
+        qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton,
+                         Qt.KeyboardModifier.NoModifier, pos)
+        chat.settle()
+
+    click_link()
+    assert not view.is_clipped(tall)
+    whole = view.row_rect(tall).height()
+    assert whole > view.viewport().height() > clipped  # all 4,000 characters, scrolling
+    assert view.delegate().measure(model.entry(tall)) <= whole
+    click_link()  # "Show less", at the bottom of the row the view follows
+    assert view.is_clipped(tall)
+    assert view.row_rect(tall).height() == clipped
+
+
+def test_a_message_of_a_few_lines_is_shown_whole(qtbot):
+    from test_message_view import Chat, broadcast
+
+    chat = Chat(qtbot, width=500, height=600)
+    chat.model.add_messages([broadcast(1, text="one\ntwo\nthree\nfour")])
+    chat.settle()
+    assert not chat.view.is_clipped(0)
