@@ -279,3 +279,18 @@ def test_a_message_of_a_few_lines_is_shown_whole(qtbot):
     chat.model.add_messages([broadcast(1, text="one\ntwo\nthree\nfour")])
     chat.settle()
     assert not chat.view.is_clipped(0)
+
+
+def test_enter_on_the_current_row_shows_more_from_the_keyboard(qtbot):
+    from test_message_view import Chat, broadcast
+
+    chat = Chat(qtbot, width=500, height=600)
+    long_text = " ".join(f"word{n:04d}" for n in range(440))[:4000]
+    chat.model.add_messages([broadcast(1, text=long_text)])
+    chat.settle()
+    chat.view.setFocus()
+    qtbot.keyClick(chat.view, Qt.Key.Key_End)  # the newest row becomes the current one
+    assert chat.view.is_clipped(0)
+    qtbot.keyClick(chat.view, Qt.Key.Key_Return)
+    chat.settle()
+    assert not chat.view.is_clipped(0)

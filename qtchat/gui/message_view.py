@@ -935,6 +935,10 @@ class MessageView(QAbstractScrollArea):
             return
         key = event.key()
         bar = self.verticalScrollBar()
+        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Space) and \
+                0 <= self._current < count:
+            self.toggle_expanded(self._current)  # "Show more" from the keyboard
+            return
         if count == 0 or key not in _NAV_KEYS:
             super().keyPressEvent(event)
             return
