@@ -918,7 +918,9 @@ class ChatClient(QObject):
             self._registered_now = False  # _lost must not reset the pause
             self._keepalive_timer.stop()
             self._drop_socket()
-            self.connectionLost.emit("the host broke the protocol")
+            self.lost_reason = "the host broke the protocol"
+            self.connectionLost.emit(self.lost_reason)
+            self._give_up_timer.start(int(self.grace_period() * 1000))
             self._schedule_reconnect()
         else:
             self._fail_connection(error, retry=True)
