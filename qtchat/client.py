@@ -65,6 +65,10 @@ MAX_MEMBERS_PER_ROOM = p.MAX_MEMBERS_LISTED
 MAX_SEEN_SEQS = 50_000  # seqs remembered to drop duplicates
 MAX_ANSWERS_AWAITED = 1_000  # join/history requests counted while unanswered
 PONG_INTERVAL = 0.5  # at most two pongs a second, whatever the host's pings
+DEFAULT_GRACE_S = 120.0  # the server's default resume grace, when it does not say
+# Never give up sooner than this on the host's word: a host with a short grace period
+# still takes a client back after it (as a new session), e.g. after a short outage.
+MIN_GIVE_UP_S = 30.0
 CLOSE_LINGER_MS = 2000  # how long ``close`` lets the bye drain before dropping the socket
 TLS_PROBE_MS = 3000  # how long a TLS handshake may take to tell a TLS host (see _probe_for_tls)
 
@@ -157,6 +161,11 @@ class ChatClient(QObject):
         errorReceived(str code, str message, str ref): any other ``error`` frame.
         pongReceived(str token).
         certificateSeen(str fingerprint): the TLS certificate the host presented.
+        reconnecting(int attempt, str reason): reconnect attempt ``attempt`` is scheduled
+            after the connection was lost for ``reason`` (a sentence fragment).
+        reconnectStopped(str sentence): the client stopped reconnecting, by itself after
+            the host's grace period (nothing could be resumed after it) or because
+            ``stop_reconnecting`` was called; ``reconnect_now`` tries again.
     """
 
     stateChanged = Signal(str)
@@ -179,6 +188,8 @@ class ChatClient(QObject):
     errorReceived = Signal(str, str, str)
     pongReceived = Signal(str)
     certificateSeen = Signal(str)
+    reconnecting = Signal(int, str)
+    reconnectStopped = Signal(str)
 
     def __init__(
         self,
@@ -188,8 +199,13 @@ class ChatClient(QObject):
         keepalive: float = 15.0,
         reconnect: bool = True,
         pin_store: Any = None,
+        give_up_after: float | None = None,
     ) -> None:
         super().__init__(parent)
+        # How long to keep reconnecting after a drop: None means the host's resume grace
+        # period (``server.grace`` in ``registered``, else 120 s); past it the session
+        # is gone anyway, and a guest should not be left "reconnecting…" forever.
+        self.give_up_after = give_up_after
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
         self.auto_reconnect = reconnect
@@ -229,10 +245,13 @@ class ChatClient(QObject):
         self._tokens_at = time.monotonic()
         self._attempt = 0
         self._closing = False
+        self.lost_reason = ""  # why the connection being reconnected was lost
+        self.stopped_reconnecting = False  # gave up (or was told to): ``reconnect_now``
         self._ping_counter = itertools.count(1)
         self._awaiting_pong: str | None = None
         self._connect_timer = self._timer(self._on_connect_timeout, single=True)
         self._reconnect_timer = self._timer(self._reconnect, single=True)
+        self._give_up_timer = self._timer(self._give_up, single=True)
         self._keepalive_timer = self._timer(self._on_keepalive, single=False)
         self._pace_timer = self._timer(self._drain_send_queue, single=True)
         self._slice_timer = self._timer(self._handle_input, single=True)
@@ -372,7 +391,7 @@ class ChatClient(QObject):
         """Leave for good: ``bye``, then close. No reconnect follows."""
         self._closing = True
         for timer in (self._reconnect_timer, self._connect_timer, self._keepalive_timer,
-                      self._pace_timer, self._slice_timer):
+                      self._pace_timer, self._slice_timer, self._give_up_timer):
             timer.stop()
         self._forget_input()
         self._drop_tls_probe()
@@ -394,6 +413,55 @@ class ChatClient(QObject):
         self._in_flight.clear()
         self._set_state("disconnected")
         self.closed.emit(reason)
+
+    def grace_period(self) -> float:
+        """Seconds to keep reconnecting: ``give_up_after``, else the host's grace."""
+        if self.give_up_after is not None:
+            return self.give_up_after
+        grace = self.server_info.get("grace")
+        if isinstance(grace, (int, float)) and not isinstance(grace, bool) and \
+                0 < grace <= 7 * 24 * 3600:
+            return max(float(grace), MIN_GIVE_UP_S)
+        return DEFAULT_GRACE_S
+
+    def stop_reconnecting(self, sentence: str | None = None) -> None:
+        """Stop trying to reconnect (the person pressed Stop, or the grace period ended).
+
+        The outbox fails (its messages can be retried after ``reconnect_now``)."""
+        if self.state != "reconnecting" or self._closing:
+            return
+        self._reconnect_timer.stop()
+        self._connect_timer.stop()
+        self._give_up_timer.stop()
+        self._drop_socket()
+        self.stopped_reconnecting = True
+        self._set_state("disconnected")
+        self._fail_outbox()
+        where = self.endpoint.address if self.endpoint else "the host"
+        self.reconnectStopped.emit(
+            sentence or f"Stopped reconnecting to {where}: press Reconnect to try again.")
+
+    def reconnect_now(self) -> None:
+        """Try again after ``stop_reconnecting`` (or a give-up): a fresh grace period."""
+        if not self.stopped_reconnecting or self._closing or self.endpoint is None:
+            return
+        self.stopped_reconnecting = False
+        self._attempt = 0
+        self._give_up_timer.start(int(self.grace_period() * 1000))
+        self._attempt += 1
+        self.reconnecting.emit(self._attempt, self.lost_reason)
+        self._start_connection()
+
+    @Slot()
+    def _give_up(self) -> None:
+        if self.state != "reconnecting" or self._closing:
+            return
+        where = self.endpoint.address if self.endpoint else "the host"
+        seconds = self.grace_period()
+        span = f"{seconds:g} s" if seconds < 120 else f"{seconds / 60:g} minutes"
+        self.stop_reconnecting(
+            f"Gave up reconnecting to {where} after {span}: the host did not come back. "
+            "Press Reconnect to try again.")
 
     @property
     def connected(self) -> bool:
@@ -522,7 +590,7 @@ class ChatClient(QObject):
                 self._ends_after_input(functools.partial(self._on_socket_error, error)):
             return
         if self._registered_now:
-            self._lost(self._socket.errorString())
+            self._lost(qt_error_text(self._socket.errorString()))
             return
         if error == QAbstractSocket.SocketError.RemoteHostClosedError and \
                 self._may_be_tls_host():
@@ -557,7 +625,8 @@ class ChatClient(QObject):
                 "try joining without TLS, or use the host's invite link.")
         if error == E.RemoteHostClosedError:
             return self._closed_error()
-        message = self._socket.errorString() if self._socket else "network error"
+        message = qt_error_text(self._socket.errorString()) if self._socket else \
+            "network error"
         return ConnectError(
             "network",
             f"Could not connect to {where} ({message}): check the address and this "
@@ -694,8 +763,10 @@ class ChatClient(QObject):
         self._drop_socket()
         if self._closing:
             return
+        self.lost_reason = reason
         self.connectionLost.emit(reason)
         if self.auto_reconnect:
+            self._give_up_timer.start(int(self.grace_period() * 1000))
             self._schedule_reconnect()
         else:
             self._set_state("disconnected")
@@ -708,6 +779,7 @@ class ChatClient(QObject):
         delay *= random.uniform(0.7, 1.3)  # jitter: a restarted host is not stormed
         self._attempt += 1
         self._reconnect_timer.start(int(delay * 1000))
+        self.reconnecting.emit(self._attempt, self.lost_reason)
 
     @Slot()
     def _reconnect(self) -> None:
@@ -846,7 +918,9 @@ class ChatClient(QObject):
             self._registered_now = False  # _lost must not reset the pause
             self._keepalive_timer.stop()
             self._drop_socket()
-            self.connectionLost.emit("the host broke the protocol")
+            self.lost_reason = "the host broke the protocol"
+            self.connectionLost.emit(self.lost_reason)
+            self._give_up_timer.start(int(self.grace_period() * 1000))
             self._schedule_reconnect()
         else:
             self._fail_connection(error, retry=True)
@@ -968,6 +1042,7 @@ class ChatClient(QObject):
             self._violation(f"a name we cannot use (\"{frame['name'][:40]}\")")
             return
         self._connect_timer.stop()
+        self._give_up_timer.stop()
         resumed = bool(frame.get("resumed"))
         was_registered = self._ever_registered
         self.session = frame["session"]
@@ -1174,6 +1249,15 @@ def _name_problem(name: str) -> str | None:
     except InvalidName as exc:
         return str(exc)
     return None
+
+
+def qt_error_text(text: str) -> str:
+    """Qt's ``errorString()`` made fit to embed mid-sentence: "The remote host closed
+    the connection" becomes "the remote host…", but "SSL handshake failed" stays."""
+    text = text.strip().rstrip(".")
+    if len(text) > 1 and text[0].isupper() and not text[1].isupper():
+        return text[0].lower() + text[1:]
+    return text or "network error"
 
 
 def _new_id() -> str:

@@ -801,7 +801,8 @@ class ChatServer(QObject):
             "in_rooms": [room.display for room in session.rooms.values()],
             "server": {"name": self.config.server_name, "version": __version__,
                        "tls": self.config.tls, "host": self.config.host_user,
-                       "history": self.store.history_id},
+                       "history": self.store.history_id,
+                       "grace": self.config.resume_grace},
             "protocol": p.PROTOCOL_VERSION,
             "resumed": resumed,
         }

@@ -167,7 +167,7 @@ def test_view_settings(chat):
 
 
 def test_heights_are_measured_once_per_row_and_width(chat, monkeypatch):
-    long_text = "word " * 200
+    long_text = "word " * 60  # wraps, but under the "Show more" clip (12 lines) at 300 px
     chat.model.add_message(broadcast(1, "alice", long_text))
     chat.settle()
     builds = []

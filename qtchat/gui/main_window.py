@@ -23,18 +23,22 @@ from PySide6.QtGui import (
     QKeyEvent,
     QKeySequence,
     QResizeEvent,
+    QTextCursor,
 )
 from PySide6.QtWidgets import (
     QApplication,
     QDialog,
     QDialogButtonBox,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QListView,
     QListWidget,
     QMainWindow,
     QMessageBox,
+    QPlainTextEdit,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QSystemTrayIcon,
     QTabBar,
@@ -96,8 +100,10 @@ class Conversation:
     history_requested: set[int] = field(default_factory=set)
 
 
-class ChatInput(QLineEdit):
-    """The message line: Enter sends, Up/Down recall, Tab completes names.
+class ChatInput(QPlainTextEdit):
+    """The message box: Enter sends, Shift+Enter starts a new line, Up/Down recall
+    (from the first / last line, so they still move within a multi-line message), Tab
+    completes names. It grows with its text up to ``MAX_LINES`` lines, then scrolls.
 
     Signals:
         submitted(str text): Enter was pressed on non-empty text.
@@ -107,17 +113,54 @@ class ChatInput(QLineEdit):
 
     submitted = Signal(str)
     refused = Signal(str)
+    MAX_LINES = 6
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setPlaceholderText("Message — Enter sends, /help lists commands")
-        # Not the protocol's limit: a paste past it would be cut without a word (and
-        # Qt counts UTF-16 units, so an emoji counts twice). Enter says what is wrong.
-        self.setMaxLength(25 * p.MAX_TEXT_CHARS)
+        self.setPlaceholderText("Message — Enter sends, Shift+Enter starts a new line, "
+                                "/help lists commands")
+        self.setTabChangesFocus(False)
+        self.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self._history: list[str] = []
         self._history_pos = 0
         self.names_provider = lambda: []  # set by the window
-        self.returnPressed.connect(self._submit)
+        self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
+        self._fit_height()
+
+    # The QLineEdit-like API the window and the tests use.
+    def text(self) -> str:
+        return self.toPlainText()
+
+    def setText(self, text: str) -> None:
+        self.setPlainText(text)
+        self.moveCursor(QTextCursor.MoveOperation.End)
+
+    def cursorPosition(self) -> int:
+        return self.textCursor().position()
+
+    def setCursorPosition(self, position: int) -> None:
+        cursor = self.textCursor()
+        cursor.setPosition(max(0, min(position, len(self.toPlainText()))))
+        self.setTextCursor(cursor)
+
+    @Slot()
+    def _fit_height(self) -> None:
+        """One line when empty, growing to MAX_LINES visual lines, then a scroll bar."""
+        lines = max(1, int(self.document().size().height()))  # plain layout: in lines
+        shown = min(lines, self.MAX_LINES)
+        margins = self.contentsMargins()
+        height = (shown * self.fontMetrics().lineSpacing()
+                  + int(2 * self.document().documentMargin())
+                  + margins.top() + margins.bottom() + 2)
+        if height != self.height() or self.minimumHeight() != height:
+            self.setFixedHeight(height)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit_height()  # a narrower box wraps into more lines
 
     @Slot()
     def _submit(self) -> None:
@@ -143,12 +186,25 @@ class ChatInput(QLineEdit):
             return True
         return super().event(event)
 
+    def _can_move(self, operation: QTextCursor.MoveOperation) -> bool:
+        cursor = QTextCursor(self.textCursor())
+        return cursor.movePosition(operation)
+
     def keyPressEvent(self, event: QKeyEvent) -> None:
-        if event.key() == Qt.Key.Key_Up and self._history:
+        key = event.key()
+        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            if event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+                self.insertPlainText("\n")
+            else:
+                self._submit()
+            return
+        if key == Qt.Key.Key_Up and self._history and \
+                not self._can_move(QTextCursor.MoveOperation.Up):
             self._history_pos = max(0, self._history_pos - 1)
             self.setText(self._history[self._history_pos])
             return
-        if event.key() == Qt.Key.Key_Down and self._history:
+        if key == Qt.Key.Key_Down and self._history and \
+                not self._can_move(QTextCursor.MoveOperation.Down):
             self._history_pos = min(len(self._history), self._history_pos + 1)
             self.setText(self._history[self._history_pos]
                          if self._history_pos < len(self._history) else "")
@@ -227,6 +283,7 @@ class ChatWindow(QMainWindow):
         center_layout = QVBoxLayout(center)
         center_layout.setContentsMargins(0, 0, 0, 0)
         center_layout.addWidget(self.tabs, 1)
+        center_layout.addWidget(self._build_reconnect_bar())
         center_layout.addWidget(self.input)
 
         self.members_label = QLabel("Members")
@@ -295,9 +352,52 @@ class ChatWindow(QMainWindow):
         c.closed.connect(self._on_closed)
         c.stateChanged.connect(self._on_state)
         c.connectFailed.connect(self._on_connect_failed)
+        c.reconnecting.connect(self._on_reconnecting)
+        c.reconnectStopped.connect(self._on_reconnect_stopped)
 
         self._update_title()
         self._on_state(c.state)
+
+    def _build_reconnect_bar(self) -> QWidget:
+        """The bar above the input while the connection is down: what is happening,
+        and a button to stop trying (or, once stopped, to try again)."""
+        bar = self.reconnect_bar = QWidget()
+        layout = QHBoxLayout(bar)
+        layout.setContentsMargins(6, 2, 6, 2)
+        self.reconnect_label = QLabel()
+        self.reconnect_label.setTextFormat(Qt.TextFormat.PlainText)  # reasons come from Qt
+        self.reconnect_label.setWordWrap(True)
+        self.reconnect_button = QPushButton("Stop trying")
+        self.reconnect_button.clicked.connect(self._reconnect_button_clicked)
+        layout.addWidget(self.reconnect_label, 1)
+        layout.addWidget(self.reconnect_button)
+        bar.hide()
+        return bar
+
+    @Slot()
+    def _reconnect_button_clicked(self) -> None:
+        if self.client.stopped_reconnecting:
+            self.client.reconnect_now()
+        else:
+            self.client.stop_reconnecting()
+
+    @Slot(int, str)
+    def _on_reconnecting(self, attempt: int, reason: str) -> None:
+        if reason == "the host closed the room":
+            what = "The host closed the room"
+        else:
+            what = f"Connection lost ({reason})" if reason else "Connection lost"
+        self.reconnect_label.setText(f"{what} — trying to reconnect (attempt {attempt})…")
+        self.reconnect_button.setText("Stop trying")
+        self.reconnect_bar.show()
+
+    @Slot(str)
+    def _on_reconnect_stopped(self, sentence: str) -> None:
+        self.reconnect_label.setText(sentence)
+        self.reconnect_button.setText("Reconnect")
+        self.reconnect_bar.show()
+        for conv in self._conversations.values():
+            self._notice(conv, sentence, NoticeKind.LEAVE)
 
     def _build_menus(self) -> None:
         """The menu bar: every command the app has, with its shortcut, findable."""
@@ -805,6 +905,7 @@ class ChatWindow(QMainWindow):
     @Slot(bool)
     def _on_reconnected(self, gap: bool) -> None:
         self.members_view.setEnabled(True)
+        self.reconnect_bar.hide()
         if self._started_over:  # said already, in every conversation
             self._started_over = False
             for conv in self._conversations.values():
@@ -827,6 +928,7 @@ class ChatWindow(QMainWindow):
         for conv in self._conversations.values():
             self._notice(conv, text, NoticeKind.LEAVE)
         self.input.setEnabled(False)
+        self.reconnect_bar.hide()
 
     @Slot(object)
     def _on_connect_failed(self, error: ConnectError) -> None:

@@ -98,6 +98,11 @@ _CHUNK = 256  # rows per chunk of RowHeights (split at twice this)
 _BAR_DELAY_MS = 50  # the scroll bar lags rows streaming in at the bottom by at most this
 _MAX_HEIGHT = 0xFFFF  # heights are stored in 16 bits
 _Parent = QModelIndex | QPersistentModelIndex
+# A message taller than this many lines is shown clipped to it, with a "Show more"
+# link under it: a 4,000-character paste must not fill the whole view.
+CLIP_LINES = 12
+SHOW_MORE = "Show more"
+SHOW_LESS = "Show less"
 
 
 class RowHeights:
@@ -255,6 +260,7 @@ class MessageView(QAbstractScrollArea):
         self._anchor_off = 0  # … and how many of its pixels are scrolled past
         self._visible: list[tuple[int, int, int]] = []  # (row, y, height) laid out last
         self._current = -1  # keyboard focus row
+        self._expanded: set[int] = set()  # uids of tall messages shown whole ("Show more")
         self._sel_anchor = -1  # selection: rows between these two, inclusive
         self._sel_end = -1
         self._press_row = -1
@@ -471,10 +477,69 @@ class MessageView(QAbstractScrollArea):
         if self._measured[row]:
             return self._heights.get(row)
         assert self._model is not None
-        height = min(self._delegate.measure(self._model.entry(row)), _MAX_HEIGHT)
+        entry = self._model.entry(row)
+        height = self._delegate.measure(entry)
+        if self._clippable(entry, height):
+            shown = height if entry.uid in self._expanded else self._clip_height()
+            height = shown + self._strip_height()
+        height = min(height, _MAX_HEIGHT)
         self._heights.set(row, height)
         self._measured[row] = 1
         return height
+
+    def _clip_height(self) -> int:
+        return CLIP_LINES * max(self._delegate.line_height(), 1) + 2
+
+    def _strip_height(self) -> int:
+        """The line under a tall message that holds its Show more / Show less link."""
+        return max(self._delegate.line_height(), 1) + 4
+
+    def _clippable(self, entry: MessageEntry, full: int) -> bool:
+        """A confirmed message taller than CLIP_LINES (+2, not to clip a line or two):
+        a pending or failed one keeps its status line, which says what to do, in view."""
+        return (entry.kind == RowKind.MESSAGE and entry.state == SendState.SENT
+                and full > self._clip_height() + 2 * max(self._delegate.line_height(), 1))
+
+    def is_clipped(self, row: int) -> bool:
+        """True when ``row`` is a tall message shown cut short, with "Show more"."""
+        assert self._model is not None
+        entry = self._model.entry(row)
+        return self._clippable(entry, self._delegate.measure(entry)) and \
+            entry.uid not in self._expanded
+
+    def toggle_expanded(self, row: int) -> None:
+        """Show a tall message whole, or clipped again ("Show more" / "Show less")."""
+        assert self._model is not None
+        entry = self._model.entry(row)
+        if not self._clippable(entry, self._delegate.measure(entry)):
+            return
+        self._expanded ^= {entry.uid}
+        self._measured[row] = 0
+        if len(self._expanded) > 1000:  # uids of rows long gone: keep it bounded
+            self._expanded = {entry.uid} & self._expanded
+        self._changed()
+
+    def _strip_at(self, row: int, local: QPoint) -> bool:
+        """Whether ``local`` (row coordinates) is on a tall message's link line."""
+        assert self._model is not None
+        entry = self._model.entry(row)
+        if not self._clippable(entry, self._delegate.measure(entry)):
+            return False
+        return local.y() >= self.row_rect(row).height() - self._strip_height()
+
+    def _paint_strip(self, painter: QPainter, rect: QRect, expanded: bool) -> None:
+        strip = self._strip_height()
+        link = self.palette().color(QPalette.ColorRole.Link)
+        painter.save()
+        painter.setPen(link)
+        font = painter.font()
+        font.setUnderline(True)
+        painter.setFont(font)
+        painter.drawText(QRect(rect.left() + 6, rect.bottom() + 1 - strip, rect.width() - 12,
+                               strip),
+                         int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
+                         SHOW_LESS if expanded else SHOW_MORE)
+        painter.restore()
 
     def ensure_laid_out(self, *, sync_bar: bool = True) -> None:
         """Measure the rows on screen, place them, and set the scroll bar (what a
@@ -616,7 +681,18 @@ class MessageView(QAbstractScrollArea):
                 rect = QRect(0, y, width, height)
                 if not rect.intersects(clip):
                     continue
-                delegate.paint(painter, rect, model.entry(row), lo <= row <= hi)
+                entry = model.entry(row)
+                full = delegate.measure(entry)
+                if self._clippable(entry, full):
+                    body = QRect(0, y, width, height - self._strip_height())
+                    painter.save()
+                    painter.setClipRect(body)
+                    delegate.paint(painter, QRect(0, y, width, full), entry,
+                                   lo <= row <= hi)
+                    painter.restore()
+                    self._paint_strip(painter, rect, entry.uid in self._expanded)
+                else:
+                    delegate.paint(painter, rect, entry, lo <= row <= hi)
                 if focus and row == self._current:
                     pen = QPen(self.palette().color(QPalette.ColorRole.Highlight))
                     pen.setStyle(Qt.PenStyle.DotLine)
@@ -790,9 +866,10 @@ class MessageView(QAbstractScrollArea):
                 self._sel_end = self._current = row
                 self._changed()
             return
-        _row, entry, local = self._entry_at(pos)
+        row, entry, local = self._entry_at(pos)
         hand = entry is not None and (
             self._is_retry_target(entry) or self._delegate.link_at(entry, local) is not None
+            or (entry.kind == RowKind.MESSAGE and self._strip_at(row, local))
         )
         self.viewport().setCursor(
             Qt.CursorShape.PointingHandCursor if hand else Qt.CursorShape.ArrowCursor
@@ -808,6 +885,9 @@ class MessageView(QAbstractScrollArea):
         if self._dragged or entry is None or row != pressed:
             return
         if entry.kind != RowKind.MESSAGE:
+            return
+        if self._strip_at(row, local):
+            self.toggle_expanded(row)
             return
         url = self._delegate.link_at(entry, local)
         if url is not None:
@@ -856,6 +936,10 @@ class MessageView(QAbstractScrollArea):
             return
         key = event.key()
         bar = self.verticalScrollBar()
+        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Space) and \
+                0 <= self._current < count:
+            self.toggle_expanded(self._current)  # "Show more" from the keyboard
+            return
         if count == 0 or key not in _NAV_KEYS:
             super().keyPressEvent(event)
             return
