@@ -30,18 +30,22 @@ from PySide6.QtWidgets import QApplication
 from qtchat import DEFAULT_PORT
 from qtchat.address import format_hostport, format_invite, local_addresses, parse_join_target
 from qtchat.client import ChatClient, ConnectError, Endpoint
+from qtchat.gui.host_thread import HostedServer
 from qtchat.gui.start_dialog import HostChoice, JoinChoice, StartDialog, settings
 from qtchat.names import parse_name
-from qtchat.server import ChatServer, ServerConfig, ServerError
+from qtchat.server import ServerConfig, ServerError
 
 log = logging.getLogger(__name__)
 _STARTED = time.perf_counter()
 
 
 class HostRuntime:
-    """The in-process server of a person hosting a room, and its LAN announcement."""
+    """The server of a person hosting a room (in its own thread), and its LAN announcement.
 
-    def __init__(self, server: ChatServer, announcer: Any = None) -> None:
+    ``server`` is the GUI thread's ``HostedServer``: port, fingerprint and the count of
+    people as the server thread reported them, never the server object itself."""
+
+    def __init__(self, server: HostedServer, announcer: Any = None) -> None:
         self.server = server
         self.announcer = announcer
 
@@ -64,8 +68,7 @@ class HostRuntime:
         if self.announcer is not None:
             announcer, self.announcer = self.announcer, None
             _spawn(announcer.stop())
-        if self.server.is_listening:
-            self.server.stop("shutdown")
+        self.server.shutdown("shutdown")
 
 
 def _spawn(coro) -> asyncio.Task | None:
@@ -201,7 +204,8 @@ class AppController(QObject):
             data_dir=data_dir or _default_host_dir(), host_user=parse_name(choice.name).display,
         )
         try:
-            server = ChatServer(config, self)
+            # Its own thread: a busy room or a resume storm never stalls this window.
+            server = HostedServer(config, self)
             server.start()
         except ServerError as exc:
             message = str(exc)
@@ -224,7 +228,7 @@ class AppController(QObject):
         self._connect(endpoint, choice.name, choice.password,
                       scope=f"host:{Path(config.data_dir).resolve()}")
 
-    def _announce_room(self, server: ChatServer, choice: HostChoice):
+    def _announce_room(self, server: HostedServer, choice: HostChoice):
         from qtchat.discovery import RoomAnnouncer
 
         announcer = RoomAnnouncer()
@@ -537,6 +541,8 @@ def run_gui(args: argparse.Namespace) -> int:
         loop.call_soon(controller.start)
         loop.run_forever()
     del notifier
+    if controller.host_runtime is not None:  # the room's thread ends before the process
+        controller.host_runtime.server.close_store()
     if scratch is not None:
         scratch.cleanup()
     return controller.exit_code
