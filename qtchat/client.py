@@ -1117,7 +1117,12 @@ class ChatClient(QObject):
             assert self.endpoint is not None
             self._closing = True
             text = _JOIN_REFUSALS[code]
-            if code == "wrong_password" and not self.password:
+            wait = frame.get("retry_after")
+            if code == "wrong_password" and type(wait) is int and 0 < wait <= 86_400:
+                # Locked out after too many guesses: even the right password waits.
+                text = (f"The host at {{where}} refuses passwords from this computer for "
+                        f"{wait} s after too many wrong ones: wait, then join again.")
+            elif code == "wrong_password" and not self.password:
                 text = ("The room at {where} needs a password: ask the host for it and type "
                         "it in the Password field.")
             self._fail_connection(

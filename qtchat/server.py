@@ -762,9 +762,10 @@ class ChatServer(QObject):
             failures[:] = [t for t in failures if t > now - c.password_window]
             if len(failures) >= c.password_attempts:
                 wait = math.ceil(failures[0] + c.password_window - now)
-                self._send_error(conn, "wrong_password",
-                                 f"Too many wrong passwords from your address; try again in "
-                                 f"{wait} s.", "register")
+                error = p.error_frame("wrong_password", "Too many wrong passwords from your "
+                                      f"address; try again in {wait} s.", "register")
+                error["retry_after"] = wait  # seconds: a client can say when, not "check it"
+                self._queue(conn, p.encode(error))
                 return False
         if hmac.compare_digest(given.encode("utf-8"), (c.password or "").encode("utf-8")):
             return True

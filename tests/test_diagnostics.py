@@ -158,6 +158,18 @@ def test_wrong_password(qtbot, make_client, start_server, password):
     assert server.users() == []
 
 
+def test_after_too_many_wrong_passwords_even_the_right_one_is_told_to_wait(
+        qtbot, make_client, start_server):
+    server = start_server(password="open sesame", password_attempts=2)
+    for _ in range(2):
+        fail_to_join(qtbot, make_client(), local(server.port), password="guess")
+    error = fail_to_join(qtbot, make_client(), local(server.port), password="open sesame")
+    assert error.kind == "wrong_password"
+    wait = int(re.search(r"for (\d+) s after too many wrong ones", error.message)[1])
+    assert 0 < wait <= 60
+    assert "check it" not in error.message
+
+
 def test_right_password_joins(qtbot, make_client, start_server):
     server = start_server(password="open sesame")
     client = make_client()
