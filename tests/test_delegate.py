@@ -11,42 +11,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PySide6.QtCore import QPoint, QRect, Qt
 from PySide6.QtGui import QColor, QFontMetricsF, QImage, QPainter
+from view_harness import TS, ShownView, broadcast
 
 from qtchat.gui import delegate as delegate_module
 from qtchat.gui.delegate import MessageDelegate
-from qtchat.gui.message_view import MessageView
 from qtchat.gui.models import MessageEntry, MessageModel, NoticeKind, RowKind
 
-TS = "2024-05-01T12:34:56.789Z"
 WHITE = QColor(255, 255, 255)
 
 
-def broadcast(seq: int, sender: str = "alice", text: str | None = None, **extra) -> dict:
-    return {"type": "broadcast", "seq": seq, "ts": TS, "from": sender, "room": "lobby",
-            "text": f"message {seq}" if text is None else text, **extra}
 
+class Chat(ShownView):
+    """A shown MessageView over its own MessageModel (the user is "me")."""
 
-class Chat:
-    """A shown MessageView over a MessageModel."""
-
-    def __init__(self, qtbot, width: int = 500, height: int = 300):
-        self.model = MessageModel(None, self_name="me")
-        self.view = MessageView(self.model)
-        self.model.setParent(self.view)
-        qtbot.addWidget(self.view)
-        self.delegate = self.view.delegate()
-        self.view.resize(width, height)
-        self.view.show()
-        self.qtbot = qtbot
-        self.settle()
-
-    def settle(self) -> None:
-        self.qtbot.wait(1)  # let the posted paint run
-        self.view.viewport().repaint()
-
-    @property
-    def bar(self):
-        return self.view.verticalScrollBar()
 
     def top_seq(self) -> int | None:
         """The seq of the message at the top of the viewport."""

@@ -13,44 +13,23 @@ from hypothesis import strategies as st
 from PySide6.QtCore import QEvent, QPoint, QPointF, QSettings, Qt
 from PySide6.QtGui import QAccessible, QColor, QGuiApplication, QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication
+from view_harness import ShownView, broadcast
 
 from qtchat.client import Endpoint
 from qtchat.gui.main_window import ChatWindow
 from qtchat.gui.message_view import MessageView, RowHeights
-from qtchat.gui.models import ConversationKind, MessageModel, RowKind
+from qtchat.gui.models import ConversationKind, RowKind
 
-TS = "2024-05-01T12:34:56.789Z"
 WAIT_MS = 10_000
 
 # The offscreen platform plugin says this whenever a QMainWindow is shown.
 pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints")
 
 
-def broadcast(seq: int, sender: str = "alice", text: str | None = None, **extra) -> dict:
-    return {"type": "broadcast", "seq": seq, "ts": TS, "from": sender, "room": "lobby",
-            "text": f"message {seq}" if text is None else text, **extra}
 
+class Chat(ShownView):
+    """A shown MessageView over its own MessageModel (the user is "me")."""
 
-class Chat:
-    """A shown MessageView over its own MessageModel."""
-
-    def __init__(self, qtbot, width: int = 500, height: int = 300):
-        self.model = MessageModel(None, self_name="me")
-        self.view = MessageView(self.model)
-        self.model.setParent(self.view)
-        qtbot.addWidget(self.view)
-        self.view.resize(width, height)
-        self.view.show()
-        self.qtbot = qtbot
-        self.settle()
-
-    def settle(self) -> None:
-        self.qtbot.wait(1)
-        self.view.viewport().repaint()
-
-    @property
-    def bar(self):
-        return self.view.verticalScrollBar()
 
     def top(self) -> tuple[int | None, int]:
         """(seq, y) of the row at the top of the viewport."""

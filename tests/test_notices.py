@@ -7,12 +7,11 @@ import pytest
 from helpers import LineClient
 from PySide6.QtGui import QColor
 from test_message_view import isolated_settings, lobby_view, open_window, painted_messages
+from view_harness import TS, ShownView, broadcast
 
-from qtchat.gui.message_view import MessageView
 from qtchat.gui.models import (
     NAME_HUES,
     ConversationKind,
-    MessageModel,
     RowKind,
     name_slot,
     sender_color,
@@ -20,32 +19,15 @@ from qtchat.gui.models import (
 
 __all__ = ["isolated_settings"]  # a fixture, used by name
 
-TS = "2024-05-01T12:34:56.789Z"
 WAIT_MS = 10_000
 pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints")
 
 
-def broadcast(seq: int, sender: str = "alice", text: str | None = None) -> dict:
-    return {"type": "broadcast", "seq": seq, "ts": TS, "from": sender, "room": "lobby",
-            "text": f"message {seq}" if text is None else text}
-
-
-class Chat:
+class Chat(ShownView):
     """A shown MessageView over its own MessageModel (the user is "me")."""
 
     def __init__(self, qtbot, width: int = 600, height: int = 300):
-        self.model = MessageModel(None, self_name="me")
-        self.view = MessageView(self.model)
-        self.model.setParent(self.view)
-        qtbot.addWidget(self.view)
-        self.view.resize(width, height)
-        self.view.show()
-        self.qtbot = qtbot
-        self.settle()
-
-    def settle(self) -> None:
-        self.qtbot.wait(1)
-        self.view.viewport().repaint()
+        super().__init__(qtbot, width, height)
 
     def painted(self) -> list[str]:
         self.settle()
