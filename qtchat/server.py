@@ -293,6 +293,8 @@ class ChatServer(QObject):
         self._flush_timer.setInterval(0)
         self._flush_timer.timeout.connect(self._flush)
         self._dispatcher: QAbstractEventDispatcher | None = None  # see start()
+        # The connection and frame ``id`` being handled now (see _apply, _send_error).
+        self._answering: tuple[_Connection | None, str | None] = (None, None)
         self._acceptor: Acceptor | None = None  # takes connections off the listener
         self._handshakes: TlsHandshakes | None = None  # TLS: until the handshake is done
         # Connections with heavy work (a replay) waiting for their turn: see _run_work.
@@ -647,12 +649,16 @@ class ChatServer(QObject):
             if item.fatal:  # a broken client, not one the host sent away: its session is held
                 self._close(conn, "disconnected")
             return
+        # Errors this frame causes echo its ``id`` (PROTOCOL-FEATURES §0, Correlation).
+        self._answering = (conn, getattr(item, "id", None))
         try:
             self._handle(conn, item)
         except Exception:  # one bad frame must never strand the ones behind it
             log.exception("error handling %s from %r", item.type, conn)
             self._send_error(conn, "bad_frame", "The server could not handle that frame.",
                              item.type)
+        finally:
+            self._answering = (None, None)
 
     def _run_deferred(self, conn: _Connection) -> None:
         """The replay is done: apply what the client sent meanwhile, then read on."""
@@ -1211,7 +1217,11 @@ class ChatServer(QObject):
 
     def _send_error(self, conn: _Connection, code: str, message: str,
                     ref: str | None = None) -> None:
-        self._queue(conn, p.encode(p.error_frame(code, message, ref)))
+        error = p.error_frame(code, message, ref)
+        answering, frame_id = self._answering
+        if answering is conn and frame_id is not None:
+            error["id"] = frame_id
+        self._queue(conn, p.encode(error))
 
     def _queue(self, conn: _Connection, data: bytes) -> None:
         out = conn.out

@@ -142,6 +142,19 @@ def test_an_error_about_a_frame_with_an_id_carries_that_id(qtbot, server):
         ("unknown_type", "frobnicate", "u1"), ("bad_frame", "broadcast", None)]
 
 
+
+def test_errors_from_the_rules_carry_the_frames_id_too(qtbot, server):
+    """Not only decoding errors: a refusal by the server's rules names the frame too."""
+    (client,) = connect_clients(qtbot, server.port, 1, "rules")
+    client.send({"type": "whisper", "to": "nobody", "text": "hi", "id": "w1"})
+    client.send({"type": "broadcast", "room": "elsewhere", "text": "hi", "id": "b1"})
+    client.send({"type": "broadcast", "room": "elsewhere", "text": "hi"})
+    errors = [f for f in client.sync() if f["type"] == "error"]
+    assert [(e["code"], e["ref"], e.get("id")) for e in errors] == [
+        ("no_such_user", "whisper", "w1"), ("no_such_room", "broadcast", "b1"),
+        ("no_such_room", "broadcast", None)]
+
+
 def test_pages_wait_their_turn_but_answers_keep_the_order_of_the_requests(qtbot, server):
     (pager,) = connect_clients(qtbot, server.port, 1, "pager")
     pager.send_raw(b"".join(b'{"type":"broadcast","text":"%d %s"}\n' % (i, "\N{GRINNING FACE}"
