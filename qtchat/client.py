@@ -1129,7 +1129,12 @@ class ChatClient(QObject):
                 ConnectError(code, text.format(where=self.endpoint.address)), retry=False)
             return
         if ref in ("broadcast", "whisper") and self._in_flight:
-            failed_id = self._in_flight.popleft()
+            named = frame.get("id")
+            if isinstance(named, str) and named in self._in_flight:
+                self._in_flight.remove(named)  # the host names the send it refuses
+                failed_id = named
+            else:  # an older host: refusals come in the order of the sends
+                failed_id = self._in_flight.popleft()
             if failed_id in self._outbox:
                 self._failed.add(failed_id)
             self.sendFailed.emit(failed_id, code, message)
