@@ -249,6 +249,7 @@ class ChatClient(QObject):
         self.stopped_reconnecting = False  # gave up (or was told to): ``reconnect_now``
         self._ping_counter = itertools.count(1)
         self._awaiting_pong: str | None = None
+        self._read_since_ping = False  # bytes came from the host since the keep-alive ping
         self._connect_timer = self._timer(self._on_connect_timeout, single=True)
         self._reconnect_timer = self._timer(self._reconnect, single=True)
         self._give_up_timer = self._timer(self._give_up, single=True)
@@ -791,8 +792,14 @@ class ChatClient(QObject):
         if not self._registered_now:
             return
         if self._awaiting_pong is not None:
-            self._lost("the host stopped answering")
+            if not self._read_since_ping:
+                self._lost("the host stopped answering")
+                return
+            # The host is talking: our pong waits behind what it sent and we have not
+            # handled yet (a burst). It is alive; keep waiting for that pong.
+            self._read_since_ping = False
             return
+        self._read_since_ping = False
         self._awaiting_pong = self.ping(f"k{next(self._ping_counter)}")
 
     # --- receiving ----------------------------------------------------------------------
@@ -812,6 +819,8 @@ class ChatClient(QObject):
         if room <= 0 or not socket.bytesAvailable():
             return True  # full: read again once handled (see _handle_input)
         data = socket.read(room).data()
+        if data:
+            self._read_since_ping = True
         if not self._heard and data:
             self._heard = True
             # A TLS record (handshake 0x16 or alert 0x15, version 3.x) where a JSON

@@ -334,3 +334,31 @@ def test_the_window_says_what_the_host_did_and_when_the_client_gave_up(qtbot, ma
     assert "stopped talking to it" in errors[-1]
     assert not window.input.isEnabled()
     host.close()
+
+
+def test_a_host_busy_sending_is_alive_even_while_our_pong_waits_behind_its_frames(
+        qtbot, make_client):
+    """A burst: the keep-alive's pong waits behind frames not handled yet. Frames still
+    coming mean the host is there; only silence ends the connection."""
+    from PySide6.QtCore import QTimer
+
+    def answer(frame: dict[str, Any]) -> list[dict[str, Any] | bytes]:
+        return [registered(frame)] if frame["type"] == "register" else []  # no pongs
+
+    host = ScriptedHost(answer)
+    client = make_client(keepalive=0.2)
+    with qtbot.waitSignal(client.registered, timeout=WAIT):
+        client.open(endpoint(host), "alice")
+    [socket] = list(host._buffers)
+    seqs = iter(range(1, 1_000_000))
+    stream = QTimer()
+    stream.timeout.connect(lambda: socket.write(blob([message(next(seqs))])))
+    stream.start(50)
+    with qtbot.assertNotEmitted(client.connectionLost, wait=1200):  # six keep-alive ticks
+        pass
+    assert client.connected
+    with qtbot.waitSignal(client.connectionLost, timeout=WAIT) as lost:
+        stream.stop()  # the host falls silent: two ticks later it is given up
+    assert "stopped answering" in lost.args[0]
+    client.close()
+    host.close()
