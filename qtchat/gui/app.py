@@ -125,6 +125,12 @@ class AppController(QObject):
         self._session_lock: QLockFile | None = None
         self._session_scope = ""
         self._last_join: JoinChoice | None = None
+        # Where the conversation stands is saved at most once a second while messages
+        # arrive: a QSettings write costs about a millisecond, a burst brings thousands.
+        self._save_timer = QTimer(self)
+        self._save_timer.setSingleShot(True)
+        self._save_timer.setInterval(1000)
+        self._save_timer.timeout.connect(self._save_session)
 
     # --- start -----------------------------------------------------------------------
 
@@ -311,7 +317,7 @@ class AppController(QObject):
         client.connectFailed.disconnect(self._connect_failed)
         client.usernameTaken.disconnect(self._username_taken)
         client.registered.connect(self._save_session)
-        client.messageReceived.connect(self._save_session)
+        client.messageReceived.connect(self._save_soon)
         self._save_session()
         from qtchat.gui.main_window import ChatWindow
 
@@ -323,6 +329,11 @@ class AppController(QObject):
             self.dialog.hide()
         if self.args.smoke:
             self._smoke_send()
+
+    @Slot()
+    def _save_soon(self, *_args: object) -> None:
+        if not self._save_timer.isActive():
+            self._save_timer.start()
 
     @Slot()
     def _save_session(self, *_args: object) -> None:
