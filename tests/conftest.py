@@ -59,3 +59,27 @@ def make_client(qtbot):
     for client in clients:
         client.close()
         client.deleteLater()
+
+
+@pytest.fixture
+def isolated_settings(tmp_path, monkeypatch):
+    """QSettings and the default data dir point into the test's temp dir."""
+    from gui_harness import isolate_settings
+
+    return isolate_settings(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def apps(qtbot, tmp_path, isolated_settings):
+    """``gui_harness.Apps``: app controllers (people), taken down after the test."""
+    from gui_harness import Apps
+
+    made = Apps(qtbot, tmp_path)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def pair(apps):
+    """Alice hosts "Test room"; Bob joins it. Returns (alice's window, bob's window)."""
+    return apps.pair()

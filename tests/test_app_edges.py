@@ -8,29 +8,17 @@ from __future__ import annotations
 
 import argparse
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_gui import WAIT_MS, Apps, gui_args, isolate_settings
+from test_gui import WAIT_MS, Apps, gui_args
 
 from qtchat.gui.app import AppController, _app_data_dir
 from qtchat.gui.start_dialog import HostChoice, StartDialog, fingerprint_lines
 from qtchat.tlsutil import PinStore
 
-pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints")
-
-
-@pytest.fixture(autouse=True)
-def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return isolate_settings(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def gui_apps(qtbot, tmp_path: Path) -> Iterator[Apps]:
-    made = Apps(qtbot, tmp_path)
-    yield made
-    made.close()
+pytestmark = [pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints"),
+              pytest.mark.usefixtures("isolated_settings")]
 
 
 def _closed_port() -> int:
@@ -47,8 +35,8 @@ def test_fingerprint_lines_are_two_halves_that_line_up():
 
 
 def test_a_changed_certificate_shows_both_fingerprints_whole_and_can_be_trusted(
-        qtbot, gui_apps: Apps):
-    alice = gui_apps.controller()
+        qtbot, apps: Apps):
+    alice = apps.controller()
     alice.host(HostChoice(name="Alice", room_name="Secret", port=0, password=None, tls=True))
     qtbot.waitUntil(lambda: alice.window is not None, timeout=WAIT_MS)
     server = alice.host_runtime.server
@@ -56,7 +44,7 @@ def test_a_changed_certificate_shows_both_fingerprints_whole_and_can_be_trusted(
     old = ":".join(["CD"] * 32)
     PinStore(_app_data_dir()).remember(address, old)  # what Bob saw last time
 
-    bob = gui_apps.controller()
+    bob = apps.controller()
     bob.show_dialog()
     dialog = bob.dialog
     assert isinstance(dialog, StartDialog)
@@ -84,12 +72,12 @@ def test_a_changed_certificate_shows_both_fingerprints_whole_and_can_be_trusted(
     assert PinStore(_app_data_dir()).get(address) == server.fingerprint
 
 
-def test_qtchat_join_that_fails_opens_the_dialog_filled_in(qtbot, gui_apps: Apps, tmp_path: Path):
+def test_qtchat_join_that_fails_opens_the_dialog_filled_in(qtbot, apps: Apps, tmp_path: Path):
     port = _closed_port()
     args = gui_args(tmp_path / "host", command="join")
     args.address, args.nick, args.password = f"127.0.0.1:{port}", "Bob", "sesame"
     controller = AppController(args)
-    gui_apps.controllers.append(controller)
+    apps.controllers.append(controller)
     controller.start()
     qtbot.waitUntil(lambda: controller.dialog is not None and
                     bool(controller.dialog.error_label.text()), timeout=WAIT_MS)
@@ -106,7 +94,7 @@ def test_qtchat_join_that_fails_opens_the_dialog_filled_in(qtbot, gui_apps: Apps
 
 
 def test_qtchat_host_on_a_port_in_use_opens_the_dialog_with_a_free_port(
-        qtbot, gui_apps: Apps, tmp_path: Path):
+        qtbot, apps: Apps, tmp_path: Path):
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
         taken.listen()
@@ -115,7 +103,7 @@ def test_qtchat_host_on_a_port_in_use_opens_the_dialog_with_a_free_port(
         args.nick, args.port, args.server_name, args.password, args.tls = \
             "Alice", port, "Team room", None, False
         controller = AppController(args)
-        gui_apps.controllers.append(controller)
+        apps.controllers.append(controller)
         controller.start()
         dialog = controller.dialog
         assert dialog is not None and dialog.isVisible()
@@ -156,17 +144,8 @@ from test_gui import lobby, type_line, wait_for_text  # noqa: E402
 from qtchat.gui.models import ConversationKind  # noqa: E402
 
 
-@pytest.fixture
-def gui_pair(gui_apps: Apps):
-    alice = gui_apps.host("Alice")
-    bob = gui_apps.join(alice.host_runtime.server.port, "Bob")
-    gui_apps.qtbot.waitUntil(lambda: "Bob" in lobby(alice.window).members.names(),
-                             timeout=WAIT_MS)
-    return alice.window, bob.window
-
-
-def test_a_closed_private_tab_comes_back_with_its_conversation(qtbot, gui_pair):
-    alice, bob = gui_pair
+def test_a_closed_private_tab_comes_back_with_its_conversation(qtbot, pair):
+    alice, bob = pair
     type_line(qtbot, alice, "/w Bob are you there?")
     private = bob.conversation(ConversationKind.PRIVATE, "Alice", create=False)
     qtbot.waitUntil(lambda: bob.conversation(ConversationKind.PRIVATE, "Alice",
@@ -185,8 +164,8 @@ def test_a_closed_private_tab_comes_back_with_its_conversation(qtbot, gui_pair):
                for row in range(again.model.rowCount()))
 
 
-def test_leaving_a_room_lands_on_the_lobby_and_the_member_count_shows(qtbot, gui_pair):
-    alice, _bob = gui_pair
+def test_leaving_a_room_lands_on_the_lobby_and_the_member_count_shows(qtbot, pair):
+    alice, _bob = pair
     assert alice.members_label.text() == "In lobby · 2 people"
     type_line(qtbot, alice, "/w Bob")  # a private tab in front of the lobby
     type_line(qtbot, alice, "/join dev")
@@ -209,8 +188,8 @@ def shortcut(window, keys: str) -> None:
     matches[0].trigger()
 
 
-def test_keyboard_moves_between_conversations_and_the_title_counts_unread(qtbot, gui_pair):
-    alice, bob = gui_pair
+def test_keyboard_moves_between_conversations_and_the_title_counts_unread(qtbot, pair):
+    alice, bob = pair
     type_line(qtbot, bob, "/w Alice psst")
     qtbot.waitUntil(lambda: alice.rooms.unread("Bob", ConversationKind.PRIVATE) == 1,
                     timeout=WAIT_MS)
@@ -226,8 +205,8 @@ def test_keyboard_moves_between_conversations_and_the_title_counts_unread(qtbot,
     assert menus == ["Chat", "View", "Help"]
 
 
-def test_join_a_room_lists_the_hosts_rooms(qtbot, gui_pair):
-    alice, bob = gui_pair
+def test_join_a_room_lists_the_hosts_rooms(qtbot, pair):
+    alice, bob = pair
     type_line(qtbot, alice, "/join design")
     qtbot.waitUntil(lambda: alice.conversation(ConversationKind.ROOM, "design",
                                                create=False) is not None, timeout=WAIT_MS)
@@ -248,23 +227,23 @@ def test_join_a_room_lists_the_hosts_rooms(qtbot, gui_pair):
     assert seen == [["design"]]  # not the lobby, which Bob is in
 
 
-def test_the_window_gives_the_messages_room_when_narrow(qtbot, gui_pair):
-    alice, _bob = gui_pair
+def test_the_window_gives_the_messages_room_when_narrow(qtbot, pair):
+    alice, _bob = pair
     alice.resize(alice.minimumSize())
     qtbot.waitUntil(lambda: alice.splitter.sizes()[1] > 0, timeout=WAIT_MS)
     middle = alice.splitter.sizes()[1]
     assert middle >= alice.splitter.width() // 2
 
 
-def test_a_damaged_saved_session_still_joins(qtbot, gui_apps: Apps):
+def test_a_damaged_saved_session_still_joins(qtbot, apps: Apps):
     from qtchat.address import parse_join_target
     from qtchat.gui.app import session_key
     from qtchat.gui.start_dialog import JoinChoice, settings
 
-    alice = gui_apps.host("Alice")
+    alice = apps.host("Alice")
     port = alice.host_runtime.server.port
     settings().setValue(session_key(f"127.0.0.1:{port}", "Bob"), ["secret", "not a number"])
-    bob = gui_apps.controller()
+    bob = apps.controller()
     bob.join(JoinChoice(name="Bob", target=parse_join_target(f"127.0.0.1:{port}"),
                         password=None))
     qtbot.waitUntil(lambda: bob.window is not None, timeout=WAIT_MS)

@@ -8,18 +8,16 @@ from its models. Settings and data directories are the test's own temp dirs.
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings, Qt
+from gui_harness import WAIT_MS, Apps, gui_args, isolate_settings
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QTabBar
 
 from qtchat.address import parse_join_target
 from qtchat.gui import delegate as delegate_module
-from qtchat.gui.app import AppController
 from qtchat.gui.main_window import ChatWindow, Conversation
 from qtchat.gui.models import (
     ConversationKind,
@@ -32,97 +30,11 @@ from qtchat.gui.models import (
 from qtchat.gui.start_dialog import HostChoice, JoinChoice, StartDialog, settings
 from qtchat.server import ChatServer, ServerConfig
 
-WAIT_MS = 10_000
-
 # The offscreen platform plugin says this whenever a QMainWindow is shown; it is
 # about the test platform, not about the app.
-pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints")
-
-
-@pytest.fixture(autouse=True)
-def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return isolate_settings(tmp_path, monkeypatch)
-
-
-def isolate_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """QSettings and the default data dir point into the test's temp dir."""
-    config = tmp_path / "config"
-    config.mkdir()
-    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(config))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-    assert settings().fileName().startswith(str(config)), settings().fileName()
-    return config
-
-
-def gui_args(data_dir: Path, command: str | None = None) -> argparse.Namespace:
-    """What ``qtchat`` (or ``qtchat host``) parses to, with the LAN announcement off."""
-    return argparse.Namespace(command=command, smoke=False, startup_probe=False,
-                              no_announce=True, interfaces=None, data_dir=data_dir)
-
-
-class Apps:
-    """Starts controllers and takes them down again without quitting the QApplication."""
-
-    def __init__(self, qtbot, tmp_path: Path) -> None:
-        self.qtbot = qtbot
-        self.tmp_path = tmp_path
-        self.controllers: list[AppController] = []
-
-    def controller(self) -> AppController:
-        controller = AppController(gui_args(self.tmp_path / "host"))
-        self.controllers.append(controller)
-        return controller
-
-    def host(self, name: str = "Alice", room: str = "Test room") -> AppController:
-        controller = self.controller()
-        controller.host(HostChoice(name=name, room_name=room, port=0, password=None, tls=False))
-        self.qtbot.waitUntil(lambda: controller.window is not None, timeout=WAIT_MS)
-        return controller
-
-    def join(self, port: int, name: str = "Bob") -> AppController:
-        controller = self.controller()
-        controller.join(JoinChoice(name=name, target=parse_join_target(f"127.0.0.1:{port}"),
-                                   password=None))
-        self.qtbot.waitUntil(lambda: controller.window is not None, timeout=WAIT_MS)
-        return controller
-
-    def close(self) -> None:
-        for controller in self.controllers:
-            # ``quit()`` would end the QApplication's loop; tear down by hand instead.
-            if controller.dialog is not None:
-                controller.dialog.rejected.disconnect()
-                controller.dialog.done(0)
-                controller.dialog.deleteLater()
-            window = controller.window
-            if window is not None:
-                window.closedByUser.disconnect()
-                window._force_close = True
-                window.close()
-                window.deleteLater()
-            elif controller.client is not None:
-                controller.client.close()
-            if controller.host_runtime is not None:
-                controller.host_runtime.shutdown()
-                controller.host_runtime.server.close_store()
-
-
-@pytest.fixture
-def apps(qtbot, tmp_path: Path) -> Iterator[Apps]:
-    made = Apps(qtbot, tmp_path)
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def pair(apps: Apps) -> tuple[ChatWindow, ChatWindow]:
-    """Alice hosts "Test room"; Bob joins it. Returns (alice's window, bob's window)."""
-    alice = apps.host("Alice")
-    port = alice.host_runtime.server.port
-    bob = apps.join(port, "Bob")
-    alice_window, bob_window = alice.window, bob.window
-    apps.qtbot.waitUntil(lambda: "Bob" in lobby(alice_window).members.names(), timeout=WAIT_MS)
-    return alice_window, bob_window
+pytestmark = [pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints"),
+              pytest.mark.usefixtures("isolated_settings")]
+__all__ = ["Apps", "gui_args", "isolate_settings"]  # the harness, for older imports
 
 
 # --- helpers ------------------------------------------------------------------------

@@ -4,13 +4,12 @@ scroll-keeping, accessibility; and the real ChatWindow against a real server."""
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 from helpers import LineClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PySide6.QtCore import QEvent, QPoint, QPointF, QSettings, Qt
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
 from PySide6.QtGui import QAccessible, QColor, QGuiApplication, QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication
 from view_harness import ShownView, broadcast
@@ -340,13 +339,6 @@ def test_row_heights_agree_with_a_plain_list(operations, seed):
 # ----------------------------------------------- the real window, a real server
 
 
-@pytest.fixture
-def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-
-
 def open_window(qtbot, make_client, port: int, name: str) -> ChatWindow:
     client = make_client()
     with qtbot.waitSignal(client.registered, timeout=WAIT_MS) as blocker:
@@ -422,6 +414,9 @@ def test_scrolling_up_in_the_window_loads_older_pages_again_and_again(
         raise AssertionError("no message on screen")
 
     while model.oldest_seq() > 1:
+        # The scroll bar catches up with new rows within 50 ms: the user scrolls a bar
+        # that shows there is something above (else setValue(0) would change nothing).
+        qtbot.waitUntil(lambda: bar.value() > 0, timeout=WAIT_MS)
         with qtbot.waitSignal(window.client.historyReceived, timeout=WAIT_MS):
             bar.setValue(0)  # the user scrolls to the top
             shown_before = first_message()

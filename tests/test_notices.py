@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from helpers import LineClient
 from PySide6.QtGui import QColor
-from test_message_view import isolated_settings, lobby_view, open_window, painted_messages
+from test_message_view import lobby_view, open_window, painted_messages
 from view_harness import TS, ShownView, broadcast
 
 from qtchat.gui.models import (
@@ -16,8 +16,6 @@ from qtchat.gui.models import (
     name_slot,
     sender_color,
 )
-
-__all__ = ["isolated_settings"]  # a fixture, used by name
 
 WAIT_MS = 10_000
 pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints")

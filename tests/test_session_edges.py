@@ -7,7 +7,6 @@ the scripted host of the client tests where a real server will not misbehave on 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,7 @@ from _scripted_host import ScriptedHost, registered
 from PySide6.QtCore import QPoint, Qt
 from test_gui import (
     WAIT_MS,
-    Apps,
     delivered,
-    isolate_settings,
     lobby,
     messages,
     notices,
@@ -29,19 +26,8 @@ from qtchat.client import Endpoint, qt_error_text
 from qtchat.gui.main_window import ChatWindow
 from qtchat.server import ChatServer, ServerConfig
 
-pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints")
-
-
-@pytest.fixture(autouse=True)
-def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return isolate_settings(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def apps(qtbot, tmp_path: Path) -> Iterator[Apps]:
-    made = Apps(qtbot, tmp_path)
-    yield made
-    made.close()
+pytestmark = [pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints"),
+              pytest.mark.usefixtures("isolated_settings")]
 
 
 @pytest.fixture
@@ -168,15 +154,6 @@ def test_qt_error_text_keeps_acronyms():
 
 
 # --- 12: the message box ---------------------------------------------------------------
-
-
-@pytest.fixture
-def pair(apps: Apps) -> tuple[ChatWindow, ChatWindow]:
-    alice = apps.host("Alice")
-    bob = apps.join(alice.host_runtime.server.port, "Bob")
-    apps.qtbot.waitUntil(lambda: "Bob" in lobby(alice.window).members.names(),
-                         timeout=WAIT_MS)
-    return alice.window, bob.window
 
 
 def test_shift_enter_makes_a_two_line_message_that_arrives_whole(qtbot, pair):
