@@ -94,6 +94,18 @@ def lobby_history(port: int, name: str) -> dict[int, str]:
     return {m["seq"]: m["text"] for m in page["messages"]}
 
 
+def refused_start(data: Path) -> str:
+    """Run ``qtchat serve`` on ``data``, expect it to refuse to start (exit 2) in one
+    ``qtchat: …`` line, and return that line."""
+    result = subprocess.run(ServeProcess.command(data), capture_output=True, text=True,
+                            timeout=60, env=ServeProcess.environment(),
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qtchat: "), result.stderr
+    return lines[0]
+
+
 def test_a_full_disk_refuses_posts_with_storage_error_and_serves_everything_else(small_disk):
     data = small_disk / "data"
     with ServeProcess(data) as server:
@@ -182,13 +194,8 @@ def test_a_history_missing_beside_its_write_ahead_log_refuses_to_start(tmp_path)
     wal = data / "history.sqlite3-wal"
     assert wal.stat().st_size > 0
     (data / "history.sqlite3").unlink()
-    result = subprocess.run(ServeProcess.command(data), capture_output=True, text=True,
-                            timeout=60, env=ServeProcess.environment(),
-                            stdin=subprocess.DEVNULL)
-    assert result.returncode == 2, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("qtchat: "), result.stderr
-    assert "history.sqlite3" in lines[0] and "-wal" in lines[0]
+    line = refused_start(data)
+    assert "history.sqlite3" in line and "-wal" in line
     assert wal.stat().st_size > 0  # left for the person to put right
 
 
@@ -212,12 +219,7 @@ def test_a_full_disk_at_the_very_first_start_leaves_nothing_that_blocks_the_next
     data = small_disk / "data"
     data.mkdir()
     filler = fill(small_disk)
-    result = subprocess.run(ServeProcess.command(data), capture_output=True, text=True,
-                            timeout=60, env=ServeProcess.environment(),
-                            stdin=subprocess.DEVNULL)
-    assert result.returncode == 2, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("qtchat: "), result.stderr
+    refused_start(data)
     filler.unlink()
     with ServeProcess(data) as server:
         alice = client(server.port, "Alice")
