@@ -115,7 +115,7 @@ def measure(count: int, busy: float = 0.0) -> dict[str, float]:
     """In this process: the qtchat on sys.path is the one measured."""
     from PySide6.QtCore import QCoreApplication, QElapsedTimer, QTimer
 
-    from qtchat.client import ChatClient, Endpoint
+    from qtchat.client.chat_client import ChatClient, Endpoint
 
     app = QCoreApplication.instance() or QCoreApplication([])
     with tempfile.TemporaryDirectory() as data:

@@ -105,7 +105,7 @@ def texts(window) -> list[str]:
 async def shoot(tmp: Path) -> None:
     from qtchat import DEFAULT_PORT
     from qtchat.address import parse_join_target
-    from qtchat.client import ChatClient, Endpoint
+    from qtchat.client.chat_client import ChatClient, Endpoint
     from qtchat.discovery import RoomAnnouncer, RoomBrowser
     from qtchat.gui import app as app_module
     from qtchat.gui.app import AppController, free_port_after

@@ -115,7 +115,7 @@ def add_server_options(parser: argparse.ArgumentParser, *, headless: bool) -> No
 
 def server_config(args: argparse.Namespace, host: str = "0.0.0.0"):
     """A ServerConfig from parsed ``serve``/``host`` options."""
-    from qtchat.server import ServerConfig
+    from qtchat.server.chat_server import ServerConfig
 
     return ServerConfig(
         host=getattr(args, "host", host),
@@ -178,7 +178,7 @@ def has_display() -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        from qtchat.serve import run_serve
+        from qtchat.server.serve import run_serve
 
         return run_serve(args)
     if args.command in ("host", "join"):

@@ -15,7 +15,7 @@ def make_server(qtbot, tmp_path):
     ``make_server(**config)`` overrides ServerConfig fields. The rate limit is off
     unless a test sets it (tests send in bursts); ``data_dir`` is the test's own.
     """
-    from qtchat.server import ChatServer, ServerConfig
+    from qtchat.server.chat_server import ChatServer, ServerConfig
 
     servers = []
 
@@ -45,7 +45,7 @@ def server(make_server):
 def make_client(qtbot):
     """ChatClients closed after the test; ``make_client(**options)`` (a short connect
     timeout unless given: every host here is on 127.0.0.1)."""
-    from qtchat.client import ChatClient
+    from qtchat.client.chat_client import ChatClient
 
     clients = []
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from _scripted_host import ScriptedHost, registered
 
-from qtchat.client import ChatClient, ConnectError, Endpoint
-from qtchat.server import ChatServer, ServerConfig
+from qtchat.client.chat_client import ChatClient, ConnectError, Endpoint
+from qtchat.server.chat_server import ChatServer, ServerConfig
 
 pytest_plugins = ("_qasync_loop",)
 

@@ -21,8 +21,8 @@ import pytest
 from _scripted_host import ScriptedHost
 from PySide6.QtNetwork import QHostAddress, QTcpSocket
 
-from qtchat.client import FAILURE_KINDS, ChatClient, ConnectError, Endpoint
-from qtchat.server import ChatServer, ServerConfig
+from qtchat.client.chat_client import FAILURE_KINDS, ChatClient, ConnectError, Endpoint
+from qtchat.server.chat_server import ChatServer, ServerConfig
 from qtchat.tlsutil import PinStore, normalize_fingerprint
 
 pytest_plugins = ("_qasync_loop",)

@@ -298,7 +298,7 @@ def test_a_failed_commit_leaves_the_store_as_it_was_and_the_next_one_catches_up(
     """The store on its own: what a failed commit would have done (new rows, a prune,
     a session) is not counted as done; the seq counter does not go back; and the
     session change waiting in memory is written by the first commit that can be."""
-    from qtchat.store import MessageStore, StorageError
+    from qtchat.server.store import MessageStore, StorageError
 
     path = small_disk / "history.sqlite3"
     store = MessageStore(path, retention=100)
@@ -355,7 +355,7 @@ def test_the_app_shows_a_refused_message_as_failed_and_its_retry_goes_once(
         qtbot, small_disk, make_server, make_client):  # the disk outlives the server
     """What the person sees: the message is marked failed (storage_error), nobody else
     got it, and once the host has room its retry is delivered, once."""
-    from qtchat.client import Endpoint
+    from qtchat.client.chat_client import Endpoint
 
     server = make_server(data_dir=small_disk / "data")
     alice, bob = make_client(), make_client()

@@ -28,7 +28,7 @@ from qtchat.gui.models import (
     RowKind,
 )
 from qtchat.gui.start_dialog import HostChoice, JoinChoice, StartDialog, settings
-from qtchat.server import ChatServer, ServerConfig
+from qtchat.server.chat_server import ChatServer, ServerConfig
 
 # The offscreen platform plugin says this whenever a QMainWindow is shown; it is
 # about the test platform, not about the app.

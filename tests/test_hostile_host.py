@@ -19,8 +19,8 @@ from _scripted_host import ScriptedHost, registered
 from PySide6.QtCore import QTimer
 
 from qtchat import protocol as p
-from qtchat.client import MAX_VIOLATIONS, ChatClient, ConnectError, Endpoint
-from qtchat.server import ChatServer, ServerConfig
+from qtchat.client.chat_client import MAX_VIOLATIONS, ChatClient, ConnectError, Endpoint
+from qtchat.server.chat_server import ChatServer, ServerConfig
 
 pytest_plugins = ("_qasync_loop",)
 
@@ -259,7 +259,7 @@ def test_a_joined_flood_grows_no_room_list(qtbot, make_client):
 
 def test_an_asked_for_room_is_joined_and_a_user_joined_flood_is_bounded(
         qtbot, make_client, monkeypatch):
-    monkeypatch.setattr("qtchat.client.MAX_MEMBERS_PER_ROOM", 100)
+    monkeypatch.setattr("qtchat.client.chat_client.MAX_MEMBERS_PER_ROOM", 100)
     host = hostile([])
     client = make_client()
     with qtbot.waitSignal(client.registered, timeout=WAIT):

@@ -9,7 +9,7 @@ import time
 import pytest
 from helpers import LineClient, ServeProcess, SyncClient, connect_clients, run_threads, wait_until
 
-import qtchat.server
+import qtchat.server.chat_server
 
 
 def test_max_clients_gets_server_full_then_close(qtbot, make_server):
@@ -183,13 +183,13 @@ def test_a_reader_that_falls_behind_gets_everything_in_order_then_the_direct_pat
 def test_wrong_password_then_close_and_the_compare_is_constant_time(qtbot, make_server,
                                                                      monkeypatch):
     calls = []
-    real = qtchat.server.hmac.compare_digest
+    real = qtchat.server.chat_server.hmac.compare_digest
 
     def spy(a, b):
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(qtchat.server.hmac, "compare_digest", spy)
+    monkeypatch.setattr(qtchat.server.chat_server.hmac, "compare_digest", spy)
     server = make_server(password="s3cret")
     for attempt in ({}, {"password": "wrong"}, {"password": "s3cre"}):
         client = LineClient(qtbot, server.port)

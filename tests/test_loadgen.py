@@ -23,8 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
 LOADGEN = REPO / "benchmarks" / "loadgen.py"
 
 pytestmark = pytest.mark.skipif(
-    not (REPO / "qtchat" / "server.py").exists() or not (REPO / "qtchat" / "cli.py").exists(),
-    reason="qtchat/server.py or qtchat/cli.py is missing: no `qtchat serve` to load yet",
+    not (REPO / "qtchat" / "server" / "chat_server.py").exists()
+    or not (REPO / "qtchat" / "cli.py").exists(),
+    reason="qtchat/server/chat_server.py or qtchat/cli.py is missing: no `qtchat serve` yet",
 )
 
 

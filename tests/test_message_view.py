@@ -14,7 +14,7 @@ from PySide6.QtGui import QAccessible, QColor, QGuiApplication, QMouseEvent, QWh
 from PySide6.QtWidgets import QApplication
 from view_harness import ShownView, broadcast
 
-from qtchat.client import Endpoint
+from qtchat.client.chat_client import Endpoint
 from qtchat.gui.main_window import ChatWindow
 from qtchat.gui.message_view import MessageView, RowHeights
 from qtchat.gui.models import ConversationKind, RowKind

@@ -255,3 +255,60 @@ def test_server_frames_are_type_checked():
                 b'{"type":"registered","name":"a"}'):
         with pytest.raises(p.RemoteProtocolError):
             p.parse_server_frame(bad)
+
+
+# --- typed server frames and Message ------------------------------------------------------
+
+
+def test_every_server_frame_type_has_a_class_and_a_shape():
+    from qtchat.protocol.server_frames import SERVER_FRAME_TYPES
+
+    assert set(SERVER_FRAME_TYPES) == set(p.SERVER_FRAME_SHAPES)
+
+
+def test_server_frames_round_trip_through_the_wire():
+    from qtchat.protocol.server_frames import (
+        ErrorFrame,
+        Joined,
+        Message,
+        Registered,
+        UserLeft,
+        read_server_frame,
+    )
+
+    said = Message(seq=7, ts="2026-12-03T10:00:00.000Z", sender="Bob", text="hi", room="lobby")
+    whispered = Message(seq=8, ts="2026-12-03T10:00:01.000Z", sender="Bob", text="psst",
+                        to="Alice", id="c1")
+    frames = [
+        said, whispered,
+        Joined(room="lobby", users=["Alice", "Bob"], history=[said]),
+        Registered(name="Alice", session="s", users=["Alice"], rooms=["lobby"],
+                   server={"name": "vm"}, features=[]),
+        UserLeft(name="Bob", room="lobby", reason="quit"),
+        ErrorFrame(code="rate_limited", message="slow down", ref="broadcast", id="c2"),
+    ]
+    for frame in frames:
+        assert read_server_frame(frame.encode()) == frame
+    assert b'"from":"Bob"' in said.encode()
+    assert said.with_id("x").encode().endswith(b'"id":"x"}\n')
+
+
+def test_a_hostile_server_frame_is_refused_before_it_is_built():
+    from qtchat.protocol.server_frames import read_server_frame
+
+    with pytest.raises(p.RemoteProtocolError, match="'seq'"):
+        read_server_frame(b'{"type":"broadcast","seq":"7","ts":"t","from":"a",'
+                          b'"room":"r","text":"x"}\n')
+    assert read_server_frame(b'{"type":"from_a_newer_host","x":1}\n') is None
+
+
+def test_any_client_frame_may_carry_an_id_and_register_may_offer_features():
+    join = p.parse_client_frame(b'{"type":"join","room":"chess","id":"j1"}')
+    assert join.id == "j1"
+    reg = p.parse_client_frame(
+        b'{"type":"register","name":"bob","protocol":1,"features":["chess","files"]}')
+    assert reg.features == ["chess", "files"]
+    with pytest.raises(p.RemoteProtocolError):
+        p.parse_client_frame(b'{"type":"register","name":"bob","protocol":1,"features":"x"}')
+    with pytest.raises(p.RemoteProtocolError):
+        p.parse_client_frame(b'{"type":"join","room":"chess","id":"' + b"x" * 65 + b'"}')

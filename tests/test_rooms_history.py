@@ -212,7 +212,7 @@ def test_history_is_sqlite_wal_in_the_data_dir(qtbot, make_server, tmp_path):
 
 
 def test_a_second_server_on_the_same_data_dir_is_refused(qtbot, make_server):
-    from qtchat.server import ServerError
+    from qtchat.server.chat_server import ServerError
 
     make_server()
     with pytest.raises(ServerError, match="in use by another qtchat server"):
@@ -335,7 +335,7 @@ def test_a_page_too_large_keeps_the_newest_messages_that_fit_and_no_fewer(text):
     """The `joined`/`history` answer is one frame: the newest messages that fit, as
     many as fit (one more would not), the rest left out for `history {before}`."""
     from qtchat import protocol as p
-    from qtchat.server import _encode_trimmed, _texts_exceed_a_frame
+    from qtchat.server.chat_server import _encode_trimmed, _texts_exceed_a_frame
 
     history = [{"seq": i, "ts": "2026-11-24T22:00:00.000Z", "room": "lobby",
                 "from": "someone", "text": f"{i} {text}"} for i in range(1, 201)]
@@ -365,7 +365,7 @@ def _fits(frame) -> bool:
 
 def test_after_a_restart_rooms_spoken_in_stay_and_empty_silent_ones_go(qtbot, make_server,
                                                                         tmp_path):
-    from qtchat.store import MessageStore
+    from qtchat.server.store import MessageStore
 
     data = tmp_path / "old-data"
     data.mkdir()

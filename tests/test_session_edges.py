@@ -22,9 +22,9 @@ from test_gui import (
     wait_for_text,
 )
 
-from qtchat.client import Endpoint, qt_error_text
+from qtchat.client.chat_client import Endpoint, qt_error_text
 from qtchat.gui.main_window import ChatWindow
-from qtchat.server import ChatServer, ServerConfig
+from qtchat.server.chat_server import ChatServer, ServerConfig
 
 pytestmark = [pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints"),
               pytest.mark.usefixtures("isolated_settings")]

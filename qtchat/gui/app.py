@@ -29,11 +29,11 @@ from PySide6.QtWidgets import QApplication
 
 from qtchat import DEFAULT_PORT
 from qtchat.address import format_hostport, format_invite, local_addresses, parse_join_target
-from qtchat.client import ChatClient, ConnectError, Endpoint
+from qtchat.client.chat_client import ChatClient, ConnectError, Endpoint
 from qtchat.gui.host_thread import HostedServer
 from qtchat.gui.start_dialog import HostChoice, JoinChoice, StartDialog, settings
 from qtchat.names import parse_name
-from qtchat.server import ServerConfig, ServerError
+from qtchat.server.chat_server import ServerConfig, ServerError
 
 log = logging.getLogger(__name__)
 _STARTED = time.perf_counter()

@@ -19,7 +19,7 @@ import threading
 import shiboken6
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
-from qtchat.server import ChatServer, ServerConfig, ServerError
+from qtchat.server.chat_server import ChatServer, ServerConfig, ServerError
 
 log = logging.getLogger(__name__)
 

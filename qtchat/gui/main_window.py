@@ -48,7 +48,7 @@ from PySide6.QtWidgets import (
 )
 
 from qtchat import protocol as p
-from qtchat.client import ChatClient, ConnectError
+from qtchat.client.chat_client import ChatClient, ConnectError
 from qtchat.gui.message_view import MessageView
 from qtchat.gui.models import (
     ACTION_PREFIX,

@@ -24,7 +24,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from PySide6.QtCore import QCoreApplication, QTimer
 
     from qtchat.cli import install_signal_wakeup, server_config
-    from qtchat.server import ChatServer, ServerError
+    from qtchat.server.chat_server import ChatServer, ServerError
 
     app = QCoreApplication.instance() or QCoreApplication(sys.argv[:1])
     config = server_config(args)

@@ -211,6 +211,8 @@ class ClientFrame:
 
     type: ClassVar[str] = ""
     _required: ClassVar[tuple[str, ...]] = ()
+    # Any frame may carry an id: an error it causes echoes it (PROTOCOL-FEATURES.md §0).
+    id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of this frame, without fields left at None."""
@@ -225,12 +227,24 @@ class ClientFrame:
             if name not in obj:
                 raise LocalProtocolError("bad_frame", f"{cls.type} needs a '{name}' field")
         kwargs = {k: obj[k] for k in _field_names(cls) if k in obj}
+        _check_optional_str(kwargs.get("id"), "id", MAX_ID_CHARS)
         return cls(**kwargs)
 
 
 @functools.cache
 def _field_names(cls: type[ClientFrame]) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
+
+
+MAX_FEATURES = 32
+MAX_SHORT_NAME_CHARS = 64
+
+
+def _check_features(value: object) -> None:
+    if not isinstance(value, list) or len(value) > MAX_FEATURES:
+        raise LocalProtocolError("bad_frame", f"features must be a list of at most {MAX_FEATURES}")
+    for item in value:
+        _check_str(item, "a feature", MAX_SHORT_NAME_CHARS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -242,9 +256,13 @@ class Register(ClientFrame):
     password: str | None = None
     resume: str | None = None
     since: int | None = None
+    # Negotiated features (PROTOCOL-FEATURES.md): None = a protocol-1 client that asks none.
+    features: list[str] | None = None
 
     def __post_init__(self) -> None:
         _check_int(self.protocol, "protocol", 0)
+        if self.features is not None:
+            _check_features(self.features)
         _check_optional_str(self.password, "password", 1024)
         _check_optional_str(self.resume, "resume", 256)
         if self.since is not None:
@@ -259,7 +277,6 @@ class Broadcast(ClientFrame):
     _required: ClassVar[tuple[str, ...]] = ("text",)
     text: str
     room: str = LOBBY
-    id: str | None = None
 
     def __post_init__(self) -> None:
         _check_optional_str(self.id, "id", MAX_ID_CHARS)
@@ -273,7 +290,6 @@ class Whisper(ClientFrame):
     _required: ClassVar[tuple[str, ...]] = ("to", "text")
     to: str
     text: str
-    id: str | None = None
 
     def __post_init__(self) -> None:
         _check_optional_str(self.id, "id", MAX_ID_CHARS)
@@ -544,7 +560,8 @@ SERVER_FRAME_SHAPES: dict[str, tuple[dict[str, Callable[[object], object]],
          "users": _members, "rooms": _list_of(_name_str, MAX_ROOMS_LISTED),
          "server": _server_info},
         {"in_rooms": _list_of(_name_str, MAX_OWN_ROOMS), "protocol": _seq,
-         "resumed": _boolean, "gap": _boolean}),
+         "resumed": _boolean, "gap": _boolean,
+         "features": _list_of(_short_str, MAX_FEATURES)}),
     "username_taken": ({"name": _name_str}, {"reason": _short_str}),
     "user_joined": ({"name": _name_str, "room": _name_str}, {}),
     "user_left": ({"name": _name_str, "room": _name_str}, {"reason": _short_str}),

@@ -51,7 +51,7 @@ from PySide6.QtNetwork import (
 from qtchat import __version__
 from qtchat import protocol as p
 from qtchat.names import Name, parse_name, parse_room
-from qtchat.store import (
+from qtchat.server.store import (
     WHISPER_BUCKET,
     MessageStore,
     StorageError,
@@ -59,7 +59,7 @@ from qtchat.store import (
     StoreUnusable,
     hash_secret,
 )
-from qtchat.transport import (
+from qtchat.server.transport import (
     Acceptor,
     QtTransport,
     RawTransport,
