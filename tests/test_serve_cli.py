@@ -10,6 +10,7 @@ import pytest
 from helpers import SERVING, ServeProcess, SyncClient, qtchat_command
 
 from qtchat.cli import build_parser
+from qtchat.server.config import ServerConfig
 
 
 def run_qtchat(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -133,9 +134,7 @@ def test_help_lists_every_flag():
 
 
 def test_room_limits_reach_the_server_config():
-    from qtchat.cli import server_config
-
     args = build_parser().parse_args(["serve", "--max-rooms", "7", "--max-kept-rooms", "9",
                                       "--max-rooms-per-user", "3"])
-    config = server_config(args)
+    config = ServerConfig.from_args(args)
     assert (config.max_rooms, config.max_kept_rooms, config.max_rooms_per_user) == (7, 9, 3)
