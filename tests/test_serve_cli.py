@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -123,6 +124,28 @@ def test_a_history_file_that_is_not_a_database_is_one_line_and_exit_code_2(tmp_p
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("qtchat: "), result.stderr
+
+
+def test_a_history_of_a_newer_qtchat_is_one_line_and_exit_code_2(tmp_path):
+    """Reading it with code that does not know its tables could lose what it stores."""
+    from qtchat.server.store import SCHEMA_VERSION
+
+    db = sqlite3.connect(tmp_path / "history.sqlite3")
+    db.execute("CREATE TABLE messages (seq INTEGER PRIMARY KEY, text TEXT)")
+    db.execute("INSERT INTO messages VALUES (1, 'kept')")
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    result = run_qtchat("serve", "--host", "127.0.0.1", "--port", "0",
+                        "--data-dir", str(tmp_path), "--no-announce")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qtchat: "), result.stderr
+    assert "written by a newer qtchat" in lines[0]
+    assert result.stdout == ""
+    db = sqlite3.connect(tmp_path / "history.sqlite3")
+    assert db.execute("SELECT text FROM messages").fetchall() == [("kept",)]
+    db.close()
 
 
 def test_help_lists_every_flag():
