@@ -9,27 +9,15 @@ instead of letting Qt abort.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-import signal
-import socket
 import sys
 from pathlib import Path
 
 from qtchat import DEFAULT_PORT, __version__
+from qtchat.paths import default_data_dir, default_host_dir
 
 log = logging.getLogger(__name__)
-
-
-def default_data_dir() -> Path:
-    """Where the server keeps history, sessions and its TLS certificate."""
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    if sys.platform == "win32":
-        base = os.environ.get("APPDATA") or base
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    return Path(base) / "qtchat"
 
 
 def _positive_float(text: str) -> float:
@@ -49,6 +37,15 @@ def _count(text: str) -> int:
     return value
 
 
+def _name(text: str) -> str:
+    from qtchat.names import InvalidName, parse_name
+
+    try:
+        return parse_name(text).display
+    except InvalidName as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -60,16 +57,19 @@ def _port(text: str) -> int:
 
 
 def add_server_options(parser: argparse.ArgumentParser, *, headless: bool) -> None:
-    """Options shared by ``serve`` and ``host``."""
+    """Options shared by ``serve`` and ``host``; ``ServerConfig.from_args`` reads them."""
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
                         help=f"TCP port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
     parser.add_argument("--server-name", default=None,
                         help="the name people see for this server (default: this computer's name)")
     parser.add_argument("--password", default=None,
-                        help="a password everyone must give to join (default: none)")
+                        help="a password everyone must give to join (default: none; or set "
+                             "QTCHAT_PASSWORD, which other users of this computer cannot see "
+                             "as they can see a command line)")
+    data_dir = default_data_dir() if headless else default_host_dir()
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="folder for history, sessions and the TLS certificate "
-                             f"(default {default_data_dir()})")
+                             f"(default {data_dir})")
     parser.add_argument("--tls", action="store_true",
                         help="encrypt connections with TLS (a self-signed certificate is made "
                              "on first use and its fingerprint printed)")
@@ -110,32 +110,10 @@ def add_server_options(parser: argparse.ArgumentParser, *, headless: bool) -> No
         parser.add_argument("--host", default="0.0.0.0",
                             help="address to listen on (default 0.0.0.0: every IPv4 interface; "
                                  ":: every IPv6 one; * both)")
+        parser.add_argument("--host-user", type=_name, default=None, metavar="NAME",
+                            help="the name of the person hosting the room, shown to everyone "
+                                 "who joins (qtchat host sets it; default: none)")
         parser.add_argument("-v", "--verbose", action="store_true", help="log more")
-
-
-def server_config(args: argparse.Namespace, host: str = "0.0.0.0"):
-    """A ServerConfig from parsed ``serve``/``host`` options."""
-    from qtchat.server.chat_server import ServerConfig
-
-    return ServerConfig(
-        host=getattr(args, "host", host),
-        port=args.port,
-        server_name=args.server_name or socket.gethostname() or "qtchat",
-        password=args.password or None,
-        data_dir=args.data_dir or default_data_dir(),
-        max_clients=args.max_clients,
-        max_rooms=args.max_rooms,
-        max_rooms_per_user=args.max_rooms_per_user,
-        max_kept_rooms=args.max_kept_rooms,
-        register_timeout=args.register_timeout,
-        idle_timeout=args.idle_timeout,
-        rate_limit=args.rate_limit,
-        rate_burst=args.rate_burst,
-        send_queue_bytes=args.send_queue_bytes,
-        history_retention=args.history_retention,
-        resume_grace=args.resume_grace,
-        tls=args.tls,
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,36 +190,3 @@ def _check_join_arguments(args: argparse.Namespace) -> str | None:
         except ValueError as exc:
             return str(exc)
     return None
-
-
-def install_signal_wakeup(on_signal) -> object:
-    """Call ``on_signal(signum)`` on the Qt loop for SIGINT/SIGTERM.
-
-    Python runs signal handlers only between bytecodes, and a Qt loop can sit in
-    C for a long time; a wake-up socket watched by a QSocketNotifier brings the
-    loop back at once. Returns the notifier (keep a reference).
-    """
-    from PySide6.QtCore import QSocketNotifier
-
-    reader, writer = socket.socketpair()
-    reader.setblocking(False)
-    writer.setblocking(False)
-    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-    received: list[int] = []
-
-    def handler(signum: int, _frame: object) -> None:
-        received.append(signum)
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, handler)
-    notifier = QSocketNotifier(reader.fileno(), QSocketNotifier.Type.Read)
-
-    def drain() -> None:
-        with contextlib.suppress(BlockingIOError):
-            reader.recv(64)
-        while received:
-            on_signal(received.pop(0))
-
-    notifier.activated.connect(drain)
-    notifier._keep = (reader, writer, handler, drain)  # type: ignore[attr-defined]
-    return notifier

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
+import sqlite3
 import subprocess
+from pathlib import Path
 
 import pytest
 from helpers import SERVING, ServeProcess, SyncClient, qtchat_command
 
 from qtchat.cli import build_parser
+from qtchat.server.config import ServerConfig
 
 
 def run_qtchat(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -122,6 +126,28 @@ def test_a_history_file_that_is_not_a_database_is_one_line_and_exit_code_2(tmp_p
     assert len(lines) == 1 and lines[0].startswith("qtchat: "), result.stderr
 
 
+def test_a_history_of_a_newer_qtchat_is_one_line_and_exit_code_2(tmp_path):
+    """Reading it with code that does not know its tables could lose what it stores."""
+    from qtchat.server.store import SCHEMA_VERSION
+
+    db = sqlite3.connect(tmp_path / "history.sqlite3")
+    db.execute("CREATE TABLE messages (seq INTEGER PRIMARY KEY, text TEXT)")
+    db.execute("INSERT INTO messages VALUES (1, 'kept')")
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    result = run_qtchat("serve", "--host", "127.0.0.1", "--port", "0",
+                        "--data-dir", str(tmp_path), "--no-announce")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qtchat: "), result.stderr
+    assert "written by a newer qtchat" in lines[0]
+    assert result.stdout == ""
+    db = sqlite3.connect(tmp_path / "history.sqlite3")
+    assert db.execute("SELECT text FROM messages").fetchall() == [("kept",)]
+    db.close()
+
+
 def test_help_lists_every_flag():
     result = run_qtchat("serve", "--help")
     assert result.returncode == 0
@@ -133,9 +159,142 @@ def test_help_lists_every_flag():
 
 
 def test_room_limits_reach_the_server_config():
-    from qtchat.cli import server_config
-
     args = build_parser().parse_args(["serve", "--max-rooms", "7", "--max-kept-rooms", "9",
                                       "--max-rooms-per-user", "3"])
-    config = server_config(args)
+    config = ServerConfig.from_args(args)
     assert (config.max_rooms, config.max_kept_rooms, config.max_rooms_per_user) == (7, 9, 3)
+
+
+# --- one way to the server's settings, and back ------------------------------------------
+
+def parse(*argv: str):
+    return build_parser().parse_args(list(argv))
+
+
+def test_every_limit_flag_of_host_reaches_the_settings_as_it_does_for_serve():
+    """``qtchat host --max-clients 2`` (and every other limit) used to be parsed and then
+    dropped: the app built its settings from the dialog's five fields."""
+    limits = ["--max-clients", "2", "--max-rooms", "7", "--max-rooms-per-user", "3",
+              "--max-kept-rooms", "9", "--resume-grace", "5.5", "--rate-limit", "3",
+              "--rate-burst", "4", "--register-timeout", "6", "--idle-timeout", "8",
+              "--send-queue-bytes", "4096", "--history-retention", "11"]
+    served = ServerConfig.from_args(parse("serve", *limits), environ={})
+    hosted = ServerConfig.from_args(parse("host", "--nick", "Alice", *limits), environ={})
+    expected = dict(max_clients=2, max_rooms=7, max_rooms_per_user=3, max_kept_rooms=9,
+                    resume_grace=5.5, rate_limit=3.0, rate_burst=4, register_timeout=6.0,
+                    idle_timeout=8.0, send_queue_bytes=4096, history_retention=11)
+    for config in (served, hosted):
+        assert {name: getattr(config, name) for name in expected} == expected
+    # Every limit flag the parser has is one of them: a new flag must be read too.
+    host_parser = build_parser()._subparsers._group_actions[0].choices["host"]
+    group = next(g for g in host_parser._action_groups if g.title == "limits")
+    assert {action.dest for action in group._group_actions} == set(expected)
+
+
+def test_the_defaults_of_the_flags_are_the_servers_defaults():
+    """Two places state the defaults (the flags, for --help, and ServerConfig): they agree."""
+    config = ServerConfig.from_args(parse("serve", "--data-dir", "/d"), environ={})
+    defaults = ServerConfig()
+    for field in dataclasses.fields(ServerConfig):
+        if field.name not in ("server_name", "data_dir"):  # the machine's name; a folder
+            assert getattr(config, field.name) == getattr(defaults, field.name), field.name
+
+
+def test_host_names_its_room_after_the_person_and_keeps_it_apart_from_serve(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    hosted = ServerConfig.from_args(parse("host", "--nick", "Ｂob"), environ={})
+    assert (hosted.host, hosted.host_user, hosted.server_name) == ("0.0.0.0", "Bob",
+                                                                   "Ｂob's room")
+    assert hosted.data_dir == tmp_path / "qtchat" / "host"
+    served = ServerConfig.from_args(parse("serve"), environ={})
+    assert served.host_user is None and served.data_dir == tmp_path / "qtchat"
+    named = ServerConfig.from_args(parse("host", "--nick", "Bob", "--server-name", "Team"),
+                                   environ={})
+    assert named.server_name == "Team"
+
+
+def test_the_password_may_come_from_the_environment_and_the_flag_wins():
+    env = {"QTCHAT_PASSWORD": "from-env"}
+    assert ServerConfig.from_args(parse("serve"), environ=env).password == "from-env"
+    assert ServerConfig.from_args(parse("serve", "--password", "flag"),
+                                  environ=env).password == "flag"
+    assert ServerConfig.from_args(parse("serve"), environ={"QTCHAT_PASSWORD": ""}).password \
+        is None
+
+
+def _changed(config: ServerConfig) -> ServerConfig:
+    """``config`` with every field a serve flag can carry set to something not its default."""
+    return dataclasses.replace(
+        config, host="::1", port=0, server_name="-Team room", password="s3cret -x",
+        data_dir=Path("/srv/qtchat rooms/-a"), tls=True, host_user="Ålice",
+        max_clients=2, max_rooms=7, max_rooms_per_user=3, max_kept_rooms=9,
+        resume_grace=0.1 + 0.2, rate_limit=0.0, rate_burst=4, register_timeout=6.25,
+        idle_timeout=8.0, send_queue_bytes=4096, history_retention=11)
+
+
+@pytest.mark.parametrize("config", [ServerConfig(data_dir=Path("d")),
+                                    _changed(ServerConfig())])
+def test_settings_survive_the_trip_to_serve_arguments_and_back(config):
+    """What a hosted room's ``qtchat serve`` child is told is what the host was set to:
+    from_args(parse(to_serve_args(c))) == c, field by field."""
+    argv = config.to_serve_args()
+    assert config.password is None or config.password not in " ".join(argv)  # ps shows argv
+    back = ServerConfig.from_args(parse("serve", *argv), environ=config.serve_environment())
+    for field in dataclasses.fields(ServerConfig):
+        assert getattr(back, field.name) == getattr(config, field.name), field.name
+    assert back == config
+
+
+def test_fields_serve_has_no_flag_for_are_refused_not_dropped():
+    """A setting that cannot reach the child is an error, never silently the default."""
+    from qtchat.server.config import FIXED_FIELDS
+
+    for field in dataclasses.fields(ServerConfig):  # every field is either carried or fixed
+        if field.name in FIXED_FIELDS:
+            value = getattr(ServerConfig(), field.name)
+            config = ServerConfig(data_dir=Path("d"), **{field.name: value * 2})
+            with pytest.raises(ValueError, match=field.name):
+                config.to_serve_args()
+    with pytest.raises(ValueError, match="data_dir"):
+        ServerConfig().to_serve_args()  # history in memory: serve has no such thing
+
+
+def test_a_password_set_nowhere_is_none_even_if_the_app_was_started_with_one():
+    """The hosted room's child inherits the app's environment: a QTCHAT_PASSWORD there must
+    not lock a room the person hosted without a password."""
+    config = ServerConfig(data_dir=Path("d"))
+    env = {"QTCHAT_PASSWORD": "inherited", **config.serve_environment()}
+    assert ServerConfig.from_args(parse("serve", *config.to_serve_args()),
+                                  environ=env).password is None
+
+
+def test_host_limits_are_enforced_by_the_serve_child_they_are_passed_to(tmp_path):
+    """The path of ``qtchat host --max-clients 2 --password …``: its options → settings →
+    a real ``qtchat serve`` process, which refuses the third person and wants the password."""
+    args = parse("host", "--nick", "Alice", "--max-clients", "2", "--password", "pw",
+                 "--data-dir", str(tmp_path / "room"))
+    config = dataclasses.replace(ServerConfig.from_args(args, environ={}),
+                                 host="127.0.0.1", port=0)
+    env = {**ServeProcess.environment(), **config.serve_environment()}
+    process = subprocess.Popen([*qtchat_command(), "serve", *config.to_serve_args(),
+                                "--no-announce"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = process.stdout.readline()
+        match = SERVING.match(line.rstrip("\n"))
+        assert match and match["name"] == "Alice's room", line
+        port = int(match["port"])
+        wrong = SyncClient(port)
+        assert wrong.register("Mallory", password="nope")["code"] == "wrong_password"
+        first, second, third = SyncClient(port), SyncClient(port), SyncClient(port)
+        registered = first.register("Alice", password="pw")
+        assert registered["type"] == "registered"
+        assert registered["server"]["host"] == "Alice"
+        assert second.register("Bob", password="pw")["type"] == "registered"
+        refused = third.register("Carol", password="pw")
+        assert (refused["type"], refused["code"]) == ("error", "server_full")
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0
+        process.communicate(timeout=30)

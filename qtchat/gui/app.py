@@ -33,7 +33,9 @@ from qtchat.client.chat_client import ChatClient, ConnectError, Endpoint
 from qtchat.gui.host_thread import HostedServer
 from qtchat.gui.start_dialog import HostChoice, JoinChoice, StartDialog, settings
 from qtchat.names import parse_name
+from qtchat.paths import default_data_dir, default_host_dir
 from qtchat.server.chat_server import ServerConfig, ServerError
+from qtchat.wakeup import install_signal_wakeup
 
 log = logging.getLogger(__name__)
 _STARTED = time.perf_counter()
@@ -499,14 +501,10 @@ class AppController(QObject):
 
 
 def _default_host_dir() -> Path:
-    from qtchat.cli import default_data_dir
-
-    return default_data_dir() / "host"
+    return default_host_dir()
 
 
 def _app_data_dir() -> Path:
-    from qtchat.cli import default_data_dir
-
     return default_data_dir()
 
 
@@ -544,8 +542,6 @@ def run_gui(args: argparse.Namespace) -> int:
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     controller = AppController(args)
-    from qtchat.cli import install_signal_wakeup
-
     # Ctrl-C / SIGTERM: say bye (and close a hosted room) like the window's Quit does.
     notifier = install_signal_wakeup(lambda _signum: controller.shut_down())
     with loop:

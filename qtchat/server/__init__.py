@@ -12,7 +12,7 @@ from typing import Any
 
 _PUBLIC = {
     "ChatServer": "qtchat.server.chat_server",
-    "ServerConfig": "qtchat.server.chat_server",
+    "ServerConfig": "qtchat.server.config",
     "ServerError": "qtchat.server.chat_server",
 }
 

@@ -35,8 +35,6 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QAbstractEventDispatcher, QObject, QTimer, Signal, Slot
@@ -51,6 +49,7 @@ from PySide6.QtNetwork import (
 from qtchat import __version__
 from qtchat import protocol as p
 from qtchat.names import Name, parse_name, parse_room
+from qtchat.server.config import ServerConfig
 from qtchat.server.store import (
     WHISPER_BUCKET,
     MessageStore,
@@ -88,37 +87,6 @@ _ROOMS_LISTED = 100
 _MIN_PAUSE = 0.01
 # Connections opened or closed before the sweep gives freed heap back to the OS.
 _TRIM_AFTER_CHURN = 64
-
-
-@dataclass(slots=True)
-class ServerConfig:
-    """Everything a host may tune; the defaults are PROTOCOL.md's."""
-
-    host: str = "0.0.0.0"
-    port: int = 8800
-    server_name: str = "qtchat"
-    password: str | None = None
-    data_dir: Path | None = None  # None: history in memory only
-    max_clients: int = 1000
-    max_rooms: int = 10_000  # rooms on the server (join refuses a new one past it)
-    max_rooms_per_user: int = 100
-    # Rooms kept at all, in use or holding history; past it the longest idle one is retired.
-    max_kept_rooms: int = 20_000
-    register_timeout: float = 10.0
-    idle_timeout: float = 30.0
-    rate_limit: float = 20.0  # frames per second; 0 = off
-    rate_burst: int = 40
-    send_queue_bytes: int = 1 << 20
-    pre_register_bytes: int = 8 * 1024
-    max_frame_bytes: int = p.MAX_FRAME_BYTES
-    history_retention: int = 10_000
-    resume_grace: float = 120.0
-    # Wrong passwords from one address: this many per window, then it waits.
-    password_attempts: int = 5
-    password_window: float = 60.0
-    tls: bool = False
-    listen_backlog: int = 1024
-    host_user: str | None = None  # the name of the person hosting in-process, if any
 
 
 class ServerError(Exception):

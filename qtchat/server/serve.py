@@ -13,21 +13,24 @@ import sqlite3
 import sys
 import threading
 
+from qtchat.server.config import ServerConfig
+from qtchat.wakeup import install_signal_wakeup
+
 log = logging.getLogger(__name__)
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM; the exit code (2: could not start, in one line)."""
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from PySide6.QtCore import QCoreApplication, QTimer
 
-    from qtchat.cli import install_signal_wakeup, server_config
     from qtchat.server.chat_server import ChatServer, ServerError
 
     app = QCoreApplication.instance() or QCoreApplication(sys.argv[:1])
-    config = server_config(args)
+    config = ServerConfig.from_args(args)
     try:
         server = ChatServer(config)
         server.start()

@@ -24,6 +24,10 @@ used (nothing with it was sent). Session and room changes are kept and tried
 again with every later commit, so the store catches up by itself once the disk
 has room: while it is full they live in memory only.
 
+The schema is numbered (``PRAGMA user_version``) and brought up to date at open by
+the steps of ``MIGRATIONS``, one transaction each; a history written by a newer qtchat
+is refused (``StoreTooNew``) rather than read by code that does not know its tables.
+
 A history file that is missing or empty while its write-ahead log is there is
 refused (``StoreUnusable``): SQLite would silently discard the log and start
 an empty history. See ``_check_files``.
@@ -46,35 +50,91 @@ log = logging.getLogger(__name__)
 
 WHISPER_BUCKET = ""  # the retention bucket of whispers (room keys are never empty)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY,
-    ts TEXT NOT NULL,
-    bucket TEXT NOT NULL,          -- folded room name, or '' for whispers
-    room TEXT,                     -- room as shown (broadcasts)
-    sender TEXT NOT NULL,          -- sender's name as shown
-    sender_sid INTEGER NOT NULL,
-    recipient TEXT,                -- whispers: recipient's name as shown
-    recipient_sid INTEGER,
-    text TEXT NOT NULL,
-    client_id TEXT
-);
-CREATE INDEX IF NOT EXISTS messages_bucket ON messages (bucket, seq);
-CREATE INDEX IF NOT EXISTS messages_client_id ON messages (sender_sid, client_id)
-    WHERE client_id IS NOT NULL;
-CREATE TABLE IF NOT EXISTS rooms (
-    key TEXT PRIMARY KEY, display TEXT NOT NULL, pruned_upto INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    sid INTEGER PRIMARY KEY,
-    secret_hash TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    rooms TEXT NOT NULL,           -- JSON list of room names as shown
-    sent_upto INTEGER NOT NULL DEFAULT 0,  -- see Session.sent_upto in server.py
-    start_seq INTEGER NOT NULL DEFAULT 0   -- last_seq when the session began
-);
-"""
+# --- schema versions ---------------------------------------------------------------------
+# The schema is versioned like Quassel's core/SQL/SQLite/version/N: ``PRAGMA user_version``
+# says which version a history file is at, and step N of ``MIGRATIONS`` takes a version
+# N-1 file to N, in one transaction together with the new version number (a step that
+# fails leaves the file as it was). A new file is made by running every step. A feature
+# that needs a table or a column adds a step at the end; a step is never edited once
+# released, and each is tested from a file of the version before it.
+
+# Version 1: the tables of qtchat before versions were numbered.
+_V1_TABLES = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS messages (
+        seq INTEGER PRIMARY KEY,
+        ts TEXT NOT NULL,
+        bucket TEXT NOT NULL,          -- folded room name, or '' for whispers
+        room TEXT,                     -- room as shown (broadcasts)
+        sender TEXT NOT NULL,          -- sender's name as shown
+        sender_sid INTEGER NOT NULL,
+        recipient TEXT,                -- whispers: recipient's name as shown
+        recipient_sid INTEGER,
+        text TEXT NOT NULL,
+        client_id TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS messages_bucket ON messages (bucket, seq)",
+    """CREATE INDEX IF NOT EXISTS messages_client_id ON messages (sender_sid, client_id)
+        WHERE client_id IS NOT NULL""",
+    """CREATE TABLE IF NOT EXISTS rooms (
+        key TEXT PRIMARY KEY, display TEXT NOT NULL, pruned_upto INTEGER NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE IF NOT EXISTS sessions (
+        sid INTEGER PRIMARY KEY,
+        secret_hash TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        rooms TEXT NOT NULL,           -- JSON list of room names as shown
+        sent_upto INTEGER NOT NULL DEFAULT 0,  -- see Session.sent_upto in chat_server.py
+        start_seq INTEGER NOT NULL DEFAULT 0   -- last_seq when the session began
+    )""",
+)
+
+
+def _to_v1(db: sqlite3.Connection) -> None:
+    """Version 0 → 1: number the schema qtchat had before versions.
+
+    A version 0 file is new (empty) or a history from before numbering: its tables
+    are kept as they are (``IF NOT EXISTS``), and one from before resume remembered
+    where a session stood gets the two session columns that came then.
+    """
+    for statement in _V1_TABLES:
+        db.execute(statement)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+    for column in ("sent_upto", "start_seq"):
+        if column not in columns:
+            db.execute(f"ALTER TABLE sessions ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+
+
+# Step N (at index N-1) takes a version N-1 history to version N.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1,)
+SCHEMA_VERSION = len(MIGRATIONS)  # what a history this qtchat writes is at
+
+
+def _migrate(db: sqlite3.Connection, path: Path | None) -> None:
+    """Bring the history to the newest version, one step per transaction.
+
+    Called in a ``BEGIN IMMEDIATE`` transaction; returns with none open. Raises
+    ``StoreTooNew`` (and changes nothing) for a history of a newer qtchat.
+    """
+    steps = MIGRATIONS  # looked up now: a test may add a step
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(steps):
+        db.execute("ROLLBACK")
+        where = f"{path.name} in {path.parent}" if path else "the history"
+        raise StoreTooNew(
+            f"{where} was written by a newer qtchat (history version {version}; this "
+            f"qtchat reads up to version {len(steps)}): run the newer qtchat, or move "
+            f"{path.name if path else 'it'} out of the folder to start a new history.")
+    for number in range(version + 1, len(steps) + 1):
+        steps[number - 1](db)
+        db.execute(f"PRAGMA user_version={number}")  # in the step's transaction
+        db.execute("COMMIT")
+        if number < len(steps):
+            db.execute("BEGIN IMMEDIATE")
+        if version:  # a new file is not news
+            log.info("history upgraded to version %d", number)
+    if db.in_transaction:  # already at the newest version
+        db.execute("COMMIT")
 
 
 class StoreLocked(Exception):
@@ -84,6 +144,11 @@ class StoreLocked(Exception):
 class StoreUnusable(Exception):
     """The files in the data directory must not be opened as they are; the message is
     one sentence saying why and what the person can do."""
+
+
+class StoreTooNew(StoreUnusable):
+    """The history was written by a newer qtchat, at a schema version this one does not
+    know: opening it could lose what the newer version stored."""
 
 
 class StorageError(Exception):
@@ -162,9 +227,9 @@ class MessageStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("BEGIN IMMEDIATE")  # take the lock now, not at the first message
-            self._db.executescript(_SCHEMA)  # executescript commits first
+            _migrate(self._db, path)
         except sqlite3.OperationalError as exc:
-            self._db.close()
+            self._db.close()  # rolls back a step that failed: the file stays as it was
             if "locked" in str(exc):
                 raise StoreLocked(f"{path} is in use by another qtchat server") from None
             if new_file and path is not None:
@@ -174,12 +239,9 @@ class MessageStore:
                     with contextlib.suppress(OSError):
                         made.unlink()
             raise
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
-        for column in ("sent_upto", "start_seq"):  # databases from before these columns
-            if column not in columns:
-                self._db.execute(
-                    f"ALTER TABLE sessions ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
-                )
+        except BaseException:
+            self._db.close()
+            raise
         row = self._db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
         stored_max = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()[0]
         self.last_seq: int = max(row[0] if row else 0, stored_max)
