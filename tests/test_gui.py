@@ -18,10 +18,11 @@ from PySide6.QtWidgets import QTabBar
 
 from qtchat.address import parse_join_target
 from qtchat.gui import delegate as delegate_module
-from qtchat.gui.main_window import ChatWindow, Conversation
+from qtchat.gui.conversation import Conversation
+from qtchat.gui.main_window import ChatWindow
+from qtchat.gui.members import MemberRoles
 from qtchat.gui.models import (
     ConversationKind,
-    MemberRoles,
     MessageModel,
     MessageRoles,
     NoticeKind,
