@@ -227,8 +227,7 @@ def test_help_lists_every_command_from_the_registry(qtbot, people):
     start = shown.index("Commands:")
     assert shown[start:] == [
         "Commands:",
-        "/w NAME [TEXT] (or /msg, /whisper, /query) — a private message to one person "
-        "(without TEXT: open the conversation)",
+        "/w NAME [TEXT] (or /msg, /whisper, /query) — a private message to one person",
         "/me TEXT — an action, shown as “* you TEXT”",
         "/join ROOM — enter a room (made if new)",
         "/leave [ROOM] (or /part) — leave this room or private tab",

@@ -276,7 +276,7 @@ command = REGISTRY.register
 
 
 @command("w", args="NAME [TEXT]", aliases=("msg", "whisper", "query"),
-         help="a private message to one person (without TEXT: open the conversation)")
+         help="a private message to one person")
 def whisper(ctx: CommandContext, name: str, text: str) -> None:
     ctx.checked_name(name)
     window = ctx.window
