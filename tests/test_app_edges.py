@@ -211,12 +211,12 @@ def test_join_a_room_lists_the_hosts_rooms(qtbot, pair):
     qtbot.waitUntil(lambda: alice.conversation(ConversationKind.ROOM, "design",
                                                create=False) is not None, timeout=WAIT_MS)
     bob.client.close()  # a fresh registration lists the rooms that exist now
-    from qtchat.gui import main_window
+    from qtchat.gui.pick_dialog import PickDialog
 
     seen: list[list[str]] = []
 
     def pick() -> None:
-        dialog = next(w for w in bob.findChildren(main_window._PickDialog) if w.isVisible())
+        dialog = next(w for w in bob.findChildren(PickDialog) if w.isVisible())
         seen.append([dialog.list.item(i).text() for i in range(dialog.list.count())])
         dialog.list.setCurrentRow(0)
         dialog.reject()

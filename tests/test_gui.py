@@ -18,10 +18,11 @@ from PySide6.QtWidgets import QTabBar
 
 from qtchat.address import parse_join_target
 from qtchat.gui import delegate as delegate_module
-from qtchat.gui.main_window import ChatWindow, Conversation
+from qtchat.gui.conversation import Conversation
+from qtchat.gui.main_window import ChatWindow
+from qtchat.gui.members import MemberRoles
 from qtchat.gui.models import (
     ConversationKind,
-    MemberRoles,
     MessageModel,
     MessageRoles,
     NoticeKind,
@@ -568,3 +569,57 @@ def test_closing_the_host_window_says_bye_and_ends_the_server_thread(qtbot, apps
 
     again = apps.host("Alice")  # the history was closed: the same folder hosts again
     assert again.host_runtime.server.port
+
+
+# --- the side panels ------------------------------------------------------------------
+
+
+def test_join_button_asks_for_a_room_and_joins_it(qtbot, pair):
+    from PySide6.QtCore import QTimer
+
+    from qtchat.gui.pick_dialog import PickDialog
+
+    alice, _bob = pair
+
+    def answer() -> None:
+        dialog = next(w for w in alice.findChildren(PickDialog) if w.isVisible())
+        dialog.edit.setText("dev")
+        dialog.accept()
+
+    QTimer.singleShot(0, answer)
+    with qtbot.waitSignal(alice.client.roomJoined, timeout=WAIT_MS):
+        qtbot.mouseClick(alice.conversation_list.join_button, Qt.MouseButton.LeftButton)
+    dev = alice.conversation(ConversationKind.ROOM, "dev", create=False)
+    assert dev is not None and alice.current() is dev
+
+
+def test_clicking_a_conversation_brings_its_tab_to_the_front(qtbot, pair):
+    alice, _bob = pair
+    type_line(qtbot, alice, "/w Bob")
+    assert alice.current().kind == ConversationKind.PRIVATE
+    view = alice.rooms_view
+    row = alice.rooms.index(alice.rooms.row_of("lobby"))
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton,
+                     pos=view.visualRect(row).center())
+    assert alice.current() is lobby(alice)
+    assert view.currentIndex().row() == row.row()
+    assert not alice.members_panel.isHidden()
+
+
+def test_double_clicking_a_member_opens_a_private_conversation(qtbot, pair):
+    alice, _bob = pair
+    view = alice.members_view
+    members = lobby(alice).members
+
+    def double_click(name: str) -> None:  # press, release, then the double click
+        where = view.visualRect(members.index(members.row_of(name))).center()
+        qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=where)
+        qtbot.mouseDClick(view.viewport(), Qt.MouseButton.LeftButton, pos=where)
+
+    double_click("Alice")
+    assert alice.current() is lobby(alice)  # no conversation with oneself
+    double_click("Bob")
+    private = alice.conversation(ConversationKind.PRIVATE, "Bob", create=False)
+    assert private is not None and alice.current() is private
+    assert alice.members_panel.isHidden()
+    assert alice.members_label.text() == "Private with Bob"

@@ -16,16 +16,14 @@ from hypothesis import strategies as st
 from PySide6.QtCore import QDateTime, QModelIndex, QObject, Qt, QTimeZone
 from PySide6.QtGui import QColor, QFont
 
+from qtchat.gui.conversation_list import RoomModel, RoomRoles
+from qtchat.gui.members import MemberModel, MemberRoles
 from qtchat.gui.models import (
     ACTION_PREFIX,
     ConversationKind,
-    MemberModel,
-    MemberRoles,
     MessageModel,
     MessageRoles,
     NoticeKind,
-    RoomModel,
-    RoomRoles,
     RowKind,
     SendState,
     parse_timestamp,

@@ -1,9 +1,14 @@
 """The chat window: conversations on the left, messages in tabs, members on the right.
 
-It reads ``ChatClient`` signals into models (``MessageModel``, ``MemberModel``,
-``RoomModel``) and turns what the person types into client calls. Peer text
-only ever reaches widgets through the models and the plain-text delegate, a
-plain-text label, or an escaped notification.
+``ChatWindow`` composes the feature widgets, each in its own module with its model:
+the conversation list (``conversation_list``: ``RoomModel``), the tabs
+(``tabs``: one ``MessageView`` per conversation), the members panel (``members``:
+``MemberModel``), the message box (``chat_input``), the reconnect bar
+(``reconnect_bar``) and, when hosting, the status bar's addresses and invite
+(``host_status``). It reads ``ChatClient`` signals into the models and turns what
+the person types into client calls; slash commands go through the registry in
+``commands``. Peer text only ever reaches widgets through the models and the
+plain-text delegate, a plain-text label, or an escaped notification.
 """
 
 from __future__ import annotations
@@ -11,66 +16,52 @@ from __future__ import annotations
 import html
 import logging
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QEvent, QModelIndex, Qt, QTimer, QUrl, Signal, Slot
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
     QDesktopServices,
     QGuiApplication,
-    QKeyEvent,
     QKeySequence,
     QResizeEvent,
-    QTextCursor,
 )
 from PySide6.QtWidgets import (
     QApplication,
     QDialog,
-    QDialogButtonBox,
-    QHBoxLayout,
     QLabel,
-    QLineEdit,
-    QListView,
-    QListWidget,
     QMainWindow,
     QMessageBox,
-    QPlainTextEdit,
-    QPushButton,
-    QSizePolicy,
     QSplitter,
     QSystemTrayIcon,
-    QTabBar,
-    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from qtchat import protocol as p
 from qtchat.client.chat_client import ChatClient, ConnectError
+from qtchat.gui.chat_input import ChatInput
+from qtchat.gui.commands import REGISTRY, CommandRegistry
+from qtchat.gui.conversation import Conversation, fold
+from qtchat.gui.conversation_list import ConversationList, RoomModel
+from qtchat.gui.host_status import HostStatus
+from qtchat.gui.members import MemberModel, MembersPanel
 from qtchat.gui.message_view import MessageView
 from qtchat.gui.models import (
     ACTION_PREFIX,
     ConversationKind,
-    MemberModel,
     MessageModel,
     NoticeKind,
-    RoomModel,
-    RoomRoles,
 )
-from qtchat.names import MAX_NAME_LENGTH, InvalidName, parse_name
+from qtchat.gui.pick_dialog import PickDialog
+from qtchat.gui.reconnect_bar import ReconnectBar
+from qtchat.gui.tabs import ConversationTabs
 
 log = logging.getLogger(__name__)
 
-HELP_LINES = (
-    "Commands:",
-    "/w NAME TEXT (or /msg) — a private message to one person",
-    "/me TEXT — an action, shown as “* you TEXT”",
-    "/join ROOM — enter a room (made if new) · /leave — leave this room or private tab",
-    "/help — this list · /quit — leave and close the window",
-    "Tab completes names; Up and Down recall what you typed.",
-)
+__all__ = ["ChatWindow", "Conversation"]  # Conversation: tests import it from here
+
 LEAVE_REASONS = {
     "quit": "left",
     "left": "left the room",
@@ -78,156 +69,6 @@ LEAVE_REASONS = {
     "timeout": "timed out",
     "kicked": "was disconnected by the host",
 }
-
-
-def fold(name: str) -> str:
-    """The comparison form of a name or room (falls back to casefold if invalid)."""
-    try:
-        return parse_name(name).folded
-    except (InvalidName, TypeError):
-        return name.casefold()
-
-
-@dataclass
-class Conversation:
-    """One open conversation: a room, or the whispers with one person."""
-
-    kind: ConversationKind
-    title: str
-    model: MessageModel
-    view: MessageView
-    members: MemberModel | None = None
-    history_requested: set[int] = field(default_factory=set)
-
-
-class ChatInput(QPlainTextEdit):
-    """The message box: Enter sends, Shift+Enter starts a new line, Up/Down recall
-    (from the first / last line, so they still move within a multi-line message), Tab
-    completes names. It grows with its text up to ``MAX_LINES`` lines, then scrolls.
-
-    Signals:
-        submitted(str text): Enter was pressed on non-empty text.
-        refused(str why): Enter was pressed on text that cannot be sent as it is (too
-            long); the text stays, for the person to shorten.
-    """
-
-    submitted = Signal(str)
-    refused = Signal(str)
-    MAX_LINES = 6
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setPlaceholderText("Message — Enter sends, Shift+Enter starts a new line, "
-                                "/help lists commands")
-        self.setTabChangesFocus(False)
-        self.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
-        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self._history: list[str] = []
-        self._history_pos = 0
-        self.names_provider = lambda: []  # set by the window
-        self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
-        self._fit_height()
-
-    # The QLineEdit-like API the window and the tests use.
-    def text(self) -> str:
-        return self.toPlainText()
-
-    def setText(self, text: str) -> None:
-        self.setPlainText(text)
-        self.moveCursor(QTextCursor.MoveOperation.End)
-
-    def cursorPosition(self) -> int:
-        return self.textCursor().position()
-
-    def setCursorPosition(self, position: int) -> None:
-        cursor = self.textCursor()
-        cursor.setPosition(max(0, min(position, len(self.toPlainText()))))
-        self.setTextCursor(cursor)
-
-    @Slot()
-    def _fit_height(self) -> None:
-        """One line when empty, growing to MAX_LINES visual lines, then a scroll bar."""
-        lines = max(1, int(self.document().size().height()))  # plain layout: in lines
-        shown = min(lines, self.MAX_LINES)
-        margins = self.contentsMargins()
-        height = (shown * self.fontMetrics().lineSpacing()
-                  + int(2 * self.document().documentMargin())
-                  + margins.top() + margins.bottom() + 2)
-        if height != self.height() or self.minimumHeight() != height:
-            self.setFixedHeight(height)
-
-    def resizeEvent(self, event: QResizeEvent) -> None:
-        super().resizeEvent(event)
-        self._fit_height()  # a narrower box wraps into more lines
-
-    @Slot()
-    def _submit(self) -> None:
-        text = self.text()
-        if not text.strip():
-            return
-        if len(text) > p.MAX_TEXT_CHARS:
-            self.refused.emit(f"Not sent: that message is {len(text):,} characters long, and "
-                              f"the most is {p.MAX_TEXT_CHARS:,}. Shorten it, or send it in "
-                              "parts.")
-            return
-        self._history.append(text)
-        self._history = self._history[-200:]
-        self._history_pos = len(self._history)
-        self.clear()
-        self.submitted.emit(text)
-
-    def event(self, event: QEvent) -> bool:
-        # Tab is a focus-change key; take it before QWidget does.
-        if event.type() == QEvent.Type.KeyPress and isinstance(event, QKeyEvent) and \
-                event.key() == Qt.Key.Key_Tab:
-            self.complete_name()
-            return True
-        return super().event(event)
-
-    def _can_move(self, operation: QTextCursor.MoveOperation) -> bool:
-        cursor = QTextCursor(self.textCursor())
-        return cursor.movePosition(operation)
-
-    def keyPressEvent(self, event: QKeyEvent) -> None:
-        key = event.key()
-        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
-            if event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
-                self.insertPlainText("\n")
-            else:
-                self._submit()
-            return
-        if key == Qt.Key.Key_Up and self._history and \
-                not self._can_move(QTextCursor.MoveOperation.Up):
-            self._history_pos = max(0, self._history_pos - 1)
-            self.setText(self._history[self._history_pos])
-            return
-        if key == Qt.Key.Key_Down and self._history and \
-                not self._can_move(QTextCursor.MoveOperation.Down):
-            self._history_pos = min(len(self._history), self._history_pos + 1)
-            self.setText(self._history[self._history_pos]
-                         if self._history_pos < len(self._history) else "")
-            return
-        super().keyPressEvent(event)
-
-    def complete_name(self) -> None:
-        """Complete the word before the cursor to a member's name."""
-        text, cursor = self.text(), self.cursorPosition()
-        start = cursor
-        while start > 0 and not text[start - 1].isspace():
-            start -= 1
-        prefix = text[start:cursor]
-        if not prefix:
-            return
-        folded = prefix.casefold()
-        matches = sorted(n for n in self.names_provider() if n.casefold().startswith(folded))
-        if not matches:
-            return
-        name = matches[0]
-        suffix = ": " if start == 0 else " "
-        self.setText(text[:start] + name + suffix + text[cursor:])
-        self.setCursorPosition(start + len(name) + len(suffix))
 
 
 class ChatWindow(QMainWindow):
@@ -244,6 +85,7 @@ class ChatWindow(QMainWindow):
         self.client = client
         self.host = host  # qtchat.gui.app.HostRuntime when hosting
         self.me = client.name
+        self.commands: CommandRegistry = REGISTRY  # what "/…" typed here can run
         self._conversations: dict[tuple[ConversationKind, str], Conversation] = {}
         self._force_close = False
         self._started_over = False  # the host's history changed: reconnected says less
@@ -257,45 +99,33 @@ class ChatWindow(QMainWindow):
         self.setMinimumSize(640, 420)  # below this the messages get one word per line
 
         self.rooms = RoomModel(self)
-        self.rooms_view = QListView()
-        self.rooms_view.setModel(self.rooms)
-        self.rooms_view.setEditTriggers(QListView.EditTrigger.NoEditTriggers)
-        self.rooms_view.clicked.connect(self._room_clicked)
-        join_button = QPushButton("Join a room…")
-        join_button.clicked.connect(self._ask_join)
-        left = QWidget()
-        left_layout = QVBoxLayout(left)
-        left_layout.setContentsMargins(0, 0, 0, 0)
-        left_layout.addWidget(QLabel("Conversations"))
-        left_layout.addWidget(self.rooms_view)
-        left_layout.addWidget(join_button)
+        self.conversation_list = left = ConversationList(self.rooms)
+        self.rooms_view = left.view
+        left.conversationClicked.connect(self._conversation_clicked)
+        left.joinRequested.connect(self._ask_join)
 
-        self.tabs = QTabWidget()
-        self.tabs.setTabsClosable(True)
-        self.tabs.setDocumentMode(True)
+        self.tabs = ConversationTabs()
         self.tabs.currentChanged.connect(self._tab_changed)
         self.tabs.tabCloseRequested.connect(self._close_tab)
         self.input = ChatInput()
         self.input.names_provider = self._known_names
         self.input.submitted.connect(self.submit)
         self.input.refused.connect(self._input_refused)
+        self.reconnect_bar = ReconnectBar()
+        self.reconnect_label = self.reconnect_bar.label
+        self.reconnect_button = self.reconnect_bar.button
+        self.reconnect_button.clicked.connect(self._reconnect_button_clicked)
         center = QWidget()
         center_layout = QVBoxLayout(center)
         center_layout.setContentsMargins(0, 0, 0, 0)
         center_layout.addWidget(self.tabs, 1)
-        center_layout.addWidget(self._build_reconnect_bar())
+        center_layout.addWidget(self.reconnect_bar)
         center_layout.addWidget(self.input)
 
-        self.members_label = QLabel("Members")
-        self.members_label.setTextFormat(Qt.TextFormat.PlainText)  # room names come from peers
-        self.members_view = QListView()
-        self.members_view.setEditTriggers(QListView.EditTrigger.NoEditTriggers)
-        self.members_view.doubleClicked.connect(self._member_double_clicked)
-        right = self.members_panel = QWidget()
-        right_layout = QVBoxLayout(right)
-        right_layout.setContentsMargins(0, 0, 0, 0)
-        right_layout.addWidget(self.members_label)
-        right_layout.addWidget(self.members_view)
+        self.members_panel = right = MembersPanel()
+        self.members_label = right.label
+        self.members_view = right.view
+        right.memberActivated.connect(self._member_activated)
 
         splitter = self.splitter = QSplitter()
         splitter.addWidget(left)
@@ -309,22 +139,12 @@ class ChatWindow(QMainWindow):
         self.state_label = QLabel()
         self.state_label.setTextFormat(Qt.TextFormat.PlainText)
         self.statusBar().addWidget(self.state_label, 1)
+        self.host_status: HostStatus | None = None
         if host is not None:
-            self.address_label = QLabel(host.addresses_text())
-            self.address_label.setTextFormat(Qt.TextFormat.PlainText)
-            self.address_label.setMaximumWidth(420)  # the tooltip has all of them
-            self.address_label.setToolTip("\n".join(host.addresses()) or "this computer only")
-            self.address_label.setTextInteractionFlags(
-                Qt.TextInteractionFlag.TextSelectableByMouse)
-            self.invite_button = QPushButton("Copy invite")
-            self.invite_button.setToolTip("Copy a qtchat:// link others can paste into Join")
+            self.host_status = HostStatus(self.statusBar(), host)
+            self.address_label = self.host_status.address_label
+            self.invite_button = self.host_status.invite_button
             self.invite_button.clicked.connect(self.copy_invite)
-            self.statusBar().addPermanentWidget(self.address_label)
-            self.statusBar().addPermanentWidget(self.invite_button)
-            if host.server.fingerprint:
-                self.address_label.setToolTip(
-                    f"{self.address_label.toolTip()}\nTLS certificate fingerprint (SHA-256): "
-                    f"{host.server.fingerprint}")
 
         self._build_menus()
 
@@ -358,22 +178,6 @@ class ChatWindow(QMainWindow):
         self._update_title()
         self._on_state(c.state)
 
-    def _build_reconnect_bar(self) -> QWidget:
-        """The bar above the input while the connection is down: what is happening,
-        and a button to stop trying (or, once stopped, to try again)."""
-        bar = self.reconnect_bar = QWidget()
-        layout = QHBoxLayout(bar)
-        layout.setContentsMargins(6, 2, 6, 2)
-        self.reconnect_label = QLabel()
-        self.reconnect_label.setTextFormat(Qt.TextFormat.PlainText)  # reasons come from Qt
-        self.reconnect_label.setWordWrap(True)
-        self.reconnect_button = QPushButton("Stop trying")
-        self.reconnect_button.clicked.connect(self._reconnect_button_clicked)
-        layout.addWidget(self.reconnect_label, 1)
-        layout.addWidget(self.reconnect_button)
-        bar.hide()
-        return bar
-
     @Slot()
     def _reconnect_button_clicked(self) -> None:
         if self.client.stopped_reconnecting:
@@ -383,19 +187,11 @@ class ChatWindow(QMainWindow):
 
     @Slot(int, str)
     def _on_reconnecting(self, attempt: int, reason: str) -> None:
-        if reason == "the host closed the room":
-            what = "The host closed the room"
-        else:
-            what = f"Connection lost ({reason})" if reason else "Connection lost"
-        self.reconnect_label.setText(f"{what} — trying to reconnect (attempt {attempt})…")
-        self.reconnect_button.setText("Stop trying")
-        self.reconnect_bar.show()
+        self.reconnect_bar.show_attempt(attempt, reason)
 
     @Slot(str)
     def _on_reconnect_stopped(self, sentence: str) -> None:
-        self.reconnect_label.setText(sentence)
-        self.reconnect_button.setText("Reconnect")
-        self.reconnect_bar.show()
+        self.reconnect_bar.show_stopped(sentence)
         for conv in self._conversations.values():
             self._notice(conv, sentence, NoticeKind.LEAVE)
 
@@ -427,14 +223,14 @@ class ChatWindow(QMainWindow):
         self.quit_action = action(chat, "&Quit", self.close, QKeySequence("Ctrl+Q"))
 
         view = bar.addMenu("&View")
-        action(view, "&Next conversation", lambda: self._step_conversation(1),
+        action(view, "&Next conversation", lambda: self.tabs.step(1),
                [QKeySequence("Ctrl+Tab"), QKeySequence("Ctrl+PgDown")])
-        action(view, "&Previous conversation", lambda: self._step_conversation(-1),
+        action(view, "&Previous conversation", lambda: self.tabs.step(-1),
                [QKeySequence("Ctrl+Shift+Tab"), QKeySequence("Ctrl+PgUp")])
         for number in range(1, 10):
             go = QAction(f"Conversation {number}", self)
             go.setShortcut(QKeySequence(f"Alt+{number}"))
-            go.triggered.connect(lambda _checked=False, n=number: self._go_to_conversation(n))
+            go.triggered.connect(lambda _checked=False, n=number: self.tabs.go_to(n))
             self.addAction(go)  # shortcuts only: nine menu entries would be clutter
 
         help_menu = bar.addMenu("&Help")
@@ -444,8 +240,8 @@ class ChatWindow(QMainWindow):
     @Slot()
     def _ask_whisper(self) -> None:
         names = [name for name in self._known_names() if fold(name) != fold(self.me)]
-        dialog = _PickDialog(self, "Private message", "Name:", names,
-                             "Nobody else is here yet.")
+        dialog = PickDialog(self, "Private message", "Name:", names,
+                            "Nobody else is here yet.")
         if dialog.exec() == QDialog.DialogCode.Accepted and dialog.choice():
             self.submit(f"/w {dialog.choice()}")
 
@@ -454,15 +250,6 @@ class ChatWindow(QMainWindow):
         conv = self.current()
         if conv is not None:
             self.submit("/leave")
-
-    def _step_conversation(self, step: int) -> None:
-        count = self.tabs.count()
-        if count:
-            self.tabs.setCurrentIndex((self.tabs.currentIndex() + step) % count)
-
-    def _go_to_conversation(self, number: int) -> None:
-        if number <= self.tabs.count():
-            self.tabs.setCurrentIndex(number - 1)
 
     @Slot()
     def _about(self) -> None:
@@ -500,7 +287,7 @@ class ChatWindow(QMainWindow):
         if reopened is not None:  # its tab was closed: the same messages come back
             self._conversations[key] = reopened
             self.rooms.add(reopened.title, kind)
-            self.tabs.addTab(reopened.view, f"✉ {reopened.title}")
+            self.tabs.add_conversation(reopened.view, kind, reopened.title)
             return reopened
         model = MessageModel(self, self_name=self.me, conversation=name)
         view = MessageView(model)
@@ -511,13 +298,7 @@ class ChatWindow(QMainWindow):
         conv = Conversation(kind, name, model, view, members)
         self._conversations[key] = conv
         self.rooms.add(name, kind)
-        label = name if kind == ConversationKind.ROOM else f"✉ {name}"
-        index = self.tabs.addTab(view, label)
-        if kind == ConversationKind.ROOM and fold(name) == p.LOBBY:
-            # Everyone stays in the lobby: no close button that could only refuse.
-            # (the close button's side depends on the style: clear both)
-            for side in (QTabBar.ButtonPosition.LeftSide, QTabBar.ButtonPosition.RightSide):
-                self.tabs.tabBar().setTabButton(index, side, None)
+        self.tabs.add_conversation(view, kind, name)
         return conv
 
     def current(self) -> Conversation | None:
@@ -530,6 +311,11 @@ class ChatWindow(QMainWindow):
     def show_conversation(self, conv: Conversation) -> None:
         self.tabs.setCurrentWidget(conv.view)
 
+    def close_conversation(self, conv: Conversation) -> None:
+        """Close a private conversation's tab (``/leave`` there); a room's tab closes when
+        the host confirms the leave."""
+        self._drop_conversation(conv.key)
+
     @Slot(int)
     def _tab_changed(self, _index: int) -> None:
         conv = self.current()
@@ -537,14 +323,11 @@ class ChatWindow(QMainWindow):
             return
         self.rooms.clear_unread(conv.title, conv.kind)
         if conv.members is not None:
-            self.members_view.setModel(conv.members)
+            self.members_panel.show_room(conv.members)
             self._update_members_label()
-            self.members_panel.show()
         else:  # a private conversation has nobody to list: the messages get the room
-            self.members_view.setModel(None)
-            self.members_label.setText(f"Private with {conv.title}")
-            self.members_panel.hide()
-        self.rooms_view.setCurrentIndex(self.rooms.index(self.rooms.row_of(conv.title, conv.kind)))
+            self.members_panel.show_private(conv.title)
+        self.conversation_list.select(conv.title, conv.kind)
         self._update_title()
         self.input.setFocus()
 
@@ -584,18 +367,15 @@ class ChatWindow(QMainWindow):
             self.show_conversation(lobby)
         self._tab_changed(self.tabs.currentIndex())  # the side panel follows the new tab
 
-    @Slot(QModelIndex)
-    def _room_clicked(self, index: QModelIndex) -> None:
-        name = index.data(RoomRoles.Name)
-        kind = ConversationKind(index.data(RoomRoles.Kind))
-        conv = self.conversation(kind, name, create=False)
+    @Slot(str, int)
+    def _conversation_clicked(self, name: str, kind: int) -> None:
+        conv = self.conversation(ConversationKind(kind), name, create=False)
         if conv is not None:
             self.show_conversation(conv)
 
-    @Slot(QModelIndex)
-    def _member_double_clicked(self, index: QModelIndex) -> None:
-        name = index.data(Qt.ItemDataRole.UserRole + 1)  # MemberRoles.Name
-        if isinstance(name, str) and fold(name) != fold(self.me):
+    @Slot(str)
+    def _member_activated(self, name: str) -> None:
+        if fold(name) != fold(self.me):
             conv = self.conversation(ConversationKind.PRIVATE, name)
             assert conv is not None
             self.show_conversation(conv)
@@ -606,8 +386,8 @@ class ChatWindow(QMainWindow):
         mine = {fold(conv.title) for conv in self._conversations.values()
                 if conv.kind == ConversationKind.ROOM}
         rooms = [room for room in self._server_rooms if fold(room) not in mine]
-        dialog = _PickDialog(self, "Join a room", "Room name (made if new):", rooms,
-                             "No other rooms yet: type a name to make one.")
+        dialog = PickDialog(self, "Join a room", "Room name (made if new):", rooms,
+                            "No other rooms yet: type a name to make one.")
         if dialog.exec() == QDialog.DialogCode.Accepted and dialog.choice():
             self.submit(f"/join {dialog.choice()}")
 
@@ -628,16 +408,18 @@ class ChatWindow(QMainWindow):
         """What the person typed: a command or a message to the current conversation."""
         conv = self.current()
         if text.startswith("/") and not text.startswith("//"):
-            self._command(text, conv)
+            target = conv or self.conversation(ConversationKind.ROOM, p.LOBBY)
+            assert target is not None
+            self.commands.run(self, text, target)
             return
         if text.startswith("//"):
             text = text[1:]  # "//path" sends "/path"
         if conv is None:
             return
         if conv.kind == ConversationKind.PRIVATE:
-            self._send_whisper(conv.title, text)
+            self.send_whisper(conv.title, text)
         else:
-            self._send_broadcast(conv, text)
+            self.send_broadcast(conv, text)
 
     @Slot(str)
     def _input_refused(self, why: str) -> None:
@@ -654,7 +436,8 @@ class ChatWindow(QMainWindow):
             return False
         return True
 
-    def _send_broadcast(self, conv: Conversation, text: str) -> None:
+    def send_broadcast(self, conv: Conversation, text: str) -> None:
+        """Send ``text`` to the room ``conv``; it shows as pending until the host echoes it."""
         if not self._check(text, conv):
             return
         message_id = self.client.send_broadcast(text, conv.title)
@@ -662,7 +445,9 @@ class ChatWindow(QMainWindow):
         conv.model.add_pending(message_id, text.removeprefix(ACTION_PREFIX) if action else text,
                                sender=self.me, peer=conv.title, action=action)
 
-    def _send_whisper(self, to: str, text: str, came_from: Conversation | None = None) -> None:
+    def send_whisper(self, to: str, text: str, came_from: Conversation | None = None) -> None:
+        """Whisper ``text`` to ``to``; it shows as pending in the private conversation.
+        ``came_from``: the conversation it was typed in, where a refusal is told."""
         conv = self.conversation(ConversationKind.PRIVATE, to)
         assert conv is not None
         if not self._check(text, conv):
@@ -673,70 +458,6 @@ class ChatWindow(QMainWindow):
         action = text.startswith(ACTION_PREFIX)
         conv.model.add_pending(message_id, text.removeprefix(ACTION_PREFIX) if action else text,
                                sender=self.me, peer=to, whisper=True, action=action)
-
-    def _command(self, text: str, conv: Conversation | None) -> None:
-        command, _, rest = text[1:].partition(" ")
-        command = command.lower()
-        rest = rest.strip()
-        target = conv or self.conversation(ConversationKind.ROOM, p.LOBBY)
-        assert target is not None
-        if command in ("w", "msg", "whisper", "query"):
-            name, _, message = rest.partition(" ")
-            if not name:
-                self._notice(target, "Usage: /w NAME TEXT", NoticeKind.ERROR)
-                return
-            try:
-                parse_name(name)
-            except InvalidName as exc:
-                self._notice(target, str(exc), NoticeKind.ERROR)
-                return
-            private = self.conversation(ConversationKind.PRIVATE, name)
-            assert private is not None
-            if not message.strip():
-                self.show_conversation(private)  # "/w Bob": open the conversation
-            elif private is target:
-                self._send_whisper(name, message)
-            else:
-                # Sent from elsewhere: stay there; the private tab keeps the message.
-                self._send_whisper(name, message, came_from=target)
-                if private in self._conversations.values():  # not refused before sending
-                    shown = message if len(message) <= 80 else message[:79] + "…"
-                    self._notice(target, f"✉ to {private.title}: {shown}")
-        elif command == "me":
-            if not rest:
-                self._notice(target, "Usage: /me TEXT", NoticeKind.ERROR)
-            elif target.kind == ConversationKind.PRIVATE:
-                self._send_whisper(target.title, ACTION_PREFIX + rest)
-            else:
-                self._send_broadcast(target, ACTION_PREFIX + rest)
-        elif command == "join":
-            if not rest:
-                self._notice(target, "Usage: /join ROOM", NoticeKind.ERROR)
-                return
-            try:
-                parse_name(rest, "room name")
-            except InvalidName as exc:
-                self._notice(target, str(exc), NoticeKind.ERROR)
-                return
-            self.client.join(rest)
-        elif command in ("leave", "part"):
-            if not rest and target.kind == ConversationKind.PRIVATE:
-                self._drop_conversation((target.kind, fold(target.title)))
-                return
-            room = rest or target.title
-            if not room or fold(room) == p.LOBBY:
-                self._notice(target, "Everyone stays in the lobby; it cannot be left.",
-                             NoticeKind.ERROR)
-                return
-            self.client.leave(room)
-        elif command == "help":
-            for line in HELP_LINES:  # short lines: notices are centred
-                self._notice(target, line)
-        elif command in ("quit", "exit"):
-            self.close()
-        else:
-            self._notice(target, f"Unknown command /{command} — type /help for the list.",
-                         NoticeKind.ERROR)
 
     # --- client signals ---------------------------------------------------------------
 
@@ -1037,57 +758,3 @@ class ChatWindow(QMainWindow):
             self.tray.hide()
         event.accept()
         QTimer.singleShot(0, self.closedByUser.emit)
-
-
-class _PickDialog(QDialog):
-    """Type a name, or pick one from a list that narrows as you type (plain text)."""
-
-    def __init__(self, parent: QWidget, title: str, label: str, choices: list[str],
-                 empty: str) -> None:
-        super().__init__(parent)
-        self.setWindowTitle(title)
-        self.edit = QLineEdit()
-        self.edit.setMaxLength(4 * MAX_NAME_LENGTH)  # parse_name says what is wrong past 32
-        self.list = QListWidget()
-        self.list.addItems(sorted(choices, key=str.casefold))
-        self.empty = QLabel(empty)
-        self.empty.setTextFormat(Qt.TextFormat.PlainText)
-        self.empty.setVisible(not choices)
-        self.list.setVisible(bool(choices))
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok |
-                                   QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        self.ok_button = buttons.button(QDialogButtonBox.StandardButton.Ok)
-        self.ok_button.setEnabled(False)
-        self.edit.textChanged.connect(self._filter)
-        self.list.currentTextChanged.connect(self._picked)
-        self.list.itemDoubleClicked.connect(lambda _item: self.accept())
-        layout = QVBoxLayout(self)
-        caption = QLabel(label)
-        caption.setTextFormat(Qt.TextFormat.PlainText)
-        layout.addWidget(caption)
-        layout.addWidget(self.edit)
-        layout.addWidget(self.list)
-        layout.addWidget(self.empty)
-        layout.addWidget(buttons)
-        self.edit.setFocus()
-
-    def choice(self) -> str:
-        return self.edit.text().strip()
-
-    @Slot(str)
-    def _filter(self, text: str) -> None:
-        folded = text.strip().casefold()
-        for row in range(self.list.count()):
-            item = self.list.item(row)
-            item.setHidden(bool(folded) and folded not in item.text().casefold())
-        self.ok_button.setEnabled(bool(folded))
-
-    @Slot(str)
-    def _picked(self, text: str) -> None:
-        if text and text != self.edit.text():
-            self.edit.blockSignals(True)
-            self.edit.setText(text)
-            self.edit.blockSignals(False)
-            self.ok_button.setEnabled(True)

@@ -1,7 +1,9 @@
-"""Qt item models behind the chat window: messages, room members, open conversations.
+"""The message model behind the chat window, and what the other list models share.
 
-Three ``QAbstractListModel`` subclasses, all plain-Python state driven by the window
-from ChatClient signals (models never touch sockets, widgets never parse frames):
+``QAbstractListModel`` subclasses hold plain-Python state driven by the window from
+ChatClient signals (models never touch sockets, widgets never parse frames). The
+member list's model lives with its panel in ``qtchat.gui.members``, the open
+conversations' in ``qtchat.gui.conversation_list``.
 
 ``MessageModel``
     One conversation (a room, or the private whispers with one person). Rows are
@@ -19,12 +21,6 @@ from ChatClient signals (models never touch sockets, widgets never parse frames)
     paints only the rows on screen, so a long history costs nothing per insertion
     (a ``QListView`` laid out every row on every insertion, and this model used
     to hide all but its newest 3,000 rows for it).
-
-``MemberModel``
-    Names in one room, sorted case-insensitively, with a host flag.
-
-``RoomModel``
-    The rooms and private conversations the user has open, with unread counts.
 
 Untrusted text (message text, names) is only ever returned as plain ``str``; no role
 carries HTML, and tooltips never contain peer text (Qt would guess rich text).
@@ -55,21 +51,17 @@ from PySide6.QtCore import (
     QPersistentModelIndex,
     Qt,
 )
-from PySide6.QtGui import QColor, QFont
+from PySide6.QtGui import QColor
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ACTION_PREFIX",
     "ConversationKind",
-    "MemberModel",
-    "MemberRoles",
     "MessageEntry",
     "MessageModel",
     "MessageRoles",
     "NoticeKind",
-    "RoomModel",
-    "RoomRoles",
     "RowKind",
     "SendState",
     "format_time",
@@ -146,22 +138,6 @@ class MessageRoles(IntEnum):
     NoticeKind = _USER_ROLE + 14  #: int ``NoticeKind`` for notices, else None
     RowKey = _USER_ROLE + 15  #: int identity of the row's *content*; changes when it does
     IsMention = _USER_ROLE + 16  #: bool, someone else's message naming this user
-
-
-class MemberRoles(IntEnum):
-    """Item data roles of ``MemberModel``; DisplayRole is "name" or "name (host)"."""
-
-    Name = _USER_ROLE + 1  #: str
-    IsHost = _USER_ROLE + 2  #: bool
-    NameColor = _USER_ROLE + 3  #: QColor, the same colour the messages use
-
-
-class RoomRoles(IntEnum):
-    """Item data roles of ``RoomModel``; DisplayRole is "name" or "name (3)"."""
-
-    Name = _USER_ROLE + 1  #: str
-    Kind = _USER_ROLE + 2  #: int ``ConversationKind``
-    Unread = _USER_ROLE + 3  #: int
 
 
 def _role_names(roles: type[IntEnum]) -> dict[int, QByteArray]:
@@ -1158,238 +1134,3 @@ class MessageModel(QAbstractListModel):
             index = self.index(self._index_of(entry))
             self.dataChanged.emit(index, index)
         return True
-
-
-# ----------------------------------------------------------------- MemberModel
-
-
-def _name_key(name: str) -> tuple[str, str]:
-    return (name.casefold(), name)
-
-
-class MemberModel(QAbstractListModel):
-    """The members of one room, sorted case-insensitively; delta updates.
-
-    Names are compared exactly as the server shows them (the server already made
-    them unique on their folded form); sorting uses ``str.casefold`` with the
-    name itself as tie-break. Lookups are O(log n) bisects over the sort keys.
-    """
-
-    def __init__(self, parent: QObject) -> None:
-        super().__init__(parent)
-        self._keys: list[tuple[str, str]] = []  # sorted (casefold, name)
-        self._hosts: set[str] = set()
-
-    def rowCount(self, parent: _ParentIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._keys)
-
-    def data(self, index: _ParentIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self._keys):
-            return None
-        name = self._keys[index.row()][1]
-        role = int(role)
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
-            return f"{name} (host)" if name in self._hosts else name
-        if role == MemberRoles.Name or role == Qt.ItemDataRole.EditRole:
-            return name
-        if role == MemberRoles.IsHost:
-            return name in self._hosts
-        if role in (MemberRoles.NameColor, Qt.ItemDataRole.ForegroundRole):
-            return sender_color(name)
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return "Hosting this server" if name in self._hosts else None
-        return None
-
-    def flags(self, index: _ParentIndex) -> Qt.ItemFlag:
-        return _LIST_ITEM_FLAGS if index.isValid() else Qt.ItemFlag.NoItemFlags
-
-    def roleNames(self) -> dict[int, QByteArray]:
-        return _role_names(MemberRoles)
-
-    # ------------------------------------------------------------------ API
-
-    def set_members(self, names: Iterable[str], hosts: Iterable[str] = ()) -> None:
-        """Replace everyone (``registered.users``, ``joined.users``): one reset."""
-        self.beginResetModel()
-        self._keys = sorted({_name_key(n) for n in names})
-        self._hosts = set(hosts) & {name for _, name in self._keys}
-        self.endResetModel()
-
-    def add_member(self, name: str, host: bool = False) -> bool:
-        """Insert ``name`` in sorted position; False if present (host flag updated)."""
-        key = _name_key(name)
-        i = bisect_left(self._keys, key)
-        if i < len(self._keys) and self._keys[i] == key:
-            if host:
-                self.set_host(name)
-            return False
-        self.beginInsertRows(QModelIndex(), i, i)
-        self._keys.insert(i, key)
-        if host:
-            self._hosts.add(name)
-        self.endInsertRows()
-        return True
-
-    def remove_member(self, name: str) -> bool:
-        """Remove ``name``; False if absent."""
-        i = self.row_of(name)
-        if i < 0:
-            return False
-        self.beginRemoveRows(QModelIndex(), i, i)
-        del self._keys[i]
-        self._hosts.discard(name)
-        self.endRemoveRows()
-        return True
-
-    def set_host(self, name: str, host: bool = True) -> bool:
-        """Set or clear the host flag of a present member; False if absent."""
-        i = self.row_of(name)
-        if i < 0:
-            return False
-        if (name in self._hosts) != host:
-            if host:
-                self._hosts.add(name)
-            else:
-                self._hosts.discard(name)
-            index = self.index(i)
-            self.dataChanged.emit(index, index)
-        return True
-
-    def row_of(self, name: str) -> int:
-        """Row of ``name``, -1 if absent (O(log n))."""
-        key = _name_key(name)
-        i = bisect_left(self._keys, key)
-        return i if i < len(self._keys) and self._keys[i] == key else -1
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.row_of(name) >= 0
-
-    def names(self) -> list[str]:
-        """Members in display order."""
-        return [name for _, name in self._keys]
-
-    def is_host(self, name: str) -> bool:
-        return name in self._hosts
-
-
-# ------------------------------------------------------------------- RoomModel
-
-
-class _Conversation:
-    __slots__ = ("kind", "name", "unread")
-
-    def __init__(self, kind: ConversationKind, name: str) -> None:
-        self.kind = kind
-        self.name = name
-        self.unread = 0
-
-
-def _conversation_key(kind: ConversationKind, name: str) -> tuple[int, int, str, str]:
-    # Rooms before private conversations, the lobby first, then case-insensitively.
-    return (int(kind), int(name != "lobby"), name.casefold(), name)
-
-
-class RoomModel(QAbstractListModel):
-    """Open rooms and private conversations with unread counts.
-
-    A row is identified by (name, kind): a room "bob" and the whispers with bob
-    are separate rows. DisplayRole is "name" or "name (unread)"; FontRole is bold
-    while something is unread.
-    """
-
-    def __init__(self, parent: QObject) -> None:
-        super().__init__(parent)
-        self._rows: list[_Conversation] = []
-        self._keys: list[tuple[int, int, str, str]] = []
-
-    def rowCount(self, parent: _ParentIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def data(self, index: _ParentIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self._rows):
-            return None
-        conv = self._rows[index.row()]
-        role = int(role)
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
-            return f"{conv.name} ({conv.unread})" if conv.unread else conv.name
-        if role == RoomRoles.Name:
-            return conv.name
-        if role == RoomRoles.Kind:
-            return int(conv.kind)
-        if role == RoomRoles.Unread:
-            return conv.unread
-        if role == Qt.ItemDataRole.FontRole and conv.unread:
-            font = QFont()
-            font.setBold(True)
-            return font
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return "Room" if conv.kind == ConversationKind.ROOM else "Private conversation"
-        return None
-
-    def flags(self, index: _ParentIndex) -> Qt.ItemFlag:
-        return _LIST_ITEM_FLAGS if index.isValid() else Qt.ItemFlag.NoItemFlags
-
-    def roleNames(self) -> dict[int, QByteArray]:
-        return _role_names(RoomRoles)
-
-    # ------------------------------------------------------------------ API
-
-    def add(self, name: str, kind: ConversationKind = ConversationKind.ROOM) -> int:
-        """Open a conversation (idempotent); returns its row."""
-        key = _conversation_key(kind, name)
-        i = bisect_left(self._keys, key)
-        if i < len(self._keys) and self._keys[i] == key:
-            return i
-        self.beginInsertRows(QModelIndex(), i, i)
-        self._keys.insert(i, key)
-        self._rows.insert(i, _Conversation(ConversationKind(kind), name))
-        self.endInsertRows()
-        return i
-
-    def remove(self, name: str, kind: ConversationKind = ConversationKind.ROOM) -> bool:
-        """Close a conversation; False if it was not open."""
-        i = self.row_of(name, kind)
-        if i < 0:
-            return False
-        self.beginRemoveRows(QModelIndex(), i, i)
-        del self._keys[i]
-        del self._rows[i]
-        self.endRemoveRows()
-        return True
-
-    def row_of(self, name: str, kind: ConversationKind = ConversationKind.ROOM) -> int:
-        """Row of the conversation, -1 if not open."""
-        key = _conversation_key(kind, name)
-        i = bisect_left(self._keys, key)
-        return i if i < len(self._keys) and self._keys[i] == key else -1
-
-    def increment_unread(
-        self, name: str, kind: ConversationKind = ConversationKind.ROOM, by: int = 1
-    ) -> int:
-        """Count ``by`` more unread messages (opening the conversation if needed,
-        e.g. the first whisper from someone); returns the new count."""
-        i = self.add(name, kind)
-        conv = self._rows[i]
-        conv.unread += by
-        index = self.index(i)
-        self.dataChanged.emit(index, index)
-        return conv.unread
-
-    def clear_unread(self, name: str, kind: ConversationKind = ConversationKind.ROOM) -> None:
-        """Zero the unread count (the user looked at the conversation)."""
-        i = self.row_of(name, kind)
-        if i >= 0 and self._rows[i].unread:
-            self._rows[i].unread = 0
-            index = self.index(i)
-            self.dataChanged.emit(index, index)
-
-    def unread(self, name: str, kind: ConversationKind = ConversationKind.ROOM) -> int:
-        i = self.row_of(name, kind)
-        return self._rows[i].unread if i >= 0 else 0
-
-    def total_unread(self) -> int:
-        return sum(conv.unread for conv in self._rows)
-
-    def conversations(self) -> list[tuple[str, ConversationKind]]:
-        """(name, kind) of every open conversation, in display order."""
-        return [(conv.name, conv.kind) for conv in self._rows]

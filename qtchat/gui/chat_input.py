@@ -1,0 +1,146 @@
+"""The message box under the conversation tabs (``ChatInput``).
+
+Enter sends, Shift+Enter starts a new line, Up and Down recall what was typed, Tab
+completes a member's name. What it sends is plain text; the window decides whether
+it is a command (``qtchat.gui.commands``) or a message.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QEvent, Qt, Signal, Slot
+from PySide6.QtGui import QKeyEvent, QResizeEvent, QTextCursor
+from PySide6.QtWidgets import QPlainTextEdit, QSizePolicy, QWidget
+
+from qtchat import protocol as p
+
+__all__ = ["ChatInput"]
+
+
+class ChatInput(QPlainTextEdit):
+    """The message box: Enter sends, Shift+Enter starts a new line, Up/Down recall
+    (from the first / last line, so they still move within a multi-line message), Tab
+    completes names. It grows with its text up to ``MAX_LINES`` lines, then scrolls.
+
+    Signals:
+        submitted(str text): Enter was pressed on non-empty text.
+        refused(str why): Enter was pressed on text that cannot be sent as it is (too
+            long); the text stays, for the person to shorten.
+    """
+
+    submitted = Signal(str)
+    refused = Signal(str)
+    MAX_LINES = 6
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setPlaceholderText("Message — Enter sends, Shift+Enter starts a new line, "
+                                "/help lists commands")
+        self.setTabChangesFocus(False)
+        self.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self._history: list[str] = []
+        self._history_pos = 0
+        self.names_provider = lambda: []  # set by the window
+        self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
+        self._fit_height()
+
+    # The QLineEdit-like API the window and the tests use.
+    def text(self) -> str:
+        return self.toPlainText()
+
+    def setText(self, text: str) -> None:
+        self.setPlainText(text)
+        self.moveCursor(QTextCursor.MoveOperation.End)
+
+    def cursorPosition(self) -> int:
+        return self.textCursor().position()
+
+    def setCursorPosition(self, position: int) -> None:
+        cursor = self.textCursor()
+        cursor.setPosition(max(0, min(position, len(self.toPlainText()))))
+        self.setTextCursor(cursor)
+
+    @Slot()
+    def _fit_height(self) -> None:
+        """One line when empty, growing to MAX_LINES visual lines, then a scroll bar."""
+        lines = max(1, int(self.document().size().height()))  # plain layout: in lines
+        shown = min(lines, self.MAX_LINES)
+        margins = self.contentsMargins()
+        height = (shown * self.fontMetrics().lineSpacing()
+                  + int(2 * self.document().documentMargin())
+                  + margins.top() + margins.bottom() + 2)
+        if height != self.height() or self.minimumHeight() != height:
+            self.setFixedHeight(height)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit_height()  # a narrower box wraps into more lines
+
+    @Slot()
+    def _submit(self) -> None:
+        text = self.text()
+        if not text.strip():
+            return
+        if len(text) > p.MAX_TEXT_CHARS:
+            self.refused.emit(f"Not sent: that message is {len(text):,} characters long, and "
+                              f"the most is {p.MAX_TEXT_CHARS:,}. Shorten it, or send it in "
+                              "parts.")
+            return
+        self._history.append(text)
+        self._history = self._history[-200:]
+        self._history_pos = len(self._history)
+        self.clear()
+        self.submitted.emit(text)
+
+    def event(self, event: QEvent) -> bool:
+        # Tab is a focus-change key; take it before QWidget does.
+        if event.type() == QEvent.Type.KeyPress and isinstance(event, QKeyEvent) and \
+                event.key() == Qt.Key.Key_Tab:
+            self.complete_name()
+            return True
+        return super().event(event)
+
+    def _can_move(self, operation: QTextCursor.MoveOperation) -> bool:
+        cursor = QTextCursor(self.textCursor())
+        return cursor.movePosition(operation)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        key = event.key()
+        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            if event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+                self.insertPlainText("\n")
+            else:
+                self._submit()
+            return
+        if key == Qt.Key.Key_Up and self._history and \
+                not self._can_move(QTextCursor.MoveOperation.Up):
+            self._history_pos = max(0, self._history_pos - 1)
+            self.setText(self._history[self._history_pos])
+            return
+        if key == Qt.Key.Key_Down and self._history and \
+                not self._can_move(QTextCursor.MoveOperation.Down):
+            self._history_pos = min(len(self._history), self._history_pos + 1)
+            self.setText(self._history[self._history_pos]
+                         if self._history_pos < len(self._history) else "")
+            return
+        super().keyPressEvent(event)
+
+    def complete_name(self) -> None:
+        """Complete the word before the cursor to a member's name."""
+        text, cursor = self.text(), self.cursorPosition()
+        start = cursor
+        while start > 0 and not text[start - 1].isspace():
+            start -= 1
+        prefix = text[start:cursor]
+        if not prefix:
+            return
+        folded = prefix.casefold()
+        matches = sorted(n for n in self.names_provider() if n.casefold().startswith(folded))
+        if not matches:
+            return
+        name = matches[0]
+        suffix = ": " if start == 0 else " "
+        self.setText(text[:start] + name + suffix + text[cursor:])
+        self.setCursorPosition(start + len(name) + len(suffix))

@@ -1,0 +1,184 @@
+"""Who is in a room: ``MemberModel`` and the panel on the right that lists it.
+
+Each open room has its own ``MemberModel`` (kept in its ``Conversation``); the one
+``MembersPanel`` shows the model of the conversation in front, and hides itself for
+a private conversation, which has nobody to list (the messages get the room).
+
+Signals of ``MembersPanel``:
+    memberActivated(str name): a member was double-clicked (the window opens a
+        private conversation with them).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable
+from enum import IntEnum
+from typing import Any
+
+from PySide6.QtCore import QAbstractListModel, QByteArray, QModelIndex, QObject, Qt, Signal, Slot
+from PySide6.QtWidgets import QLabel, QListView, QVBoxLayout, QWidget
+
+from qtchat.gui.models import _LIST_ITEM_FLAGS, _USER_ROLE, _ParentIndex, _role_names, sender_color
+
+__all__ = ["MemberModel", "MemberRoles", "MembersPanel"]
+
+
+class MemberRoles(IntEnum):
+    """Item data roles of ``MemberModel``; DisplayRole is "name" or "name (host)"."""
+
+    Name = _USER_ROLE + 1  #: str
+    IsHost = _USER_ROLE + 2  #: bool
+    NameColor = _USER_ROLE + 3  #: QColor, the same colour the messages use
+
+
+def _name_key(name: str) -> tuple[str, str]:
+    return (name.casefold(), name)
+
+
+class MemberModel(QAbstractListModel):
+    """The members of one room, sorted case-insensitively; delta updates.
+
+    Names are compared exactly as the server shows them (the server already made
+    them unique on their folded form); sorting uses ``str.casefold`` with the
+    name itself as tie-break. Lookups are O(log n) bisects over the sort keys.
+    """
+
+    def __init__(self, parent: QObject) -> None:
+        super().__init__(parent)
+        self._keys: list[tuple[str, str]] = []  # sorted (casefold, name)
+        self._hosts: set[str] = set()
+
+    def rowCount(self, parent: _ParentIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._keys)
+
+    def data(self, index: _ParentIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self._keys):
+            return None
+        name = self._keys[index.row()][1]
+        role = int(role)
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
+            return f"{name} (host)" if name in self._hosts else name
+        if role == MemberRoles.Name or role == Qt.ItemDataRole.EditRole:
+            return name
+        if role == MemberRoles.IsHost:
+            return name in self._hosts
+        if role in (MemberRoles.NameColor, Qt.ItemDataRole.ForegroundRole):
+            return sender_color(name)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return "Hosting this server" if name in self._hosts else None
+        return None
+
+    def flags(self, index: _ParentIndex) -> Qt.ItemFlag:
+        return _LIST_ITEM_FLAGS if index.isValid() else Qt.ItemFlag.NoItemFlags
+
+    def roleNames(self) -> dict[int, QByteArray]:
+        return _role_names(MemberRoles)
+
+    # ------------------------------------------------------------------ API
+
+    def set_members(self, names: Iterable[str], hosts: Iterable[str] = ()) -> None:
+        """Replace everyone (``registered.users``, ``joined.users``): one reset."""
+        self.beginResetModel()
+        self._keys = sorted({_name_key(n) for n in names})
+        self._hosts = set(hosts) & {name for _, name in self._keys}
+        self.endResetModel()
+
+    def add_member(self, name: str, host: bool = False) -> bool:
+        """Insert ``name`` in sorted position; False if present (host flag updated)."""
+        key = _name_key(name)
+        i = bisect_left(self._keys, key)
+        if i < len(self._keys) and self._keys[i] == key:
+            if host:
+                self.set_host(name)
+            return False
+        self.beginInsertRows(QModelIndex(), i, i)
+        self._keys.insert(i, key)
+        if host:
+            self._hosts.add(name)
+        self.endInsertRows()
+        return True
+
+    def remove_member(self, name: str) -> bool:
+        """Remove ``name``; False if absent."""
+        i = self.row_of(name)
+        if i < 0:
+            return False
+        self.beginRemoveRows(QModelIndex(), i, i)
+        del self._keys[i]
+        self._hosts.discard(name)
+        self.endRemoveRows()
+        return True
+
+    def set_host(self, name: str, host: bool = True) -> bool:
+        """Set or clear the host flag of a present member; False if absent."""
+        i = self.row_of(name)
+        if i < 0:
+            return False
+        if (name in self._hosts) != host:
+            if host:
+                self._hosts.add(name)
+            else:
+                self._hosts.discard(name)
+            index = self.index(i)
+            self.dataChanged.emit(index, index)
+        return True
+
+    def row_of(self, name: str) -> int:
+        """Row of ``name``, -1 if absent (O(log n))."""
+        key = _name_key(name)
+        i = bisect_left(self._keys, key)
+        return i if i < len(self._keys) and self._keys[i] == key else -1
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.row_of(name) >= 0
+
+    def names(self) -> list[str]:
+        """Members in display order."""
+        return [name for _, name in self._keys]
+
+    def is_host(self, name: str) -> bool:
+        return name in self._hosts
+
+
+
+# ------------------------------------------------------------------ the panel
+
+
+class MembersPanel(QWidget):
+    """The right-hand panel: "In lobby · 2 people" over the list of names.
+
+    Signals:
+        memberActivated(str name): a member's name was double-clicked.
+    """
+
+    memberActivated = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.label = QLabel("Members")
+        self.label.setTextFormat(Qt.TextFormat.PlainText)  # room names come from peers
+        self.view = QListView()
+        self.view.setEditTriggers(QListView.EditTrigger.NoEditTriggers)
+        self.view.doubleClicked.connect(self._double_clicked)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.label)
+        layout.addWidget(self.view)
+
+    def show_room(self, members: MemberModel) -> None:
+        """List a room's ``members`` and show the panel (the window sets the caption)."""
+        self.view.setModel(members)
+        self.show()
+
+    def show_private(self, title: str) -> None:
+        """A private conversation with ``title``: nobody to list; the panel hides."""
+        self.view.setModel(None)
+        self.label.setText(f"Private with {title}")
+        self.hide()
+
+    @Slot(QModelIndex)
+    def _double_clicked(self, index: QModelIndex) -> None:
+        name = index.data(MemberRoles.Name)
+        if isinstance(name, str):
+            self.memberActivated.emit(name)
