@@ -275,5 +275,12 @@ def test_panel_shows_a_snapshot(qtbot) -> None:
     assert panel.moves.item(0).text() == "1. e4 e5"
     assert panel.clocks.labels[chess.BLACK].text() == "4:58"
     assert not panel.buttons.abort.isEnabled()
+    # Your clock by your edge of the board (the bottom), the opponent's by theirs.
+    side = panel._side
+    assert side.indexOf(panel.clocks.labels[chess.WHITE]) == 0
+    assert side.indexOf(panel.clocks.labels[chess.BLACK]) == side.count() - 1
+    panel.flip()
+    assert not panel.board.flipped
+    assert side.indexOf(panel.clocks.labels[chess.BLACK]) == 0
     for widget in (panel.board, panel.entry, panel.moves, panel.flip_button, panel.buttons.resign):
         assert widget.accessibleName()

@@ -23,7 +23,17 @@ from typing import Any
 
 import chess
 import chess.svg
-from PySide6.QtCore import QByteArray, QPoint, QPointF, QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import (
+    QByteArray,
+    QObject,
+    QPoint,
+    QPointF,
+    QRectF,
+    QSize,
+    Qt,
+    QTimer,
+    Signal,
+)
 from PySide6.QtGui import (
     QColor,
     QFont,
@@ -673,22 +683,24 @@ def format_clock(ms: int) -> str:
     return f"{hours}:{minutes:02}:{seconds:02}" if hours else f"{minutes}:{seconds:02}"
 
 
-class ChessClocks(QWidget):
-    """Two clocks counting down from the server's figures, corrected locally.
+class ChessClocks(QObject):
+    """Two clocks (``labels``) counting down from the server's figures, corrected locally.
 
     ``set_clocks`` takes what the server said (milliseconds left, whose turn, whether
     the game runs); the running clock counts down from that with the local monotonic
-    clock until the next figures come. The running one is highlighted.
+    clock until the next figures come. The running one is highlighted. The labels are
+    laid out by the owner: ``top_label`` goes by the top edge of the board (the side
+    playing from there), ``bottom_label`` by the bottom edge.
     """
 
-    def __init__(self, parent: QWidget | None = None, *, monotonic=time.monotonic) -> None:
+    def __init__(self, parent: QObject | None = None, *, monotonic=time.monotonic) -> None:
         super().__init__(parent)
         self._monotonic = monotonic
-        self._ms = {chess.WHITE: None, chess.BLACK: None}
+        self._ms: dict[chess.Color, int | None] = {chess.WHITE: None, chess.BLACK: None}
         self._running: chess.Color | None = None
         self._received = monotonic()
-        self._flipped = False
-        self.labels = {chess.WHITE: QLabel(self), chess.BLACK: QLabel(self)}
+        self.flipped = False
+        self.labels = {chess.WHITE: QLabel(), chess.BLACK: QLabel()}
         for color, label in self.labels.items():
             label.setAlignment(Qt.AlignmentFlag.AlignCenter)
             label.setMinimumWidth(110)
@@ -698,26 +710,18 @@ class ChessClocks(QWidget):
             label.setFont(font)
             label.setAccessibleName(f"{COLOUR_WORDS[color]}'s clock")
             label.setContentsMargins(8, 4, 8, 4)
-        self._layout = QVBoxLayout(self)
-        self._layout.setContentsMargins(0, 0, 0, 0)
-        self._place()
         self._timer = QTimer(self)
         self._timer.setInterval(100)
         self._timer.timeout.connect(self.refresh)
         self.refresh()
 
-    def set_flipped(self, flipped: bool) -> None:
-        """With the board: the clock of the side at the top of the board is on top."""
-        self._flipped = flipped
-        self._place()
+    @property
+    def top_label(self) -> QLabel:
+        return self.labels[chess.WHITE if self.flipped else chess.BLACK]
 
-    def _place(self) -> None:
-        for label in self.labels.values():
-            self._layout.removeWidget(label)
-        top = chess.WHITE if self._flipped else chess.BLACK
-        self._layout.addWidget(self.labels[top])
-        self._layout.addStretch(1)
-        self._layout.addWidget(self.labels[not top])
+    @property
+    def bottom_label(self) -> QLabel:
+        return self.labels[chess.BLACK if self.flipped else chess.WHITE]
 
     def set_clocks(
         self, white_ms: int | None, black_ms: int | None, running: chess.Color | None
@@ -746,6 +750,10 @@ class ChessClocks(QWidget):
             ms = self.shown_ms(color)
             text = "–" if ms is None else format_clock(ms)
             label.setText(text)
+            # An untimed game has no clocks to show (only after the labels were laid out,
+            # so a parentless label never opens as a window of its own).
+            if label.parentWidget() is not None:
+                label.setVisible(ms is not None)
             running = color == self._running
             low = ms is not None and ms < 10_000
             background = "#2e7d32" if running else "transparent"
@@ -758,6 +766,7 @@ class ChessClocks(QWidget):
             )
             state = ", running" if running else ""
             label.setAccessibleDescription(f"{text}{state}" if ms is not None else "untimed")
+            label.setToolTip(f"{COLOUR_WORDS[color]}'s clock")
         if self._running is not None and self.shown_ms(self._running) == 0:
             self._timer.stop()
 
@@ -841,16 +850,18 @@ class ChessPanel(QWidget):
         super().__init__(parent)
         self.board = ChessBoard(self)
         self.clocks = ChessClocks(self)
+        self._side = QVBoxLayout()
         self.moves = MoveList(self)
         self.entry = MoveEntry(self.board, self)
         self.buttons = GameButtons(self)
         self.flip_button = QPushButton("Flip board", self)
         self.flip_button.setAccessibleName("Flip board")
         self.flip_button.clicked.connect(self.flip)
-        side = QVBoxLayout()
-        side.addWidget(self.clocks, 0)
+        side = self._side
+        side.addWidget(self.clocks.top_label)  # the opponent's clock, by their edge
         side.addWidget(self.moves, 1)
         side.addWidget(self.flip_button)
+        side.addWidget(self.clocks.bottom_label)  # yours, by your edge
         top = QHBoxLayout()
         top.addWidget(self.board, 3)
         top.addLayout(side, 1)
@@ -862,7 +873,17 @@ class ChessPanel(QWidget):
 
     def flip(self) -> None:
         self.board.flip()
-        self.clocks.set_flipped(self.board.flipped)
+        self._place_clocks()
+
+    def _place_clocks(self) -> None:
+        """Each clock by the edge of the board its side plays from."""
+        if self.clocks.flipped == self.board.flipped:
+            return
+        self.clocks.flipped = self.board.flipped
+        self._side.removeWidget(self.clocks.top_label)
+        self._side.removeWidget(self.clocks.bottom_label)
+        self._side.insertWidget(0, self.clocks.top_label)
+        self._side.addWidget(self.clocks.bottom_label)
 
     def apply_snapshot(self, snapshot: Mapping[str, Any], you: str | None) -> None:
         """Show a game (ChessGame.snapshot's fields) as ``you`` (a player's name, or a watcher)."""
@@ -873,7 +894,7 @@ class ChessPanel(QWidget):
             color = chess.BLACK
         if color != self.board.you:
             self.board.set_you(color)
-            self.clocks.set_flipped(self.board.flipped)
+            self._place_clocks()
         moves = list(snapshot.get("moves") or [])
         self.board.set_moves(moves)
         running = snapshot.get("state", "running") == "running"
