@@ -158,3 +158,16 @@ def test_bundle_holds_the_data_files_and_not_the_dropped_ones(bundle_dir: Path) 
         assert (internal / "share" / "applications" / "qtchat.desktop").is_file()
         dangling = [p for p in bundle_dir.rglob("*") if p.is_symlink() and not p.exists()]
         assert not dangling, f"symbolic links to dropped files: {dangling}"
+
+
+def test_bundle_ships_the_licence_texts(bundle_dir: Path) -> None:
+    """GPL-3.0-or-later (python-chess) and the bundled libraries' licences travel with it."""
+    licenses = bundle_dir / "_internal" / "licenses"
+    gpl = (licenses / "LICENSE").read_text(encoding="utf-8")
+    assert "GNU GENERAL PUBLIC LICENSE" in gpl and "Version 3, 29 June 2007" in gpl
+    assert "GNU GENERAL PUBLIC LICENSE" in (licenses / "chess" / "LICENSE.txt").read_text()
+    for name in ("cryptography", "qasync", "zeroconf", "precis_i18n"):
+        assert any((licenses / name).iterdir()), f"no licence text for {name}"
+    index = (licenses / "licenses-index.txt").read_text(encoding="utf-8")
+    assert "qtchat: GPL-3.0-or-later" in index
+    assert "PySide6_Essentials" in index and "chess 1." in index
