@@ -30,6 +30,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Slot
 from PySide6.QtNetwork import QAbstractSocket, QTcpSocket
 
+import qtchat
 from qtchat import protocol as p
 
 WAIT_MS = 10_000
@@ -395,7 +396,7 @@ SERVING = re.compile(r'^qtchat: serving "(?P<name>.*)" on (?P<host>[^\s]+):(?P<p
 
 # The qtchat these tests import (a worktree's, say): its subprocesses run the same code,
 # not whatever copy the environment's editable install points at.
-_SOURCE_ROOT = str(Path(p.__file__).resolve().parents[1])
+_SOURCE_ROOT = str(Path(qtchat.__file__).resolve().parents[1])  # the folder holding qtchat/
 
 
 def _limit_open_files(soft: int, hard: int) -> Callable[[], None]:
