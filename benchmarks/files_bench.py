@@ -10,6 +10,8 @@ the GIL):
 - **upload**: the same sender, and a reader that feeds every chunk to
   ``UploadStream.receive`` (part file, incremental SHA-256, fsync, hash check,
   rename) — the host's side of an upload;
+- **upload (hash behind)**: the same with ``hash_behind=True`` and a worker
+  thread reading the part file back into SHA-256 behind the writer;
 - **download (sendfile)**: ``DownloadStream.sendfile_args`` / ``sent`` driving
   ``os.sendfile`` slice by slice, to the yardstick's reader — a plain-socket
   download;
@@ -141,6 +143,7 @@ def main() -> None:
                             min_free_bytes=0, min_free_ratio=0.0)
         store = FileStore(work / "store", limits, now=0.0)
         results: dict[str, list[float]] = {"yardstick": [], "upload": [],
+                                           "upload (hash behind)": [],
                                            "download (sendfile)": [],
                                            "download (slices)": []}
 
@@ -151,24 +154,37 @@ def main() -> None:
             copy_path.unlink()
             results["yardstick"].append(seconds)
 
-        def upload(round_: int) -> str:
-            accepted = store.offer(owner="bench", offer_id=f"o{round_}", name="bench.bin",
+        def upload(offer_id: str, hash_behind: bool) -> str:
+            accepted = store.offer(owner="bench", offer_id=offer_id, name="bench.bin",
                                    size=size, sha256=sha256, now=0.0)
 
             def receive(sock: socket.socket) -> str:
-                stream = store.open_upload(accepted.token, now=0.0)
+                stream = store.open_upload(accepted.token, now=0.0, hash_behind=hash_behind)
+                stop = threading.Event()
+
+                def hash_worker() -> None:
+                    while not stop.is_set():
+                        if stream.rehash(8 * MiB):
+                            stop.wait(0.002)
+
+                worker = threading.Thread(target=hash_worker)
+                if hash_behind:
+                    worker.start()
                 buffer = bytearray(RECV_BUFFER)
                 view = memoryview(buffer)
                 actions: list = []
                 while not actions and (n := sock.recv_into(buffer)):
                     actions = stream.receive(view[:n], now=0.0)
+                stop.set()
+                if hash_behind:
+                    worker.join()
                 stream.close(now=0.0)
                 sock.close()
                 assert isinstance(actions[0], UploadDone), actions
                 return actions[0].file.file
 
             seconds, file_id = timed(lambda s: send_whole(s, source), receive)
-            results["upload"].append(seconds)
+            results["upload (hash behind)" if hash_behind else "upload"].append(seconds)
             return file_id
 
         def download(file_id: str, mode: str) -> None:
@@ -194,7 +210,9 @@ def main() -> None:
 
         for round_ in range(args.repeat):
             yardstick()
-            file_id = upload(round_)
+            file_id = upload(f"o{round_}", hash_behind=False)
+            store.delete(file_id)
+            file_id = upload(f"b{round_}", hash_behind=True)
             yardstick()
             download(file_id, "sendfile")
             download(file_id, "slices")

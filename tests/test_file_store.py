@@ -448,3 +448,47 @@ def test_quota_on_a_small_disk_refuses_before_filling_it(small_disk):  # noqa: F
         offer(store, data, offer_id="again")
     assert quota.value.code == "quota_exceeded"
     assert store.path(accepted.file.file).read_bytes() == data
+
+
+def test_hash_behind_a_worker_thread_gives_the_same_outcomes(store):
+    """The hash read back by a worker thread, as the glue may run it: same file,
+    same refusal of a wrong hash, same resume."""
+    import threading
+
+    def upload_with_worker(token: str, data: bytes, cut: int | None = None) -> list:
+        stream = store.open_upload(token, now=T0, hash_behind=True)
+        stop = threading.Event()
+
+        def hash_worker() -> None:
+            while not stop.is_set():
+                if stream.rehash(256 * KiB):
+                    stop.wait(0.001)
+
+        worker = threading.Thread(target=hash_worker)
+        worker.start()
+        actions: list = []
+        try:
+            end = len(data) if cut is None else cut
+            for start in range(stream.offset, end, 64 * KiB):
+                actions = stream.receive(data[start:min(start + 64 * KiB, end)], now=T0)
+                if actions:
+                    break
+        finally:
+            stop.set()
+            worker.join()
+            stream.close(now=T0)
+        return actions
+
+    data = os.urandom(3 * MiB + 5)
+    accepted = offer(store, data)
+    assert upload_with_worker(accepted.token, data, cut=1 * MiB + 3) == []
+    again = offer(store, data)
+    assert again.offset == 1 * MiB + 3
+    [done] = upload_with_worker(again.token, data)
+    assert isinstance(done, UploadDone)
+    assert store.path(done.file.file).read_bytes() == data
+
+    wrong = store.offer(owner="alice", offer_id="wrong", name="w.bin", size=len(data),
+                        sha256=sha(data[::-1]), now=T0)
+    assert upload_with_worker(wrong.token, data) == [UploadFailed("checksum_mismatch")]
+    assert store.get(wrong.file.file) is None

@@ -39,6 +39,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -342,12 +343,12 @@ class FileStore:
 
     # ----------------------------------------------------------------- uploads
 
-    def open_upload(self, token: str, *, now: float) -> UploadStream:
+    def open_upload(self, token: str, *, now: float, hash_behind: bool = False) -> UploadStream:
         """The stream for an ``upload`` connection; its ``offset`` goes in ``upload_ready``.
 
         An unknown or expired token, or a file already stored: ``no_such_file``.
         A second connection for the same offer takes over from the first, whose
-        stream refuses further bytes.
+        stream refuses further bytes. ``hash_behind``: see ``UploadStream``.
         """
         self.expire(now)
         file_id = self._by_token.get(_hash_token(token)) if isinstance(token, str) else None
@@ -359,7 +360,7 @@ class FileStore:
             previous._supersede()
         entry.updated = now
         self._write_meta(entry)
-        stream = UploadStream(self, entry)
+        stream = UploadStream(self, entry, hash_behind=hash_behind)
         self._uploads[file_id] = stream
         return stream
 
@@ -531,11 +532,20 @@ class UploadStream:
     (keep reading), ``[UploadDone]`` or ``[UploadFailed]`` (answer, close). Call
     ``close(now)`` when the connection ends for any reason: what arrived is kept.
     Bytes past the offered size are ignored (the client has nothing more to send).
+
+    ``hash_behind=True`` leaves the SHA-256 out of ``receive``: the caller runs
+    ``rehash`` in a worker thread of its own (hashlib and file reads release the
+    GIL), which reads the part file back from the page cache behind the writer;
+    the last ``receive`` catches up with what is left before it checks. This
+    moves the hash, the dearest part of an upload, off the thread that reads the
+    sockets. ``rehash`` is the only method that may be called from another thread.
     """
 
-    def __init__(self, store: FileStore, entry: StoredFile) -> None:
+    def __init__(self, store: FileStore, entry: StoredFile, *, hash_behind: bool = False) -> None:
         self._store = store
         self.file = entry
+        self.hash_behind = hash_behind
+        self._lock = threading.Lock()  # the hash state, shared with a hash_behind worker
         self._fd: int | None = os.open(store._part(entry.file),
                                        os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self.offset = os.fstat(self._fd).st_size
@@ -544,8 +554,8 @@ class UploadStream:
             self.offset = entry.size
         self.finished = False
         held = store._hashers.get(entry.file)
-        if held is not None and held[1] == self.offset:
-            self._hasher, self._hashed = held
+        if held is not None and held[1] <= self.offset:  # rehash goes on from held[1]
+            self._hasher, self._hashed = held[0].copy(), held[1]
         else:
             self._hasher, self._hashed = hashlib.sha256(), 0
 
@@ -560,25 +570,28 @@ class UploadStream:
         ``receive`` catches up by itself first; a caller that wants to keep its
         loop responsive calls this in slices before it starts reading the socket.
         """
-        if self._hashed >= self.offset:
-            return True
-        with open(self._store._part(self.file.file), "rb") as part:
-            part.seek(self._hashed)
-            while budget > 0 and self._hashed < self.offset:
-                chunk = part.read(min(budget, 1 * MiB, self.offset - self._hashed))
-                if not chunk:
-                    break
-                self._hasher.update(chunk)
-                self._hashed += len(chunk)
-                budget -= len(chunk)
-        return self._hashed >= self.offset
+        with self._lock:
+            written = self.offset  # bytes below it are in the part file already
+            if self.finished or self._hashed >= written:
+                return True
+            with open(self._store._part(self.file.file), "rb") as part:
+                part.seek(self._hashed)
+                while budget > 0 and self._hashed < written:
+                    chunk = part.read(min(budget, 1 * MiB, written - self._hashed))
+                    if not chunk:
+                        break
+                    self._hasher.update(chunk)
+                    self._hashed += len(chunk)
+                    budget -= len(chunk)
+            return self._hashed >= written
 
     def receive(self, data: bytes | bytearray | memoryview, *, now: float) -> list:
         """Take the next bytes from the connection; see the class docstring."""
         if self.finished or self._fd is None:
             return [UploadFailed(NO_SUCH_FILE)]
-        while not self.rehash(64 * MiB):
-            pass
+        if not self.hash_behind:
+            while not self.rehash(64 * MiB):
+                pass
         view = memoryview(data)[: self.file.size - self.offset]
         while len(view):
             try:
@@ -588,17 +601,25 @@ class UploadStream:
                 log.warning("upload %s stopped at %d: %s", self.file.file, self.offset, exc)
                 self._remember_hash()
                 return [UploadFailed(code)]
-            self._hasher.update(view[:written])
-            self.offset += written
-            self._hashed += written
+            if self.hash_behind:
+                self.offset += written
+            else:
+                with self._lock:
+                    self._hasher.update(view[:written])
+                    self.offset += written
+                    self._hashed += written
             view = view[written:]
         self._remember_hash()
         if self.offset < self.file.size:
             return []
+        while not self.rehash(64 * MiB):  # hash_behind: catch up with the worker's lag
+            pass
         return [self._finish(now)]
 
     def _remember_hash(self) -> None:
-        self._store._hashers[self.file.file] = (self._hasher, self._hashed)
+        with self._lock:
+            # A copy: a superseded stream's worker may still be updating its own.
+            self._store._hashers[self.file.file] = (self._hasher.copy(), self._hashed)
 
     def _finish(self, now: float) -> UploadDone | UploadFailed:
         """The last byte is in: fsync, check the hash, then store or forget the offer."""
