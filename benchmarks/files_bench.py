@@ -18,10 +18,12 @@ the GIL):
 - **download (slices)**: ``DownloadStream.read_slice`` + ``sendall``, the path a
   TLS socket takes (bytes through user space; no TLS cost in it).
 
-Each is run ``--repeat`` times, alternating with the yardstick, and the best of
-each is reported beside the best yardstick as a ratio (the machine is shared:
-the best run is the one least disturbed). SHA-256 of the file in memory is
-printed too, as the ceiling an upload cannot pass.
+A yardstick run goes before and after every other run; each run's ratio is
+taken against the mean of the two around it, and the median ratio over
+``--repeat`` rounds is reported (the machine is shared and its speed wanders
+by 3x within a minute; neighbouring runs see the same weather).
+SHA-256 of the file in memory is printed too, as the ceiling an upload cannot
+pass.
 
     .venv/bin/python benchmarks/files_bench.py [--size-mib 1024] [--dir /tmp] [--repeat 3]
 """
@@ -33,6 +35,7 @@ import hashlib
 import os
 import shutil
 import socket
+import statistics
 import sys
 import tempfile
 import threading
@@ -208,26 +211,39 @@ def main() -> None:
             copy_path.unlink()
             results[f"download ({mode})"].append(seconds)
 
-        for round_ in range(args.repeat):
-            yardstick()
-            file_id = upload(f"o{round_}", hash_behind=False)
-            store.delete(file_id)
-            file_id = upload(f"b{round_}", hash_behind=True)
-            yardstick()
-            download(file_id, "sendfile")
-            download(file_id, "slices")
-            store.delete(file_id)
+        # Yardstick runs between all others (Y M Y M Y …): each run's ratio is taken
+        # against the mean of the yardsticks on either side of it, since the
+        # machine's speed wanders within a minute and what ran just before (a
+        # 1 GiB file freed on tmpfs, say) slows the next copy.
+        ratios: dict[str, list[float]] = {name: [] for name in results if name != "yardstick"}
 
-        best_yard = min(results["yardstick"])
-        yard_rate = size / best_yard
-        print(f"file {args.size_mib} MiB in {args.dir}, best of {args.repeat}, "
+        def measured(name: str, run: Callable[[], None]) -> None:
+            run()
+            yardstick()
+            around = (results["yardstick"][-2] + results["yardstick"][-1]) / 2
+            ratios[name].append(around / results[name][-1])
+
+        yardstick()
+        for round_ in range(args.repeat):
+            held: list[str] = []  # the file the downloads of this round fetch
+            measured("upload", lambda r=round_: store.delete(upload(f"o{r}", hash_behind=False)))
+            measured("upload (hash behind)",
+                     lambda r=round_, h=held: h.append(upload(f"b{r}", hash_behind=True)))
+            measured("download (sendfile)", lambda h=held: download(h[0], "sendfile"))
+            measured("download (slices)", lambda h=held: download(h[0], "slices"))
+            store.delete(held[0])
+
+        print(f"file {args.size_mib} MiB in {args.dir}, {args.repeat} rounds, "
               f"slices of {args.slice_kib} KiB")
         print(f"  sha256 in memory (ceiling for uploads): {hash_rate / MiB:8.0f} MiB/s")
         for name, times in results.items():
             rate = size / min(times)
             runs = ", ".join(f"{size / t / MiB:.0f}" for t in times)
-            ratio = "" if name == "yardstick" else f"  {rate / yard_rate:.2f}x the yardstick"
-            print(f"  {name:22s} {rate / MiB:8.0f} MiB/s  (runs: {runs}){ratio}")
+            ratio = ""
+            if name != "yardstick":
+                ratio = (f"  {statistics.median(ratios[name]):.2f}x the yardstick (median; "
+                         + ", ".join(f"{r:.2f}" for r in ratios[name]) + ")")
+            print(f"  {name:22s} best {rate / MiB:6.0f} MiB/s  (runs: {runs}){ratio}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
