@@ -317,6 +317,12 @@ def test_bad_sizes_and_hashes_are_bad_frames(store):
         assert bad.value.code == "bad_frame"
 
 
+def test_a_file_for_a_room_and_a_person_at_once_is_a_bad_frame(store):
+    with pytest.raises(FileError) as bad:
+        offer(store, b"x", room="lobby", to="bob")
+    assert bad.value.code == "bad_frame"
+
+
 def test_the_same_id_with_another_file_is_a_bad_frame(store):
     offer(store, b"one")
     with pytest.raises(FileError) as bad:

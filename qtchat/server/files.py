@@ -265,6 +265,8 @@ class FileStore:
         (the old one stops working). ``extra`` (caption, preview…) is kept with it.
         """
         check_name(name)
+        if room is not None and to is not None:
+            raise FileError(BAD_FRAME, "a file goes to a room or to a person, not both")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise FileError(BAD_FRAME, "size must be a whole number of bytes")
         if not isinstance(sha256, str) or not _SHA256_RE.fullmatch(sha256.lower()):
