@@ -539,3 +539,49 @@ def test_retry_while_disconnected_goes_with_the_resume(qtbot, server, pair):
     with qtbot.waitSignals([alice.sendConfirmed, bob.messageReceived], timeout=WAIT):
         server.resume_accepting()
     assert alice.pending_ids == []
+
+
+def test_a_protocol_1_host_refusing_a_whisper_fails_the_whisper_not_an_older_broadcast(
+        qtbot, make_client):
+    """An older host names no id in its errors. The client used to take every refusal for
+    its oldest send in flight, whatever its kind: a broadcast still on its way was marked
+    failed for a whisper to nobody, and the whisper stayed 'sending' forever."""
+    def answer(frame: dict) -> list:
+        if frame["type"] == "register":
+            return [registered(frame)]  # no ``features``: a protocol-1 host
+        if frame["type"] == "whisper":
+            return [{"type": "error", "code": "no_such_user", "message": "No one is called "
+                     "ghost.", "ref": "whisper"}]
+        return []  # the broadcast: stored later (not answered in this test)
+
+    host = ScriptedHost(answer)
+    client = make_client()
+    join(qtbot, client, host, "alice")
+    with qtbot.waitSignal(client.sendFailed, timeout=WAIT) as failed:
+        broadcast_id = client.send_broadcast("on its way")
+        whisper_id = client.send_whisper("ghost", "psst")
+    assert failed.args[:2] == [whisper_id, "no_such_user"]
+    assert client.failed_ids == [whisper_id]
+    assert client.pending_ids == [broadcast_id, whisper_id]
+    host.close()
+
+
+def test_the_client_offers_its_features_and_keeps_those_the_host_accepted(
+        qtbot, server, make_client):
+    def answer(frame: dict) -> list:
+        if frame["type"] == "register":
+            return [{**registered(frame), "features": ["chess", "files"]}]
+        return []
+
+    host = ScriptedHost(answer)
+    client = make_client(features=("chess",))
+    join(qtbot, client, host, "alice")
+    assert host.received[0]["features"] == ["chess"]
+    assert client.features == ["chess"]  # "files" was never asked for
+    assert client.has_feature("chess") and not client.has_feature("files")
+    host.close()
+
+    # Today's app implements none and says so: an empty list (a features session).
+    plain = make_client()
+    join(qtbot, plain, server, "bob")
+    assert plain.features == [] and not plain.has_feature("chess")
