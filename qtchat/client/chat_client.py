@@ -136,7 +136,8 @@ class ChatClient(QObject):
         self._slice_timer.setInterval(0)
         self._timers = {"reconnect": self._reconnect_timer, "give_up": self._give_up_timer,
                         "keepalive": self._keepalive_timer}
-        self._actions = {
+        self._actions: dict[type, Any] = {
+            s.StateChanged: self._do_state,
             s.StartConnection: self._do_start_connection,
             s.DropConnection: self._do_drop,
             s.CloseConnection: self._do_close,
@@ -209,17 +210,33 @@ class ChatClient(QObject):
     def keepalive(self) -> float:
         return self._session.keepalive
 
+    @keepalive.setter
+    def keepalive(self, value: float) -> None:
+        self._session.keepalive = value
+
     @property
     def auto_reconnect(self) -> bool:
         return self._session.auto_reconnect
+
+    @auto_reconnect.setter
+    def auto_reconnect(self, value: bool) -> None:
+        self._session.auto_reconnect = value
 
     @property
     def connect_timeout(self) -> float:
         return self._connector.connect_timeout
 
+    @connect_timeout.setter
+    def connect_timeout(self, value: float) -> None:
+        self._connector.connect_timeout = value
+
     @property
     def pin_store(self) -> Any:
         return self._connector.pin_store
+
+    @pin_store.setter
+    def pin_store(self, value: Any) -> None:
+        self._connector.pin_store = value
 
     @property
     def peer_fingerprint(self) -> str | None:
@@ -369,14 +386,19 @@ class ChatClient(QObject):
 
     def _run(self, events: list[s.Event]) -> None:
         """Do what the session decided, in order: actions here, signals emitted."""
+        actions = self._actions
         for event in events:
-            if isinstance(event, s.Emit):
-                if isinstance(event, s.StateChanged):
-                    self._state = event.state
-                getattr(self, event.signal).emit(*event.args())
+            action = actions.get(type(event))
+            if action is None:  # a signal (the hot path: one per message)
+                getattr(self, event.signal).emit(*event.args())  # type: ignore[union-attr]
             else:
-                self._actions[type(event)](event)
-        self._flush()
+                action(event)
+        if self._session.wants_output:
+            self._flush()
+
+    def _do_state(self, event: s.StateChanged) -> None:
+        self._state = event.state
+        self.stateChanged.emit(event.state)
 
     def _do_start_connection(self, _action: s.StartConnection) -> None:
         assert self.endpoint is not None

@@ -33,7 +33,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from qtchat import protocol as p
@@ -136,7 +136,8 @@ class Emit:
     __slots__ = ()
 
     def args(self) -> list[Any]:
-        return [getattr(self, f.name) for f in fields(self)]  # type: ignore[arg-type]
+        # ``__match_args__`` is the dataclass's field names, made once per class.
+        return [getattr(self, name) for name in self.__match_args__]  # type: ignore[attr-defined]
 
 
 def _emit(signal: str) -> Callable[[type], type]:
