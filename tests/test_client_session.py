@@ -16,6 +16,8 @@ import sys
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qtchat.client import session as s
 from qtchat.client.session import ClientSession, ClientState, IllegalTransition
@@ -397,3 +399,33 @@ def test_three_broken_connections_in_a_row_and_the_client_stops():
     [failed] = host.of(s.ConnectFailed)
     assert "3 times in a row" in failed.error.message
     assert host.session.state is ClientState.CLOSED
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**60, 2**60) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=3),
+    max_leaves=8)
+_known = st.sampled_from(["registered", "broadcast", "whisper", "joined", "history",
+                          "user_joined", "user_left", "left", "error", "ping", "pong", "bye",
+                          "username_taken"])
+_fields = st.sampled_from(["name", "session", "users", "rooms", "server", "room", "seq",
+                           "ts", "from", "to", "text", "id", "history", "messages", "code",
+                           "message", "ref", "reason", "token", "features", "retry_after"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.binary(max_size=200),
+    st.builds(lambda kind, body: wire({**body, "type": kind}), _known,
+              st.dictionaries(_fields, _json, max_size=8)),
+), max_size=8))
+def test_whatever_a_host_sends_the_session_answers_with_events_never_a_crash(chunks):
+    host = Host()
+    host.join()
+    for chunk in chunks:
+        host.run(host.session.receive_data(chunk, host.now))
+        host.now += 1
+    assert host.session.state in s.TRANSITIONS
+    for message in host.of(s.MessageReceived):  # only checked values reach the window
+        assert isinstance(message.message.seq, int) and 0 <= message.message.seq < 2**53

@@ -498,6 +498,8 @@ class ClientSession:
     def _handle(self, item: Any, now: float) -> None:
         if item is None:
             return  # a type of a later protocol: ignored
+        if self.state not in (ClientState.REGISTERING, ClientState.LIVE):
+            return  # read before the connection ended: it went with it
         if isinstance(item, p.RemoteProtocolError):
             self._bad_frame(item, now)
             return
