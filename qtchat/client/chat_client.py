@@ -145,6 +145,9 @@ class ChatClient(QObject):
             s.ArmTimer: self._do_arm,
             s.DisarmTimer: lambda action: self._timers[action.timer].stop(),
         }
+        # Each signal event's ``emit``, bound once: a burst emits one per message.
+        self._emitters = {cls: getattr(self, cls.signal).emit for cls in s.Emit.__subclasses__()
+                          if cls not in self._actions}
 
     def _timer(self, slot) -> QTimer:
         timer = QTimer(self)
@@ -386,13 +389,13 @@ class ChatClient(QObject):
 
     def _run(self, events: list[s.Event]) -> None:
         """Do what the session decided, in order: actions here, signals emitted."""
-        actions = self._actions
+        emitters = self._emitters
         for event in events:
-            action = actions.get(type(event))
-            if action is None:  # a signal (the hot path: one per message)
-                getattr(self, event.signal).emit(*event.args())  # type: ignore[union-attr]
+            emit = emitters.get(type(event))
+            if emit is not None:  # a signal (the hot path: one per message)
+                emit(*event.args())  # type: ignore[union-attr]
             else:
-                action(event)
+                self._actions[type(event)](event)
         if self._session.wants_output:
             self._flush()
 

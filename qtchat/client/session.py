@@ -143,7 +143,8 @@ class Emit:
 def _emit(signal: str) -> Callable[[type], type]:
     def made(cls: type) -> type:
         cls.signal = signal
-        return dataclass(frozen=True, slots=True)(cls)
+        # Not frozen: an event lives a moment, and a frozen init costs a burst per message.
+        return dataclass(slots=True)(cls)
     return made
 
 
