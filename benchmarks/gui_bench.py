@@ -38,7 +38,6 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -48,6 +47,7 @@ from PySide6.QtWidgets import QApplication, QWidget
 
 from qtchat.gui.message_view import MessageView
 from qtchat.gui.models import MessageModel
+from qtchat.protocol.server_frames import Message
 
 _WORDS = [
     "the", "a", "to", "and", "of", "is", "in", "it", "you", "that", "for", "on", "was",
@@ -59,7 +59,7 @@ _WORDS = [
 _NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"]
 
 
-def make_frames(first_seq: int, count: int, rng: random.Random) -> list[dict[str, Any]]:
+def make_frames(first_seq: int, count: int, rng: random.Random) -> list[Message]:
     """Realistic-ish chat: mostly short lines, some long ones, a few non-ASCII."""
     frames = []
     choice, rand, randint = rng.choice, rng.random, rng.randint
@@ -75,14 +75,13 @@ def make_frames(first_seq: int, count: int, rng: random.Random) -> list[dict[str
         if rand() < 0.05:
             text += " — ça va? 🙂"
         frames.append(
-            {
-                "type": "broadcast",
-                "seq": seq,
-                "ts": f"2024-05-01T12:{(seq // 60) % 60:02d}:{seq % 60:02d}.123Z",
-                "from": choice(_NAMES),
-                "room": "lobby",
-                "text": text,
-            }
+            Message(
+                seq=seq,
+                ts=f"2024-05-01T12:{(seq // 60) % 60:02d}:{seq % 60:02d}.123Z",
+                sender=choice(_NAMES),
+                room="lobby",
+                text=text,
+            )
         )
     return frames
 
@@ -159,7 +158,7 @@ def bench_live(bench: Bench, model: MessageModel, runs: int, rng: random.Random)
         frame = make_frames(seq, 1, rng)[0]
         seq += 1
 
-        def run(frame: dict[str, Any] = frame) -> None:
+        def run(frame: Message = frame) -> None:
             model.add_message(frame)
             bench.settle()
 
@@ -175,7 +174,7 @@ def bench_backlog(bench: Bench, runs: int) -> list[float]:
         model = bench.new_model()
         gc.collect()
 
-        def run(model: MessageModel = model, frames: list[dict[str, Any]] = frames) -> None:
+        def run(model: MessageModel = model, frames: list[Message] = frames) -> None:
             model.add_messages(frames)
             bench.settle()
 
@@ -216,7 +215,7 @@ def bench_prepend(bench: Bench, model: MessageModel, runs: int, rng: random.Rand
         top = bench.view.visible_rows()[0]
         top_uid = model.entry(top[0]).uid
 
-        def run(page: list[dict[str, Any]] = page) -> None:
+        def run(page: list[Message] = page) -> None:
             model.add_messages(page)
             bench.settle()
 

@@ -16,6 +16,7 @@ import pytest
 from _scripted_host import ScriptedHost, registered
 
 from qtchat.client.chat_client import ChatClient, ConnectError, Endpoint
+from qtchat.protocol.server_frames import Message
 from qtchat.server.chat_server import ChatServer, ServerConfig
 
 pytest_plugins = ("_qasync_loop",)
@@ -71,11 +72,11 @@ class Inbox:
     """Everything one client's messageReceived delivered, in order."""
 
     def __init__(self, client: ChatClient) -> None:
-        self.frames: list[dict[str, Any]] = []
+        self.frames: list[Message] = []
         client.messageReceived.connect(self.frames.append)
 
     def texts(self) -> list[str]:
-        return [frame["text"] for frame in self.frames]
+        return [frame.text for frame in self.frames]
 
     def count(self, text: str) -> int:
         return self.texts().count(text)
@@ -88,8 +89,8 @@ def record(signal) -> list[tuple]:
     return calls
 
 
-def has_text(text: str) -> Callable[[dict], bool]:
-    return lambda frame: frame["text"] == text
+def has_text(text: str) -> Callable[[Message], bool]:
+    return lambda frame: frame.text == text
 
 
 @pytest.fixture
@@ -108,12 +109,12 @@ def test_connect_and_register(qtbot, server, make_client):
     states: list[str] = []
     client.stateChanged.connect(states.append)
     frame = join(qtbot, client, server, "Alice")
-    assert frame["name"] == "Alice"
-    assert frame["resumed"] is False
-    assert "Alice" in frame["users"]
-    assert len(frame["session"]) >= 22  # ≥ 128 bits, URL-safe base64
+    assert frame.name == "Alice"
+    assert frame.resumed is False
+    assert "Alice" in frame.users
+    assert len(frame.session) >= 22  # ≥ 128 bits, URL-safe base64
     assert states == ["connecting", "connected"]
-    assert client.connected and client.session == frame["session"]
+    assert client.connected and client.session == frame.session
     assert server.users() == ["Alice"]
 
 
@@ -135,7 +136,7 @@ def test_username_taken_then_another_name_on_the_same_connection(qtbot, server, 
     with qtbot.assertNotEmitted(client.connectFailed), \
             qtbot.waitSignal(client.registered, timeout=WAIT) as accepted:
         client.register("bob")
-    assert accepted.args[0]["name"] == "bob"
+    assert accepted.args[0].name == "bob"
     assert states == ["connecting", "connected"]  # never dropped in between
     assert sorted(server.users()) == ["alice", "bob"]
 
@@ -152,7 +153,7 @@ def test_an_invalid_name_fails_before_connecting(qtbot, server, make_client):
 
 def test_connect_async_returns_registered_or_raises(server, make_client, arun):
     frame = arun(make_client().connect_async(endpoint(server), "alice"))
-    assert frame["name"] == "alice"
+    assert frame.name == "alice"
     with pytest.raises(ConnectError) as taken:
         arun(make_client().connect_async(endpoint(server), "Alice"))
     assert taken.value.kind == "username_taken"
@@ -170,14 +171,14 @@ def test_broadcast_round_trip(qtbot, pair):
         message_id = alice.send_broadcast("hello, room")
     [(confirmed_id, stored)] = confirmed
     assert confirmed_id == message_id
-    assert stored["id"] == message_id and stored["from"] == "alice"
-    assert stored["room"] == "lobby" and isinstance(stored["seq"], int)
+    assert stored.id == message_id and stored.sender == "alice"
+    assert stored.room == "lobby" and isinstance(stored.seq, int)
     round_trip(qtbot, alice)
     round_trip(qtbot, bob)
     assert alice_inbox.frames == [stored]  # the sender's copy, once
     assert bob_inbox.count("hello, room") == 1
     received = bob_inbox.frames[0]
-    assert received["seq"] == stored["seq"] and "id" not in received  # ids are the sender's
+    assert received.seq == stored.seq and received.id is None  # ids are the sender's
     assert alice.pending_ids == []
 
 
@@ -194,9 +195,9 @@ def test_whisper_round_trip(qtbot, pair, server, make_client):
         round_trip(qtbot, client)
     [mine] = alice_inbox.frames
     [theirs] = bob_inbox.frames
-    assert mine["type"] == theirs["type"] == "whisper"
-    assert (theirs["from"], theirs["to"], theirs["text"]) == ("alice", "bob", "just between us")
-    assert mine["seq"] == theirs["seq"] and mine["id"] == message_id
+    assert mine.type == theirs.type == "whisper"
+    assert (theirs.sender, theirs.to, theirs.text) == ("alice", "bob", "just between us")
+    assert mine.seq == theirs.seq and mine.id == message_id
     assert carol_inbox.frames == []
 
 
@@ -276,7 +277,7 @@ def test_network_blip_loses_nothing_and_doubles_nothing(qtbot, server, pair):
                                  "typed while cut off"]
     assert alice_inbox.texts() == ["before", "said during the gap", "psst, during the gap",
                                    "typed while cut off"]
-    seqs = [frame["seq"] for frame in bob_inbox.frames]
+    seqs = [frame.seq for frame in bob_inbox.frames]
     assert seqs == sorted(seqs)
     assert bob.pending_ids == [] and queued_id not in bob.failed_ids
 
@@ -538,3 +539,49 @@ def test_retry_while_disconnected_goes_with_the_resume(qtbot, server, pair):
     with qtbot.waitSignals([alice.sendConfirmed, bob.messageReceived], timeout=WAIT):
         server.resume_accepting()
     assert alice.pending_ids == []
+
+
+def test_a_protocol_1_host_refusing_a_whisper_fails_the_whisper_not_an_older_broadcast(
+        qtbot, make_client):
+    """An older host names no id in its errors. The client used to take every refusal for
+    its oldest send in flight, whatever its kind: a broadcast still on its way was marked
+    failed for a whisper to nobody, and the whisper stayed 'sending' forever."""
+    def answer(frame: dict) -> list:
+        if frame["type"] == "register":
+            return [registered(frame)]  # no ``features``: a protocol-1 host
+        if frame["type"] == "whisper":
+            return [{"type": "error", "code": "no_such_user", "message": "No one is called "
+                     "ghost.", "ref": "whisper"}]
+        return []  # the broadcast: stored later (not answered in this test)
+
+    host = ScriptedHost(answer)
+    client = make_client()
+    join(qtbot, client, host, "alice")
+    with qtbot.waitSignal(client.sendFailed, timeout=WAIT) as failed:
+        broadcast_id = client.send_broadcast("on its way")
+        whisper_id = client.send_whisper("ghost", "psst")
+    assert failed.args[:2] == [whisper_id, "no_such_user"]
+    assert client.failed_ids == [whisper_id]
+    assert client.pending_ids == [broadcast_id, whisper_id]
+    host.close()
+
+
+def test_the_client_offers_its_features_and_keeps_those_the_host_accepted(
+        qtbot, server, make_client):
+    def answer(frame: dict) -> list:
+        if frame["type"] == "register":
+            return [{**registered(frame), "features": ["chess", "files"]}]
+        return []
+
+    host = ScriptedHost(answer)
+    client = make_client(features=("chess",))
+    join(qtbot, client, host, "alice")
+    assert host.received[0]["features"] == ["chess"]
+    assert client.features == ["chess"]  # "files" was never asked for
+    assert client.has_feature("chess") and not client.has_feature("files")
+    host.close()
+
+    # Today's app implements none and says so: an empty list (a features session).
+    plain = make_client()
+    join(qtbot, plain, server, "bob")
+    assert plain.features == [] and not plain.has_feature("chess")

@@ -16,6 +16,7 @@ from view_harness import TS, ShownView, broadcast
 from qtchat.gui import delegate as delegate_module
 from qtchat.gui.delegate import MessageDelegate
 from qtchat.gui.models import MessageEntry, MessageModel, NoticeKind, RowKind
+from qtchat.protocol.server_frames import Message
 
 WHITE = QColor(255, 255, 255)
 
@@ -92,10 +93,8 @@ def test_bidi_controls_cannot_move_the_name(chat):
 def test_message_prefixes(chat):
     model = chat.model
     model.add_message(broadcast(1, "erin", "/me waves"))
-    model.add_message({"type": "whisper", "seq": 2, "ts": TS, "from": "bob", "to": "me",
-                       "text": "psst"})
-    model.add_message({"type": "whisper", "seq": 3, "ts": TS, "from": "me", "to": "carol",
-                       "text": "hi"})
+    model.add_message(Message(seq=2, ts=TS, sender="bob", to="me", text="psst"))
+    model.add_message(Message(seq=3, ts=TS, sender="me", to="carol", text="hi"))
     model.add_message(broadcast(4, "dave", "two\nlines\r\nthree"))
     texts = [chat.view.painted_text(r) for r in range(4)]
     assert texts[0] == "* erin \u2068waves\u2069"

@@ -238,7 +238,7 @@ def test_tls_with_the_right_fingerprint_joins(qtbot, make_client, tls_server):
     with qtbot.waitSignal(client.registered, timeout=WAIT) as joined:
         client.open(local(tls_server.port, tls=True, fingerprint=tls_server.fingerprint),
                     "alice")
-    assert joined.args[0]["server"].get("tls") is True
+    assert joined.args[0].server.get("tls") is True
     assert seen == [tls_server.fingerprint]
 
 

@@ -363,7 +363,7 @@ def test_the_app_shows_a_refused_message_as_failed_and_its_retry_goes_once(
         with qtbot.waitSignal(person.registered, timeout=5000):
             person.open(Endpoint("127.0.0.1", server.port), name)
     received: list[str] = []
-    bob.messageReceived.connect(lambda frame: received.append(frame["text"]))
+    bob.messageReceived.connect(lambda frame: received.append(frame.text))
     failed: list[tuple] = []
     answered: list[str] = []
     alice.sendFailed.connect(lambda *args: failed.append(args))

@@ -19,7 +19,8 @@ from _scripted_host import ScriptedHost, registered
 from PySide6.QtCore import QTimer
 
 from qtchat import protocol as p
-from qtchat.client.chat_client import MAX_VIOLATIONS, ChatClient, ConnectError, Endpoint
+from qtchat.client.chat_client import ChatClient, ConnectError, Endpoint
+from qtchat.client.session import MAX_VIOLATIONS
 from qtchat.server.chat_server import ChatServer, ServerConfig
 
 pytest_plugins = ("_qasync_loop",)
@@ -112,7 +113,7 @@ def test_a_seq_saved_out_of_range_by_an_older_version_still_joins(qtbot, make_cl
     client = make_client()
     with qtbot.waitSignal(client.registered, timeout=WAIT) as joined:
         client.open(endpoint(genuine), "alice", resume=("old-session", 2**70))
-    assert joined.args[0]["resumed"] is False  # a fresh session: nothing to resume there
+    assert joined.args[0].resumed is False  # a fresh session: nothing to resume there
     assert client.last_seq < 2**53
 
 
@@ -168,7 +169,7 @@ def test_a_second_registered_is_refused_and_nothing_is_sent_twice(qtbot, make_cl
     client = make_client(reconnect=False)
     with qtbot.waitSignal(client.registered, timeout=WAIT) as joined:
         client.open(endpoint(host), "alice")
-    again = {**joined.args[0], "session": "another"}
+    again = {**joined.args[0].to_wire(), "session": "another"}
     host.answer = lambda frame: [again] if frame["type"] == "broadcast" else []
     with qtbot.waitSignal(client.connectFailed, timeout=WAIT) as stopped:
         client.send_broadcast("unconfirmed")
@@ -259,7 +260,7 @@ def test_a_joined_flood_grows_no_room_list(qtbot, make_client):
 
 def test_an_asked_for_room_is_joined_and_a_user_joined_flood_is_bounded(
         qtbot, make_client, monkeypatch):
-    monkeypatch.setattr("qtchat.client.chat_client.MAX_MEMBERS_PER_ROOM", 100)
+    monkeypatch.setattr("qtchat.client.session.MAX_MEMBERS_PER_ROOM", 100)
     host = hostile([])
     client = make_client()
     with qtbot.waitSignal(client.registered, timeout=WAIT):
@@ -287,7 +288,7 @@ def test_a_burst_is_handled_in_slices_and_the_event_loop_runs_between(qtbot, mak
     host = hostile([blob([message(seq) for seq in range(1, count + 1)])])
     client = make_client(keepalive=0)
     seqs: list[int] = []
-    client.messageReceived.connect(lambda frame: seqs.append(frame["seq"]))
+    client.messageReceived.connect(lambda frame: seqs.append(frame.seq))
     ticks: list[int] = []  # messages handled when the event loop got a turn
     tick = QTimer()
     tick.setInterval(0)

@@ -29,11 +29,13 @@ from qtchat.gui.models import (
     parse_timestamp,
     sender_color,
 )
+from qtchat.protocol.server_frames import Message
 
 TS = "2024-05-01T12:34:56.789Z"
 
 
-def broadcast(seq: int, sender: str = "alice", text: str | None = None, **extra: Any) -> dict:
+def broadcast(seq: int, sender: str = "alice", text: str | None = None,
+              **extra: Any) -> Message:
     frame = {
         "type": "broadcast",
         "seq": seq,
@@ -43,12 +45,12 @@ def broadcast(seq: int, sender: str = "alice", text: str | None = None, **extra:
         "text": f"message {seq}" if text is None else text,
     }
     frame.update(extra)
-    return frame
+    return Message.from_wire(frame)
 
 
-def whisper(seq: int, sender: str, to: str, text: str = "psst", **extra: Any) -> dict:
-    return {"type": "whisper", "seq": seq, "ts": TS, "from": sender, "to": to, "text": text,
-            **extra}
+def whisper(seq: int, sender: str, to: str, text: str = "psst", **extra: Any) -> Message:
+    return Message.from_wire({"type": "whisper", "seq": seq, "ts": TS, "from": sender,
+                              "to": to, "text": text, **extra})
 
 
 def seqs(model: MessageModel) -> list[int | None]:
@@ -329,11 +331,12 @@ def test_actions_and_whispers(model):
 @pytest.mark.parametrize(
     "frame",
     [
-        {"type": "broadcast", "from": "a", "text": "no seq"},
-        {"type": "broadcast", "seq": "7", "from": "a", "text": "string seq"},
-        {"type": "broadcast", "seq": True, "from": "a", "text": "bool seq"},
-        {"type": "broadcast", "seq": 7, "from": None, "text": "bad sender"},
-        {"type": "broadcast", "seq": 7, "from": "a"},
+        Message(seq=-1, ts=TS, sender="a", text="negative seq", room="lobby"),
+        Message(seq="7", ts=TS, sender="a", text="string seq", room="lobby"),
+        Message(seq=True, ts=TS, sender="a", text="bool seq", room="lobby"),
+        Message(seq=7, ts=TS, sender=None, text="bad sender", room="lobby"),
+        Message(seq=7, ts=TS, sender="a", text=None, room="lobby"),
+        {"type": "broadcast", "seq": 7, "ts": TS, "from": "a", "text": "a dict, not a Message"},
         None,
     ],
 )

@@ -16,6 +16,7 @@ from qtchat.gui.models import (
     name_slot,
     sender_color,
 )
+from qtchat.protocol.server_frames import Message
 
 WAIT_MS = 10_000
 pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints")
@@ -108,12 +109,11 @@ def _contrast(a: QColor, b: QColor) -> float:
 def test_own_me_in_a_private_tab_is_in_your_own_colour(chat):
     chat.model.conversation = "alice"
     chat.model.add_pending("l1", "waves", peer="alice", whisper=True, action=True)
-    chat.model.add_message({"type": "whisper", "seq": 1, "ts": TS, "from": "me", "to": "alice",
-                            "text": "/me waves", "id": "l1"})
-    chat.model.add_message({"type": "whisper", "seq": 2, "ts": TS, "from": "me", "to": "alice",
-                            "text": "hello"})
-    chat.model.add_message({"type": "whisper", "seq": 3, "ts": TS, "from": "alice", "to": "me",
-                            "text": "/me waves back"})
+    chat.model.add_message(Message(seq=1, ts=TS, sender="me", to="alice", text="/me waves",
+                                   id="l1"))
+    chat.model.add_message(Message(seq=2, ts=TS, sender="me", to="alice", text="hello"))
+    chat.model.add_message(Message(seq=3, ts=TS, sender="alice", to="me",
+                                   text="/me waves back"))
     delegate = chat.view.delegate()
     dark = chat.view.palette().base().color().lightness() < 128
     mine, theirs = sender_color("me", dark), sender_color("alice", dark)

@@ -11,13 +11,15 @@ from PySide6.QtWidgets import QScrollBar
 
 from qtchat.gui.message_view import MessageView
 from qtchat.gui.models import MessageModel
+from qtchat.protocol.server_frames import Message
 
 TS = "2024-05-01T12:34:56.789Z"
 
 
-def broadcast(seq: int, sender: str = "alice", text: str | None = None, **extra) -> dict:
-    return {"type": "broadcast", "seq": seq, "ts": TS, "from": sender, "room": "lobby",
-            "text": f"message {seq}" if text is None else text, **extra}
+def broadcast(seq: int, sender: str = "alice", text: str | None = None, **extra) -> Message:
+    return Message.from_wire({"type": "broadcast", "seq": seq, "ts": TS, "from": sender,
+                              "room": "lobby",
+                              "text": f"message {seq}" if text is None else text, **extra})
 
 
 class ShownView:

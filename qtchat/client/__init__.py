@@ -12,8 +12,9 @@ from typing import Any
 
 _PUBLIC = {
     "ChatClient": "qtchat.client.chat_client",
-    "ConnectError": "qtchat.client.chat_client",
-    "Endpoint": "qtchat.client.chat_client",
+    "ClientSession": "qtchat.client.session",
+    "ConnectError": "qtchat.client.errors",
+    "Endpoint": "qtchat.client.errors",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -34,6 +34,7 @@ from qtchat.gui.host_thread import HostedServer
 from qtchat.gui.start_dialog import HostChoice, JoinChoice, StartDialog, settings
 from qtchat.names import parse_name
 from qtchat.paths import default_data_dir, default_host_dir
+from qtchat.protocol.server_frames import Message, Registered
 from qtchat.server.chat_server import ServerConfig, ServerError
 from qtchat.wakeup import install_signal_wakeup
 
@@ -312,7 +313,7 @@ class AppController(QObject):
         return True
 
     @Slot(object)
-    def _registered(self, frame: dict[str, Any]) -> None:
+    def _registered(self, frame: Registered) -> None:
         client = self.client
         assert client is not None
         client.registered.disconnect(self._registered)
@@ -484,10 +485,10 @@ class AppController(QObject):
         client.send_broadcast(self._smoke_text)
 
     @Slot(str, object)
-    def _smoke_confirmed(self, _message_id: str, frame: dict[str, Any]) -> None:
-        if frame.get("text") == self._smoke_text:
+    def _smoke_confirmed(self, _message_id: str, message: Message) -> None:
+        if message.text == self._smoke_text:
             print(f"qtchat: smoke test passed: hosted on port {self.host_runtime.server.port}, "
-                  f"joined, posted message seq {frame['seq']}", flush=True)
+                  f"joined, posted message seq {message.seq}", flush=True)
             if self.window is not None:
                 self.window._force_close = True
                 self.window.close()

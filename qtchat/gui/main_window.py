@@ -57,6 +57,7 @@ from qtchat.gui.models import (
 from qtchat.gui.pick_dialog import PickDialog
 from qtchat.gui.reconnect_bar import ReconnectBar
 from qtchat.gui.tabs import ConversationTabs
+from qtchat.protocol.server_frames import Joined, Message, Registered
 
 log = logging.getLogger(__name__)
 
@@ -462,25 +463,24 @@ class ChatWindow(QMainWindow):
     # --- client signals ---------------------------------------------------------------
 
     @Slot(object)
-    def _on_registered(self, frame: dict[str, Any]) -> None:
-        self.me = frame["name"]
-        self._server_rooms = [room for room in frame.get("rooms") or []
-                              if isinstance(room, str)][:1000]
+    def _on_registered(self, frame: Registered) -> None:
+        self.me = frame.name
+        self._server_rooms = frame.rooms[:1000]
         for conv in self._conversations.values():
             conv.model.self_name = self.me
         lobby = self.conversation(ConversationKind.ROOM, p.LOBBY)
         assert lobby is not None and lobby.members is not None
-        lobby.members.set_members([str(n) for n in frame["users"]], self._hosts())
+        lobby.members.set_members(frame.users, self._hosts())
         self._update_members_label()
         first = not self._welcomed
         if first:
             self._welcomed = True
             server = str(self.client.server_info.get("name") or "the room")
             self._notice(lobby, f"You joined {server} as {self.me}. Type /help for commands.")
-        for room in frame.get("in_rooms") or []:
-            if isinstance(room, str) and fold(room) != p.LOBBY:
+        for room in frame.in_rooms or ():
+            if fold(room) != p.LOBBY:
                 self.client.join(room)  # refreshes members and recent history
-        if first or frame.get("resumed") is False:
+        if first or frame.resumed is False:
             # A new window (also one resuming a saved session) starts empty: fetch the
             # lobby's recent history. Other rooms come with theirs in ``joined``.
             self.client.request_history(p.LOBBY)
@@ -501,11 +501,11 @@ class ChatWindow(QMainWindow):
         self._update_title()
 
     @Slot(object)
-    def _on_room_joined(self, frame: dict[str, Any]) -> None:
-        conv = self.conversation(ConversationKind.ROOM, frame["room"])
+    def _on_room_joined(self, frame: Joined) -> None:
+        conv = self.conversation(ConversationKind.ROOM, frame.room)
         assert conv is not None and conv.members is not None
-        conv.members.set_members([str(n) for n in frame["users"]], self._hosts())
-        conv.model.add_messages(frame["history"])
+        conv.members.set_members(frame.users, self._hosts())
+        conv.model.add_messages(frame.history)
         self._update_members_label()
         self.show_conversation(conv)
 
@@ -539,36 +539,36 @@ class ChatWindow(QMainWindow):
             self.members_label.setText(f"In {conv.title} · {count} "
                                        f"{'person' if count == 1 else 'people'}")
 
-    def _conversation_of(self, frame: dict[str, Any]) -> Conversation:
-        if frame["type"] == "whisper":
-            peer = frame["to"] if fold(frame["from"]) == fold(self.me) else frame["from"]
+    def _conversation_of(self, message: Message) -> Conversation:
+        if message.to is not None:
+            peer = message.to if fold(message.sender) == fold(self.me) else message.sender
             conv = self.conversation(ConversationKind.PRIVATE, peer)
         else:
-            conv = self.conversation(ConversationKind.ROOM, frame["room"])
+            conv = self.conversation(ConversationKind.ROOM, message.room or p.LOBBY)
         assert conv is not None
         return conv
 
     @Slot(object)
-    def _on_message(self, frame: dict[str, Any]) -> None:
-        conv = self._conversation_of(frame)
-        if not conv.model.add_message(frame):
+    def _on_message(self, message: Message) -> None:
+        conv = self._conversation_of(message)
+        if not conv.model.add_message(message):
             return
-        own = fold(frame["from"]) == fold(self.me)
+        own = fold(message.sender) == fold(self.me)
         if own:
             return
         if conv is not self.current() or not self.isActiveWindow():
             if conv.model.unread_marker_row() < 0:
-                conv.model.set_unread_marker(frame["seq"] - 1)
+                conv.model.set_unread_marker(message.seq - 1)
             if conv is not self.current():
                 self.rooms.increment_unread(conv.title, conv.kind)
                 self._update_title()
-        mention = re.search(rf"(?<!\w){re.escape(self.me)}(?!\w)", frame["text"], re.IGNORECASE)
-        if frame["type"] == "whisper" or mention:
-            self._notify(frame)
+        mention = re.search(rf"(?<!\w){re.escape(self.me)}(?!\w)", message.text, re.IGNORECASE)
+        if message.is_whisper or mention:
+            self._notify(message)
 
     @Slot(str, object)
-    def _on_send_confirmed(self, _message_id: str, frame: dict[str, Any]) -> None:
-        self._conversation_of(frame).model.add_message(frame)
+    def _on_send_confirmed(self, _message_id: str, message: Message) -> None:
+        self._conversation_of(message).model.add_message(message)
 
     @Slot(str, str, str)
     def _on_send_failed(self, message_id: str, code: str, message: str) -> None:
@@ -592,7 +592,7 @@ class ChatWindow(QMainWindow):
             return
 
     @Slot(str, list)
-    def _on_history(self, room: str, messages: list) -> None:
+    def _on_history(self, room: str, messages: list[Message]) -> None:
         conv = self.conversation(ConversationKind.ROOM, room, create=False)
         if conv is not None:
             conv.model.add_messages(messages)
@@ -694,15 +694,15 @@ class ChatWindow(QMainWindow):
         unread = self.rooms.total_unread()
         self.setWindowTitle(f"({unread}) {title}" if unread else title)
 
-    def _notify(self, frame: dict[str, Any]) -> None:
+    def _notify(self, message: Message) -> None:
         if self.isActiveWindow():
             return
         QApplication.alert(self)
         if self.tray is not None and QSystemTrayIcon.supportsMessages():
-            kind = "Whisper" if frame["type"] == "whisper" else f"Mention in {frame['room']}"
+            kind = "Whisper" if message.is_whisper else f"Mention in {message.room}"
             # Notification servers may render a subset of HTML: escape peer text.
-            self.tray.showMessage(html.escape(f"{kind} from {frame['from']}"),
-                                  html.escape(frame["text"][:200]),
+            self.tray.showMessage(html.escape(f"{kind} from {message.sender}"),
+                                  html.escape(message.text[:200]),
                                   QSystemTrayIcon.MessageIcon.Information, 8000)
 
     @Slot()

@@ -35,7 +35,7 @@ import logging
 import re
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from enum import IntEnum
 from functools import lru_cache
@@ -52,6 +52,8 @@ from PySide6.QtCore import (
     Qt,
 )
 from PySide6.QtGui import QColor
+
+from qtchat.protocol.server_frames import Message
 
 log = logging.getLogger(__name__)
 
@@ -451,20 +453,22 @@ class MessageModel(QAbstractListModel):
 
     Feed it from ChatClient signals::
 
-        model.self_name = registered["name"]
-        model.add_messages(joined["history"])          # backlog, one insert per block
-        model.add_message(frame)                       # live broadcast / whisper
+        model.self_name = registered.name
+        model.add_messages(joined.history)             # backlog, one insert per block
+        model.add_message(message)                     # live broadcast / whisper
         model.add_pending(local_id, text)              # before sending {"id": local_id}
         model.add_message(echo)                        # echo with that id: same row, SENT
         model.mark_failed(local_id)                    # send failed / connection lost
         model.add_notice("bob joined", NoticeKind.JOIN)
-        model.add_messages(history["messages"])        # older page: prepended in place
+        model.add_messages(messages)                   # older page: prepended in place
 
-    ``own`` (sent by this user) defaults to ``frame["from"] == self_name``. A
+    Messages are ``qtchat.protocol.server_frames.Message`` values, as the client hands
+    them over (checked there); the model reads their attributes, never a dict.
+    ``own`` (sent by this user) defaults to ``message.sender == self_name``. A
     ``/me`` action travels as text starting with ``ACTION_PREFIX`` ("/me "): such
     rows get ``IsAction`` and the text without the prefix. A caller that decides
-    otherwise passes ``action=`` (or sets an ``"action"`` key on batch frames).
-    Malformed frames raise ``ValueError`` from ``add_message``; ``add_messages``
+    otherwise passes ``action=``.
+    Malformed messages raise ``ValueError`` from ``add_message``; ``add_messages``
     skips and logs them (one bad frame must not lose a history page).
     """
 
@@ -636,18 +640,18 @@ class MessageModel(QAbstractListModel):
     # ---------------------------------------------------------------- messages
 
     def add_message(
-        self, frame: Mapping[str, Any], own: bool | None = None, *, action: bool | None = None
+        self, frame: Message, own: bool | None = None, *, action: bool | None = None
     ) -> bool:
-        """Add one ``broadcast``/``whisper`` frame; False if its seq is already here.
+        """Add one ``Message`` (a broadcast or whisper); False if its seq is already here.
 
         ``action``: show it as a ``/me`` action ("* name text"), without a leading
-        ``ACTION_PREFIX``. None (the default) decides from the frame: its
-        ``action`` key if present, else whether the text starts with "/me ".
+        ``ACTION_PREFIX``. None (the default) decides from the text: whether it starts
+        with "/me ".
 
         An echo whose ``id`` names a pending row turns that row into this message
         (moved to its seq position if others arrived meanwhile): never two rows.
         The common case, a seq newer than all, is an append; an older seq is
-        inserted in place (bisect). Raises ``ValueError`` on a malformed frame.
+        inserted in place (bisect). Raises ``ValueError`` on a malformed message.
         """
         entry = self._entry_from_frame(frame, own, action)
         pend = self._pending_for(frame)
@@ -668,7 +672,7 @@ class MessageModel(QAbstractListModel):
             self._insert_one(entry, bisect_left)
         return True
 
-    def add_messages(self, frames: Iterable[Mapping[str, Any]], own: bool | None = None) -> int:
+    def add_messages(self, frames: Iterable[Message], own: bool | None = None) -> int:
         """Add a batch (a ``joined``/``history`` page, a resume replay); returns rows added.
 
         Duplicates are dropped, the batch is sorted by seq, and each run of new
@@ -679,7 +683,7 @@ class MessageModel(QAbstractListModel):
         fresh: list[MessageEntry] = []
         seen = self._seqs
         batch_seqs: set[int] = set()
-        echoes: list[Mapping[str, Any]] = []
+        echoes: list[Message] = []
         pending = self._pending
         for frame in frames:
             try:
@@ -978,29 +982,26 @@ class MessageModel(QAbstractListModel):
         return self._strings.setdefault(name, name)
 
     def _entry_from_frame(
-        self, frame: Mapping[str, Any], own: bool | None, action: bool | None
+        self, frame: Message, own: bool | None, action: bool | None
     ) -> MessageEntry:
-        try:
-            seq = frame["seq"]
-            sender = frame["from"]
-            text = frame["text"]
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"message frame lacks {exc}") from None
+        # The client checked what the host sent (``read_server_frame``); a caller that
+        # builds a Message by hand gets a ValueError for what cannot be shown.
+        if not isinstance(frame, Message):
+            raise ValueError(f"not a message: {type(frame).__name__}")
+        seq, sender, text, to = frame.seq, frame.sender, frame.text, frame.to
         if type(seq) is not int or seq < 0:
             raise ValueError(f"bad seq {seq!r}")
         if not isinstance(sender, str) or not isinstance(text, str):
             raise ValueError("from/text must be strings")
-        get = frame.get
-        to = get("to")
-        whisper = get("type") == "whisper" or (isinstance(to, str) and "room" not in frame)
-        peer = to if whisper else get("room", "")
+        whisper = to is not None
+        peer = to if whisper else frame.room
         if not isinstance(peer, str):
             peer = ""
         if own is None:
             own = bool(self.self_name) and sender == self.self_name
         flags = (_OWN if own else 0) | (_WHISPER if whisper else 0)
         if action is None:
-            action = bool(get("action", False)) or text.startswith(ACTION_PREFIX)
+            action = text.startswith(ACTION_PREFIX)
         if action:
             flags |= _ACTION
             text = text.removeprefix(ACTION_PREFIX)
@@ -1010,7 +1011,7 @@ class MessageModel(QAbstractListModel):
         entry.key = entry.seq = seq
         entry.uid = seq + self._uid_offset if self._uid_offset else seq  # one int, not two
         entry.kind = RowKind.MESSAGE
-        ts = get("ts")
+        ts = frame.ts
         try:  # parse_timestamp's common case, inline (a backlog is all this): -10 %
             entry.ts = round(_from_iso(ts).timestamp() * 1000) if ts[-1] == "Z" else None
         except (TypeError, ValueError, IndexError, KeyError):
@@ -1026,9 +1027,9 @@ class MessageModel(QAbstractListModel):
         entry.local_id = None
         return entry
 
-    def _pending_for(self, frame: Mapping[str, Any]) -> MessageEntry | None:
-        local_id = frame.get("id")
-        if isinstance(local_id, str) and self._pending:
+    def _pending_for(self, frame: Message) -> MessageEntry | None:
+        local_id = frame.id
+        if local_id is not None and self._pending:
             return self._pending.get(local_id)
         return None
 

@@ -574,7 +574,7 @@ SERVER_FRAME_SHAPES: dict[str, tuple[dict[str, Callable[[object], object]],
     "ping": ({}, _token),
     "error": ({"code": _short_str,
                "message": lambda v: _string(v, MAX_ERROR_MESSAGE_CHARS, empty=True)},
-              {"ref": _short_str, "id": _short_str}),
+              {"ref": _short_str, "id": _short_str, "retry_after": _seq}),
     "bye": ({}, {"reason": _short_str}),
 }
 

@@ -239,6 +239,8 @@ class ErrorFrame(ServerFrame):
     message: str
     ref: str | None = None
     id: str | None = None
+    # Seconds to wait before trying again (a lockout after too many wrong passwords).
+    retry_after: int | None = None
 
 
 @server_frame
