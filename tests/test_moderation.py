@@ -21,6 +21,7 @@ from qtchat.server.moderation import (
     check,
     check_topic,
     iso_time,
+    speech_refusal,
 )
 
 T0 = 1_800_000_000.0
@@ -261,6 +262,26 @@ def test_mutes_round_trip_through_records():
     assert again.to_records() == mutes.to_records()
     assert again.muted(identity=MALLORY_ID, name=parse_name("Zed"), room="chess", now=T0)
     assert again.muted(identity=None, name=parse_name("papa"), room=None, now=T0)
+
+
+def test_the_posting_veto_says_muted_or_not_permitted():
+    mutes = Mutes()
+    mallory, owner = parse_name("Mallory"), parse_name("Carol")
+    mutes.add(mallory, identity=MALLORY_ID, room="chess", minutes=0, by="Carol", now=T0)
+    mutes.add(owner, identity=None, room=None, minutes=0, by="Dave", now=T0)  # a stray mute
+    free, moderated = RoomMode(), RoomMode(moderated=True)
+
+    def veto(role, name, identity, room, mode):
+        return speech_refusal(role, mutes=mutes, identity=identity, name=name, room=room,
+                              mode=mode, now=T0)
+
+    assert veto(MEMBER, mallory, MALLORY_ID, "chess", free) == "muted"
+    assert veto(MEMBER, mallory, MALLORY_ID, "lobby", free) is None
+    assert veto(MEMBER, mallory, MALLORY_ID, None, None) is None  # a room mute spares whispers
+    assert veto(MEMBER, mallory, MALLORY_ID, "lobby", moderated) == "not_permitted"
+    assert veto(OP, parse_name("Dave"), CAROL_ID, "lobby", moderated) is None
+    assert veto(OWNER, owner, None, "lobby", free) is None  # the owner is never muted
+    assert veto(OWNER, owner, None, None, None) is None
 
 
 # --- room modes and topics ------------------------------------------------------------------

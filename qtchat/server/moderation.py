@@ -342,6 +342,19 @@ class Mutes:
         return table
 
 
+def speech_refusal(role: str, *, mutes: Mutes, identity: str | None, name: Name,
+                   room: str | None, mode: RoomMode | None, now: float) -> str | None:
+    """The posting veto, in one place: None if this person may post a broadcast in
+    ``room`` (its key; None for a whisper, ``mode`` then None), else the error code —
+    ``muted`` for a mute that covers it, ``not_permitted`` for a member in a moderated
+    room. The owner is never muted (§4), even by a mute on a look-alike of their name."""
+    if role != OWNER and mutes.muted(identity=identity, name=name, room=room, now=now):
+        return "muted"
+    if room is not None:
+        return check(role, "speak", mode=mode)
+    return None
+
+
 # --- room modes and topics ------------------------------------------------------------------
 
 
