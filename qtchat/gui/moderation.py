@@ -180,6 +180,7 @@ class ModerationDialog(QDialog):
         layout.addWidget(question)
         layout.addLayout(form)
         layout.addWidget(buttons)
+        self.setMinimumWidth(360)  # room for the question and a reason on one line
 
     def _question(self) -> str:
         where = f" from #{self.room}" if self.room is not None and self.kind == KICK else ""
@@ -309,6 +310,7 @@ class TopicBar(QWidget):
         self.edit.setText(self._topic)
         self.edit.selectAll()
         self.stack.setCurrentIndex(1)
+        self.pencil.hide()  # Enter sets, Escape cancels: the button would only confuse
         self.edit.setFocus()
         self._count()
         return True
@@ -316,6 +318,7 @@ class TopicBar(QWidget):
     @Slot()
     def stop_editing(self) -> None:
         self.stack.setCurrentIndex(0)
+        self.pencil.setVisible(self._editable)
 
     @Slot()
     def _commit(self) -> None:
