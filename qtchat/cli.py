@@ -49,6 +49,15 @@ def _count(text: str) -> int:
     return value
 
 
+def _name(text: str) -> str:
+    from qtchat.names import InvalidName, parse_name
+
+    try:
+        return parse_name(text).display
+    except InvalidName as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -110,6 +119,12 @@ def add_server_options(parser: argparse.ArgumentParser, *, headless: bool) -> No
         parser.add_argument("--host", default="0.0.0.0",
                             help="address to listen on (default 0.0.0.0: every IPv4 interface; "
                                  ":: every IPv6 one; * both)")
+        parser.add_argument("--host-user", type=_name, default=None, metavar="NAME",
+                            help="the name of the person hosting the room, shown to everyone "
+                                 "who joins (qtchat host sets it; default: none)")
+        parser.add_argument("--stop-when-stdin-closes", action="store_true",
+                            help="say bye and stop when standard input closes (how the app "
+                                 "runs a hosted room: it ends with the app, even a killed one)")
         parser.add_argument("-v", "--verbose", action="store_true", help="log more")
 
 
@@ -121,7 +136,9 @@ def server_config(args: argparse.Namespace, host: str = "0.0.0.0"):
         host=getattr(args, "host", host),
         port=args.port,
         server_name=args.server_name or socket.gethostname() or "qtchat",
-        password=args.password or None,
+        # QTCHAT_PASSWORD: how the app gives its hosted room's child the password
+        # (a command line is readable by every user of the machine, an environment not).
+        password=args.password or os.environ.get("QTCHAT_PASSWORD") or None,
         data_dir=args.data_dir or default_data_dir(),
         max_clients=args.max_clients,
         max_rooms=args.max_rooms,
@@ -135,6 +152,7 @@ def server_config(args: argparse.Namespace, host: str = "0.0.0.0"):
         history_retention=args.history_retention,
         resume_grace=args.resume_grace,
         tls=args.tls,
+        host_user=getattr(args, "host_user", None),
     )
 
 
