@@ -265,3 +265,38 @@ def test_killing_the_app_takes_its_room_down(tmp_path):
         app.process.wait(30)
         wait_until(lambda: _gone(app.child), timeout=5)
         assert _refuses_connections(app.port)
+
+
+# --- the host's window during a storm ---------------------------------------------------------
+
+
+def test_one_more_person_in_a_long_member_list_reads_only_the_rows_on_screen(qtbot, pair):
+    """A join or leave must cost the member list what is on screen, not every row: with
+    a whole row-by-row relayout, 200 people resuming at once stalled the host's window
+    (40,000 model reads, the biggest share of its work in ``host_stall.py``)."""
+    from PySide6.QtWidgets import QApplication
+
+    alice, _bob = pair
+    members = lobby(alice).members
+    assert alice.members_view.model() is members
+    members.set_members([f"Guest{i:03}" for i in range(400)], ["Alice"])
+    alice.show()
+    QApplication.processEvents()
+    alice.members_view.viewport().repaint()
+    reads = []
+    real_data = type(members).data
+
+    def counting_data(index, role=Qt.ItemDataRole.DisplayRole):
+        reads.append(index.row())
+        return real_data(members, index, role)
+
+    members.data = counting_data  # this instance only: what the view asks of it
+    try:
+        members.add_member("Newcomer")
+        QApplication.processEvents()  # the view's delayed layout runs here
+        alice.members_view.viewport().repaint()
+    finally:
+        del members.data
+    assert "Newcomer" in members.names()
+    assert reads, "the view did not look at the list at all"
+    assert len(set(reads)) < 100, f"{len(set(reads))} of {members.rowCount()} rows read"
