@@ -227,9 +227,11 @@ class HostApp:
         wait_until(lambda: (settings.exists() and "sessions" in settings.read_text())
                    or self.process.poll() is not None, timeout=60)
         assert self.process.poll() is None, self.process.communicate()
-        children = _children(self.process.pid)
-        assert len(children) == 1, children
-        self.child = children[0]
+        # Its room's server (not a helper that happens to run, such as ldconfig).
+        servers = [pid for pid in _children(self.process.pid)
+                   if "serve" in _command_line(pid)]
+        assert len(servers) == 1, servers
+        self.child = servers[0]
 
     def __enter__(self) -> HostApp:
         return self

@@ -76,7 +76,7 @@ class HostRuntime:
 
 
 class HostDownBar(QWidget):
-    """Under the host's window: the room's server stopped on its own, and a button to
+    """A bar in the host's window: the room's server stopped on its own, and a button to
     host it again (same port and history: everyone's app reconnects and resumes).
 
     Signals:
@@ -303,6 +303,7 @@ class AppController(QObject):
         if self.window is not None:  # hosting again did not work
             self._show_host_down(f"The room could not start again: {message}")
             return
+        self.host_runtime.server.deleteLater()  # its process has ended
         self.host_runtime = None
         free = free_port_after(port) if port else None
         if "already in use" in message and free is not None:
