@@ -18,9 +18,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from gui_harness import WAIT_MS, Apps
+from gui_harness import WAIT_MS, Apps, gui_args
 from helpers import ServeProcess, SyncClient, wait_until
 from PySide6.QtCore import QProcess, Qt
+from test_full_disk import fill, small_disk  # noqa: F401 (a fixture, used by name)
 from test_gui import lobby, notices, type_line, wait_for_text
 
 from qtchat.cli import build_parser, server_config
@@ -174,6 +175,20 @@ def test_a_history_in_use_by_another_server_is_said_in_the_dialog(qtbot, apps: A
     text = alice.dialog.error_label.text()
     assert "in use by another qtchat server" in text
     assert "\n" not in text and "Traceback" not in text
+
+
+def test_a_full_disk_is_said_in_the_dialog_in_one_line(qtbot, apps: Apps,
+                                                       small_disk: Path):  # noqa: F811
+    fill(small_disk)
+    alice = AppController(gui_args(small_disk / "host"))
+    apps.controllers.append(alice)
+    alice.host(HostChoice(name="Alice", room_name="Room", port=0, password=None, tls=False))
+    qtbot.waitUntil(lambda: alice.dialog is not None
+                    and not alice.dialog.error_label.isHidden(), timeout=WAIT_MS)
+    text = alice.dialog.error_label.text()
+    assert "full" in text or "No space left" in text, text
+    assert "\n" not in text and "Traceback" not in text
+    assert alice.host_runtime is None and alice.window is None
 
 
 def test_qtchat_host_options_reach_the_child(monkeypatch, tmp_path):
