@@ -241,7 +241,7 @@ async def shoot(tmp: Path) -> None:
         window.close()
     for client in members.values():
         client.close()
-    alice.host_runtime.server.close_store()
+    alice.host_runtime.server.wait_stopped()
 
 
 def main() -> int:

@@ -113,6 +113,9 @@ def add_server_options(parser: argparse.ArgumentParser, *, headless: bool) -> No
         parser.add_argument("--host-user", type=_name, default=None, metavar="NAME",
                             help="the name of the person hosting the room, shown to everyone "
                                  "who joins (qtchat host sets it; default: none)")
+        parser.add_argument("--stop-when-stdin-closes", action="store_true",
+                            help="say bye and stop when standard input closes (how the app "
+                                 "runs a hosted room: it ends with the app, even a killed one)")
         parser.add_argument("-v", "--verbose", action="store_true", help="log more")
 
 

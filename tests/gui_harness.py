@@ -88,4 +88,4 @@ class Apps:
                 controller.client.close()
             if controller.host_runtime is not None:
                 controller.host_runtime.shutdown()
-                controller.host_runtime.server.close_store()
+                controller.host_runtime.server.wait_stopped()

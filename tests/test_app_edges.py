@@ -6,13 +6,13 @@ a real server on 127.0.0.1.
 
 from __future__ import annotations
 
-import argparse
 import socket
 from pathlib import Path
 
 import pytest
 from test_gui import WAIT_MS, Apps, gui_args
 
+from qtchat.cli import build_parser
 from qtchat.gui.app import AppController, _app_data_dir
 from qtchat.gui.start_dialog import HostChoice, StartDialog, fingerprint_lines
 from qtchat.tlsutil import PinStore
@@ -99,14 +99,15 @@ def test_qtchat_host_on_a_port_in_use_opens_the_dialog_with_a_free_port(
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        args: argparse.Namespace = gui_args(tmp_path / "host", command="host")
-        args.nick, args.port, args.server_name, args.password, args.tls = \
-            "Alice", port, "Team room", None, False
+        args = build_parser().parse_args([  # what `qtchat host` parses
+            "host", "--nick", "Alice", "--port", str(port), "--server-name", "Team room",
+            "--no-announce", "--data-dir", str(tmp_path / "host")])
         controller = AppController(args)
         apps.controllers.append(controller)
-        controller.start()
+        controller.start()  # the room's server says why it cannot start, a moment later
+        qtbot.waitUntil(lambda: controller.dialog is not None
+                        and controller.dialog.isVisible(), timeout=WAIT_MS)
         dialog = controller.dialog
-        assert dialog is not None and dialog.isVisible()
         assert "already in use" in dialog.error_label.text()
         assert dialog.tabs.currentIndex() == 0
         assert dialog.room_edit.text() == "Team room"

@@ -519,56 +519,12 @@ def test_a_restarted_host_window_shows_the_rooms_history(qtbot, apps):
     window._force_close = True
     window.close()
     alice.release_session()  # what the app does as it exits
-    alice.host_runtime.server.close_store()
+    alice.host_runtime.server.wait_stopped()
     alice.window = alice.host_runtime = None
 
     again = apps.host("Alice")  # same data dir and settings: it resumes its saved session
     wait_for_text(qtbot, lobby(again.window).model, "said before the restart")
     assert delivered(lobby(again.window).model, "said before the restart") == 1
-
-
-# --- the host's server in its own thread ----------------------------------------------
-
-
-def test_the_hosted_server_runs_in_a_thread_of_its_own_and_the_room_works(qtbot, apps):
-    from PySide6.QtCore import QThread
-
-    alice = apps.host("Alice")
-    hosted = alice.host_runtime.server
-    server = hosted.server_object
-    assert isinstance(server, ChatServer)
-    assert server.thread() is not QThread.currentThread()  # not the window's thread
-    assert server.thread() is hosted.thread_
-
-    bob = apps.join(hosted.port, "Bob")
-    # The count the close question reads arrives by signal from the server's thread.
-    qtbot.waitUntil(lambda: hosted.client_count == 2, timeout=WAIT_MS)
-    type_line(qtbot, bob.window, "hello host")
-    wait_for_text(qtbot, lobby(alice.window).model, "hello host")
-    type_line(qtbot, alice.window, "hello guest")
-    wait_for_text(qtbot, lobby(bob.window).model, "hello guest")
-
-
-def test_closing_the_host_window_says_bye_and_ends_the_server_thread(qtbot, apps):
-    alice = apps.host("Alice")
-    hosted = alice.host_runtime.server
-    bob = apps.join(hosted.port, "Bob")
-    qtbot.waitUntil(lambda: "Bob" in lobby(alice.window).members.names(), timeout=WAIT_MS)
-
-    window = alice.window
-    window.closedByUser.disconnect()
-    window._force_close = True  # no question: Bob is in the room
-    with qtbot.waitSignals([hosted.thread_.finished, bob.client.connectionLost],
-                           timeout=WAIT_MS, check_params_cbs=[
-                               None, lambda reason: reason == "the host closed the room"]):
-        window.close()  # Bob heard the bye: not a connection that merely broke
-    assert hosted.server_object is None  # destroyed in its own thread
-    hosted.close_store()  # returns at once: the thread has ended
-    alice.release_session()
-    alice.window = alice.host_runtime = None
-
-    again = apps.host("Alice")  # the history was closed: the same folder hosts again
-    assert again.host_runtime.server.port
 
 
 # --- the side panels ------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 ``run_gui`` owns the QApplication and the one qasync loop (discovery and
 announcing are asyncio code on Qt's loop). ``AppController`` turns the start
-dialog's choices into a ``ChatServer`` (when hosting) and a ``ChatClient``,
+dialog's choices into a ``qtchat serve`` child (when hosting) and a ``ChatClient``,
 reports failures back into the dialog in words a person understands, and opens
 the ``ChatWindow`` once registered. ``--smoke`` drives the same path
 unattended: it proves a build really works.
@@ -23,19 +23,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QDir, QLockFile, QObject, QSettings, QTimer, Slot
+from PySide6.QtCore import QDir, QLockFile, QObject, QSettings, Qt, QTimer, Signal, Slot
 from PySide6.QtNetwork import QHostAddress, QTcpServer
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from qtchat import DEFAULT_PORT
 from qtchat.address import format_hostport, format_invite, local_addresses, parse_join_target
 from qtchat.client.chat_client import ChatClient, ConnectError, Endpoint
-from qtchat.gui.host_thread import HostedServer
+from qtchat.gui.hosted import HostedServer
 from qtchat.gui.start_dialog import HostChoice, JoinChoice, StartDialog, settings
 from qtchat.names import parse_name
 from qtchat.paths import default_data_dir, default_host_dir
 from qtchat.protocol.server_frames import Message, Registered
-from qtchat.server.chat_server import ServerConfig, ServerError
+from qtchat.server.config import ServerConfig
 from qtchat.wakeup import install_signal_wakeup
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,11 @@ _STARTED = time.perf_counter()
 
 
 class HostRuntime:
-    """The server of a person hosting a room (in its own thread), and its LAN announcement.
+    """The room a person hosts: its server (a ``qtchat serve`` child) and its LAN
+    announcement.
 
-    ``server`` is the GUI thread's ``HostedServer``: port, fingerprint and the count of
-    people as the server thread reported them, never the server object itself."""
+    ``server`` is the ``HostedServer``: port, fingerprint and IP versions as the child
+    reported them once listening."""
 
     def __init__(self, server: HostedServer, announcer: Any = None) -> None:
         self.server = server
@@ -67,11 +68,42 @@ class HostRuntime:
         return format_invite(hosts[0], self.server.port, self.server.fingerprint,
                              tls=self.server.config.tls)
 
-    def shutdown(self) -> None:
+    def stop_announcing(self) -> None:
         if self.announcer is not None:
             announcer, self.announcer = self.announcer, None
             _spawn(announcer.stop())
-        self.server.shutdown("shutdown")
+
+    def shutdown(self) -> None:
+        self.stop_announcing()
+        self.server.stop()
+
+
+class HostDownBar(QWidget):
+    """A bar in the host's window: the room's server stopped on its own, and a button to
+    host it again (same port and history: everyone's app reconnects and resumes).
+
+    Signals:
+        hostAgainRequested(): the person pressed *Host again*.
+    """
+
+    hostAgainRequested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(6, 2, 6, 2)
+        self.label = QLabel()
+        self.label.setTextFormat(Qt.TextFormat.PlainText)  # the child's words
+        self.label.setWordWrap(True)
+        self.button = QPushButton("Host again")
+        self.button.clicked.connect(self.hostAgainRequested)
+        layout.addWidget(self.label, 1)
+        layout.addWidget(self.button)
+
+    def say(self, sentence: str, *, busy: bool = False) -> None:
+        self.label.setText(sentence)
+        self.button.setEnabled(not busy)
+        self.show()
 
 
 def _spawn(coro) -> asyncio.Task | None:
@@ -128,6 +160,8 @@ class AppController(QObject):
         self._session_lock: QLockFile | None = None
         self._session_scope = ""
         self._last_join: JoinChoice | None = None
+        self._host_choice: HostChoice | None = None
+        self._down_bar: HostDownBar | None = None
         # Where the conversation stands is saved at most once a second while messages
         # arrive: a QSettings write costs about a millisecond, a burst brings thousands.
         self._save_timer = QTimer(self)
@@ -142,7 +176,8 @@ class AppController(QObject):
         if args.command == "host":
             choice = HostChoice(name=args.nick, room_name=args.server_name or
                                 f"{args.nick}'s room", port=args.port,
-                                password=args.password, tls=args.tls)
+                                password=args.password or os.environ.get("QTCHAT_PASSWORD")
+                                or None, tls=args.tls)
             self.host(choice)
         elif args.command == "join":
             try:
@@ -203,39 +238,132 @@ class AppController(QObject):
 
     @Slot(object)
     def host(self, choice: HostChoice) -> None:
+        """Start the room's server (a child process); once it listens, join it."""
         self._abandon_client()  # one attempt at a time
+        self._host_choice = choice
+        self._start_hosted(self._host_config(choice))
+
+    def _host_config(self, choice: HostChoice) -> ServerConfig:
+        """The room's settings: the dialog's (or ``qtchat host``'s) choices, and the
+        limit flags ``qtchat host`` was given (--max-clients, --rate-limit, …)."""
+        base = ServerConfig()
+        if getattr(self.args, "command", None) == "host":
+            base = ServerConfig.from_args(self.args)
         data_dir = getattr(self.args, "data_dir", None)
         if self.args.smoke:
             data_dir = Path(os.environ["XDG_DATA_HOME"]) / "host"  # run_gui's scratch dir
-        config = ServerConfig(
-            host="0.0.0.0", port=choice.port, server_name=choice.room_name,
+        return replace(
+            base, host="0.0.0.0", port=choice.port, server_name=choice.room_name,
             password=choice.password, tls=choice.tls,
             data_dir=data_dir or _default_host_dir(), host_user=parse_name(choice.name).display,
         )
-        try:
-            # Its own thread: a busy room or a resume storm never stalls this window.
-            server = HostedServer(config, self)
-            server.start()
-        except ServerError as exc:
-            message = str(exc)
-            free = free_port_after(choice.port)
-            if "already in use" in message and free is not None:
-                message = f"Port {choice.port} is already in use (is another qtchat hosting?). "
-                message += f"Port {free} is free — press Host again to use it."
-                if not self.args.smoke:
-                    self._ensure_dialog()
-                if self.dialog is not None:
-                    self.dialog.port_spin.setValue(free)
-            self._fail(message)
+
+    def _start_hosted(self, config: ServerConfig) -> None:
+        # A process of its own: a busy room or a resume storm never stalls this window.
+        server = HostedServer(config, self)
+        server.ready.connect(self._host_ready)
+        server.failed.connect(self._host_failed)
+        server.died.connect(self._host_died)
+        if self.host_runtime is None:
+            self.host_runtime = HostRuntime(server)
+        else:  # hosting again: the window keeps its runtime
+            old, self.host_runtime.server = self.host_runtime.server, server
+            old.deleteLater()
+        server.start()
+
+    def _is_current(self, server: QObject | None) -> bool:
+        return self.host_runtime is not None and server is self.host_runtime.server
+
+    @Slot()
+    def _host_ready(self) -> None:
+        runtime = self.host_runtime
+        if not self._is_current(self.sender()) or runtime is None:
             return
-        announcer = None
+        server, choice = runtime.server, self._host_choice
         if self._announce:
-            announcer = self._announce_room(server, choice)
-        self.host_runtime = HostRuntime(server, announcer)
+            runtime.announcer = self._announce_room(server, choice)
+        if self.window is not None:  # hosted again after its server stopped
+            if self._down_bar is not None:
+                self._down_bar.hide()
+            self._lobby_notice(f"The room is back on port {server.port}; everyone's app "
+                               "reconnects by itself.", error=False)
+            if self.client is not None and self.client.stopped_reconnecting:
+                self.client.reconnect_now()
+            return
         endpoint = Endpoint("127.0.0.1", server.port, choice.tls, server.fingerprint)
         # The host's own session belongs to its room's data, whatever port it got today.
         self._connect(endpoint, choice.name, choice.password,
-                      scope=f"host:{Path(config.data_dir).resolve()}")
+                      scope=f"host:{Path(server.config.data_dir).resolve()}")
+
+    @Slot(str)
+    def _host_failed(self, message: str) -> None:
+        """The room's server could not start: its one-line reason, where the person is."""
+        if not self._is_current(self.sender()):
+            return
+        port = self.host_runtime.server.config.port if self.host_runtime else 0
+        if self.window is not None:  # hosting again did not work
+            self._show_host_down(f"The room could not start again: {message}")
+            return
+        self.host_runtime.server.deleteLater()  # its process has ended
+        self.host_runtime = None
+        free = free_port_after(port) if port else None
+        if "already in use" in message and free is not None:
+            message = f"Port {port} is already in use (is another qtchat hosting?). "
+            message += f"Port {free} is free — press Host again to use it."
+            if not self.args.smoke:
+                self._ensure_dialog()
+            if self.dialog is not None:
+                self.dialog.port_spin.setValue(free)
+        self._fail(message[:1].upper() + message[1:])
+
+    @Slot(str)
+    def _host_died(self, sentence: str) -> None:
+        """The room's server ended on its own (a crash, a kill): say so in the window,
+        and offer to host it again."""
+        runtime = self.host_runtime
+        if not self._is_current(self.sender()) or runtime is None:
+            return
+        log.warning("%s", sentence)
+        runtime.stop_announcing()
+        if self.window is None:  # still joining it
+            self._abandon_client()
+            self._fail(sentence)
+            return
+        self._lobby_notice(sentence, error=True)
+        self._show_host_down(sentence)
+
+    def _show_host_down(self, sentence: str) -> None:
+        window = self.window
+        assert window is not None
+        if self._down_bar is None:
+            self._down_bar = HostDownBar()
+            self._down_bar.hostAgainRequested.connect(self._host_again)
+            # Above the reconnect bar, over the message box: where the person looks.
+            column = window.reconnect_bar.parentWidget().layout()
+            column.insertWidget(column.indexOf(window.reconnect_bar), self._down_bar)
+        self._down_bar.say(sentence)
+
+    @Slot()
+    def _host_again(self) -> None:
+        """Start the room's server again on the port it had, with its history: guests'
+        apps (and the host's own) reconnect there and resume their sessions."""
+        runtime = self.host_runtime
+        if runtime is None or runtime.server.is_listening:
+            return
+        if self._down_bar is not None:
+            self._down_bar.say("Starting the room again…", busy=True)
+        old = runtime.server
+        self._start_hosted(replace(old.config, port=old.port or old.config.port))
+
+    def _lobby_notice(self, text: str, *, error: bool) -> None:
+        from qtchat import protocol as p
+        from qtchat.gui.models import ConversationKind, NoticeKind
+
+        if self.window is None:
+            return
+        lobby = self.window.conversation(ConversationKind.ROOM, p.LOBBY, create=False)
+        if lobby is not None:
+            lobby.model.add_notice(text, NoticeKind.ERROR if error else NoticeKind.INFO)
 
     def _announce_room(self, server: HostedServer, choice: HostChoice):
         from qtchat.discovery import RoomAnnouncer
@@ -327,6 +455,9 @@ class AppController(QObject):
         self.window = ChatWindow(client, self.host_runtime)
         self.window._on_registered(frame)
         self.window.closedByUser.connect(self._window_closed)
+        if self.host_runtime is not None:  # what the room's server said as it started
+            for text in self.host_runtime.server.notices:
+                self._lobby_notice(text[:1].upper() + text[1:], error=False)
         self.window.show()
         if self.dialog is not None:
             self.dialog.hide()
@@ -386,7 +517,7 @@ class AppController(QObject):
             self.client = None
         if self.host_runtime is not None:
             self.host_runtime.shutdown()
-            self.host_runtime.server.close_store()
+            self.host_runtime.server.wait_stopped()
             self.host_runtime = None
 
     def _fail(self, message: str, focus: str | None = None) -> None:
@@ -549,8 +680,8 @@ def run_gui(args: argparse.Namespace) -> int:
         loop.call_soon(controller.start)
         loop.run_forever()
     del notifier
-    if controller.host_runtime is not None:  # the room's thread ends before the process
-        controller.host_runtime.server.close_store()
+    if controller.host_runtime is not None:  # the room's server ends before the app
+        controller.host_runtime.server.wait_stopped()
     if scratch is not None:
         scratch.cleanup()
     return controller.exit_code

@@ -739,7 +739,9 @@ class ChatWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if self.host is not None and not self._force_close:
-            others = max(0, self.host.server.client_count - 1)
+            # Everyone is in the lobby: its member list is who the room would close on.
+            lobby = self.conversation(ConversationKind.ROOM, p.LOBBY, create=False)
+            others = max(0, len(lobby.members.names()) - 1) if lobby is not None else 0
             if others:
                 answer = QMessageBox.question(
                     self, "Close the room?",

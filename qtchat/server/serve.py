@@ -9,6 +9,7 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 import sqlite3
 import sys
 import threading
@@ -50,7 +51,12 @@ def run_serve(args: argparse.Namespace) -> int:
     announcer = None if args.no_announce else _make_announcer()
     background = _BackgroundLoop() if announcer is not None else None
 
+    stopping = []
+
     def stop(signum: int) -> None:
+        if stopping:  # a signal and a closed stdin, say: bye once
+            return
+        stopping.append(signum)
         log.info("signal %d: saying bye to everyone", signum)
         QTimer.singleShot(200, app.quit)  # let the bye frames leave, whatever happens here
         count = server.client_count
@@ -61,6 +67,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     # Handlers before the "serving" line: whoever reads it may signal at once.
     notifier = install_signal_wakeup(stop)
+    if getattr(args, "stop_when_stdin_closes", False):
+        _watch_stdin()
     # Everything loaded so far lives as long as the process: keep it out of the
     # collector's generations so full collections stay short under load.
     gc.freeze()
@@ -105,6 +113,28 @@ def _say(line: str, stream=None) -> None:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, stream.fileno())
             os.close(devnull)
+
+
+def _watch_stdin() -> None:
+    """Stop (as SIGTERM would) when standard input reaches its end.
+
+    The app runs a hosted room as this process with a pipe on its stdin. The pipe
+    ends when the app closes it to stop the room, and also when the app dies in any
+    way (the kernel closes a killed process's descriptors), so the room never
+    outlives the app. Portable where ``PR_SET_PDEATHSIG`` is not (macOS, Windows;
+    and it does not depend on which thread started us). A daemon thread blocks
+    reading; at the end it raises SIGTERM in this process, whose handler is the
+    wake-up one the Qt loop already watches.
+    """
+
+    def read() -> None:
+        stream = sys.stdin.buffer if sys.stdin is not None else None
+        with contextlib.suppress(OSError, ValueError):
+            while stream is not None and stream.read1(4096):
+                pass  # nothing is said on it: only its end counts
+        signal.raise_signal(signal.SIGTERM)
+
+    threading.Thread(target=read, name="stdin-lifeline", daemon=True).start()
 
 
 class _BackgroundLoop:
