@@ -115,9 +115,9 @@ def queries(rng: random.Random, vocab: list[str], count: int) -> list[str]:
     made = []
     for _ in range(count):
         roll = rng.random()
-        if roll < 0.08:  # Japanese/Chinese: 3 to 5 characters out of a line
+        if roll < 0.08:  # Japanese/Chinese: 2 to 4 characters
             pool = _CJK + _KANA
-            made.append("".join(rng.choice(pool) for _ in range(rng.randint(3, 4))))
+            made.append("".join(rng.choice(pool) for _ in range(rng.randint(2, 4))))
             continue
         if roll < 0.12:
             made.append(rng.choice(_ACCENTED).upper().replace("É", "E"))

@@ -179,3 +179,15 @@ def test_a_version_1_history_is_searchable_once_migrated(tmp_path):
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     db.close()
+
+
+def test_a_prefix_matching_many_words_still_finds_them_all(store):
+    """Up to EXPAND_MAX words a prefix is spelt out as an OR of them; past it FTS5's own
+    prefix query runs: the same messages either way."""
+    from qtchat.server.search import EXPAND_MAX
+    few = [say(store, f"plan{n}x ready") for n in range(3)]
+    many = [say(store, f"draft{n}x ready") for n in range(EXPAND_MAX + 6)]
+    assert found(store, "plan", limit=50) == few[::-1]
+    assert found(store, "ready draft", limit=100) == many[::-1]
+    assert found(store, "draft1", limit=100) == [s for n, s in enumerate(many)
+                                                  if str(n).startswith("1")][::-1]

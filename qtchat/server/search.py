@@ -16,6 +16,9 @@ Two FTS5 tables, both *contentless* (``content=''``) and fed by triggers on
   spaceless scripts, one per line (a trigram that spans two runs has a line break
   in it, and no query has one). Most rows have none and get no row here.
 
+``messages_words_terms`` (``fts5vocab``, nothing stored) lists the word index's terms,
+to spell a long prefix out as the words it matches (``expand_prefix``).
+
 Why contentless and not external content (``content=messages``): the index holds
 folded text, not ``messages.text``; an external-content table must be given the
 very values it indexed to delete a row, and would read the raw text back for
@@ -52,10 +55,12 @@ _SPACELESS_RUN = re.compile(f"[{_SPACELESS}]+")
 _WORD = re.compile(r"[^\W_]+")  # a run of letters and digits
 
 TRIGRAM = 3  # the trigram index finds parts of this many characters and more
-# A last word of 2+ characters is a prefix, a shorter one whole: FTS5 keeps a prefix index
-# for 2 and 3 characters, so those prefixes read one list instead of merging the lists of
-# every word that begins with them (at 1M messages "ba*" took 300 ms without, ~1 ms with);
-# longer ones match few words. Costs ~35% more index (see benchmarks/README.md).
+# A last word of 2+ characters is a prefix, a shorter one whole. FTS5 reads all of a
+# prefix query's matches before the first row: at 1M messages "sata*" (a word in 35% of
+# them) took 63 ms. With a prefix index for 2 and 3 characters those read one list
+# incrementally ("sat*": 0.8 ms); longer prefixes are spelt out as an OR of the terms
+# they match (Query.words_with: 18 ms, most of it the term lookup). Each prefix length
+# indexed costs ~35% of the text's size more (benchmarks/README.md).
 PREFIXES = (2, 3)
 
 
@@ -65,8 +70,9 @@ def fold(text: str) -> str:
 
 
 def words(text: str) -> str:
-    """What the word index is given: the folded text with spaceless runs blanked."""
-    return _SPACELESS_RUN.sub(" ", fold(text))
+    """What the word index is given: the folded text, each character of a spaceless
+    run a word of its own (so a part of 1–2 characters is found as a phrase)."""
+    return _SPACELESS_RUN.sub(lambda run: " " + " ".join(run.group()) + " ", fold(text))
 
 
 def spaceless(text: str) -> str:
@@ -85,6 +91,8 @@ _INDEX_SCHEMA = (
     """CREATE VIRTUAL TABLE messages_words USING fts5(
         text, content='', tokenize='unicode61 remove_diacritics 2', prefix='2 3')""",
     "CREATE VIRTUAL TABLE messages_cjk USING fts5(text, content='', tokenize='trigram')",
+    # The word index's terms (a view of it, nothing stored): see Query.words_with.
+    "CREATE VIRTUAL TABLE messages_words_terms USING fts5vocab(messages_words, 'row')",
     # Edits and deletes: one row per changed message (absent: never changed).
     """CREATE TABLE message_changes (
         seq INTEGER PRIMARY KEY,
@@ -139,10 +147,10 @@ class Query:
     Every token is one of ours, taken from the runs of letters and digits of the
     folded query and written as an FTS5 string (``"…"``), so ``"`` ``*`` ``NEAR(``
     ``OR`` ``AND`` ``-`` are text (``or`` is a word to find, punctuation is nothing).
-    ``words``: the MATCH for the word index (None: no such words); ``runs``: the
-    one for the trigram index (None: none of 3+); ``short_runs``: spaceless parts
-    under 3 characters, which the trigram index cannot find, matched with
-    ``instr`` on the folded text instead. ``empty``: no letters or digits at all.
+    ``words``: the MATCH for the word index (None: no such words), where a spaceless
+    part under 3 characters is a phrase of its characters; ``runs``: the MATCH for
+    the trigram index, for parts of 3 or more (None: none). ``empty``: no letters or
+    digits at all.
     """
 
     def __init__(self, text: str) -> None:
@@ -154,10 +162,38 @@ class Query:
         ends_in_word = bool(tokens) and not _ends_in_run(folded)
         if quoted and ends_in_word and len(tokens[-1]) >= PREFIXES[0]:
             quoted[-1] += " *"  # the last word as a prefix (the one still being typed)
+        # Short spaceless parts go first: the prefix word, if any, stays last.
+        quoted = ['"' + " ".join(run) + '"' for run in runs if len(run) < TRIGRAM] + quoted
         self.words = " AND ".join(quoted) or None
+        # A longer last word: the store may spell its prefix out (see expand_prefix).
+        self.prefix = tokens[-1] if quoted and quoted[-1].endswith("*") else None
+        self._whole = quoted[:-1] if self.prefix else quoted
         long_runs = [run for run in runs if len(run) >= TRIGRAM]
         self.runs = " AND ".join('"' + run + '"' for run in long_runs) or None
-        self.short_runs = [run for run in runs if len(run) < TRIGRAM]
+
+
+    def words_with(self, terms: list[str]) -> str:
+        """The word MATCH with the last word as any one of ``terms`` (index terms that
+        begin with it) instead of a prefix: FTS5 reads a prefix query's matches all at
+        once before the first row, but merges an OR of terms row by row, so a page of
+        the newest costs a page, not the 350,000 rows of a common word."""
+        either = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+        return " AND ".join([*self._whole, f"({either})"])
+
+
+EXPAND_MAX = 64  # terms a prefix is spelt out into; more, and FTS5's prefix query runs
+EXPAND_FROM = max(PREFIXES) + 1  # shorter prefixes have their own index
+
+
+def expand_prefix(db: sqlite3.Connection, prefix: str) -> list[str] | None:
+    """The index's terms that begin with ``prefix`` (accents off, as the tokenizer
+    stored them), or None when there are none or too many to spell out."""
+    bare = "".join(c for c in unicodedata.normalize("NFD", prefix)
+                   if not unicodedata.combining(c))
+    terms = [row[0] for row in db.execute(
+        "SELECT term FROM messages_words_terms WHERE term>=? AND term<? LIMIT ?",
+        (bare, bare + "\U0010ffff", EXPAND_MAX + 1))]
+    return terms if 0 < len(terms) <= EXPAND_MAX else None
 
 
 def _ends_in_run(folded: str) -> bool:

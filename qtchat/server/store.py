@@ -624,33 +624,27 @@ class MessageStore:
         if not scope:
             return [], False
         where = [f"({' OR '.join(scope)})", "m.text<>''"]
-        # The index that finds the fewest rows drives (rowid order, newest first).
+        # The word index drives when there are words (it has every message with text);
+        # either way in rowid order, newest first, so a page reads about a page.
         if q.words is not None:
-            source, driver, match = "messages_words", "messages_words", q.words
+            terms = (fts.expand_prefix(self._db, q.prefix)
+                     if q.prefix is not None and len(q.prefix) >= fts.EXPAND_FROM else None)
+            match = q.words if terms is None else q.words_with(terms)
+            table = "messages_words"
             if q.runs is not None:
                 where.append("m.seq IN (SELECT rowid FROM messages_cjk WHERE messages_cjk "
                              "MATCH ?)")
                 params.append(q.runs)
-        elif q.runs is not None:
-            source, driver, match = "messages_cjk", "messages_cjk", q.runs
-        else:
-            source = driver = match = None
-        for run in q.short_runs:
-            where.append("instr(qtchat_fold(m.text), ?)>0")
-            params.append(run)
+        else:  # only parts of 3+ characters in spaceless scripts
+            table, match = "messages_cjk", q.runs
         if before is not None:
-            where.append("m.seq<?")
+            where.append("f.rowid<?")
             params.append(before)
         columns = "m.seq, m.ts, m.bucket, m.room, m.sender, m.recipient, m.text"
-        if source is None:  # only runs too short for the trigram index: a scan of scope
-            sql = (f"SELECT {columns} FROM messages m WHERE {' AND '.join(where)} "
-                   "ORDER BY m.seq DESC LIMIT ?")
-            args = [*params, limit + 1]
-        else:
-            sql = (f"SELECT {columns} FROM {source} f JOIN messages m ON m.seq=f.rowid "
-                   f"WHERE {driver} MATCH ? AND {' AND '.join(where)} "
-                   "ORDER BY f.rowid DESC LIMIT ?")
-            args = [match, *params, limit + 1]
+        sql = (f"SELECT {columns} FROM {table} f JOIN messages m ON m.seq=f.rowid "
+               f"WHERE {table} MATCH ? AND {' AND '.join(where)} "
+               "ORDER BY f.rowid DESC LIMIT ?")
+        args = [match, *params, limit + 1]
         rows = self._db.execute(sql, args).fetchall()
         found = [Message(seq=seq, ts=ts, sender=sender, text=text,
                          room=room if bucket else None, to=None if bucket else recipient)
