@@ -272,3 +272,18 @@ def test_results_are_plain_text_with_the_words_marked_and_choosable(bar, qtbot):
     assert chosen.args == [12]
     search.show_results("zzz", [], more=False)
     assert search.status.text() == "Nothing found" and model.rowCount() == 0
+
+
+def test_a_result_is_chosen_once_by_a_click_and_by_enter(bar, qtbot):
+    _window, search = bar
+    search.open()
+    search.show_results("cafe", messages(), more=False)
+    chosen = []
+    search.resultChosen.connect(chosen.append)
+    qtbot.mouseClick(search.results.viewport(), Qt.MouseButton.LeftButton,
+                     pos=search.results.visualRect(search.model.index(0, 0)).center())
+    assert chosen == [40]
+    search.results.setFocus()
+    search.results.setCurrentIndex(search.model.index(1, 0))
+    qtbot.keyClick(search.results, Qt.Key.Key_Return)
+    assert chosen == [40, 12]

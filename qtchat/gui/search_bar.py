@@ -183,8 +183,11 @@ class SearchBar(QWidget):
         self.results.setEditTriggers(QListView.EditTrigger.NoEditTriggers)
         self.results.setWordWrap(True)
         self.results.setUniformItemSizes(False)
-        self.results.activated.connect(self._chosen)
-        self.results.clicked.connect(self._chosen)
+        self.results.activated.connect(self._chosen)  # Enter, or a click where that activates
+        single = self.results.style().styleHint(
+            QStyle.StyleHint.SH_ItemView_ActivateItemOnSingleClick, None, self.results)
+        if not single:  # one click is enough here too, but must not choose it twice
+            self.results.clicked.connect(self._chosen)
         self.status = QLabel()
         self.status.setTextFormat(Qt.TextFormat.PlainText)
         self.more_button = QPushButton("Older results")
