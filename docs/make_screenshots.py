@@ -207,6 +207,18 @@ async def shoot(tmp: Path) -> None:
     bob_window.show()
     save(bob_window, "whisper-tab.png")
 
+    # 2b. The busy room in the dark theme (Settings ▸ Theme ▸ Dark).
+    from PySide6.QtGui import QPalette
+    from PySide6.QtWidgets import QApplication
+
+    from qtchat.gui.theme import apply_theme
+
+    light = QPalette(QApplication.instance().palette())
+    apply_theme("dark")
+    alice_window.show_conversation(lobby)
+    save(alice_window, "dark-theme.png")
+    QApplication.instance().setPalette(light)
+
     # 3. Two rooms announced on this computer, found by the start dialog's browser.
     announcers = [RoomAnnouncer(conflict_check=0), RoomAnnouncer(conflict_check=0)]
     browser = RoomBrowser(interfaces=["127.0.0.1"])

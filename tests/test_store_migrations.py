@@ -214,7 +214,7 @@ def test_a_file_of_a_newer_qtchat_is_refused_in_one_sentence_and_left_alone(tmp_
 
 
 def _add_reactions(db: sqlite3.Connection) -> None:
-    """A made-up step 2, as a feature would add one."""
+    """A made-up next step, as a feature would add one."""
     db.execute("CREATE TABLE reactions (seq INTEGER NOT NULL, emoji TEXT NOT NULL)")
     db.execute("INSERT INTO reactions SELECT seq, '👍' FROM messages WHERE bucket='lobby'")
 
@@ -223,12 +223,12 @@ def test_a_later_step_runs_from_the_file_of_the_version_before(tmp_path, monkeyp
     path = tmp_path / "history.sqlite3"
     make_v0_file(path)
     MessageStore(path).close()
-    assert read_file(path)["version"] == 1
+    assert read_file(path)["version"] == SCHEMA_VERSION
     monkeypatch.setattr(store_module, "MIGRATIONS", (*store_module.MIGRATIONS, _add_reactions))
 
     MessageStore(path).close()
     after = read_file(path)
-    assert after["version"] == 2
+    assert after["version"] == SCHEMA_VERSION + 1
     assert after["messages"] == _messages()
     db = sqlite3.connect(path)
     assert db.execute("SELECT COUNT(*) FROM reactions").fetchone()[0] == 25
@@ -242,21 +242,22 @@ def test_steps_run_in_order_from_version_0_each_in_its_own_transaction(tmp_path,
     path = tmp_path / "history.sqlite3"
     make_v0_file(path)
 
-    def broken_step_3(db: sqlite3.Connection) -> None:
+    def broken_last_step(db: sqlite3.Connection) -> None:
         db.execute("CREATE TABLE half_done (x INTEGER)")
         db.execute("INSERT INTO meta VALUES ('broken', NULL)")  # NOT NULL: SQLite refuses
 
     monkeypatch.setattr(store_module, "MIGRATIONS",
-                        (*store_module.MIGRATIONS, _add_reactions, broken_step_3))
+                        (*store_module.MIGRATIONS, _add_reactions, broken_last_step))
     with pytest.raises(sqlite3.IntegrityError):
         MessageStore(path)
     after = read_file(path)
-    assert after["version"] == 2
+    assert after["version"] == SCHEMA_VERSION + 1
     assert "reactions" in after["tables"] and "half_done" not in after["tables"]
     assert "broken" not in after["meta"]
     assert after["messages"] == _messages()
 
-    monkeypatch.setattr(store_module, "MIGRATIONS", (*store_module.MIGRATIONS[:2],))
-    store = MessageStore(path)  # not locked by the failed attempt; at version 2 already
+    monkeypatch.setattr(store_module, "MIGRATIONS",
+                        (*store_module.MIGRATIONS[:SCHEMA_VERSION + 1],))
+    store = MessageStore(path)  # not locked by the failed attempt; at that version already
     assert store.last_seq == LAST_SEQ
     store.close()

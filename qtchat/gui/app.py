@@ -32,6 +32,7 @@ from qtchat.address import format_hostport, format_invite, local_addresses, pars
 from qtchat.client.chat_client import ChatClient, ConnectError, Endpoint
 from qtchat.gui.hosted import HostedServer
 from qtchat.gui.start_dialog import HostChoice, JoinChoice, StartDialog, settings
+from qtchat.gui.theme import apply_theme
 from qtchat.names import parse_name
 from qtchat.paths import default_data_dir, default_host_dir
 from qtchat.protocol.server_frames import Message, Registered
@@ -671,6 +672,7 @@ def run_gui(args: argparse.Namespace) -> int:
     app.setOrganizationName("qtchat")
     app.setQuitOnLastWindowClosed(False)  # the controller quits after saying bye
     install_app_icon(app)
+    apply_theme(str(settings().value("theme", "system")), app)  # the settings dialog's
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     controller = AppController(args)

@@ -79,7 +79,9 @@ _FAILED_TEXT = "⚠ failed — click to retry"
 _UNREAD_TEXT = "new messages"
 _GAP_TEXT = "⚠ some history was lost"
 _FAILED_COLOR = QColor(0xD3, 0x2F, 0x2F)
-_UNREAD_COLOR = QColor(0xE5, 0x39, 0x35)
+_UNREAD_COLOR = QColor(0xC6, 0x28, 0x28)  # was E53935: 4.2:1 on white, under 4.5:1
+# The reds lighter, for a dark Base: the ones above are ~3:1 there.
+_RED_ON_DARK = QColor(0xFF, 0x8A, 0x80)
 _GAP_COLOR = QColor(0xC7, 0x7C, 0x02)  # amber, legible on light and dark
 _MENTION_BAR = QColor(0xF5, 0x9E, 0x0B)  # amber bar (and, faint, tint) of a mention
 
@@ -154,6 +156,8 @@ class MessageDelegate(QObject):
         self._mention_tint = mention
         link = palette.color(QPalette.ColorRole.Link)
         self._link_color = link.lighter(150) if self._dark else link
+        self._failed_color = _RED_ON_DARK if self._dark else _FAILED_COLOR
+        self._unread_color = _RED_ON_DARK if self._dark else _UNREAD_COLOR
         # Per-character advances for the single-line fast path (printable ASCII).
         self._adv = _advance_table(font)
         self._adv_bold = _advance_table(self._bold)
@@ -373,7 +377,8 @@ class MessageDelegate(QObject):
         try:
             kind = entry.kind
             if kind == RowKind.UNREAD_MARKER:
-                self._paint_marker(painter, rect, _UNREAD_TEXT, _UNREAD_COLOR, dashed=False)
+                self._paint_marker(painter, rect, _UNREAD_TEXT, self._unread_color,
+                                   dashed=False)
             elif kind == RowKind.GAP_MARKER:
                 self._paint_marker(painter, rect, _GAP_TEXT, _GAP_COLOR, dashed=True)
             else:
@@ -403,7 +408,7 @@ class MessageDelegate(QObject):
             built.layout.draw(painter, QPointF(rect.topLeft()) + built.text_origin)
         if built.status:
             failed = entry.state == SendState.FAILED
-            painter.setPen(_FAILED_COLOR if failed else self._muted)
+            painter.setPen(self._failed_color if failed else self._muted)
             origin = QPointF(rect.left() + built.text_origin.x(), rect.top() + built.status_y)
             painter.drawStaticText(origin, self._static_text(built.status))
 

@@ -56,6 +56,7 @@ from qtchat.gui.models import (
 )
 from qtchat.gui.pick_dialog import PickDialog
 from qtchat.gui.reconnect_bar import ReconnectBar
+from qtchat.gui.settings_dialog import SettingsDialog
 from qtchat.gui.tabs import ConversationTabs
 from qtchat.protocol.server_frames import Joined, Message, Registered
 
@@ -221,6 +222,13 @@ class ChatWindow(QMainWindow):
             action(chat, "Copy &invite", self.copy_invite, QKeySequence("Ctrl+Shift+I"),
                    "Copy a qtchat:// link others can paste into Join")
         chat.addSeparator()
+
+        def open_settings() -> None:  # issue 17: the settings dialog, saved in QSettings
+            dialog = SettingsDialog(self)
+            dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            dialog.open()
+        self.settings_action = action(chat, "&Settings…", open_settings,
+                                      QKeySequence("Ctrl+,"), "Name, away, privacy, theme")
         self.quit_action = action(chat, "&Quit", self.close, QKeySequence("Ctrl+Q"))
 
         view = bar.addMenu("&View")

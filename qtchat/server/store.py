@@ -46,6 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qtchat.protocol.server_frames import Message
+from qtchat.server import search as fts
+
 log = logging.getLogger(__name__)
 
 WHISPER_BUCKET = ""  # the retention bucket of whispers (room keys are never empty)
@@ -105,8 +108,11 @@ def _to_v1(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE sessions ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
 
 
+# Version 2: the search index (FTS5, fed by triggers) and the table of edits and deletes;
+# see qtchat/server/search.py.
+
 # Step N (at index N-1) takes a version N-1 history to version N.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, fts.create_index)
 SCHEMA_VERSION = len(MIGRATIONS)  # what a history this qtchat writes is at
 
 
@@ -226,6 +232,7 @@ class MessageStore:
             self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            fts.register_functions(self._db)  # the search index's triggers call them
             self._db.execute("BEGIN IMMEDIATE")  # take the lock now, not at the first message
             _migrate(self._db, path)
         except sqlite3.OperationalError as exc:
@@ -544,6 +551,105 @@ class MessageStore:
             (sid, limit),
         ).fetchall()
         return {cid: seq for cid, seq in reversed(rows)}
+
+    # --- edits, deletes and search (issue 17; the index is kept by triggers) -------------
+
+    def edit_message(self, seq: int, text: str, edited_ts: str) -> bool:
+        """Give a stored message new text, in the open transaction; False if there is no
+        such message (pruned, never stored) or it is deleted. The caller checks who may,
+        then commits before telling anyone: a failed commit rolls the edit back too."""
+        self._write_pending()
+        if not self._db.execute("UPDATE messages SET text=? WHERE seq=? AND text<>'' AND "
+                                "seq NOT IN (SELECT seq FROM message_changes WHERE "
+                                "deleted_ts IS NOT NULL)", (text, seq)).rowcount:
+            return False
+        self._db.execute("INSERT INTO message_changes (seq, edited_ts) VALUES (?, ?) "
+                         "ON CONFLICT(seq) DO UPDATE SET edited_ts=excluded.edited_ts",
+                         (seq, edited_ts))
+        return True
+
+    def delete_message(self, seq: int, by: str, ts: str) -> bool:
+        """Leave a tombstone (text "", who and when) in the open transaction; False if
+        there is no such message or it is already deleted. Commit as for an edit."""
+        self._write_pending()
+        if self._db.execute("SELECT 1 FROM message_changes WHERE seq=? AND deleted_ts IS "
+                            "NOT NULL", (seq,)).fetchone():
+            return False
+        if not self._db.execute("UPDATE messages SET text='' WHERE seq=?", (seq,)).rowcount:
+            return False
+        self._db.execute("INSERT INTO message_changes (seq, deleted_by, deleted_ts) "
+                         "VALUES (?, ?, ?) ON CONFLICT(seq) DO UPDATE SET "
+                         "deleted_by=excluded.deleted_by, deleted_ts=excluded.deleted_ts",
+                         (seq, by, ts))
+        return True
+
+    def changes(self, seqs: Iterable[int]) -> dict[int, tuple[str | None, str | None,
+                                                              str | None]]:
+        """(edited_ts, deleted_by, deleted_ts) of those of ``seqs`` that were edited or
+        deleted: what history, replays and search add to a message's frame."""
+        wanted = list(seqs)
+        found: dict[int, tuple[str | None, str | None, str | None]] = {}
+        for start in range(0, len(wanted), 500):  # SQLite's limit on parameters
+            part = wanted[start:start + 500]
+            found.update((seq, tuple(rest)) for seq, *rest in self._db.execute(
+                "SELECT seq, edited_ts, deleted_by, deleted_ts FROM message_changes WHERE "
+                f"seq IN ({','.join('?' * len(part))})", part))
+        return found
+
+    def search(self, query: str, buckets: Iterable[str], whisper_sid: int | None = None,
+               with_sid: int | None = None, before: int | None = None,
+               limit: int = 20) -> tuple[list[Message], bool]:
+        """Messages matching ``query`` (plain words, see search.Query), newest first,
+        and whether older ones match too (page on with ``before`` = the oldest seq).
+
+        Only broadcasts of ``buckets`` and whispers of session ``whisper_sid`` (sent or
+        received; with ``with_sid`` only those between the two) are looked at: the
+        caller decides which, the store just filters. Deleted messages are never found.
+        """
+        q = fts.Query(query)
+        if q.empty:
+            return [], False
+        self._before_read()
+        keys = list(buckets)
+        scope = [f"m.bucket IN ({','.join('?' * len(keys))})"] if keys else []
+        params: list[Any] = list(keys)
+        if whisper_sid is not None:
+            if with_sid is None:
+                scope.append("(m.bucket='' AND (m.sender_sid=? OR m.recipient_sid=?))")
+                params += [whisper_sid, whisper_sid]
+            else:
+                scope.append("(m.bucket='' AND ((m.sender_sid=? AND m.recipient_sid=?) OR "
+                             "(m.sender_sid=? AND m.recipient_sid=?)))")
+                params += [whisper_sid, with_sid, with_sid, whisper_sid]
+        if not scope:
+            return [], False
+        where = [f"({' OR '.join(scope)})", "m.text<>''"]
+        # The word index drives when there are words (it has every message with text);
+        # either way in rowid order, newest first, so a page reads about a page.
+        if q.words is not None:
+            terms = (fts.expand_prefix(self._db, q.prefix)
+                     if q.prefix is not None and len(q.prefix) >= fts.EXPAND_FROM else None)
+            match = q.words if terms is None else q.words_with(terms)
+            table = "messages_words"
+            if q.runs is not None:
+                where.append("m.seq IN (SELECT rowid FROM messages_cjk WHERE messages_cjk "
+                             "MATCH ?)")
+                params.append(q.runs)
+        else:  # only parts of 3+ characters in spaceless scripts
+            table, match = "messages_cjk", q.runs
+        if before is not None:
+            where.append("f.rowid<?")
+            params.append(before)
+        columns = "m.seq, m.ts, m.bucket, m.room, m.sender, m.recipient, m.text"
+        sql = (f"SELECT {columns} FROM {table} f JOIN messages m ON m.seq=f.rowid "
+               f"WHERE {table} MATCH ? AND {' AND '.join(where)} "
+               "ORDER BY f.rowid DESC LIMIT ?")
+        args = [match, *params, limit + 1]
+        rows = self._db.execute(sql, args).fetchall()
+        found = [Message(seq=seq, ts=ts, sender=sender, text=text,
+                         room=room if bucket else None, to=None if bucket else recipient)
+                 for seq, ts, bucket, room, sender, recipient, text in rows[:limit]]
+        return found, len(rows) > limit
 
     # --- rooms and sessions ------------------------------------------------------------
 
