@@ -63,8 +63,8 @@ def render_on_base(chat: Chat, row: int) -> tuple[QImage, QColor]:
 def test_failed_and_unread_reds_are_legible_in_both_themes(qtbot, theme):
     chat = Chat(qtbot)
     chat.view.setPalette(palette_for(theme))  # a PaletteChange: the delegate restyles
-    chat.model.add_message({"type": "broadcast", "seq": 1, "ts": "2026-01-01T10:00:00Z",
-                            "from": "alice", "room": "lobby", "text": "hello"})
+    chat.model.add_message(Message(seq=1, ts="2026-01-01T10:00:00Z", sender="alice",
+                                   room="lobby", text="hello"))
     chat.model.set_unread_marker()
     chat.model.add_pending("p1", "this one did not go")
     chat.model.mark_failed("p1")
