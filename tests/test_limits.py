@@ -9,7 +9,7 @@ import time
 import pytest
 from helpers import LineClient, ServeProcess, SyncClient, connect_clients, run_threads, wait_until
 
-import qtchat.server.chat_server
+import qtchat.server.features.session
 
 
 def test_max_clients_gets_server_full_then_close(qtbot, make_server):
@@ -158,14 +158,16 @@ def test_a_reader_that_falls_behind_gets_everything_in_order_then_the_direct_pat
     slow = SyncClient(server.port, rcvbuf=4096)
     run_threads(qtbot, [lambda: slow.register("Behind")])
     fast.wait_for("user_joined", name="Behind")
-    (conn,) = [c for c in server._conns if c.session and c.session.name.display == "Behind"]
-    assert conn.transport.direct_send is not None
+    (conn,) = [c for c in server.core.connections()
+               if c.session and c.session.name.display == "Behind"]
+    transport = conn.handle
+    assert transport.direct_send is not None
     count = 300  # about 1.2 MB: far more than a 4 KiB window and the kernel's buffer
     sender.send_raw(b"".join(json.dumps({"type": "broadcast", "text": f"m{i} " + "z" * 3990})
                              .encode() + b"\n" for i in range(count)))
     qtbot.waitUntil(lambda: sum(f["type"] == "broadcast" for f in fast.frames) >= count,
                     timeout=30_000)
-    assert conn.transport.pending() > 0 and conn.transport.direct_send is None
+    assert transport.pending() > 0 and transport.direct_send is None
 
     def read_all() -> list[str]:
         frame, before = slow.recv_until("broadcast", text=f"m{count - 1} " + "z" * 3990)
@@ -173,7 +175,7 @@ def test_a_reader_that_falls_behind_gets_everything_in_order_then_the_direct_pat
 
     (texts,) = run_threads(qtbot, [read_all])
     assert texts == [f"m{i}" for i in range(count)]
-    qtbot.waitUntil(lambda: conn.transport.direct_send is not None)
+    qtbot.waitUntil(lambda: transport.direct_send is not None)
     sender.send({"type": "broadcast", "text": "caught up"})
     (frame,) = run_threads(qtbot, [lambda: slow.recv_until("broadcast", text="caught up")[0]])
     assert frame["from"] == sender.name
@@ -183,13 +185,13 @@ def test_a_reader_that_falls_behind_gets_everything_in_order_then_the_direct_pat
 def test_wrong_password_then_close_and_the_compare_is_constant_time(qtbot, make_server,
                                                                      monkeypatch):
     calls = []
-    real = qtchat.server.chat_server.hmac.compare_digest
+    real = qtchat.server.features.session.hmac.compare_digest
 
     def spy(a, b):
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(qtchat.server.chat_server.hmac, "compare_digest", spy)
+    monkeypatch.setattr(qtchat.server.features.session.hmac, "compare_digest", spy)
     server = make_server(password="s3cret")
     for attempt in ({}, {"password": "wrong"}, {"password": "s3cre"}):
         client = LineClient(qtbot, server.port)

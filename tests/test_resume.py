@@ -190,7 +190,7 @@ def test_client_ids_deduplicate_a_retried_send_across_a_resume(qtbot, server):
     first, second = new_bob.wait_for("whisper"), new_bob.wait_for("whisper")
     assert first == second and first["id"] == "send-2"
     assert [f["text"] for f in alice.sync() if f["type"] in ("broadcast", "whisper")] == ["w"]
-    assert sum(1 for m in server.store.page("lobby", None, 100) if m["text"] == "only once") == 1
+    assert sum(1 for m in server.store.page("lobby", None, 100) if m.text == "only once") == 1
 
 
 def test_resume_without_since_replays_what_the_old_connection_was_not_sent(qtbot, server):
@@ -298,8 +298,8 @@ def test_ten_senders_while_a_client_drops_and_resumes_at_random_points(qtbot, se
     results = run_threads(qtbot, [receive, *(lambda i=i: send(i) for i in range(senders))],
                           timeout=110_000)
     seqs = results[0]
-    stored = [m["seq"] for m in server.store.page("lobby", None, 100_000)
-              if m["seq"] > start_seq and m["from"] != "Receiver"]
+    stored = [m.seq for m in server.store.page("lobby", None, 100_000)
+              if m.seq > start_seq and m.sender != "Receiver"]
     assert len(stored) == total
     assert seqs == stored  # in order, none missing, none twice
 

@@ -157,6 +157,7 @@ class Registered(ServerFrame):
     users: list[str]
     rooms: list[str]
     server: dict[str, Any]
+    rooms_total: int | None = None
     in_rooms: list[str] | None = None
     protocol: int | None = None
     resumed: bool | None = None
@@ -239,6 +240,7 @@ class ErrorFrame(ServerFrame):
     message: str
     ref: str | None = None
     id: str | None = None
+    retry_after: int | None = None  # wrong_password: seconds until guessing may go on
 
 
 @server_frame
