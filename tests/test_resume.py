@@ -134,31 +134,6 @@ def test_no_gap_when_retention_removed_only_what_came_before_since(qtbot, make_s
     assert registered["gap"] is False
 
 
-def test_after_grace_the_name_is_free_and_old_whispers_never_reach_the_new_holder(
-        qtbot, make_server):
-    server = make_server(resume_grace=0.3)
-    alice, bob = connect_clients(qtbot, server.port, 2, "grace")
-    dropped(qtbot, alice, bob)
-    alice.send({"type": "whisper", "to": bob.name, "text": "for old bob only"})
-    alice.wait_for("whisper")
-    qtbot.waitUntil(lambda: all(s.name.display != bob.name for s in server._names.values()),
-                    timeout=5_000)
-    new_bob = LineClient(qtbot, server.port)
-    registered = new_bob.register(bob.name)
-    assert registered["type"] == "registered" and registered["resumed"] is False
-    assert registered["session"] != bob.session
-    assert new_bob.sync() == []
-    # Even asking for everything from the beginning of time on the new session.
-    again, answer = resume(qtbot, server, new_bob, since=0)
-    assert answer["resumed"] is True
-    assert [f for f in again.sync() if f["type"] == "whisper"] == []
-    # The old secret is now unknown: a plain registration, so the taken name is refused.
-    stale = LineClient(qtbot, server.port)
-    assert stale.register(bob.name, resume=bob.session, since=0)["type"] == "username_taken"
-    assert stale.register("Other", resume=bob.session)["resumed"] is False
-    assert [f for f in stale.sync() if f["type"] == "whisper"] == []
-
-
 def test_a_resume_with_an_unknown_session_is_a_plain_registration(qtbot, server):
     client = LineClient(qtbot, server.port)
     registered = client.register("Fresh", resume="made-up-secret", since=0)
