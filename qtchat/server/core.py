@@ -180,8 +180,7 @@ class ServerCore:
         """Bytes ``conn`` sent: frames are decoded (each paid for from its rate bucket
         first) and applied in order, each in its own ``try``."""
         self.now = now
-        if not data or conn.state not in (ConnState.NEW, ConnState.REGISTERED,
-                                          ConnState.REPLAYING, ConnState.LIVE):
+        if not data or not conn.open:
             return
         conn.last_heard = now
         conn.ping_sent_at = None
