@@ -240,7 +240,8 @@ class ErrorFrame(ServerFrame):
     message: str
     ref: str | None = None
     id: str | None = None
-    retry_after: int | None = None  # wrong_password: seconds until guessing may go on
+    # Seconds to wait before trying again (a lockout after too many wrong passwords).
+    retry_after: int | None = None
 
 
 @server_frame
