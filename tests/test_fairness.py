@@ -149,10 +149,11 @@ def test_errors_from_the_rules_carry_the_frames_id_too(qtbot, server):
     client.send({"type": "whisper", "to": "nobody", "text": "hi", "id": "w1"})
     client.send({"type": "broadcast", "room": "elsewhere", "text": "hi", "id": "b1"})
     client.send({"type": "broadcast", "room": "elsewhere", "text": "hi"})
+    client.send({"type": "history", "room": "elsewhere", "id": "h1"})  # a page waits its turn
     errors = [f for f in client.sync() if f["type"] == "error"]
     assert [(e["code"], e["ref"], e.get("id")) for e in errors] == [
         ("no_such_user", "whisper", "w1"), ("no_such_room", "broadcast", "b1"),
-        ("no_such_room", "broadcast", None)]
+        ("no_such_room", "broadcast", None), ("no_such_room", "history", "h1")]
 
 
 def test_pages_wait_their_turn_but_answers_keep_the_order_of_the_requests(qtbot, server):

@@ -317,7 +317,7 @@ def test_a_failed_commit_leaves_the_store_as_it_was_and_the_next_one_catches_up(
         store.commit()
     assert failure.value.seqs == refused
     assert store.count("lobby") == 100 and store.pruned_upto("lobby") == 0
-    texts = [m["text"] for m in store.page("lobby", None, 200)]
+    texts = [m.text for m in store.page("lobby", None, 200)]
     assert len(texts) == 100 and not [t for t in texts if t.startswith("refused")]
 
     filler.unlink()
@@ -325,7 +325,7 @@ def test_a_failed_commit_leaves_the_store_as_it_was_and_the_next_one_catches_up(
     assert after > max(refused)
     assert store.commit()
     page = store.page("lobby", None, 200)
-    assert len(page) == store.count("lobby") and page[-1]["seq"] == after
+    assert len(page) == store.count("lobby") and page[-1].seq == after
     assert [s.sid for s in store.sessions()] == [sid]
     store.close()
 

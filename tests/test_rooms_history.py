@@ -335,14 +335,16 @@ def test_a_page_too_large_keeps_the_newest_messages_that_fit_and_no_fewer(text):
     """The `joined`/`history` answer is one frame: the newest messages that fit, as
     many as fit (one more would not), the rest left out for `history {before}`."""
     from qtchat import protocol as p
-    from qtchat.server.chat_server import _encode_trimmed, _texts_exceed_a_frame
+    from qtchat.protocol.server_frames import Joined, Message
+    from qtchat.server.features.base import encode_trimmed, texts_exceed_a_frame
 
-    history = [{"seq": i, "ts": "2026-11-24T22:00:00.000Z", "room": "lobby",
-                "from": "someone", "text": f"{i} {text}"} for i in range(1, 201)]
+    messages = [Message(seq=i, ts="2026-11-24T22:00:00.000Z", room="lobby", sender="someone",
+                        text=f"{i} {text}") for i in range(1, 201)]
+    history = [m.to_wire() for m in messages]
     users = [f"user{i}" for i in range(50)]
-    data, cut = _encode_trimmed({"type": "joined", "room": "lobby", "users": users,
-                                 "history": list(history)}, ("history", True), ("users", False),
-                                surely_too_large=_texts_exceed_a_frame(history))
+    data, cut = encode_trimmed(Joined(room="lobby", users=users, history=messages).to_wire(),
+                               ("history", True), ("users", False),
+                               surely_too_large=texts_exceed_a_frame(messages))
     assert len(data) <= p.MAX_FRAME_BYTES
     frame = p.parse_server_frame(data.rstrip(b"\n"))
     kept = frame["history"]

@@ -212,7 +212,7 @@ def test_broadcast_reaches_everyone_and_the_sender_with_a_stored_seq(qtbot, serv
     assert isinstance(first["seq"], int) and first["seq"] > 0
     assert TS.fullmatch(first["ts"])
     assert "id" not in first
-    assert server.store.page("lobby", None, 10)[-1]["seq"] == first["seq"]
+    assert server.store.page("lobby", None, 10)[-1].seq == first["seq"]
 
 
 def test_the_senders_copy_alone_carries_its_id(qtbot, server):
@@ -406,7 +406,7 @@ def test_a_10_mb_endless_line_is_cut_off_at_the_cap(qtbot, server):
     qtbot.waitUntil(lambda: not reader.is_alive(), timeout=30_000)
     assert [f.get("code") for f in received if f["type"] == "error"] == ["frame_too_large"]
     assert sent < 10_000_000  # the server closed long before the end
-    assert all(conn.decoder.buffered < p.MAX_FRAME_BYTES for conn in server._conns)
+    assert all(conn.decoder.buffered < p.MAX_FRAME_BYTES for conn in server.core.connections())
     assert "Endless" not in server.users()
 
 
@@ -462,9 +462,9 @@ def test_signals_for_the_host(qtbot, server):
         taken.sync()
     with qtbot.waitSignal(server.messagesPosted) as posted:
         alice.send({"type": "broadcast", "text": "for the log", "id": "private-id"})
-    (frame,) = posted.args[0]
-    assert frame["text"] == "for the log" and frame["from"] == "Alice"
-    assert "id" not in frame  # the sender's id is for the sender's copy only
+    (message,) = posted.args[0]
+    assert message.text == "for the log" and message.sender == "Alice"
+    assert message.id is None  # the sender's id is for the sender's copy only
     with qtbot.waitSignal(server.userLeft) as left:
         alice.close()
     assert left.args == ["Alice", "lobby", "disconnected"]

@@ -559,7 +559,7 @@ SERVER_FRAME_SHAPES: dict[str, tuple[dict[str, Callable[[object], object]],
         {"name": _name_str, "session": lambda v: _string(v, MAX_SESSION_CHARS),
          "users": _members, "rooms": _list_of(_name_str, MAX_ROOMS_LISTED),
          "server": _server_info},
-        {"in_rooms": _list_of(_name_str, MAX_OWN_ROOMS), "protocol": _seq,
+        {"in_rooms": _list_of(_name_str, MAX_OWN_ROOMS), "protocol": _seq, "rooms_total": _seq,
          "resumed": _boolean, "gap": _boolean,
          "features": _list_of(_short_str, MAX_FEATURES)}),
     "username_taken": ({"name": _name_str}, {"reason": _short_str}),
@@ -667,24 +667,25 @@ class FrameDecoder:
             partial += rest
         return out
 
-    def feed_budgeted(self, data: bytes, budget: float) -> tuple[list[Any], float, bool]:
+    def feed_budgeted(self, data: bytes, budget: float) -> tuple[list[Any], float, bytes]:
         """``feed`` with a cost budget charged *before* parsing: a line costs 1, a blank
         line ``1 / BLANK_LINES_PER_FRAME``. Once the budget cannot pay for the next line,
         every complete line left in ``data`` is dropped unparsed (one ``rfind``, however
         many lines a flood packed in), so a flood costs a bounded share of the server.
 
-        Returns the items, the budget left, and whether lines were dropped. Dropped lines
-        are not checked for their length; the unfinished line still is.
+        Returns the items, the budget left, and the complete lines dropped (``b""`` if
+        none; a server may look for the ``id`` of each). Dropped lines are not checked
+        for their length; the unfinished line still is.
         """
         if self.closed or not data:
-            return [], budget, False
+            return [], budget, b""
         partial = self._partial
         limit = self.max_frame - 1
         if b"\n" not in data:
-            return self.feed(data), budget, False
+            return self.feed(data), budget, b""
         if partial:
             if len(partial) + data.index(b"\n") > limit:
-                return [self._too_large()], budget, False
+                return [self._too_large()], budget, b""
             partial += data
             data = bytes(partial)
             partial.clear()
@@ -693,7 +694,7 @@ class FrameDecoder:
         blank_cost = 1.0 / BLANK_LINES_PER_FRAME
         find = data.find
         pos = 0
-        dropped = False
+        dropped = b""
         while (end := find(b"\n", pos)) >= 0:
             if end - pos > limit:
                 out.append(self._too_large())
@@ -701,8 +702,9 @@ class FrameDecoder:
             line = data[pos:end]
             cost = 1.0 if line.strip() else blank_cost
             if budget < cost:
-                dropped = True
-                pos = data.rfind(b"\n") + 1
+                end = data.rfind(b"\n") + 1
+                dropped = data[pos:end]
+                pos = end
                 break
             budget -= cost
             pos = end + 1

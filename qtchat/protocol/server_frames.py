@@ -157,6 +157,7 @@ class Registered(ServerFrame):
     users: list[str]
     rooms: list[str]
     server: dict[str, Any]
+    rooms_total: int | None = None
     in_rooms: list[str] | None = None
     protocol: int | None = None
     resumed: bool | None = None

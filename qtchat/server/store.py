@@ -456,7 +456,7 @@ class MessageStore:
         return self._counts.get(bucket, 0)
 
     def page(self, bucket: str, before: int | None, limit: int,
-             max_chars: int | None = None) -> list[dict[str, Any]]:
+             max_chars: int | None = None) -> list[Message]:
         """Up to ``limit`` broadcasts of a room older than ``before``, oldest first.
 
         ``max_chars``: stop reading older rows once the texts read hold this many
@@ -480,14 +480,11 @@ class MessageStore:
                     break
             cursor.close()
         rows.reverse()
-        return [
-            {"type": "broadcast", "seq": s, "ts": ts, "from": f, "room": r, "text": t}
-            for s, ts, r, f, t in rows
-        ]
+        return [Message(seq=s, ts=ts, sender=f, room=r, text=t) for s, ts, r, f, t in rows]
 
     def replay(
         self, buckets: Iterable[str], sid: int, since: int, batch: int = 500
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[Message]:
         """Messages after ``since`` of the given rooms, and whispers to or from session
         ``sid``, in seq order; the session's own sends carry their ``id``.
 
@@ -511,18 +508,13 @@ class MessageStore:
                 return
             for seq, ts, bucket, room, sender, sender_sid, recipient, text, cid in rows:
                 cursor = seq
-                if bucket:
-                    frame = {"type": "broadcast", "seq": seq, "ts": ts, "from": sender,
-                             "room": room, "text": text}
-                else:
-                    frame = {"type": "whisper", "seq": seq, "ts": ts, "from": sender,
-                             "to": recipient, "text": text}
-                if cid is not None and sender_sid == sid:
-                    frame["id"] = cid
-                yield frame
+                yield Message(seq=seq, ts=ts, sender=sender, text=text,
+                              room=room if bucket else None,
+                              to=None if bucket else recipient,
+                              id=cid if sender_sid == sid else None)
 
-    def message_by_seq(self, seq: int) -> dict[str, Any] | None:
-        """One stored message as its frame (with its ``id``), or None if pruned."""
+    def message_by_seq(self, seq: int) -> Message | None:
+        """One stored message (with its sender's ``id``), or None if pruned."""
         self._before_read()
         row = self._db.execute(
             "SELECT ts, bucket, room, sender, recipient, text, client_id FROM messages "
@@ -532,15 +524,8 @@ class MessageStore:
         if row is None:
             return None
         ts, bucket, room, sender, recipient, text, cid = row
-        frame: dict[str, Any] = {"type": "broadcast" if bucket else "whisper", "seq": seq,
-                                 "ts": ts, "from": sender, "text": text}
-        if bucket:
-            frame["room"] = room
-        else:
-            frame["to"] = recipient
-        if cid is not None:
-            frame["id"] = cid
-        return frame
+        return Message(seq=seq, ts=ts, sender=sender, text=text, room=room if bucket else None,
+                       to=None if bucket else recipient, id=cid)
 
     def client_ids(self, sid: int, limit: int = 10_000) -> dict[str, int]:
         """The latest client-chosen ids a session used, mapped to their seq."""
