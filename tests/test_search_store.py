@@ -100,7 +100,7 @@ def test_an_edit_is_found_by_its_new_words_only(store):
     assert found(store, "wednesday") == [seq]
     assert found(store, "meeting") == [seq]
     assert store.changes([seq]) == {seq: ("2026-01-01T00:01:00Z", None, None)}
-    assert store.message_by_seq(seq)["text"] == "the meeting is on Wednesday"
+    assert store.message_by_seq(seq).text == "the meeting is on Wednesday"
 
 
 def test_a_deleted_message_leaves_a_tombstone_and_is_never_found(store):
@@ -111,7 +111,7 @@ def test_a_deleted_message_leaves_a_tombstone_and_is_never_found(store):
     assert found(store, "hunter2") == [kept]
     assert found(store, "password") == []
     assert found(store, "東京タワ") == [] and found(store, "東京") == []
-    assert store.message_by_seq(seq)["text"] == ""  # the tombstone row stays
+    assert store.message_by_seq(seq).text == ""  # the tombstone row stays
     assert store.changes([seq, kept]) == {seq: (None, "Alice", "2026-01-01T00:02:00Z")}
     # Neither edited back to life nor deleted twice.
     assert not store.edit_message(seq, "hunter2 again", TS)
