@@ -191,3 +191,43 @@ def test_a_prefix_matching_many_words_still_finds_them_all(store):
     assert found(store, "ready draft", limit=100) == many[::-1]
     assert found(store, "draft1", limit=100) == [s for n, s in enumerate(many)
                                                   if str(n).startswith("1")][::-1]
+
+
+def test_messages_are_indexed_off_the_path_of_a_message_and_found_all_the_same(store):
+    """A message is stored without touching the index (that cost 11× the row itself);
+    the sweep indexes a slice at a time, and a search first catches up on the rest.
+    An edit, a delete or a prune of a message not indexed yet leaves nothing stale."""
+    first = say(store, "apples before the sweep")
+    edited = say(store, "typo in bananna")
+    gone = say(store, "cherries to be deleted")
+    store.commit()
+    assert store._search_upto == 0  # stored, not indexed
+    assert store.edit_message(edited, "fixed banana", "2026-01-01T00:01:00Z")
+    assert store.delete_message(gone, "Alice", "2026-01-01T00:02:00Z")
+    store.commit()
+    assert store.index_some(limit=2) == 2  # the sweep's slice
+    store.commit()
+    later = say(store, "apples after the sweep")
+    store.commit()
+    assert found(store, "apples") == [later, first]  # the search indexed the rest first
+    assert found(store, "bananna") == [] and found(store, "banana") == [edited]
+    assert found(store, "cherries") == []
+    # Editing an indexed message takes its old words out of the index.
+    assert store.edit_message(first, "pears now", "2026-01-01T00:03:00Z")
+    store.commit()
+    assert found(store, "apples") == [later] and found(store, "pears") == [first]
+    store._db.execute("INSERT INTO messages_words(messages_words) VALUES('integrity-check')")
+
+
+def test_the_index_mark_survives_a_restart(tmp_path):
+    path = tmp_path / "history.sqlite3"
+    store = MessageStore(path)
+    seqs = [say(store, f"word{i} common") for i in range(5)]
+    store.commit()
+    store.index_some(limit=3)
+    store.commit()
+    store.close()
+    store = MessageStore(path)
+    assert store._search_upto == seqs[2]
+    assert found(store, "common") == seqs[::-1]
+    store.close()

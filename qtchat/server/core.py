@@ -260,6 +260,7 @@ class ServerCore:
     def tick(self, now: float) -> None:
         """The sweep: closes that take too long, then each module's clocks."""
         self.now = now
+        self.store.index_some()  # the search index catches up a slice at a time
         self._commit()  # session and room changes not yet carried by a message commit
         for conn in list(self._closing):
             if now - conn.closing_since > CLOSE_GRACE:

@@ -262,6 +262,10 @@ class MessageStore:
             row = (secrets.randbits(62),)
             self._db.execute("INSERT INTO meta VALUES ('history_id', ?)", row)
         self.history_id = f"{row[0]:016x}"
+        # Messages up to this seq are in the search index; later ones are indexed in
+        # bulk (``_index_new``: by a commit once INDEX_BATCH wait, and before a search).
+        self._search_upto = fts.indexed_upto(self._db)
+        self._index_dirty = False  # index_some wrote to the open transaction
         # Messages added and not yet in the transaction, and those in it, uncommitted.
         self._pending: list[tuple[Any, ...]] = []
         self._inserted: list[tuple[Any, ...]] = []
@@ -351,7 +355,8 @@ class MessageStore:
         """
         if messages_only and not (self._pending or self._inserted):
             return False
-        if not (self._pending or self._inserted or self._session_ops or self._over):
+        if not (self._pending or self._inserted or self._session_ops or self._over
+                or self._index_dirty):
             return False
         try:
             self._write_pending()
@@ -360,6 +365,8 @@ class MessageStore:
             for sql, params in self._session_ops.values():
                 self._db.execute(sql, params)
             pruned = [cut for cut in map(self._prune, self._over) if cut is not None]
+            if self.last_seq - self._search_upto >= fts.INDEX_BACKLOG_MAX:
+                self._index_new()
             self._db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('last_seq', ?), ('last_sid', ?)",
                 (self.last_seq, self._last_sid),
@@ -378,6 +385,7 @@ class MessageStore:
         self._session_ops.clear()
         self._unstored_sessions.clear()
         self._over.clear()
+        self._index_dirty = False
         for bucket, cutoff, deleted in pruned:
             self._counts[bucket] -= deleted
             self._pruned[bucket] = max(self._pruned.get(bucket, 0), cutoff)
@@ -385,6 +393,25 @@ class MessageStore:
                      deleted)
         self._db.execute("BEGIN")
         return True
+
+    def index_some(self, limit: int = fts.INDEX_SLICE) -> int:
+        """Index up to ``limit`` more of the messages stored since the index's mark (the
+        server's sweep calls it); the next commit stores it. Returns how many seqs."""
+        if self._pending or self._insert_failed is not None:
+            return 0  # only what is in the transaction: the next sweep takes the rest
+        upto = min(self.last_seq, self._search_upto + limit)
+        if upto <= self._search_upto:
+            return 0
+        fts.index_upto(self._db, self._search_upto, upto)
+        done, self._search_upto = upto - self._search_upto, upto
+        self._index_dirty = True
+        return done
+
+    def _index_new(self) -> None:
+        """Put the messages written since the index's mark into it (same transaction)."""
+        if self.last_seq > self._search_upto:
+            fts.index_upto(self._db, self._search_upto, self.last_seq)
+            self._search_upto = self.last_seq
 
     def _roll_back(self) -> list[int]:
         """End the failed transaction, begin a new one; return the seqs it lost."""
@@ -395,6 +422,8 @@ class MessageStore:
         if not self._db.in_transaction:
             with contextlib.suppress(sqlite3.Error):  # BEGIN (deferred) writes nothing
                 self._db.execute("BEGIN")
+        self._search_upto = fts.indexed_upto(self._db)  # the mark went back with it
+        self._index_dirty = False
         lost = self._inserted + self._pending
         self._inserted, self._pending = [], []
         counts = self._counts
@@ -595,6 +624,7 @@ class MessageStore:
         if q.empty:
             return [], False
         self._before_read()
+        self._index_new()  # every message stored so far is found
         keys = list(buckets)
         scope = [f"m.bucket IN ({','.join('?' * len(keys))})"] if keys else []
         params: list[Any] = list(keys)
