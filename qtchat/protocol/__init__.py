@@ -590,16 +590,23 @@ def parse_server_frame(line: bytes) -> dict[str, Any]:
     ignores them).
     """
     obj = decode_object(line)
+    check_server_object(obj)
+    return obj
+
+
+def check_server_object(obj: Mapping[str, Any]) -> None:
+    """Check a decoded server frame of a known type against its shape (unknown types
+    pass); raise ``RemoteProtocolError`` naming the first field that fails."""
     kind = obj["type"]
     shape = SERVER_FRAME_SHAPES.get(kind)
-    if shape is not None:
-        try:
-            _check_fields(obj, *shape)
-        except _Bad as exc:
-            what = (f"without '{exc.path}'" if exc.want == "present"
-                    else f"whose '{exc.path}' is not {exc.want}")
-            raise RemoteProtocolError("bad_frame", f"a '{kind}' frame {what}", kind) from None
-    return obj
+    if shape is None:
+        return
+    try:
+        _check_fields(obj, *shape)
+    except _Bad as exc:
+        what = (f"without '{exc.path}'" if exc.want == "present"
+                else f"whose '{exc.path}' is not {exc.want}")
+        raise RemoteProtocolError("bad_frame", f"a '{kind}' frame {what}", kind) from None
 
 
 # Blank lines (keep-alives) that cost one frame against a connection's budget: cheap, but

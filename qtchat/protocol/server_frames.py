@@ -23,14 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
-from qtchat.protocol import (
-    SERVER_FRAME_SHAPES,
-    RemoteProtocolError,
-    _Bad,
-    _check_fields,
-    decode_object,
-    encode,
-)
+from qtchat.protocol import SERVER_FRAME_SHAPES, check_server_object, decode_object, encode
 
 # type -> class; filled by ``@server_frame`` (and by ``Message``, for two types).
 SERVER_FRAME_TYPES: dict[str, type[Any]] = {}
@@ -267,13 +260,7 @@ def server_frame_from_wire(obj: Mapping[str, Any]) -> ServerFrame | Message | No
     """``read_server_frame`` for an object already decoded from JSON."""
     kind = obj["type"]
     cls = SERVER_FRAME_TYPES.get(kind)
-    shape = SERVER_FRAME_SHAPES.get(kind)
-    if cls is None or shape is None:
+    if cls is None or kind not in SERVER_FRAME_SHAPES:
         return None
-    try:
-        _check_fields(obj, *shape)
-    except _Bad as exc:
-        what = (f"without '{exc.path}'" if exc.want == "present"
-                else f"whose '{exc.path}' is not {exc.want}")
-        raise RemoteProtocolError("bad_frame", f"a '{kind}' frame {what}", kind) from None
+    check_server_object(obj)
     return cls.from_wire(obj)

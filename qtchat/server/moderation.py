@@ -162,8 +162,24 @@ def _keys_of(display: str) -> tuple[str, ...]:
 # --- bans -----------------------------------------------------------------------------------
 
 
+class _Held:
+    """What a ban and a mute share: the look-alike keys of the name, and an end."""
+
+    __slots__ = ()
+    name: str
+    until: float | None
+    keys: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            self.keys = _keys_of(self.name)
+
+    def active(self, now: float) -> bool:
+        return self.until is None or now < self.until
+
+
 @dataclass(slots=True)
-class Ban:
+class Ban(_Held):
     """One ban: it refuses its identity, its address and its name's look-alikes."""
 
     name: str  # as shown when banned
@@ -174,13 +190,6 @@ class Ban:
     reason: str | None
     ts: float
     keys: tuple[str, ...] = field(default=(), compare=False)
-
-    def __post_init__(self) -> None:
-        if not self.keys:
-            self.keys = _keys_of(self.name)
-
-    def active(self, now: float) -> bool:
-        return self.until is None or now < self.until
 
     def catches(self, identity: str | None, address: str | None, name: Name | None) -> bool:
         return ((identity is not None and identity == self.identity)
@@ -261,7 +270,7 @@ class BanList:
 
 
 @dataclass(slots=True)
-class Mute:
+class Mute(_Held):
     """One mute. ``room`` is the room's folded name (its key); None is server-wide."""
 
     name: str
@@ -271,13 +280,6 @@ class Mute:
     by: str
     ts: float
     keys: tuple[str, ...] = field(default=(), compare=False)
-
-    def __post_init__(self) -> None:
-        if not self.keys:
-            self.keys = _keys_of(self.name)
-
-    def active(self, now: float) -> bool:
-        return self.until is None or now < self.until
 
     def covers(self, identity: str | None, name: Name) -> bool:
         return ((identity is not None and identity == self.identity)
