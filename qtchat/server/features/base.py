@@ -9,7 +9,8 @@ decorating a method with ``@handles(FrameClass, ...)``; the core builds its disp
   for a connection whose ``register.features`` asked for it (others get ``unknown_type``,
   as from a server without it), and ``registered.features`` lists it when accepted;
 - override the hooks: ``on_detach`` (a connection leaves its session: drop, bye,
-  takeover), ``on_tick`` (the sweep, about once a second, with the time), ``on_end_pass``
+  takeover), ``on_live`` (a connection went live), ``on_tick`` (the sweep, about once a
+  second, with the time), ``on_end_pass``
   (before the pass's commit: batch what the pass decided), ``may_post`` (a veto on a
   message before it is stored: moderation's mute and ban).
 
@@ -104,8 +105,14 @@ class Feature:
         """``conn`` leaves ``session`` (``announce``: the reason others are told, or None
         when they are told nothing: it was not live yet)."""
 
+    def on_live(self, conn: Connection, session: Session) -> None:
+        """``conn`` went live (registered, or its resume's replay caught up)."""
+
     def on_tick(self, now: float) -> None:
         """The periodic sweep (at least once a second)."""
+
+    def on_shutdown(self) -> None:
+        """The server is stopping: store what must outlive it (the store commits after)."""
 
     def on_end_pass(self) -> None:
         """The pass is ending; the store is committed right after this."""
