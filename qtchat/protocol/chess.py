@@ -3,8 +3,8 @@
 Kept in a module of its own so that each negotiated feature adds its frames without
 editing the shared tables' source: importing this module registers the client frames in
 ``CLIENT_FRAME_TYPES``, the server frames in ``SERVER_FRAME_TYPES`` (``@server_frame``)
-and their checks in ``SERVER_FRAME_SHAPES``. ``qtchat.protocol.server_frames`` imports
-it at its end, so every reader and writer sees them.
+and their checks in ``SERVER_FRAME_SHAPES``. Each side that speaks chess imports
+it (``qtchat.server.features.chess``, ``qtchat.client.chess``), so both ends see them.
 
 Client frames validate their own fields (a bad one is ``bad_frame``, as in protocol 1);
 the rules (whose turn, which moves are legal) are the server's, in

@@ -275,6 +275,3 @@ def server_frame_from_wire(obj: Mapping[str, Any]) -> ServerFrame | Message | No
         raise RemoteProtocolError("bad_frame", f"a '{kind}' frame {what}", kind) from None
     return cls.from_wire(obj)
 
-
-# The negotiated features' frames register themselves into the tables above.
-from qtchat.protocol import chess as _chess  # noqa: E402, F401
