@@ -248,3 +248,35 @@ def test_game_list_has_the_running_games_and_the_finished_with_their_pgn():
     assert [g["game"] for g in listed["games"]] == [running]
     assert [g["game"] for g in listed["finished"]] == [done]
     assert '[Result "1-0"]' in listed["finished"][0]["pgn"]
+
+
+def test_step_3_adds_the_games_table_to_a_version_2_history_and_keeps_its_messages(
+        tmp_path: Path, monkeypatch):
+    import sqlite3
+
+    from qtchat.server import store as store_module
+
+    path = tmp_path / "history.db"
+    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:2])
+    old = MessageStore(path)
+    old.add(ts="2026-01-01T00:00:00Z", bucket="lobby", room="lobby", sender="Ann",
+            sender_sid=1, text="before chess")
+    old.commit()
+    old.close()
+    monkeypatch.undo()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    db.close()
+
+    store = MessageStore(path)
+    assert [m.text for m in store.page("lobby", None, 10, 65_536)] == ["before chess"]
+    store.save_game("g1", "Ann", "Bo", 1, 2, "running", {"game": "g1", "moves": ["e2e4"]})
+    store.commit(messages_only=True)  # a game counts as urgent as a message
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("SELECT game, state FROM games").fetchall() == [("g1", "running")]
+    db.close()
+    again = MessageStore(path)
+    assert again.open_games() == [(1, 2, {"game": "g1", "moves": ["e2e4"]})]
+    again.close()

@@ -107,3 +107,70 @@ def test_a_host_killed_mid_game_restarts_and_the_game_goes_on(tmp_path):
         moved, _ = white2.recv_until("game_moved")
         assert moved["ply"] == 2 and moved["san"] == "e5"
         host.terminate()
+
+
+def play(white: LineClient, black: LineClient, game: str, moves: str) -> list[dict]:
+    """Play UCI moves in turn; returns the game_moved frames White saw."""
+    seen = []
+    for index, uci in enumerate(moves.split()):
+        (white if index % 2 == 0 else black).send(
+            {"type": "game_move", "game": game, "move": uci})
+        seen.append(white.wait_for("game_moved", game=game, uci=uci))
+    return seen
+
+
+def test_whole_games_over_sockets_stalemate_castling_en_passant_and_underpromotion(
+        qtbot, server):
+    white, black = (chess_player(qtbot, server.port, name) for name in ("Wanda", "Boris"))
+    game = start_game(white, black)
+    play(white, black, game, "e2e3 a7a5 d1h5 a8a6 h5a5 h7h5 h2h4 a6h6 a5c7 f7f6 c7d7 e8f7 "
+                             "d7b7 d8d3 b7b8 d3h7 b8c8 f7g6 c8e6")
+    over = black.wait_for("game_over", game=game)
+    assert (over["result"], over["reason"]) == ("1/2-1/2", "stalemate")
+
+    game = start_game(white, black)
+    sans = [m["san"] for m in play(white, black, game,
+                                   "e2e4 d7d5 g1f3 c8g4 f1e2 b8c6 e1g1 d8d7 d2d3 e8c8")]
+    assert sans[6] == "O-O" and sans[9] == "O-O-O"
+    white.send({"type": "game_resign", "game": game})
+    black.wait_for("game_over", game=game)
+
+    game = start_game(white, black)
+    moved = play(white, black, game, "e2e4 a7a6 e4e5 d7d5 e5d6")
+    assert moved[-1]["san"] == "exd6" and chess.Board(moved[-1]["fen"]).piece_at(
+        chess.D5) is None  # the pawn taken en passant is gone
+    white.send({"type": "game_resign", "game": game})
+    black.wait_for("game_over", game=game)
+
+    game = start_game(white, black)
+    moved = play(white, black, game, "a2a4 b7b5 a4b5 a7a6 b5a6 c8b7 a6b7 b8c6 b7a8n")
+    assert moved[-1]["san"] == "bxa8=N"
+    assert chess.Board(moved[-1]["fen"]).piece_at(chess.A8) == chess.Piece(chess.KNIGHT,
+                                                                            chess.WHITE)
+
+
+def test_a_threefold_claim_is_refused_early_and_granted_on_the_third_time(qtbot, server):
+    white, black = (chess_player(qtbot, server.port, name) for name in ("Wanda", "Boris"))
+    game = start_game(white, black)
+    play(white, black, game, "g1f3 g8f6 f3g1 f6g8")
+    white.send({"type": "game_draw", "game": game, "action": "claim", "id": "c1"})
+    assert white.wait_for("error", id="c1")["code"] == "not_permitted"
+    play(white, black, game, "g1f3 g8f6 f3g1 f6g8")
+    white.send({"type": "game_draw", "game": game, "action": "claim"})
+    over = black.wait_for("game_over", game=game)
+    assert (over["result"], over["reason"]) == ("1/2-1/2", "threefold_repetition")
+
+
+def test_a_player_who_drops_and_resumes_sees_the_same_position_and_clocks(qtbot, server):
+    white, black = (chess_player(qtbot, server.port, name) for name in ("Wanda", "Boris"))
+    game = start_game(white, black, clock={"initial": 600, "increment": 5})
+    moved = play(white, black, game, "e2e4 e7e5")[-1]
+    white.close()  # a network drop: the session is held
+    back = LineClient(qtbot, server.port)
+    assert back.register("Wanda", resume=white.session, features=CHESS)["resumed"]
+    started = back.wait_for("game_started", game=game)
+    assert started["moves"] == ["e2e4", "e7e5"] and started["fen"] == moved["fen"]
+    assert started["black_ms"] == moved["black_ms"]  # not Black's turn: not charged
+    assert moved["white_ms"] - 2_000 < started["white_ms"] <= moved["white_ms"]
+    back.send({"type": "game_move", "game": game, "move": "g1f3"})
+    assert black.wait_for("game_moved", game=game, uci="g1f3")["san"] == "Nf3"

@@ -34,7 +34,7 @@ from qtchat.names import parse_name, parse_room
 from qtchat.protocol import chess as pc
 from qtchat.protocol.server_frames import Message
 from qtchat.server.domain import Connection, ConnState, Room, Session
-from qtchat.server.features.base import Core, Feature, handles
+from qtchat.server.features.base import Core, Feature, encode_trimmed, handles
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,8 @@ class ChessFeature(Feature):
                                 f"{player.name.display} already plays "
                                 f"{MAX_RUNNING_PER_PLAYER} games, the most allowed.", frame.type)
                 return
-        clock = Clock(**(frame.clock or {}))
+        wanted = frame.clock or {}
+        clock = Clock(initial=wanted.get("initial", 0), increment=wanted.get("increment", 0))
         game = secrets.token_urlsafe(9)
         offer = Offer(game, session, target, room, frame.color, clock,
                       core.now + OFFER_SECONDS)
@@ -285,8 +286,12 @@ class ChessFeature(Feature):
                      "room": r.get("room"), "result": r["result"], "reason": r["reason"],
                      "pgn": ChessGame.from_record(r).pgn()}
                     for r in self.core.store.finished_games(name, FINISHED_LISTED)]
-        self.core.queue(conn, pc.GameListAnswer(games=running, finished=finished,
-                                                id=frame.id).encode())
+        wire = pc.GameListAnswer(games=running, finished=finished, id=frame.id).to_wire()
+        # Long games' PGN can pass a frame: the oldest finished games go first, then
+        # the running games past what fits (each running game comes again as
+        # game_started on the next resume).
+        data, _cut = encode_trimmed(wire, ("finished", False), ("games", False))
+        self.core.queue(conn, data)
 
     # --- hooks ---------------------------------------------------------------------------
 
