@@ -280,3 +280,21 @@ def test_step_3_adds_the_games_table_to_a_version_2_history_and_keeps_its_messag
     again = MessageStore(path)
     assert again.open_games() == [(1, 2, {"game": "g1", "moves": ["e2e4"]})]
     again.close()
+
+
+def test_joining_a_room_mid_game_shows_its_game_to_watch():
+    net = Net()
+    white, black, late = players(net, "Wanda", "Boris", "Lena")
+    for client in (white, black):
+        client.send(type="join", room="club")
+    game = start(net, white, black, room="club")
+    white.send(type="game_move", game=game, move="e2e4")
+    late.new()
+    late.send(type="join", room="club")
+    frames = late.new()
+    kinds = [f["type"] for f in frames]
+    assert kinds.index("joined") < kinds.index("game_started")
+    started = frames[kinds.index("game_started")]
+    assert started["game"] == game and started["moves"] == ["e2e4"]
+    black.send(type="game_move", game=game, move="e7e5")
+    assert last(late, "game_moved")["san"] == "e5"

@@ -135,6 +135,7 @@ class ServerCore:
         self._detach_hooks = [f for f in self.features if overrides(f, "on_detach")]
         self._tick_hooks = [f for f in self.features if overrides(f, "on_tick")]
         self._live_hooks = [f for f in self.features if overrides(f, "on_live")]
+        self._join_hooks = [f for f in self.features if overrides(f, "on_join")]
         self._end_pass_hooks = [f for f in self.features if overrides(f, "on_end_pass")]
         self._vetoes = [f for f in self.features if overrides(f, "may_post")]
 
@@ -405,6 +406,11 @@ class ServerCore:
         self.rooms.went_live(conn, session, announce=announce)
         for feature in self._live_hooks:
             feature.on_live(conn, session)
+
+    def room_joined(self, conn: Connection, session: Session, room: Room) -> None:
+        """``joined`` for ``room`` is queued for ``conn``: the modules may follow it."""
+        for feature in self._join_hooks:
+            feature.on_join(conn, session, room)
 
     def start_task(self, conn: Connection, task: Callable[[Connection], bool]) -> None:
         """Heavy work for ``conn``, run a turn at a time by ``work``: ``task(conn)`` returns

@@ -9,7 +9,7 @@ decorating a method with ``@handles(FrameClass, ...)``; the core builds its disp
   for a connection whose ``register.features`` asked for it (others get ``unknown_type``,
   as from a server without it), and ``registered.features`` lists it when accepted;
 - override the hooks: ``on_detach`` (a connection leaves its session: drop, bye,
-  takeover), ``on_live`` (a connection went live), ``on_tick`` (the sweep, about once a
+  takeover), ``on_live`` (a connection went live), ``on_join``, ``on_tick`` (the sweep, about once a
   second, with the time), ``on_end_pass``
   (before the pass's commit: batch what the pass decided), ``may_post`` (a veto on a
   message before it is stored: moderation's mute and ban).
@@ -49,6 +49,7 @@ class Core(Protocol):
     def connections(self) -> list[Connection]: ...
     def start_task(self, conn: Connection, task: Callable[[Connection], bool]) -> None: ...
     def go_live(self, conn: Connection, *, announce: bool) -> None: ...
+    def room_joined(self, conn: Connection, session: Session, room: Room) -> None: ...
     def sent_upto(self, conn: Connection) -> int: ...
     def accept_features(self, asked: list[str] | None) -> list[str] | None: ...
     def posted(self, conn: Connection, session: Session, message: Message,
@@ -107,6 +108,9 @@ class Feature:
 
     def on_live(self, conn: Connection, session: Session) -> None:
         """``conn`` went live (registered, or its resume's replay caught up)."""
+
+    def on_join(self, conn: Connection, session: Session, room: Room) -> None:
+        """``conn`` was answered ``joined`` for ``room`` (what follows comes after it)."""
 
     def on_tick(self, now: float) -> None:
         """The periodic sweep (at least once a second)."""

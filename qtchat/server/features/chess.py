@@ -435,6 +435,14 @@ class ChessFeature(Feature):
                         found[conn] = None
         return list(found)
 
+    def on_join(self, conn: Connection, session: Session, room: Room) -> None:
+        """Joining a room: its running games, to watch (in place of ``joined.games``)."""
+        if not self._plays_chess(conn):
+            return
+        for game in self.games.values():
+            if game.room is not None and self._room_named(game.room) is room:
+                self.core.queue(conn, self._started(game).encode())
+
     def on_live(self, conn: Connection, session: Session) -> None:
         """A connection went live: the running games it plays or watches, as
         ``game_started`` (in place of ``registered.games``)."""
