@@ -58,3 +58,43 @@ def test_a_client_that_did_not_ask_for_chess_gets_no_game_signals(qtbot, server,
     with qtbot.waitSignal(chessy.errorReceived, timeout=WAIT) as refused:
         chessy.offer_game("Plain")
     assert refused.args[0] == "not_permitted"
+
+
+MOVED = {"type": "game_moved", "game": "g", "ply": 1, "uci": "e2e4", "san": "e4",
+         "fen": "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1",
+         "white_ms": None, "black_ms": None, "turn": "black"}
+
+
+def scripted(accepted: list[str], after: list[dict]):
+    from _scripted_host import ScriptedHost, registered
+
+    def answer(frame: dict) -> list:
+        if frame["type"] == "register":
+            return [{**registered(frame), "features": accepted}, *after]
+        if frame["type"] == "ping":
+            return [{"type": "pong", "token": frame.get("token")}]
+        return []
+
+    return ScriptedHost(answer)
+
+
+def test_game_frames_from_a_host_that_did_not_accept_chess_are_ignored(qtbot, make_client):
+    host = scripted([], [MOVED])
+    client = make_client(features=("chess",))
+    moved: list = []
+    client.gameMoved.connect(moved.append)
+    join(qtbot, client, host, "Wanda")
+    round_trip(qtbot, client)
+    assert moved == []
+    host.close()
+
+
+def test_a_malformed_game_frame_is_a_protocol_error_not_a_move(qtbot, make_client):
+    host = scripted(["chess"], [{**MOVED, "turn": "purple"}])
+    client = make_client(features=("chess",))
+    moved: list = []
+    client.gameMoved.connect(moved.append)
+    with qtbot.waitSignal(client.protocolError, timeout=WAIT) as broken:
+        join(qtbot, client, host, "Wanda")
+    assert "game_moved" in str(broken.args[0]) and moved == []
+    host.close()
