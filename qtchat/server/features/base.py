@@ -9,10 +9,11 @@ decorating a method with ``@handles(FrameClass, ...)``; the core builds its disp
   for a connection whose ``register.features`` asked for it (others get ``unknown_type``,
   as from a server without it), and ``registered.features`` lists it when accepted;
 - override the hooks: ``on_detach`` (a connection leaves its session: drop, bye,
-  takeover), ``on_live`` (a connection went live), ``on_join``, ``on_tick`` (the sweep, about once a
-  second, with the time), ``on_end_pass``
-  (before the pass's commit: batch what the pass decided), ``may_post`` (a veto on a
-  message before it is stored: moderation's mute and ban).
+  takeover), ``on_live`` (a connection went live), ``on_join`` (``joined`` was queued),
+  ``on_tick`` (the sweep, about once a second, with the time), ``on_shutdown`` (store
+  what must outlive the server), ``on_end_pass`` (before the pass's commit: batch what
+  the pass decided), ``may_post`` (a veto on a message before it is stored:
+  moderation's mute and ban).
 
 Modules act only through ``Core`` (below): they queue bytes, fan out, send errors, close
 connections and emit events; they never write to a socket or read a clock. Frames are
