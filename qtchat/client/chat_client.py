@@ -27,10 +27,12 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from qtchat import protocol as p
+from qtchat.client import chess as _chess  # noqa: F401 (registers the game events)
 from qtchat.client import session as s
 from qtchat.client.connector import Connector, Ending, qt_error_text
 from qtchat.client.errors import FAILURE_KINDS, ConnectError, Endpoint
 from qtchat.client.session import ClientSession
+from qtchat.protocol import chess as pc
 from qtchat.protocol.server_frames import Registered
 
 __all__ = ["FAILURE_KINDS", "ChatClient", "ConnectError", "Endpoint", "qt_error_text"]
@@ -78,6 +80,8 @@ class ChatClient(QObject):
         reconnectStopped(str sentence): the client stopped reconnecting, by itself after
             the host's grace period (nothing could be resumed after it) or because
             ``stop_reconnecting`` was called; ``reconnect_now`` tries again.
+        gameOffered / gameOfferEnded / gameStarted / gameMoved / gameDraw / gameOver /
+            gameAdjourned / gameList (frame): chess, each with its typed frame.
     """
 
     stateChanged = Signal(str)
@@ -102,6 +106,16 @@ class ChatClient(QObject):
     certificateSeen = Signal(str)
     reconnecting = Signal(int, str)
     reconnectStopped = Signal(str)
+    # Chess (PROTOCOL-FEATURES §3; only from a host that accepted "chess"): each carries
+    # the typed frame of qtchat.protocol.chess (GameOffered, GameStarted, GameMoved...).
+    gameOffered = Signal(object)
+    gameOfferEnded = Signal(object)
+    gameStarted = Signal(object)
+    gameMoved = Signal(object)
+    gameDraw = Signal(object)
+    gameOver = Signal(object)
+    gameAdjourned = Signal(object)
+    gameList = Signal(object)
 
     def __init__(
         self,
@@ -362,6 +376,45 @@ class ChatClient(QObject):
     def request_history(self, room: str, before: int | None = None, limit: int = 50) -> None:
         self._session.request_history(room, before, limit)
         self._flush()
+
+    # --- chess (PROTOCOL-FEATURES §3): refusals come as errorReceived with the ref ---
+
+    def _send_game(self, frame: p.ClientFrame) -> bool:
+        sent = self._session.send_frame(frame)
+        self._flush()
+        return sent
+
+    def offer_game(self, to: str, *, room: str | None = None, color: str = "random",
+                   initial: int = 0, increment: int = 0) -> bool:
+        """Challenge ``to`` (``color`` is ours); whether it went (False: not connected)."""
+        clock = {"initial": initial, "increment": increment} if initial else None
+        return self._send_game(pc.GameOffer(to=to, room=room, color=color, clock=clock))
+
+    def accept_game(self, game: str) -> bool:
+        return self._send_game(pc.GameAccept(game=game))
+
+    def decline_game(self, game: str) -> bool:
+        return self._send_game(pc.GameDecline(game=game))
+
+    def cancel_game(self, game: str) -> bool:
+        return self._send_game(pc.GameCancel(game=game))
+
+    def move(self, game: str, uci: str) -> bool:
+        """Play ``uci`` (e2e4, e7e8q); the host answers gameMoved, or an error."""
+        return self._send_game(pc.GameMove(game=game, move=uci))
+
+    def resign_game(self, game: str) -> bool:
+        return self._send_game(pc.GameResign(game=game))
+
+    def abort_game(self, game: str) -> bool:
+        return self._send_game(pc.GameAbort(game=game))
+
+    def draw(self, game: str, action: str) -> bool:
+        """``action``: offer, accept, decline or claim."""
+        return self._send_game(pc.GameDraw(game=game, action=action))
+
+    def list_games(self) -> bool:
+        return self._send_game(pc.GameListRequest(id=_new_id()))
 
     def ping(self, token: str | None = None) -> str:
         token = self._session.ping(token)

@@ -1094,3 +1094,4 @@ def name_problem(name: str) -> str | None:
     except InvalidName as exc:
         return str(exc)
     return None
+

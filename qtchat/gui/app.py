@@ -41,6 +41,8 @@ from qtchat.wakeup import install_signal_wakeup
 
 log = logging.getLogger(__name__)
 _STARTED = time.perf_counter()
+# The features the app implements and asks hosts for (PROTOCOL-FEATURES §0).
+APP_FEATURES: tuple[str, ...] = ("chess",)
 
 
 class HostRuntime:
@@ -408,7 +410,7 @@ class AppController(QObject):
             from qtchat.tlsutil import PinStore
 
             pin_store = PinStore(_app_data_dir())
-        client = ChatClient(self, pin_store=pin_store)
+        client = ChatClient(self, pin_store=pin_store, features=APP_FEATURES)
         self.client = client
         client.registered.connect(self._registered)
         client.connectFailed.connect(self._connect_failed)

@@ -42,6 +42,7 @@ from PySide6.QtWidgets import (
 from qtchat import protocol as p
 from qtchat.client.chat_client import ChatClient, ConnectError
 from qtchat.gui.chat_input import ChatInput
+from qtchat.gui.chess_games import ChessGames
 from qtchat.gui.commands import REGISTRY, CommandRegistry
 from qtchat.gui.conversation import Conversation, fold
 from qtchat.gui.conversation_list import ConversationList, RoomModel
@@ -176,6 +177,7 @@ class ChatWindow(QMainWindow):
         c.connectFailed.connect(self._on_connect_failed)
         c.reconnecting.connect(self._on_reconnecting)
         c.reconnectStopped.connect(self._on_reconnect_stopped)
+        self.chess = ChessGames(self)  # /chess, offers, and a board tab per game
 
         self._update_title()
         self._on_state(c.state)

@@ -264,3 +264,4 @@ def server_frame_from_wire(obj: Mapping[str, Any]) -> ServerFrame | Message | No
         return None
     check_server_object(obj)
     return cls.from_wire(obj)
+

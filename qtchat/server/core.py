@@ -42,6 +42,7 @@ from qtchat.protocol.server_frames import ErrorFrame, Message, ServerBye
 from qtchat.server.config import ServerConfig
 from qtchat.server.domain import Connection, ConnState, Room, Session
 from qtchat.server.features.base import Feature, overrides
+from qtchat.server.features.chess import ChessFeature
 from qtchat.server.features.messages import MessagesFeature
 from qtchat.server.features.rooms import RoomsFeature
 from qtchat.server.features.session import SessionFeature
@@ -118,6 +119,7 @@ class ServerCore:
         self.sessions = SessionFeature(self, self.rooms)
         self.messages = MessagesFeature(self, self.rooms, self.sessions)
         self.features: list[Feature] = [self.rooms, self.sessions, self.messages,
+                                        ChessFeature(self),
                                         *(make(self) for make in features)]
         table: dict[str, tuple[Feature, bool]] = {}
         for feature in self.features:
@@ -132,6 +134,8 @@ class ServerCore:
         self._offered = frozenset(f.name for f in self.features if f.name is not None)
         self._detach_hooks = [f for f in self.features if overrides(f, "on_detach")]
         self._tick_hooks = [f for f in self.features if overrides(f, "on_tick")]
+        self._live_hooks = [f for f in self.features if overrides(f, "on_live")]
+        self._join_hooks = [f for f in self.features if overrides(f, "on_join")]
         self._end_pass_hooks = [f for f in self.features if overrides(f, "on_end_pass")]
         self._vetoes = [f for f in self.features if overrides(f, "may_post")]
 
@@ -310,6 +314,9 @@ class ServerCore:
             self._closing.add(conn)
             self._actions.append((Do.CLOSE, conn, None))
         self._conns.clear()
+        for feature in self.features:
+            if overrides(feature, "on_shutdown"):
+                feature.on_shutdown()
         self._commit()
 
     def abort_closing(self) -> None:
@@ -398,6 +405,13 @@ class ServerCore:
         conn.to(ConnState.LIVE)
         conn.live_pass = self._passes
         self.rooms.went_live(conn, session, announce=announce)
+        for feature in self._live_hooks:
+            feature.on_live(conn, session)
+
+    def room_joined(self, conn: Connection, session: Session, room: Room) -> None:
+        """``joined`` for ``room`` is queued for ``conn``: the modules may follow it."""
+        for feature in self._join_hooks:
+            feature.on_join(conn, session, room)
 
     def start_task(self, conn: Connection, task: Callable[[Connection], bool]) -> None:
         """Heavy work for ``conn``, run a turn at a time by ``work``: ``task(conn)`` returns

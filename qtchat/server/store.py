@@ -111,8 +111,24 @@ def _to_v1(db: sqlite3.Connection) -> None:
 # Version 2: the search index (FTS5, fed by triggers) and the table of edits and deletes;
 # see qtchat/server/search.py.
 
+
+def _to_v3(db: sqlite3.Connection) -> None:
+    """Version 2 → 3: the chess games (``ChessGame.to_record`` as JSON), running,
+    adjourned and finished; ``ended`` orders the finished ones (see features/chess.py)."""
+    db.execute("""CREATE TABLE IF NOT EXISTS games (
+        game TEXT PRIMARY KEY,
+        white TEXT NOT NULL, black TEXT NOT NULL,   -- names as shown
+        white_sid INTEGER, black_sid INTEGER,       -- the players' sessions
+        state TEXT NOT NULL,                        -- running, adjourned, finished
+        ended INTEGER NOT NULL DEFAULT 0,           -- order of finishing (0: not yet)
+        record TEXT NOT NULL
+    )""")
+    db.execute("CREATE INDEX IF NOT EXISTS games_state ON games (state)")
+
+
 # Step N (at index N-1) takes a version N-1 history to version N.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, fts.create_index)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, fts.create_index,
+                                                                _to_v3)
 SCHEMA_VERSION = len(MIGRATIONS)  # what a history this qtchat writes is at
 
 
@@ -276,6 +292,9 @@ class MessageStore:
         # number waiting stays bounded by the sessions and rooms while the disk is full.
         self._session_ops: dict[tuple[str, Any], tuple[str, tuple[Any, ...]]] = {}
         self._unstored_sessions: set[int] = set()  # begun, never committed
+        # A change that must be stored before anyone is told of it (a chess move): the
+        # end of the pass commits it like a message (PROTOCOL-FEATURES §0).
+        self._urgent = False
         # Called before a read that would otherwise see uncommitted messages: the
         # server commits them first (handling a failure), so nothing read from here
         # is ever a message that could still be rolled back. None: read them as they
@@ -353,7 +372,7 @@ class MessageStore:
         session and room changes wait for the next commit. The store is ready
         for the next one at once (a new transaction is begun).
         """
-        if messages_only and not (self._pending or self._inserted):
+        if messages_only and not (self._pending or self._inserted or self._urgent):
             return False
         if not (self._pending or self._inserted or self._session_ops or self._over
                 or self._index_dirty):
@@ -383,6 +402,7 @@ class MessageStore:
             raise StorageError(str(exc), lost) from exc
         self._inserted.clear()
         self._session_ops.clear()
+        self._urgent = False
         self._unstored_sessions.clear()
         self._over.clear()
         self._index_dirty = False
@@ -735,6 +755,30 @@ class MessageStore:
             self._unstored_sessions.discard(sid)
             return
         self._change(("end", sid), "DELETE FROM sessions WHERE sid=?", (sid,))
+
+    def save_game(self, game: str, white: str, black: str, white_sid: int | None,
+                  black_sid: int | None, state: str, record: dict[str, Any]) -> None:
+        """Store a chess game as it is now, committed at the end of this pass."""
+        self._change(("game", game),
+                     "INSERT INTO games (game, white, black, white_sid, black_sid, state, ended,"
+                     " record) VALUES (?, ?, ?, ?, ?, ?, CASE WHEN ?='finished' THEN "
+                     "(SELECT COALESCE(MAX(ended), 0) + 1 FROM games) ELSE 0 END, ?) "
+                     "ON CONFLICT(game) DO UPDATE SET state=excluded.state, "
+                     "ended=excluded.ended, record=excluded.record",
+                     (game, white, black, white_sid, black_sid, state, state,
+                      json.dumps(record)))
+        self._urgent = True
+
+    def open_games(self) -> list[tuple[int | None, int | None, dict[str, Any]]]:
+        """Running and adjourned games as committed: (white_sid, black_sid, record)."""
+        return [(w, b, json.loads(record)) for w, b, record in self._db.execute(
+            "SELECT white_sid, black_sid, record FROM games WHERE state<>'finished'")]
+
+    def finished_games(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The last ``limit`` finished games ``name`` played, newest first."""
+        return [json.loads(record) for (record,) in self._db.execute(
+            "SELECT record FROM games WHERE state='finished' AND (white=? OR black=?) "
+            "ORDER BY ended DESC LIMIT ?", (name, name, limit))]
 
     def sessions(self) -> list[StoredSession]:
         """Every stored session (as committed)."""

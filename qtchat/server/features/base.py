@@ -9,9 +9,11 @@ decorating a method with ``@handles(FrameClass, ...)``; the core builds its disp
   for a connection whose ``register.features`` asked for it (others get ``unknown_type``,
   as from a server without it), and ``registered.features`` lists it when accepted;
 - override the hooks: ``on_detach`` (a connection leaves its session: drop, bye,
-  takeover), ``on_tick`` (the sweep, about once a second, with the time), ``on_end_pass``
-  (before the pass's commit: batch what the pass decided), ``may_post`` (a veto on a
-  message before it is stored: moderation's mute and ban).
+  takeover), ``on_live`` (a connection went live), ``on_join`` (``joined`` was queued),
+  ``on_tick`` (the sweep, about once a second, with the time), ``on_shutdown`` (store
+  what must outlive the server), ``on_end_pass`` (before the pass's commit: batch what
+  the pass decided), ``may_post`` (a veto on a message before it is stored:
+  moderation's mute and ban).
 
 Modules act only through ``Core`` (below): they queue bytes, fan out, send errors, close
 connections and emit events; they never write to a socket or read a clock. Frames are
@@ -48,6 +50,7 @@ class Core(Protocol):
     def connections(self) -> list[Connection]: ...
     def start_task(self, conn: Connection, task: Callable[[Connection], bool]) -> None: ...
     def go_live(self, conn: Connection, *, announce: bool) -> None: ...
+    def room_joined(self, conn: Connection, session: Session, room: Room) -> None: ...
     def sent_upto(self, conn: Connection) -> int: ...
     def accept_features(self, asked: list[str] | None) -> list[str] | None: ...
     def posted(self, conn: Connection, session: Session, message: Message,
@@ -104,8 +107,17 @@ class Feature:
         """``conn`` leaves ``session`` (``announce``: the reason others are told, or None
         when they are told nothing: it was not live yet)."""
 
+    def on_live(self, conn: Connection, session: Session) -> None:
+        """``conn`` went live (registered, or its resume's replay caught up)."""
+
+    def on_join(self, conn: Connection, session: Session, room: Room) -> None:
+        """``conn`` was answered ``joined`` for ``room`` (what follows comes after it)."""
+
     def on_tick(self, now: float) -> None:
         """The periodic sweep (at least once a second)."""
+
+    def on_shutdown(self) -> None:
+        """The server is stopping: store what must outlive it (the store commits after)."""
 
     def on_end_pass(self) -> None:
         """The pass is ending; the store is committed right after this."""

@@ -113,6 +113,7 @@ class RoomsFeature(Feature):
         core.queue(conn, data)
         for user in cut.get("users", ()):
             core.queue(conn, user_joined(user, room.display))
+        core.room_joined(conn, session, room)
 
     @handles(p.Leave)
     def _leave(self, conn: Connection, frame: p.Leave) -> None:
