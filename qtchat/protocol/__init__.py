@@ -258,9 +258,16 @@ class Register(ClientFrame):
     since: int | None = None
     # Negotiated features (PROTOCOL-FEATURES.md): None = a protocol-1 client that asks none.
     features: list[str] | None = None
+    # A name that stays yours (PROTOCOL-FEATURES §1): the client's secret for this host,
+    # checked by the server (qtchat.server.identity.check_identity). ``admin``: the
+    # host's admin secret, for the owner role (§4).
+    identity: str | None = None
+    admin: str | None = None
 
     def __post_init__(self) -> None:
         _check_int(self.protocol, "protocol", 0)
+        _check_optional_str(self.identity, "identity", 1024)
+        _check_optional_str(self.admin, "admin", 1024)
         if self.features is not None:
             _check_features(self.features)
         _check_optional_str(self.password, "password", 1024)
@@ -762,3 +769,7 @@ def utc_timestamp(when: datetime | None = None) -> str:
     """UTC, ISO 8601 with milliseconds and ``Z``: the ``ts`` of a message."""
     when = when or datetime.now(UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+# The frames of features, each registering into the tables above (last: they use them).
+from qtchat.protocol import moderation as _moderation  # noqa: E402, F401

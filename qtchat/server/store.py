@@ -111,8 +111,33 @@ def _to_v1(db: sqlite3.Connection) -> None:
 # Version 2: the search index (FTS5, fed by triggers) and the table of edits and deletes;
 # see qtchat/server/search.py.
 
+# Identity and moderation (PROTOCOL-FEATURES §1, §4; qtchat/server/features/moderation.py):
+# the records of the domain tables (identity.NameBindings, moderation.Roles, BanList,
+# Mutes, RoomModes) and which identity each stored session has. Meant as step 4 (after
+# chess's 3); ``IF NOT EXISTS`` so that the order of the two steps does not matter.
+_MODERATION_TABLES = (
+    "CREATE TABLE IF NOT EXISTS name_bindings (identity TEXT PRIMARY KEY, name TEXT NOT NULL, "
+    "last_seen REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS roles (identity TEXT PRIMARY KEY, role TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS bans (name TEXT NOT NULL, identity TEXT, address TEXT, "
+    "until REAL, by TEXT NOT NULL, reason TEXT, ts REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS mutes (name TEXT NOT NULL, identity TEXT, room TEXT, "
+    "until REAL, by TEXT NOT NULL, ts REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS room_modes (room TEXT PRIMARY KEY, moderated INTEGER NOT NULL, "
+    "topic_locked INTEGER NOT NULL, topic TEXT, topic_by TEXT, topic_ts REAL)",
+    "CREATE TABLE IF NOT EXISTS session_identities (sid INTEGER PRIMARY KEY, identity TEXT, "
+    "owner INTEGER NOT NULL DEFAULT 0)",
+)
+
+
+def _moderation_tables(db: sqlite3.Connection) -> None:
+    for statement in _MODERATION_TABLES:
+        db.execute(statement)
+
+
 # Step N (at index N-1) takes a version N-1 history to version N.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, fts.create_index)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _to_v1, fts.create_index, _moderation_tables)
 SCHEMA_VERSION = len(MIGRATIONS)  # what a history this qtchat writes is at
 
 
@@ -271,6 +296,7 @@ class MessageStore:
         # order of the last changes is kept). Kept until a commit succeeds, so the
         # number waiting stays bounded by the sessions and rooms while the disk is full.
         self._session_ops: dict[tuple[str, Any], tuple[str, tuple[Any, ...]]] = {}
+        self._urgent = False  # keep() was called: the next commit is not messages_only
         self._unstored_sessions: set[int] = set()  # begun, never committed
         # Called before a read that would otherwise see uncommitted messages: the
         # server commits them first (handling a failure), so nothing read from here
@@ -349,8 +375,9 @@ class MessageStore:
         session and room changes wait for the next commit. The store is ready
         for the next one at once (a new transaction is begun).
         """
-        if messages_only and not (self._pending or self._inserted):
+        if messages_only and not (self._pending or self._inserted or self._urgent):
             return False
+        self._urgent = False
         if not (self._pending or self._inserted or self._session_ops or self._over):
             return False
         try:
@@ -644,6 +671,17 @@ class MessageStore:
         return self._db.execute(
             "SELECT key, display FROM rooms WHERE key<>'' ORDER BY "
             "(SELECT MAX(seq) FROM messages WHERE bucket=rooms.key)").fetchall()
+
+    def keep(self, what: tuple[str, Any], sql: str, params: tuple[Any, ...]) -> None:
+        """A feature's stored effect (a ban, a binding): written by the commit at the end
+        of this pass, before anyone is told of it (PROTOCOL-FEATURES §0). ``what`` names
+        the thing: a later change of it in the same pass replaces this one."""
+        self._change(what, sql, params)
+        self._urgent = True
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """A feature's stored records (as committed, when it loads)."""
+        return self._db.execute(sql, params).fetchall()
 
     def _change(self, what: tuple[str, Any], sql: str, params: tuple[Any, ...]) -> None:
         ops = self._session_ops
