@@ -43,6 +43,7 @@ from qtchat.server.config import ServerConfig
 from qtchat.server.domain import Connection, ConnState, Room, Session
 from qtchat.server.features.base import Feature, overrides
 from qtchat.server.features.messages import MessagesFeature
+from qtchat.server.features.moderation import ModerationFeature
 from qtchat.server.features.rooms import RoomsFeature
 from qtchat.server.features.session import SessionFeature
 from qtchat.server.store import MessageStore, StorageError
@@ -117,8 +118,9 @@ class ServerCore:
         self.rooms = RoomsFeature(self)
         self.sessions = SessionFeature(self, self.rooms)
         self.messages = MessagesFeature(self, self.rooms, self.sessions)
+        self.moderation = ModerationFeature(self, self.rooms, self.sessions)
         self.features: list[Feature] = [self.rooms, self.sessions, self.messages,
-                                        *(make(self) for make in features)]
+                                        self.moderation, *(make(self) for make in features)]
         table: dict[str, tuple[Feature, bool]] = {}
         for feature in self.features:
             for kind, (_method, before_register) in feature.frames.items():
