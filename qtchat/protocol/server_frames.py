@@ -258,6 +258,8 @@ class ErrorFrame(ServerFrame):
     id: str | None = None
     # Seconds to wait before trying again (a lockout after too many wrong passwords).
     retry_after: int | None = None
+    # ``banned``: when the ban ends (ISO time); null on the wire (None) until lifted.
+    until: str | None = None
 
 
 @server_frame

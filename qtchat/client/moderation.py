@@ -1,0 +1,162 @@
+"""The client side of identity and moderation (PROTOCOL-FEATURES §1, §4), with no Qt.
+
+The ``ClientSession`` handlers of the moderation frames (registered into its
+``_HANDLERS``), their events (``Emit`` subclasses, each a ``ChatClient`` signal), and the
+sentences a person reads when the host removes, bans or mutes them. What the session
+keeps: its own role, and the roles and topics of its rooms, from ``registered``,
+``joined``, ``user_role`` and ``topic`` (bounded like its member lists).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtchat import protocol as p
+from qtchat.client import session as cs
+from qtchat.protocol import moderation as mp
+
+FEATURE = "moderation"
+
+
+@cs._emit("roleChanged")
+class RoleChanged(cs.Emit):
+    name: str
+    role: str
+    by: str
+
+
+@cs._emit("userMuted")
+class UserMuted(cs.Emit):
+    name: str
+    room: str  # "" for a server-wide mute
+    by: str
+    until: str  # "" until lifted
+
+
+@cs._emit("userUnmuted")
+class UserUnmuted(cs.Emit):
+    name: str
+    room: str
+    by: str
+
+
+@cs._emit("topicChanged")
+class TopicChanged(cs.Emit):
+    room: str
+    text: str
+    by: str
+
+
+@cs._emit("roomModeChanged")
+class RoomModeChanged(cs.Emit):
+    room: str
+    moderated: bool
+    topic_locked: bool
+    by: str
+
+
+@cs._emit("banListReceived")
+class BanListReceived(cs.Emit):
+    bans: list
+
+
+@cs._emit("memberKicked")
+class MemberKicked(cs.Emit):
+    """Someone else was removed from ``room`` (``lobby`` when from the server)."""
+
+    name: str
+    room: str
+    by: str
+    text: str
+
+
+@cs._emit("removed")
+class Removed(cs.Emit):
+    """We were kicked from a room (``room``) or from the server / banned (``room`` "");
+    ``sentence`` says by whom and why, in plain text."""
+
+    room: str
+    sentence: str
+
+
+def kicked_sentence(by: str | None, text: str | None, room: str | None = None,
+                    banned: bool = False) -> str:
+    """What a removed person reads: who did it and why (peer text, shown as text)."""
+    who = by or "A moderator"
+    if banned:
+        what = f"{who} banned you from this room's host"
+    elif room:
+        what = f"{who} removed you from {room}"
+    else:
+        what = f"{who} removed you from the room"
+    return f"{what}: {text}" if text else f"{what}."
+
+
+def banned_sentence(where: str, until: str | None, message: str) -> str:
+    when = f"until {until}" if until else "until the ban is lifted"
+    return f"The host at {where} has banned you ({when}). {message}"
+
+
+# --- session handlers -------------------------------------------------------------------
+
+
+def _on_user_role(self: cs.ClientSession, frame: mp.UserRole, now: float) -> None:
+    if frame.name.casefold() == self.name.casefold():
+        self.role = frame.role
+    for roles in self.roles.values():
+        if frame.role == "member":
+            roles.pop(frame.name, None)
+        else:
+            roles[frame.name] = frame.role
+    self._events.append(RoleChanged(frame.name, frame.role, frame.by))
+
+
+def _on_user_muted(self: cs.ClientSession, frame: mp.UserMuted, now: float) -> None:
+    self._events.append(UserMuted(frame.name, frame.room or "", frame.by, frame.until or ""))
+
+
+def _on_user_unmuted(self: cs.ClientSession, frame: mp.UserUnmuted, now: float) -> None:
+    self._events.append(UserUnmuted(frame.name, frame.room or "", frame.by))
+
+
+def _on_topic(self: cs.ClientSession, frame: mp.TopicFrame, now: float) -> None:
+    if frame.room.casefold() not in self._members:
+        return  # not one of our rooms: nothing to show it in
+    self.topics[frame.room.casefold()] = frame.text
+    self._events.append(TopicChanged(frame.room, frame.text, frame.by))
+
+
+def _on_room_mode(self: cs.ClientSession, frame: mp.RoomModeFrame, now: float) -> None:
+    if frame.room.casefold() not in self._members:
+        return
+    self._events.append(RoomModeChanged(frame.room, frame.moderated, frame.topic_locked,
+                                        frame.by or ""))
+
+
+def _on_ban_list(self: cs.ClientSession, frame: mp.BanListFrame, now: float) -> None:
+    self._events.append(BanListReceived(list(frame.bans)))
+
+
+cs._HANDLERS.update({
+    mp.UserRole: _on_user_role,
+    mp.UserMuted: _on_user_muted,
+    mp.UserUnmuted: _on_user_unmuted,
+    mp.TopicFrame: _on_topic,
+    mp.RoomModeFrame: _on_room_mode,
+    mp.BanListFrame: _on_ban_list,
+})
+
+
+def note_registered(self: cs.ClientSession, frame: Any) -> None:
+    """Keep the role, the lobby's roles and topic from ``registered``."""
+    self.role = frame.role or "member"
+    self.roles = {p.LOBBY: dict(frame.roles or {})}
+    self.topics = {}
+    if frame.topic:
+        self.topics[p.LOBBY] = frame.topic.get("text", "")
+
+
+def note_joined(self: cs.ClientSession, frame: Any) -> None:
+    self.roles[frame.room.casefold()] = dict(frame.roles or {})
+    if frame.topic:
+        self.topics[frame.room.casefold()] = frame.topic.get("text", "")
