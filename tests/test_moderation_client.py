@@ -39,7 +39,7 @@ def test_a_kicked_client_is_told_by_whom_and_why_and_does_not_reconnect(
     with qtbot.waitSignal(member.removed, timeout=WAIT) as removed, \
             qtbot.waitSignal(member.closed, timeout=WAIT) as closed:
         owner.kick("Mallory", reason="take a break")
-    assert removed.args == ["", "Host removed you from the room: take a break"]
+    assert removed.args == ["", "kicked", "Host", "take a break", ""]
     assert closed.args == ["kicked"]
     round_trip(qtbot, owner)
     assert member.state == "disconnected" and attempts == []
@@ -62,7 +62,7 @@ def test_mute_topic_and_room_kick_signals(qtbot, make_server, make_client):
             client.join("den")
     with qtbot.waitSignal(member.removed, timeout=WAIT) as removed:
         owner.kick("Mallory", room="den", reason="off topic")
-    assert removed.args == ["den", "Host removed you from den: off topic"]
+    assert removed.args == ["den", "kicked", "Host", "off topic", ""]
     assert "den" not in member.rooms and member.state == "connected"
 
 

@@ -86,8 +86,9 @@ class ChatClient(QObject):
         until "" = until lifted); topicChanged(str room, str text, str by);
         roomModeChanged(str room, bool moderated, bool topic_locked, str by);
         banListReceived(list bans); memberKicked(str name, str room, str by, str text);
-        removed(str room, str sentence): we were kicked from ``room``, or ("") from the
-        host or banned: ``closed`` follows and no reconnect.
+        removed(str room, str kind, str by, str reason, str until): we were kicked
+        ("kicked") from ``room``, or from the host (room ""), or banned ("banned"; until
+        "" = until lifted): from the host, ``closed`` follows and no reconnect.
     """
 
     stateChanged = Signal(str)
@@ -119,7 +120,7 @@ class ChatClient(QObject):
     roomModeChanged = Signal(str, bool, bool, str)
     banListReceived = Signal(list)
     memberKicked = Signal(str, str, str, str)
-    removed = Signal(str, str)
+    removed = Signal(str, str, str, str, str)
 
     def __init__(
         self,

@@ -72,24 +72,15 @@ class MemberKicked(cs.Emit):
 
 @cs._emit("removed")
 class Removed(cs.Emit):
-    """We were kicked from a room (``room``) or from the server / banned (``room`` "");
-    ``sentence`` says by whom and why, in plain text."""
+    """We were removed: ``kind`` "kicked" from ``room`` ("" = from the host; ``closed``
+    follows), or "banned" (``until``: ISO time, "" until lifted). ``by`` who, ``reason``
+    why ("" if not said): peer text."""
 
     room: str
-    sentence: str
-
-
-def kicked_sentence(by: str | None, text: str | None, room: str | None = None,
-                    banned: bool = False) -> str:
-    """What a removed person reads: who did it and why (peer text, shown as text)."""
-    who = by or "A moderator"
-    if banned:
-        what = f"{who} banned you from this room's host"
-    elif room:
-        what = f"{who} removed you from {room}"
-    else:
-        what = f"{who} removed you from the room"
-    return f"{what}: {text}" if text else f"{what}."
+    kind: str
+    by: str
+    reason: str
+    until: str
 
 
 def banned_sentence(where: str, until: str | None, message: str) -> str:

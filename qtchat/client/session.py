@@ -626,8 +626,8 @@ class ClientSession:
         self._members.pop(folded, None)
         self.rooms = [r for r in self.rooms if r.casefold() != folded]
         if frame.reason == "kicked":
-            self._events.append(_moderation.Removed(
-                room, _moderation.kicked_sentence(frame.by, frame.text, room)))
+            self._events.append(_moderation.Removed(room, "kicked", frame.by or "",
+                                                    frame.text or "", ""))
         self._events.append(RoomLeft(room))
 
     def _on_history(self, frame: HistoryPage, now: float) -> None:
@@ -803,8 +803,8 @@ class ClientSession:
         self._transition(ClientState.CLOSED)
         self._fail_outbox()
         if reason in ("kicked", "banned"):
-            self._events.append(_moderation.Removed("", _moderation.kicked_sentence(
-                frame.by, frame.text, banned=reason == "banned")))
+            self._events.append(_moderation.Removed("", reason, frame.by or "",
+                                                    frame.text or "", frame.until or ""))
         self._events.append(Closed(reason))
 
     # --- sending -------------------------------------------------------------------------

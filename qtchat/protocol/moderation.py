@@ -291,7 +291,7 @@ EXTRA_FIELDS: dict[str, dict[str, Callable[[object], object]]] = {
                "mode": _shape({"moderated": _boolean, "topic_locked": _boolean})},
     "left": {"reason": _short_str, "by": _name_str, "text": _reason_text},
     "user_left": {"by": _name_str, "text": _reason_text},
-    "bye": {"by": _name_str, "text": _reason_text},
+    "bye": {"by": _name_str, "text": _reason_text, "until": _short_str},
     "error": {"until": _short_str},
 }
 for _kind, _extra in EXTRA_FIELDS.items():

@@ -268,6 +268,7 @@ class ServerBye(ServerFrame):
     reason: str | None = None
     by: str | None = None  # a kick or a ban from the server: who, and why
     text: str | None = None
+    until: str | None = None  # a ban's end (absent: until lifted)
 
 
 def read_server_frame(line: bytes) -> ServerFrame | Message | None:

@@ -319,10 +319,9 @@ class ModerationFeature(Feature):
                             by=me.name.display, reason=frame.reason, now=self.wall())
         self._save_bans()
         if target is not None:
-            until = iso_time(ban.until)
-            self._end(target, ServerBye(reason="banned", by=ban.by,
-                                        text=_banned_sentence(ban.by, until, ban.reason)),
-                      "kicked", by=ban.by, text=frame.reason or None)
+            self._end(target, ServerBye(reason="banned", by=ban.by, text=ban.reason,
+                                        until=iso_time(ban.until)),
+                      "kicked", by=ban.by, text=ban.reason)
 
     @handles(mp.Unban)
     def _unban(self, conn: Connection, frame: mp.Unban) -> None:
