@@ -177,6 +177,11 @@ class ChatWindow(QMainWindow):
         c.reconnecting.connect(self._on_reconnecting)
         c.reconnectStopped.connect(self._on_reconnect_stopped)
 
+        # Moderation (issue 14): topic bar, member menu, notices, /kick /ban /mute…
+        from qtchat.gui.moderation_glue import ModerationGlue
+
+        self.moderation = ModerationGlue(self)
+
         self._update_title()
         self._on_state(c.state)
 
@@ -506,6 +511,7 @@ class ChatWindow(QMainWindow):
                 text = (f"Encrypted connection. The host's certificate fingerprint (SHA-256) "
                         f"is {fingerprint} — {how}.")
             self._notice(lobby, text)
+        self.moderation.registered(frame)
         self._update_title()
 
     @Slot(object)
@@ -653,9 +659,11 @@ class ChatWindow(QMainWindow):
             return
         self.members_view.setEnabled(False)
         text = {"shutdown": "The host closed the room.", "kicked": "The host disconnected you.",
-                "quit": "You left."}.get(reason, f"Disconnected ({reason}).")
-        for conv in self._conversations.values():
-            self._notice(conv, text, NoticeKind.LEAVE)
+                "banned": "The host banned you.", "replaced": "You joined again elsewhere "
+                "with this name.", "quit": "You left."}.get(reason, f"Disconnected ({reason}).")
+        if not (reason in ("kicked", "banned") and self.moderation.told_removed):
+            for conv in self._conversations.values():  # (a kick or ban said who and why)
+                self._notice(conv, text, NoticeKind.LEAVE)
         self.input.setEnabled(False)
         self.reconnect_bar.hide()
 
