@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 
 # How often the sweep lifts bans and mutes whose time is up and lets bindings lapse.
 SWEEP_EVERY = 5.0
+# How often the last-seen time of identities with a session is stored (a binding lasts
+# days: an hour off costs nothing, and a row per person every sweep would).
+TOUCH_SAVE_EVERY = 3600.0
 FEATURE = "moderation"
 
 
@@ -96,6 +99,7 @@ class ModerationFeature(Feature):
         # Decided by ``admit`` for the register being handled, taken by ``on_attach``.
         self._admitted: dict[Connection, tuple[str | None, bool]] = {}
         self._next_sweep = core.now
+        self._next_touch_save = core.now + TOUCH_SAVE_EVERY
 
     # --- who is who ------------------------------------------------------------------
 
@@ -228,6 +232,8 @@ class ModerationFeature(Feature):
     def may_post(self, conn: Connection, session: Session, target: Room | Session,
                  text: str) -> tuple[str, str] | None:
         room = target if isinstance(target, Room) else None
+        if not len(self.mutes) and (room is None or not self.modes.mode(room.key).moderated):
+            return None  # nearly every message: no mute anywhere, not a moderated room
         code = speech_refusal(
             self.role_of(session), mutes=self.mutes, identity=self.identity_of(session),
             name=session.name, room=room.key if room else None,
@@ -447,8 +453,12 @@ class ModerationFeature(Feature):
             self.core.store.keep(("binding", binding.identity),
                                  "DELETE FROM name_bindings WHERE identity=?",
                                  (binding.identity,))
-        for identity in present:  # their names' "days without them" start again
-            self._save_binding(identity)
+        if now >= self._next_touch_save:  # their "days without them" start again, stored
+            self._next_touch_save = now + TOUCH_SAVE_EVERY  # (to the hour: of 30 days)
+            for row in self.bindings.to_records():
+                if row[0] in present:
+                    self.core.store.keep(("binding", row[0]), "INSERT OR REPLACE INTO "
+                                         "name_bindings VALUES (?, ?, ?)", row)
 
     # --- doing it ------------------------------------------------------------------------
 
