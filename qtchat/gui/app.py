@@ -313,6 +313,8 @@ class AppController(QObject):
         if self._announce:
             runtime.announcer = self._announce_room(server, choice)
         if self.window is not None:  # hosted again after its server stopped
+            if self.client is not None:  # its new admin secret (a fresh register needs it)
+                self.client.admin = server.config.admin_password
             if self._down_bar is not None:
                 self._down_bar.hide()
             self._lobby_notice(f"The room is back on port {server.port}; everyone's app "
