@@ -27,6 +27,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from qtchat import protocol as p
+from qtchat.client import moderation as _moderation  # noqa: F401 (its frames' handlers)
 from qtchat.client import session as s
 from qtchat.client.connector import Connector, Ending, qt_error_text
 from qtchat.client.errors import FAILURE_KINDS, ConnectError, Endpoint

@@ -1,5 +1,9 @@
 """The client side of identity and moderation (PROTOCOL-FEATURES §1, §4), with no Qt.
 
+Imported by ``ChatClient`` (``session.py`` cannot import it: a cycle). The events that
+protocol-1 frames carry (``removed``, ``memberKicked``) and the role/topic bookkeeping of
+``registered``/``joined`` are in ``session.py`` itself.
+
 The ``ClientSession`` handlers of the moderation frames (registered into its
 ``_HANDLERS``), their events (``Emit`` subclasses, each a ``ChatClient`` signal), and the
 sentences a person reads when the host removes, bans or mutes them. What the session
@@ -9,9 +13,6 @@ keeps: its own role, and the roles and topics of its rooms, from ``registered``,
 
 from __future__ import annotations
 
-from typing import Any
-
-from qtchat import protocol as p
 from qtchat.client import session as cs
 from qtchat.protocol import moderation as mp
 
@@ -58,34 +59,6 @@ class RoomModeChanged(cs.Emit):
 @cs._emit("banListReceived")
 class BanListReceived(cs.Emit):
     bans: list
-
-
-@cs._emit("memberKicked")
-class MemberKicked(cs.Emit):
-    """Someone else was removed from ``room`` (``lobby`` when from the server)."""
-
-    name: str
-    room: str
-    by: str
-    text: str
-
-
-@cs._emit("removed")
-class Removed(cs.Emit):
-    """We were removed: ``kind`` "kicked" from ``room`` ("" = from the host; ``closed``
-    follows), or "banned" (``until``: ISO time, "" until lifted). ``by`` who, ``reason``
-    why ("" if not said): peer text."""
-
-    room: str
-    kind: str
-    by: str
-    reason: str
-    until: str
-
-
-def banned_sentence(where: str, until: str | None, message: str) -> str:
-    when = f"until {until}" if until else "until the ban is lifted"
-    return f"The host at {where} has banned you ({when}). {message}"
 
 
 # --- session handlers -------------------------------------------------------------------
@@ -136,18 +109,3 @@ cs._HANDLERS.update({
     mp.RoomModeFrame: _on_room_mode,
     mp.BanListFrame: _on_ban_list,
 })
-
-
-def note_registered(self: cs.ClientSession, frame: Any) -> None:
-    """Keep the role, the lobby's roles and topic from ``registered``."""
-    self.role = frame.role or "member"
-    self.roles = {p.LOBBY: dict(frame.roles or {})}
-    self.topics = {}
-    if frame.topic:
-        self.topics[p.LOBBY] = frame.topic.get("text", "")
-
-
-def note_joined(self: cs.ClientSession, frame: Any) -> None:
-    self.roles[frame.room.casefold()] = dict(frame.roles or {})
-    if frame.topic:
-        self.topics[frame.room.casefold()] = frame.topic.get("text", "")

@@ -263,6 +263,33 @@ class ReconnectStopped(Emit):
     sentence: str
 
 
+# Moderation's events that protocol-1 frames carry (``left``/``user_left``/``bye`` with a
+# kick's who and why); the rest are in qtchat/client/moderation.py.
+
+
+@_emit("memberKicked")
+class MemberKicked(Emit):
+    """Someone else was removed from ``room`` (``lobby`` when from the server)."""
+
+    name: str
+    room: str
+    by: str
+    text: str
+
+
+@_emit("removed")
+class Removed(Emit):
+    """We were removed: ``kind`` "kicked" from ``room`` ("" = from the host; ``closed``
+    follows), or "banned" (``until``: ISO time, "" until lifted). ``by`` who, ``reason``
+    why ("" if not said): peer text."""
+
+    room: str
+    kind: str
+    by: str
+    reason: str
+    until: str
+
+
 class Action:
     """Something for the façade to do to the connection or its timers."""
 
@@ -595,8 +622,8 @@ class ClientSession:
             return
         members.discard(frame.name.casefold())
         if frame.reason == "kicked" and frame.by:
-            self._events.append(_moderation.MemberKicked(frame.name, frame.room, frame.by,
-                                                          frame.text or ""))
+            self._events.append(MemberKicked(frame.name, frame.room, frame.by,
+                                             frame.text or ""))
         self._events.append(MemberLeft(frame.name, frame.room, frame.reason or ""))
 
     def _on_joined(self, frame: Joined, now: float) -> None:
@@ -613,7 +640,9 @@ class ClientSession:
         if room not in self.rooms:
             self.rooms.append(room)
         self._members[room.casefold()] = {name.casefold() for name in frame.users}
-        _moderation.note_joined(self, frame)
+        self.roles[room.casefold()] = dict(frame.roles or {})
+        if frame.topic:
+            self.topics[room.casefold()] = str(frame.topic.get("text", ""))
         for message in frame.history:
             self._remember_seq(message.seq)
         self._events.append(RoomJoined(frame))
@@ -626,8 +655,7 @@ class ClientSession:
         self._members.pop(folded, None)
         self.rooms = [r for r in self.rooms if r.casefold() != folded]
         if frame.reason == "kicked":
-            self._events.append(_moderation.Removed(room, "kicked", frame.by or "",
-                                                    frame.text or "", ""))
+            self._events.append(Removed(room, "kicked", frame.by or "", frame.text or "", ""))
         self._events.append(RoomLeft(room))
 
     def _on_history(self, frame: HistoryPage, now: float) -> None:
@@ -712,7 +740,9 @@ class ClientSession:
             self.rooms.insert(0, p.LOBBY)
         self._members = {room.casefold(): set() for room in self.rooms}
         self._members[p.LOBBY] = {name.casefold() for name in frame.users}
-        _moderation.note_registered(self, frame)
+        self.role = frame.role or "member"
+        self.roles = {p.LOBBY: dict(frame.roles or {})}
+        self.topics = {p.LOBBY: str(frame.topic.get("text", ""))} if frame.topic else {}
         self.ever_registered = True
         self._registered_at = now
         self._attempt = 0
@@ -750,8 +780,11 @@ class ClientSession:
             return
         if not self.live and (code == "banned" or (code == "rate_limited" and self.admin)):
             # Refused for good (a ban), or the admin secret is locked out for a while.
-            text = (_moderation.banned_sentence(self.where, frame.until, message)
-                    if code == "banned" else message)
+            if code == "banned":
+                when = f"until {frame.until}" if frame.until else "until the ban is lifted"
+                text = f"The host at {self.where} has banned you ({when}). {message}"
+            else:
+                text = message
             self._fail(ConnectError(code, text), retry=False, final=True)
             return
         if not self.live and code in _JOIN_REFUSALS:
@@ -803,8 +836,8 @@ class ClientSession:
         self._transition(ClientState.CLOSED)
         self._fail_outbox()
         if reason in ("kicked", "banned"):
-            self._events.append(_moderation.Removed("", reason, frame.by or "",
-                                                    frame.text or "", frame.until or ""))
+            self._events.append(Removed("", reason, frame.by or "", frame.text or "",
+                                        frame.until or ""))
         self._events.append(Closed(reason))
 
     # --- sending -------------------------------------------------------------------------
@@ -1122,7 +1155,3 @@ def name_problem(name: str) -> str | None:
     except InvalidName as exc:
         return str(exc)
     return None
-
-
-# The features' frames and handlers (they register into _HANDLERS; last, as they use it).
-from qtchat.client import moderation as _moderation  # noqa: E402

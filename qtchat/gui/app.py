@@ -546,8 +546,8 @@ class AppController(QObject):
         reserved = self.client is not None and self.client.taken_reason == "reserved"
         self._abandon_client()
         if reserved:
-            self._fail(f"The name {name} is kept for someone else on this host (their app "
-                       "registered it) — try another.", focus="name_edit")
+            self._fail(f"The name {name} is taken: this host keeps it for someone else "
+                       "(their app registered it) — try another.", focus="name_edit")
             return
         self._fail(f"The name {name} is taken — try another.", focus="name_edit")
 

@@ -59,8 +59,11 @@ class MemberModel(QAbstractListModel):
         name = self._keys[index.row()][1]
         role = int(role)
         if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
-            marks = [m for m in ("host" if name in self._hosts else "",
-                                 self._roles.get(name, "")) if m]
+            host = name in self._hosts
+            role = self._roles.get(name, "")
+            # The person hosting from the app is its owner: "(host)" says enough.
+            marks = [m for m in ("host" if host else "",
+                                 "" if host and role == "owner" else role) if m]
             return f"{name} ({', '.join(marks)})" if marks else name
         if role == MemberRoles.Name or role == Qt.ItemDataRole.EditRole:
             return name

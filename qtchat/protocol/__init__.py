@@ -769,7 +769,3 @@ def utc_timestamp(when: datetime | None = None) -> str:
     """UTC, ISO 8601 with milliseconds and ``Z``: the ``ts`` of a message."""
     when = when or datetime.now(UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
-
-
-# The frames of features, each registering into the tables above (last: they use them).
-from qtchat.protocol import moderation as _moderation  # noqa: E402, F401

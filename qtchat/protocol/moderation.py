@@ -5,7 +5,8 @@ Client frames (``set_role``, ``kick``, ``ban``, ``unban``, ``ban_list``, ``mute`
 ``CLIENT_FRAME_TYPES``; server frames (``user_role``, ``user_muted``, ``user_unmuted``,
 ``topic``, ``room_mode``, ``ban_list``) into ``SERVER_FRAME_TYPES`` with their shapes in
 ``SERVER_FRAME_SHAPES``. Kept in a module of their own so that features adding frames at
-the same time do not edit the same lines. Importing ``qtchat.protocol`` imports this.
+the same time do not edit the same lines. The server's module and the client import it
+(``qtchat.protocol`` does not: it would be an import cycle).
 """
 
 from __future__ import annotations
