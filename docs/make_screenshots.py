@@ -219,6 +219,34 @@ async def shoot(tmp: Path) -> None:
     save(alice_window, "dark-theme.png")
     QApplication.instance().setPalette(light)
 
+    # 2c. Moderation: the room's topic above the messages and a member's menu as the
+    # owner sees it (the host mode's owner). The menu is a popup of its own: it is drawn
+    # onto the window's picture where it opened.
+    from PySide6.QtCore import QPoint
+    from PySide6.QtGui import QPainter
+
+    alice_window.client.set_topic("lobby", "Onboarding review at 3 pm — settle step 2's "
+                                           "wording first")
+    await until(lambda: bool(bob_window.client.topic()), "the topic")
+    await until(lambda: alice_window.moderation.topic_bar.isVisible(), "the topic bar")
+    view = alice_window.members_view
+    members_model = view.model()
+    row = members_model.names().index("Carol")
+    rect = view.visualRect(members_model.index(row))
+    menu = alice_window.moderation.menu_for("Carol")
+    at = view.viewport().mapTo(alice_window, rect.center() + QPoint(-60, 8))
+    menu.popup(alice_window.mapToGlobal(at))
+    await until(menu.isVisible, "the member menu")
+    picture = alice_window.grab()
+    painter = QPainter(picture)
+    painter.drawPixmap(at, menu.grab())
+    painter.end()
+    path = OUT / "moderation-menu.png"
+    if not picture.save(str(path)):
+        raise RuntimeError(f"could not save {path}")
+    print(f"make_screenshots: {path.relative_to(ROOT)}")
+    menu.close()
+
     # 3. Two rooms announced on this computer, found by the start dialog's browser.
     announcers = [RoomAnnouncer(conflict_check=0), RoomAnnouncer(conflict_check=0)]
     browser = RoomBrowser(interfaces=["127.0.0.1"])

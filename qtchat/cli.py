@@ -66,6 +66,12 @@ def add_server_options(parser: argparse.ArgumentParser, *, headless: bool) -> No
                         help="a password everyone must give to join (default: none; or set "
                              "QTCHAT_PASSWORD, which other users of this computer cannot see "
                              "as they can see a command line)")
+    parser.add_argument("--admin-password", default=None,
+                        help="the host's admin secret: whoever registers with it is the owner, "
+                             "who may kick, ban and mute, and make others ops (who may kick, "
+                             "ban and mute too, but not each other); bans hold the person's "
+                             "identity, address and look-alikes of their name, across restarts "
+                             "(default: no owner; or set QTCHAT_ADMIN_PASSWORD)")
     data_dir = default_data_dir() if headless else default_host_dir()
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="folder for history, sessions and the TLS certificate "
@@ -106,6 +112,9 @@ def add_server_options(parser: argparse.ArgumentParser, *, headless: bool) -> No
                              "(default 1 MiB)")
     limits.add_argument("--history-retention", type=_count, default=10_000,
                         help="messages kept per room (default 10000)")
+    limits.add_argument("--name-reservation-days", type=_positive_float, default=30.0,
+                        help="days a name stays reserved for the app that registered it "
+                             "(its identity) after it was last here (default 30)")
     if headless:
         parser.add_argument("--host", default="0.0.0.0",
                             help="address to listen on (default 0.0.0.0: every IPv4 interface; "

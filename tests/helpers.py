@@ -296,8 +296,12 @@ class SyncClient:
 
     def __init__(self, port: int, host: str = "127.0.0.1", *, rcvbuf: int | None = None,
                  timeout: float = 30.0, wrap: Callable[[socket.socket], Any] | None = None,
-                 ) -> None:
+                 source: str | None = None) -> None:
+        """``source``: the local address to connect from (127.0.0.2…: another person's
+        address on the loopback, for rules keyed by address such as bans)."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if source is not None:
+            self.sock.bind((source, 0))
         if rcvbuf is not None:  # before connect, so the window is small from the start
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)

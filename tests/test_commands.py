@@ -233,6 +233,19 @@ def test_help_lists_every_command_from_the_registry(qtbot, people):
         "/leave [ROOM] (or /part) — leave this room or private tab",
         "/help [COMMAND] — this list, or what one command does",
         "/quit (or /exit) — leave and close the window",
+        # The moderation feature's commands (qtchat/gui/moderation_glue.py): this host
+        # accepted it.
+        "/kick NAME [REASON] — remove someone from this room (in the lobby: from the host)",
+        "/ban NAME [REASON] — refuse someone's name, identity and address until lifted "
+        "(/unban)",
+        "/unban NAME — lift a ban",
+        "/bans — list who is banned",
+        "/mute NAME [MINUTES] — stop someone speaking in this room (in the lobby: "
+        "everywhere)",
+        "/unmute NAME — let someone speak again",
+        "/topic [TEXT] — show or set this room's topic",
+        "/op NAME — make someone an op (the owner only)",
+        "/deop NAME — take someone's op role away",
         HELP_FOOTER,
     ]
     assert shown[start + 1:-1] == [made.help_line() for made in

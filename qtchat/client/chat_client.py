@@ -28,11 +28,13 @@ from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from qtchat import protocol as p
 from qtchat.client import chess as _chess  # noqa: F401 (registers the game events)
+from qtchat.client import moderation as _moderation  # noqa: F401 (its frames' handlers)
 from qtchat.client import session as s
 from qtchat.client.connector import Connector, Ending, qt_error_text
 from qtchat.client.errors import FAILURE_KINDS, ConnectError, Endpoint
 from qtchat.client.session import ClientSession
 from qtchat.protocol import chess as pc
+from qtchat.protocol import moderation as mp
 from qtchat.protocol.server_frames import Registered
 
 __all__ = ["FAILURE_KINDS", "ChatClient", "ConnectError", "Endpoint", "qt_error_text"]
@@ -42,9 +44,9 @@ log = logging.getLogger(__name__)
 DECODE_CHUNK = 16 << 10  # bytes decoded at once (at most a few ms of JSON)
 SLICE_FRAMES = 200
 SLICE_SECONDS = 0.008
-# The features this client implements and asks for in ``register.features``. None yet:
-# sending the empty list still makes this a features session (per-id ``rate_limited``).
-CLIENT_FEATURES: tuple[str, ...] = ()
+# The features this client implements and asks for in ``register.features`` (even an
+# empty list makes this a features session: per-id ``rate_limited``).
+CLIENT_FEATURES: tuple[str, ...] = ("moderation",)
 
 
 class ChatClient(QObject):
@@ -82,6 +84,16 @@ class ChatClient(QObject):
             ``stop_reconnecting`` was called; ``reconnect_now`` tries again.
         gameOffered / gameOfferEnded / gameStarted / gameMoved / gameDraw / gameOver /
             gameAdjourned / gameList (frame): chess, each with its typed frame.
+
+    Moderation (PROTOCOL-FEATURES §4; qtchat/client/moderation.py):
+        roleChanged(str name, str role, str by); userMuted(str name, str room, str by,
+        str until) and userUnmuted(str name, str room, str by) (room "" = server-wide,
+        until "" = until lifted); topicChanged(str room, str text, str by);
+        roomModeChanged(str room, bool moderated, bool topic_locked, str by);
+        banListReceived(list bans); memberKicked(str name, str room, str by, str text);
+        removed(str room, str kind, str by, str reason, str until): we were kicked
+        ("kicked") from ``room``, or from the host (room ""), or banned ("banned"; until
+        "" = until lifted): from the host, ``closed`` follows and no reconnect.
     """
 
     stateChanged = Signal(str)
@@ -116,6 +128,14 @@ class ChatClient(QObject):
     gameOver = Signal(object)
     gameAdjourned = Signal(object)
     gameList = Signal(object)
+    roleChanged = Signal(str, str, str)
+    userMuted = Signal(str, str, str, str)
+    userUnmuted = Signal(str, str, str)
+    topicChanged = Signal(str, str, str)
+    roomModeChanged = Signal(str, bool, bool, str)
+    banListReceived = Signal(list)
+    memberKicked = Signal(str, str, str, str)
+    removed = Signal(str, str, str, str, str)
 
     def __init__(
         self,
@@ -420,6 +440,81 @@ class ChatClient(QObject):
         token = self._session.ping(token)
         self._flush()
         return token
+
+    # --- identity and moderation ------------------------------------------------------
+
+    @property
+    def identity(self) -> str | None:
+        """The identity secret sent to this host (set before ``open``; one per host)."""
+        return self._session.identity
+
+    @identity.setter
+    def identity(self, value: str | None) -> None:
+        self._session.identity = value
+
+    @property
+    def admin(self) -> str | None:
+        """The host's admin secret, sent at register (host mode: the owner)."""
+        return self._session.admin
+
+    @admin.setter
+    def admin(self, value: str | None) -> None:
+        self._session.admin = value
+
+    @property
+    def role(self) -> str:
+        """Ours: ``owner``, ``op`` or ``member``."""
+        return self._session.role
+
+    def roles(self, room: str = p.LOBBY) -> dict[str, str]:
+        """Those in ``room`` who are not plain members, by name."""
+        return dict(self._session.roles.get(room.casefold(), {}))
+
+    def topic(self, room: str = p.LOBBY) -> str:
+        return self._session.topics.get(room.casefold(), "")
+
+    @property
+    def taken_reason(self) -> str | None:
+        """Why the last ``usernameTaken`` refused the name (``"reserved"``: it belongs to
+        someone else's identity), or None."""
+        return self._session.taken_reason
+
+    def _moderate(self, frame: p.ClientFrame) -> bool:
+        sent = self._session.send_frame(frame)
+        self._flush()
+        return sent
+
+    def set_role(self, name: str, role: str) -> bool:
+        return self._moderate(mp.SetRole(name=name, role=role))
+
+    def kick(self, name: str, room: str | None = None, reason: str | None = None) -> bool:
+        return self._moderate(mp.Kick(name=name, room=room, reason=reason or None))
+
+    def ban(self, name: str, minutes: int | None = None, reason: str | None = None) -> bool:
+        return self._moderate(mp.Ban(name=name, minutes=minutes, reason=reason or None))
+
+    def unban(self, name: str) -> bool:
+        return self._moderate(mp.Unban(name=name))
+
+    def request_ban_list(self) -> bool:
+        return self._moderate(mp.BanListRequest(id=_new_id()))
+
+    def mute(self, name: str, room: str | None = None, minutes: int | None = None) -> bool:
+        return self._moderate(mp.Mute(name=name, room=room, minutes=minutes))
+
+    def unmute(self, name: str, room: str | None = None) -> bool:
+        return self._moderate(mp.Unmute(name=name, room=room))
+
+    def set_topic(self, room: str, text: str) -> bool:
+        return self._moderate(mp.SetTopic(room=room, text=text))
+
+    def set_room_mode(self, room: str, *, moderated: bool | None = None,
+                      topic_locked: bool | None = None) -> bool:
+        return self._moderate(mp.SetRoomMode(room=room, moderated=moderated,
+                                             topic_locked=topic_locked))
+
+    def release_name(self, name: str) -> bool:
+        return self._moderate(mp.ReleaseName(name=name))
 
     def close(self, reason: str = "quit") -> None:
         """Leave for good: ``bye``, then close. No reconnect follows."""

@@ -263,6 +263,33 @@ class ReconnectStopped(Emit):
     sentence: str
 
 
+# Moderation's events that protocol-1 frames carry (``left``/``user_left``/``bye`` with a
+# kick's who and why); the rest are in qtchat/client/moderation.py.
+
+
+@_emit("memberKicked")
+class MemberKicked(Emit):
+    """Someone else was removed from ``room`` (``lobby`` when from the server)."""
+
+    name: str
+    room: str
+    by: str
+    text: str
+
+
+@_emit("removed")
+class Removed(Emit):
+    """We were removed: ``kind`` "kicked" from ``room`` ("" = from the host; ``closed``
+    follows), or "banned" (``until``: ISO time, "" until lifted). ``by`` who, ``reason``
+    why ("" if not said): peer text."""
+
+    room: str
+    kind: str
+    by: str
+    reason: str
+    until: str
+
+
 class Action:
     """Something for the façade to do to the connection or its timers."""
 
@@ -344,6 +371,14 @@ class ClientSession:
         self.rooms: list[str] = [p.LOBBY]
         self.lost_reason = ""  # why the connection being reconnected was lost
         self.ever_registered = False
+        # Identity and moderation (qtchat/client/moderation.py): the secret this host
+        # knows us by, the admin secret (host mode), our role, our rooms' roles and topics.
+        self.identity: str | None = None
+        self.admin: str | None = None
+        self.role = "member"
+        self.roles: dict[str, dict[str, str]] = {}
+        self.topics: dict[str, str] = {}
+        self.taken_reason: str | None = None  # why the name was refused ("reserved")
         self._decoder = self._new_decoder()
         self._seen: set[int] = set()
         self._seen_order: deque[int] = deque()
@@ -470,6 +505,8 @@ class ClientSession:
             resume=self.session,
             since=self.last_seq if self.session else None,
             features=list(self.offered_features),
+            identity=self.identity,
+            admin=self.admin,
         )))
 
     # --- receiving -----------------------------------------------------------------------
@@ -584,6 +621,9 @@ class ClientSession:
         if members is None:
             return
         members.discard(frame.name.casefold())
+        if frame.reason == "kicked" and frame.by:
+            self._events.append(MemberKicked(frame.name, frame.room, frame.by,
+                                             frame.text or ""))
         self._events.append(MemberLeft(frame.name, frame.room, frame.reason or ""))
 
     def _on_joined(self, frame: Joined, now: float) -> None:
@@ -600,6 +640,9 @@ class ClientSession:
         if room not in self.rooms:
             self.rooms.append(room)
         self._members[room.casefold()] = {name.casefold() for name in frame.users}
+        self.roles[room.casefold()] = dict(frame.roles or {})
+        if frame.topic:
+            self.topics[room.casefold()] = str(frame.topic.get("text", ""))
         for message in frame.history:
             self._remember_seq(message.seq)
         self._events.append(RoomJoined(frame))
@@ -611,6 +654,8 @@ class ClientSession:
             return  # it cannot be left
         self._members.pop(folded, None)
         self.rooms = [r for r in self.rooms if r.casefold() != folded]
+        if frame.reason == "kicked":
+            self._events.append(Removed(room, "kicked", frame.by or "", frame.text or "", ""))
         self._events.append(RoomLeft(room))
 
     def _on_history(self, frame: HistoryPage, now: float) -> None:
@@ -625,6 +670,7 @@ class ClientSession:
             self._violation("'username_taken' after it had accepted the name", now)
             return
         self._events.append(SettleConnect())
+        self.taken_reason = frame.reason
         if not self.ever_registered:
             self._events.append(NameTaken(frame.name))  # the connection stays
             return
@@ -694,6 +740,9 @@ class ClientSession:
             self.rooms.insert(0, p.LOBBY)
         self._members = {room.casefold(): set() for room in self.rooms}
         self._members[p.LOBBY] = {name.casefold() for name in frame.users}
+        self.role = frame.role or "member"
+        self.roles = {p.LOBBY: dict(frame.roles or {})}
+        self.topics = {p.LOBBY: str(frame.topic.get("text", ""))} if frame.topic else {}
         self.ever_registered = True
         self._registered_at = now
         self._attempt = 0
@@ -728,6 +777,15 @@ class ClientSession:
             # Like username_taken, the connection stays: ``register`` another name.
             self._events += [SettleConnect(),
                              ConnectFailed(self.invalid_name_error(self.name, message))]
+            return
+        if not self.live and (code == "banned" or (code == "rate_limited" and self.admin)):
+            # Refused for good (a ban), or the admin secret is locked out for a while.
+            if code == "banned":
+                when = f"until {frame.until}" if frame.until else "until the ban is lifted"
+                text = f"The host at {self.where} has banned you ({when}). {message}"
+            else:
+                text = message
+            self._fail(ConnectError(code, text), retry=False, final=True)
             return
         if not self.live and code in _JOIN_REFUSALS:
             text = _JOIN_REFUSALS[code]
@@ -777,6 +835,9 @@ class ClientSession:
         self._events += [DisarmTimer("keepalive"), DropConnection()]
         self._transition(ClientState.CLOSED)
         self._fail_outbox()
+        if reason in ("kicked", "banned"):
+            self._events.append(Removed("", reason, frame.by or "", frame.text or "",
+                                        frame.until or ""))
         self._events.append(Closed(reason))
 
     # --- sending -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -42,7 +43,7 @@ from qtchat.wakeup import install_signal_wakeup
 log = logging.getLogger(__name__)
 _STARTED = time.perf_counter()
 # The features the app implements and asks hosts for (PROTOCOL-FEATURES §0).
-APP_FEATURES: tuple[str, ...] = ("chess",)
+APP_FEATURES: tuple[str, ...] = ("chess", "moderation")
 
 
 class HostRuntime:
@@ -133,6 +134,32 @@ def session_key(scope: str, name: str) -> str:
     folder) and who. Hashed: paths and IPv6 addresses make poor settings keys."""
     digest = hashlib.sha256(f"{scope}\n{parse_name(name).folded}".encode()).hexdigest()[:24]
     return f"sessions/{digest}"
+
+
+def identity_key(endpoint: Endpoint, scope: str) -> str:
+    """The QSettings key of the identity secret this app sends to one host
+    (PROTOCOL-FEATURES §1): by the host's TLS certificate when it has one we know (the
+    certificate is what tells hosts apart), else by where it is (an address, or a hosted
+    room's data folder). Never the same secret for two hosts."""
+    where = f"tls:{endpoint.fingerprint}" if endpoint.tls and endpoint.fingerprint \
+        else f"at:{scope}"
+    return "identities/" + hashlib.sha256(where.encode("utf-8")).hexdigest()[:24]
+
+
+def host_identity(endpoint: Endpoint, scope: str) -> str:
+    """This app's identity secret for that host, made (192 random bits) and kept the first
+    time; a damaged value is replaced."""
+    from qtchat.protocol import LocalProtocolError
+    from qtchat.server.identity import check_identity, new_identity
+
+    key = identity_key(endpoint, scope)
+    stored = settings().value(key)
+    try:
+        return check_identity(stored)
+    except LocalProtocolError:
+        secret = new_identity()
+        settings().setValue(key, secret)
+        return secret
 
 
 # Which start-dialog field a failed join sends the person back to.
@@ -258,6 +285,8 @@ class AppController(QObject):
         return replace(
             base, host="0.0.0.0", port=choice.port, server_name=choice.room_name,
             password=choice.password, tls=choice.tls,
+            # The app's host mode makes itself the owner with a secret of its own (§4).
+            admin_password=base.admin_password or secrets.token_urlsafe(24),
             data_dir=data_dir or _default_host_dir(), host_user=parse_name(choice.name).display,
         )
 
@@ -286,6 +315,8 @@ class AppController(QObject):
         if self._announce:
             runtime.announcer = self._announce_room(server, choice)
         if self.window is not None:  # hosted again after its server stopped
+            if self.client is not None:  # its new admin secret (a fresh register needs it)
+                self.client.admin = server.config.admin_password
             if self._down_bar is not None:
                 self._down_bar.hide()
             self._lobby_notice(f"The room is back on port {server.port}; everyone's app "
@@ -296,7 +327,8 @@ class AppController(QObject):
         endpoint = Endpoint("127.0.0.1", server.port, choice.tls, server.fingerprint)
         # The host's own session belongs to its room's data, whatever port it got today.
         self._connect(endpoint, choice.name, choice.password,
-                      scope=f"host:{Path(server.config.data_dir).resolve()}")
+                      scope=f"host:{Path(server.config.data_dir).resolve()}",
+                      admin=server.config.admin_password)
 
     @Slot(str)
     def _host_failed(self, message: str) -> None:
@@ -401,9 +433,9 @@ class AppController(QObject):
         self._connect(endpoint, choice.name, choice.password)
 
     def _connect(self, endpoint: Endpoint, name: str, password: str | None,
-                 scope: str | None = None) -> None:
+                 scope: str | None = None, admin: str | None = None) -> None:
         """Connect and register; ``scope`` names where the saved session is kept
-        (default: the address)."""
+        (default: the address); ``admin``: the hosted room's admin secret (the owner)."""
         self._session_scope = scope or endpoint.address
         pin_store = None
         if endpoint.tls:
@@ -422,6 +454,9 @@ class AppController(QObject):
         if owned and isinstance(stored, list | tuple) and len(stored) == 2:
             with contextlib.suppress(TypeError, ValueError):  # a damaged settings file
                 resume = (str(stored[0]), int(stored[1]))  # the client checks the range
+        if owned:  # a second copy of the app would take the first one's name from it
+            client.identity = host_identity(endpoint, self._session_scope)
+        client.admin = admin
         client.open(endpoint, name, password, resume=resume)
 
     def _lock_session(self, key: str) -> bool:
@@ -510,7 +545,12 @@ class AppController(QObject):
 
     @Slot(str)
     def _username_taken(self, name: str) -> None:
+        reserved = self.client is not None and self.client.taken_reason == "reserved"
         self._abandon_client()
+        if reserved:
+            self._fail(f"The name {name} is taken: this host keeps it for someone else "
+                       "(their app registered it) — try another.", focus="name_edit")
+            return
         self._fail(f"The name {name} is taken — try another.", focus="name_edit")
 
     def _abandon_client(self) -> None:

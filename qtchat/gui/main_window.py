@@ -179,6 +179,11 @@ class ChatWindow(QMainWindow):
         c.reconnectStopped.connect(self._on_reconnect_stopped)
         self.chess = ChessGames(self)  # /chess, offers, and a board tab per game
 
+        # Moderation (issue 14): topic bar, member menu, notices, /kick /ban /mute…
+        from qtchat.gui.moderation_glue import ModerationGlue
+
+        self.moderation = ModerationGlue(self)
+
         self._update_title()
         self._on_state(c.state)
 
@@ -508,6 +513,7 @@ class ChatWindow(QMainWindow):
                 text = (f"Encrypted connection. The host's certificate fingerprint (SHA-256) "
                         f"is {fingerprint} — {how}.")
             self._notice(lobby, text)
+        self.moderation.registered(frame)
         self._update_title()
 
     @Slot(object)
@@ -655,9 +661,11 @@ class ChatWindow(QMainWindow):
             return
         self.members_view.setEnabled(False)
         text = {"shutdown": "The host closed the room.", "kicked": "The host disconnected you.",
-                "quit": "You left."}.get(reason, f"Disconnected ({reason}).")
-        for conv in self._conversations.values():
-            self._notice(conv, text, NoticeKind.LEAVE)
+                "banned": "The host banned you.", "replaced": "You joined again elsewhere "
+                "with this name.", "quit": "You left."}.get(reason, f"Disconnected ({reason}).")
+        if not (reason in ("kicked", "banned") and self.moderation.told_removed):
+            for conv in self._conversations.values():  # (a kick or ban said who and why)
+                self._notice(conv, text, NoticeKind.LEAVE)
         self.input.setEnabled(False)
         self.reconnect_bar.hide()
 

@@ -48,6 +48,7 @@ class MemberModel(QAbstractListModel):
         super().__init__(parent)
         self._keys: list[tuple[str, str]] = []  # sorted (casefold, name)
         self._hosts: set[str] = set()
+        self._roles: dict[str, str] = {}  # name -> "owner"/"op" (moderation)
 
     def rowCount(self, parent: _ParentIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self._keys)
@@ -58,7 +59,12 @@ class MemberModel(QAbstractListModel):
         name = self._keys[index.row()][1]
         role = int(role)
         if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
-            return f"{name} (host)" if name in self._hosts else name
+            host = name in self._hosts
+            role = self._roles.get(name, "")
+            # The person hosting from the app is its owner: "(host)" says enough.
+            marks = [m for m in ("host" if host else "",
+                                 "" if host and role == "owner" else role) if m]
+            return f"{name} ({', '.join(marks)})" if marks else name
         if role == MemberRoles.Name or role == Qt.ItemDataRole.EditRole:
             return name
         if role == MemberRoles.IsHost:
@@ -82,6 +88,7 @@ class MemberModel(QAbstractListModel):
         self.beginResetModel()
         self._keys = sorted({_name_key(n) for n in names})
         self._hosts = set(hosts) & {name for _, name in self._keys}
+        self._roles = {}
         self.endResetModel()
 
     def add_member(self, name: str, host: bool = False) -> bool:
@@ -107,6 +114,7 @@ class MemberModel(QAbstractListModel):
         self.beginRemoveRows(QModelIndex(), i, i)
         del self._keys[i]
         self._hosts.discard(name)
+        self._roles.pop(name, None)
         self.endRemoveRows()
         return True
 
@@ -123,6 +131,29 @@ class MemberModel(QAbstractListModel):
             index = self.index(i)
             self.dataChanged.emit(index, index)
         return True
+
+    def set_role(self, name: str, role: str) -> None:
+        """Show ``name``'s moderation role ("owner", "op"; "member" shows none)."""
+        i = self.row_of(name)
+        if i < 0 or self._roles.get(name, "member") == role:
+            return
+        if role == "member":
+            del self._roles[name]
+        else:
+            self._roles[name] = role
+        index = self.index(i)
+        self.dataChanged.emit(index, index)
+
+    def set_roles(self, roles: dict[str, str]) -> None:
+        """The roles of ``joined``/``registered`` ({name: role} of those not members)."""
+        for name in list(self._roles):
+            if name not in roles:
+                self.set_role(name, "member")
+        for name, role in roles.items():
+            self.set_role(name, role)
+
+    def role_of(self, name: str) -> str:
+        return self._roles.get(name, "member")
 
     def row_of(self, name: str) -> int:
         """Row of ``name``, -1 if absent (O(log n))."""

@@ -258,9 +258,16 @@ class Register(ClientFrame):
     since: int | None = None
     # Negotiated features (PROTOCOL-FEATURES.md): None = a protocol-1 client that asks none.
     features: list[str] | None = None
+    # A name that stays yours (PROTOCOL-FEATURES §1): the client's secret for this host,
+    # checked by the server (qtchat.server.identity.check_identity). ``admin``: the
+    # host's admin secret, for the owner role (§4).
+    identity: str | None = None
+    admin: str | None = None
 
     def __post_init__(self) -> None:
         _check_int(self.protocol, "protocol", 0)
+        _check_optional_str(self.identity, "identity", 1024)
+        _check_optional_str(self.admin, "admin", 1024)
         if self.features is not None:
             _check_features(self.features)
         _check_optional_str(self.password, "password", 1024)

@@ -159,6 +159,12 @@ class Registered(ServerFrame):
     resumed: bool | None = None
     gap: bool | None = None
     features: list[str] | None = None
+    # Identity and moderation (qtchat/protocol/moderation.py): the name is bound to the
+    # client's identity; roles in the lobby other than member; the lobby's topic; yours.
+    identity: bool | None = None
+    roles: dict[str, str] | None = None
+    topic: dict[str, Any] | None = None
+    role: str | None = None
 
 
 @server_frame
@@ -181,6 +187,8 @@ class UserLeft(ServerFrame):
     name: str
     room: str
     reason: str | None = None
+    by: str | None = None  # a kick or a ban: who, and why
+    text: str | None = None
 
 
 @server_frame
@@ -189,17 +197,25 @@ class Joined(ServerFrame):
     room: str
     users: list[str]
     history: list[Message]
+    # Moderation: roles other than member, the topic, the mode (when not plain).
+    roles: dict[str, str] | None = None
+    topic: dict[str, Any] | None = None
+    mode: dict[str, bool] | None = None
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, Any]) -> Joined:
         return cls(room=obj["room"], users=obj["users"],
-                   history=[Message.from_wire(m) for m in obj["history"]])
+                   history=[Message.from_wire(m) for m in obj["history"]],
+                   roles=obj.get("roles"), topic=obj.get("topic"), mode=obj.get("mode"))
 
 
 @server_frame
 class Left(ServerFrame):
     type: ClassVar[str] = "left"
     room: str
+    reason: str | None = None  # "kicked" (moderation), with who and why
+    by: str | None = None
+    text: str | None = None
 
 
 @server_frame
@@ -238,12 +254,17 @@ class ErrorFrame(ServerFrame):
     id: str | None = None
     # Seconds to wait before trying again (a lockout after too many wrong passwords).
     retry_after: int | None = None
+    # ``banned``: when the ban ends (ISO time); null on the wire (None) until lifted.
+    until: str | None = None
 
 
 @server_frame
 class ServerBye(ServerFrame):
     type: ClassVar[str] = "bye"
     reason: str | None = None
+    by: str | None = None  # a kick or a ban from the server: who, and why
+    text: str | None = None
+    until: str | None = None  # a ban's end (absent: until lifted)
 
 
 def read_server_frame(line: bytes) -> ServerFrame | Message | None:

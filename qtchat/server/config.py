@@ -27,6 +27,9 @@ from qtchat.protocol import MAX_FRAME_BYTES
 # The password may come from the environment instead of the command line: a command
 # line is readable by every user of the machine (``ps``), an environment only by its owner.
 PASSWORD_ENV = "QTCHAT_PASSWORD"
+# The admin secret (PROTOCOL-FEATURES §4: registering with it makes one the owner), for
+# the same reason: ``--admin-password`` or this.
+ADMIN_PASSWORD_ENV = "QTCHAT_ADMIN_PASSWORD"
 
 # ServerConfig fields that ``qtchat serve`` takes as a limit flag, each with its flag.
 _LIMIT_FLAGS = {
@@ -41,6 +44,7 @@ _LIMIT_FLAGS = {
     "idle_timeout": "--idle-timeout",
     "send_queue_bytes": "--send-queue-bytes",
     "history_retention": "--history-retention",
+    "name_reservation_days": "--name-reservation-days",
 }
 # Fields with no flag: the protocol's own limits and the server's tuning, which a person
 # hosting a room has no reason to change (tests and benchmarks set them in code).
@@ -77,6 +81,10 @@ class ServerConfig:
     tls: bool = False
     listen_backlog: int = 1024
     host_user: str | None = None  # the name of the person hosting the room, if any
+    # The owner's secret (None: nobody is owner); kept only as an scrypt hash in the server.
+    admin_password: str | None = None
+    # Days a name stays bound to an identity that does not come back (PROTOCOL-FEATURES §1).
+    name_reservation_days: float = 30.0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, host: str = "0.0.0.0", *,
@@ -107,6 +115,8 @@ class ServerConfig:
             port=args.port,
             server_name=args.server_name or default_name,
             password=args.password or environ.get(PASSWORD_ENV) or None,
+            admin_password=(getattr(args, "admin_password", None)
+                            or environ.get(ADMIN_PASSWORD_ENV) or None),
             data_dir=args.data_dir or default_dir,
             tls=args.tls,
             host_user=host_user,
@@ -117,7 +127,7 @@ class ServerConfig:
         """The ``qtchat serve`` options that give these settings back (``from_args``
         of them, with ``serve_environment()``, is equal to this config).
 
-        Not the password: pass ``serve_environment()`` in the child's environment.
+        Not the passwords: pass ``serve_environment()`` in the child's environment.
         Raises ValueError for what ``serve`` cannot be told: history in memory
         (``data_dir=None``), or a changed field that has no flag (``FIXED_FIELDS``).
         """
@@ -144,4 +154,5 @@ class ServerConfig:
         ``to_serve_args()``: the password, always set (empty for none), so that a
         ``QTCHAT_PASSWORD`` the app itself was started with does not leak into a room
         hosted without one."""
-        return {PASSWORD_ENV: self.password or ""}
+        return {PASSWORD_ENV: self.password or "",
+                ADMIN_PASSWORD_ENV: self.admin_password or ""}

@@ -44,6 +44,7 @@ from qtchat.server.domain import Connection, ConnState, Room, Session
 from qtchat.server.features.base import Feature, overrides
 from qtchat.server.features.chess import ChessFeature
 from qtchat.server.features.messages import MessagesFeature
+from qtchat.server.features.moderation import ModerationFeature
 from qtchat.server.features.rooms import RoomsFeature
 from qtchat.server.features.session import SessionFeature
 from qtchat.server.store import MessageStore, StorageError
@@ -118,8 +119,9 @@ class ServerCore:
         self.rooms = RoomsFeature(self)
         self.sessions = SessionFeature(self, self.rooms)
         self.messages = MessagesFeature(self, self.rooms, self.sessions)
+        self.moderation = ModerationFeature(self, self.rooms, self.sessions)
         self.features: list[Feature] = [self.rooms, self.sessions, self.messages,
-                                        ChessFeature(self),
+                                        ChessFeature(self), self.moderation,
                                         *(make(self) for make in features)]
         table: dict[str, tuple[Feature, bool]] = {}
         for feature in self.features:

@@ -126,9 +126,32 @@ def _to_v3(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS games_state ON games (state)")
 
 
+# Identity and moderation (PROTOCOL-FEATURES §1, §4; qtchat/server/features/moderation.py):
+# the records of the domain tables (identity.NameBindings, moderation.Roles, BanList,
+# Mutes, RoomModes) and which identity each stored session has: step 4.
+_MODERATION_TABLES = (
+    "CREATE TABLE IF NOT EXISTS name_bindings (identity TEXT PRIMARY KEY, name TEXT NOT NULL, "
+    "last_seen REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS roles (identity TEXT PRIMARY KEY, role TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS bans (name TEXT NOT NULL, identity TEXT, address TEXT, "
+    "until REAL, by TEXT NOT NULL, reason TEXT, ts REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS mutes (name TEXT NOT NULL, identity TEXT, room TEXT, "
+    "until REAL, by TEXT NOT NULL, ts REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS room_modes (room TEXT PRIMARY KEY, moderated INTEGER NOT NULL, "
+    "topic_locked INTEGER NOT NULL, topic TEXT, topic_by TEXT, topic_ts REAL)",
+    "CREATE TABLE IF NOT EXISTS session_identities (sid INTEGER PRIMARY KEY, identity TEXT, "
+    "owner INTEGER NOT NULL DEFAULT 0)",
+)
+
+
+def _moderation_tables(db: sqlite3.Connection) -> None:
+    for statement in _MODERATION_TABLES:
+        db.execute(statement)
+
+
 # Step N (at index N-1) takes a version N-1 history to version N.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, fts.create_index,
-                                                                _to_v3)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _to_v1, fts.create_index, _to_v3, _moderation_tables)
 SCHEMA_VERSION = len(MIGRATIONS)  # what a history this qtchat writes is at
 
 
@@ -291,6 +314,7 @@ class MessageStore:
         # order of the last changes is kept). Kept until a commit succeeds, so the
         # number waiting stays bounded by the sessions and rooms while the disk is full.
         self._session_ops: dict[tuple[str, Any], tuple[str, tuple[Any, ...]]] = {}
+        self._urgent = False  # keep() was called: the next commit is not messages_only
         self._unstored_sessions: set[int] = set()  # begun, never committed
         # A change that must be stored before anyone is told of it (a chess move): the
         # end of the pass commits it like a message (PROTOCOL-FEATURES §0).
@@ -694,6 +718,17 @@ class MessageStore:
         return self._db.execute(
             "SELECT key, display FROM rooms WHERE key<>'' ORDER BY "
             "(SELECT MAX(seq) FROM messages WHERE bucket=rooms.key)").fetchall()
+
+    def keep(self, what: tuple[str, Any], sql: str, params: tuple[Any, ...]) -> None:
+        """A feature's stored effect (a ban, a binding): written by the commit at the end
+        of this pass, before anyone is told of it (PROTOCOL-FEATURES §0). ``what`` names
+        the thing: a later change of it in the same pass replaces this one."""
+        self._change(what, sql, params)
+        self._urgent = True
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """A feature's stored records (as committed, when it loads)."""
+        return self._db.execute(sql, params).fetchall()
 
     def _change(self, what: tuple[str, Any], sql: str, params: tuple[Any, ...]) -> None:
         ops = self._session_ops

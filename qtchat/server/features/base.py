@@ -13,7 +13,9 @@ decorating a method with ``@handles(FrameClass, ...)``; the core builds its disp
   ``on_tick`` (the sweep, about once a second, with the time), ``on_shutdown`` (store
   what must outlive the server), ``on_end_pass`` (before the pass's commit: batch what
   the pass decided), ``may_post`` (a veto on a message before it is stored:
-  moderation's mute and ban).
+  moderation's mute and ban), ``admit`` (a fresh ``register`` may go on: identity's
+  reserved names, moderation's bans), ``on_attach`` (a session got its connection),
+  ``registered_fields`` and ``joined_fields`` (what a feature adds to those frames).
 
 Modules act only through ``Core`` (below): they queue bytes, fan out, send errors, close
 connections and emit events; they never write to a socket or read a clock. Frames are
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 from qtchat import protocol as p
+from qtchat.names import Name
 from qtchat.protocol.server_frames import Message
 from qtchat.server.config import ServerConfig
 from qtchat.server.domain import Connection, Room, Session
@@ -127,10 +130,33 @@ class Feature:
         """Refuse a message before it is stored: (error code, sentence), or None."""
         return None
 
+    def admit(self, conn: Connection, frame: p.Register, name: Name) -> bool:
+        """Whether a fresh ``register`` (not a resume) for ``name`` may go on; a module
+        that says no has answered it (and may have closed the connection)."""
+        return True
+
+    def on_attach(self, conn: Connection, session: Session, frame: p.Register, *,
+                  resumed: bool) -> None:
+        """``session`` has ``conn`` now (a fresh register or a resume), before its
+        ``registered`` is built."""
+
+    def registered_fields(self, conn: Connection, session: Session) -> dict[str, Any]:
+        """Fields this module adds to ``registered``."""
+        return {}
+
+    def joined_fields(self, conn: Connection, session: Session, room: Room) -> dict[str, Any]:
+        """Fields this module adds to ``joined``."""
+        return {}
+
 
 def overrides(feature: Feature, hook: str) -> bool:
     """Whether ``feature`` implements ``hook`` itself (else the core skips it)."""
     return getattr(type(feature), hook) is not getattr(Feature, hook)
+
+
+def hooked(core: Core, hook: str) -> list[Feature]:
+    """The modules of ``core`` that implement ``hook`` (the core's list, once it is made)."""
+    return [f for f in getattr(core, "features", ()) if overrides(f, hook)]
 
 
 # --- frames too large for one line ------------------------------------------------------

@@ -21,6 +21,7 @@ from qtchat.server.features.base import (
     Feature,
     encode_trimmed,
     handles,
+    hooked,
     texts_exceed_a_frame,
 )
 
@@ -107,7 +108,10 @@ class RoomsFeature(Feature):
                 self._announce_join(conn, session, room)
         users = self.users_of(room, session)
         history = core.store.page(room.key, None, p.DEFAULT_HISTORY_LIMIT, p.MAX_FRAME_BYTES)
-        wire = Joined(room=room.display, users=users, history=history).to_wire()
+        extra: dict = {}
+        for feature in hooked(core, "joined_fields"):
+            extra.update(feature.joined_fields(conn, session, room))
+        wire = Joined(room=room.display, users=users, history=history, **extra).to_wire()
         data, cut = encode_trimmed(wire, ("history", True), ("users", False),
                                    surely_too_large=texts_exceed_a_frame(history))
         core.queue(conn, data)
@@ -167,8 +171,9 @@ class RoomsFeature(Feature):
 
     def on_detach(self, conn: Connection, session: Session, announce: str | None) -> None:
         for room in session.rooms.values():
-            room.conns.pop(conn, None)
-            if announce:
+            # Announced only where it was in the fan-out (a kick takes it out first and
+            # says who kicked it: see features/moderation.py).
+            if room.conns.pop(conn, False) is None and announce:
                 self.core.fan_out(room, user_left(session.name.display, room.display, announce))
                 self.core.emit("userLeft", session.name.display, room.display, announce)
 

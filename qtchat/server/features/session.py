@@ -31,7 +31,7 @@ from qtchat.protocol.server_frames import (
     UsernameTaken,
 )
 from qtchat.server.domain import CLIENT_IDS_KEPT, Connection, ConnState, Session
-from qtchat.server.features.base import Core, Feature, encode_trimmed, handles
+from qtchat.server.features.base import Core, Feature, encode_trimmed, handles, hooked
 from qtchat.server.features.rooms import RoomsFeature, user_joined
 from qtchat.server.store import WHISPER_BUCKET, hash_secret
 
@@ -124,6 +124,9 @@ class SessionFeature(Feature):
         if session is not None:
             self._resume(conn, session, frame)
             return
+        for feature in hooked(core, "admit"):
+            if not feature.admit(conn, frame, name):
+                return
         if self.named(name) is not None:
             core.queue(conn, UsernameTaken(name=name.display).encode())
             return
@@ -141,6 +144,8 @@ class SessionFeature(Feature):
         for key in name.keys:
             self.names[key] = session
         accepted = self._attach(conn, session, frame)
+        for feature in hooked(core, "on_attach"):
+            feature.on_attach(conn, session, frame, resumed=False)
         self._send_registered(conn, session, accepted, resumed=False, gap=False)
         core.go_live(conn, announce=True)
 
@@ -185,7 +190,10 @@ class SessionFeature(Feature):
         """Queue ``registered``; lobby members that do not fit follow as ``user_joined``."""
         core, c = self.core, self.core.config
         lobby = self.rooms.lobby
-        registered = Registered(
+        extra: dict = {}
+        for feature in hooked(core, "registered_fields"):
+            extra.update(feature.registered_fields(conn, session))
+        registered = Registered(**extra,
             name=session.name.display,
             session=session.secret,
             users=self.rooms.users_of(lobby, session),
@@ -223,6 +231,8 @@ class SessionFeature(Feature):
         buckets = [*session.rooms, WHISPER_BUCKET]
         gap = any(core.store.pruned_upto(bucket) > since for bucket in buckets)
         accepted = self._attach(conn, session, frame)
+        for feature in hooked(core, "on_attach"):
+            feature.on_attach(conn, session, frame, resumed=True)
         self._send_registered(conn, session, accepted, resumed=True, gap=gap)
         log.info("%s resumed since seq %d", session.name.display, since)
         conn.to(ConnState.REPLAYING)
