@@ -72,6 +72,9 @@ class Message:
     room: str | None = None
     to: str | None = None
     id: str | None = None
+    # A file it carries (PROTOCOL-FEATURES §2, the ``files`` feature): {file, name, size,
+    # sha256, mime?, preview?, gone?}.
+    file: dict[str, Any] | None = None
 
     @property
     def type(self) -> str:
@@ -92,6 +95,8 @@ class Message:
         body["text"] = self.text
         if self.id is not None:
             body["id"] = self.id
+        if self.file is not None:
+            body["file"] = self.file
         return body
 
     def encode(self) -> bytes:
@@ -102,7 +107,7 @@ class Message:
         if client_id is None:
             return self
         return Message(seq=self.seq, ts=self.ts, sender=self.sender, text=self.text,
-                       room=self.room, to=self.to, id=client_id)
+                       room=self.room, to=self.to, id=client_id, file=self.file)
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, Any]) -> Message:
@@ -113,7 +118,7 @@ class Message:
         """
         return cls(seq=obj["seq"], ts=obj["ts"], sender=obj["from"], text=obj["text"],
                    room=obj.get("room") if "to" not in obj else None, to=obj.get("to"),
-                   id=obj.get("id"))
+                   id=obj.get("id"), file=obj.get("file"))
 
 
 SERVER_FRAME_TYPES["broadcast"] = Message

@@ -41,6 +41,9 @@ _LIMIT_FLAGS = {
     "idle_timeout": "--idle-timeout",
     "send_queue_bytes": "--send-queue-bytes",
     "history_retention": "--history-retention",
+    "max_file_size": "--max-file-size",
+    "files_quota": "--files-quota",
+    "files_max_bytes": "--files-max-bytes",
 }
 # Fields with no flag: the protocol's own limits and the server's tuning, which a person
 # hosting a room has no reason to change (tests and benchmarks set them in code).
@@ -77,6 +80,11 @@ class ServerConfig:
     tls: bool = False
     listen_backlog: int = 1024
     host_user: str | None = None  # the name of the person hosting the room, if any
+    # Files (PROTOCOL-FEATURES §2): bytes per file, bytes held per person, bytes the
+    # host keeps at all (0 = no cap but the disk's; past it the oldest files go).
+    max_file_size: int = 2 << 30
+    files_quota: int = 5 << 30
+    files_max_bytes: int = 0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, host: str = "0.0.0.0", *,
