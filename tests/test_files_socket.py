@@ -1,0 +1,240 @@
+"""Files over real sockets (PROTOCOL-FEATURES §2), against a ``qtchat serve`` child.
+
+Chat goes through ``SyncClient``; each upload and download is a raw TCP connection to
+the same port, as a client would open it: first line, one answer line, raw bytes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import termios
+from pathlib import Path
+
+import pytest
+from helpers import ServeProcess, SyncClient, unique_name, wait_until
+
+MiB = 1 << 20
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    with ServeProcess(tmp_path / "data", "--rate-limit", "0") as process:
+        yield process
+
+
+def _member(port: int, *rooms: str, features=("files",)) -> SyncClient:
+    client = SyncClient(port)
+    registered = client.register(unique_name(), features=list(features))
+    assert registered["type"] == "registered", registered
+    for room in rooms:
+        client.send({"type": "join", "room": room})
+        client.recv_until("joined", room=room)
+    return client
+
+
+def _offer(client: SyncClient, data: bytes, offer_id: str, **fields) -> dict:
+    fields.setdefault("sha256", _sha(data))
+    client.send({"type": "file_offer", "id": offer_id, "name": "notes.bin",
+                 "size": len(data), **fields})
+    while True:
+        frame = client.recv()
+        if frame["type"] in ("file_accepted", "error") and frame.get("id") == offer_id:
+            return frame
+
+
+class _Line:
+    """A transfer connection: a first line, one answer, then raw bytes."""
+
+    def __init__(self, port: int, first: dict, *, rcvbuf: int | None = None) -> None:
+        self.sock = socket.socket()
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(30)
+        self.sock.connect(("127.0.0.1", port))
+        self.sock.sendall(json.dumps(first).encode() + b"\n")
+        self.buffer = b""
+
+    def line(self) -> dict:
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed before a line; had {self.buffer!r}")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def rest(self) -> bytes:
+        data = [self.buffer]
+        self.buffer = b""
+        while chunk := self.sock.recv(1 << 20):
+            data.append(chunk)
+        return b"".join(data)
+
+    def reset(self) -> None:
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        self.sock.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _upload(port: int, token: str, data: bytes) -> tuple[dict, dict]:
+    """Upload what the host does not hold yet; (upload_ready, the closing line)."""
+    conn = _Line(port, {"type": "upload", "token": token})
+    ready = conn.line()
+    assert ready["type"] == "upload_ready", ready
+    conn.sock.sendall(data[ready["offset"]:])
+    last = conn.line()
+    conn.close()
+    return ready, last
+
+
+def _download(port: int, token: str, offset: int = 0) -> tuple[dict, bytes]:
+    conn = _Line(port, {"type": "download", "token": token, "offset": offset})
+    ready = conn.line()
+    body = conn.rest() if ready["type"] == "download_ready" else b""
+    conn.close()
+    return ready, body
+
+
+def _ticket(client: SyncClient, file_id: str) -> dict:
+    client.send({"type": "file_get", "id": "g1", "file": file_id})
+    while True:
+        frame = client.recv()
+        if frame["type"] in ("file_ticket", "error"):
+            return frame
+
+
+def test_upload_then_download_gives_the_same_bytes_and_posts_the_file(serve):
+    alice, bob = _member(serve.port), _member(serve.port)
+    data = os.urandom(3 * MiB + 123)
+    accepted = _offer(alice, data, "f1", mime="application/octet-stream", text="the notes")
+    assert accepted["type"] == "file_accepted" and accepted["offset"] == 0
+    ready, done = _upload(serve.port, accepted["token"], data)
+    assert ready == {"type": "upload_ready", "offset": 0}
+    assert done["type"] == "upload_done" and done["file"] == accepted["file"]
+    echo, _ = alice.recv_until("broadcast", id="f1")
+    seen, _ = bob.recv_until("broadcast", seq=done["seq"])
+    for message in (echo, seen):
+        assert message["text"] == "the notes"
+        assert message["file"] == {"file": accepted["file"], "name": "notes.bin",
+                                   "size": len(data), "sha256": _sha(data),
+                                   "mime": "application/octet-stream"}
+    ticket = _ticket(bob, accepted["file"])
+    assert ticket["type"] == "file_ticket" and ticket["sha256"] == _sha(data)
+    ready, body = _download(serve.port, ticket["token"])
+    assert ready == {"type": "download_ready", "size": len(data), "offset": 0}
+    assert _sha(body) == _sha(data)
+
+
+def test_an_upload_cut_midway_resumes_where_the_host_stopped(serve):
+    alice = _member(serve.port)
+    data = os.urandom(4 * MiB)
+    accepted = _offer(alice, data, "big")
+    conn = _Line(serve.port, {"type": "upload", "token": accepted["token"]})
+    assert conn.line()["offset"] == 0
+    conn.sock.sendall(data[:MiB + 17])
+    # Offering the same id again answers with what the host holds: all of it, once read.
+    wait_until(lambda: _offer(alice, data, "big")["offset"] == MiB + 17)
+    conn.reset()  # the network drops
+    again = _offer(alice, data, "big")
+    assert again["file"] == accepted["file"]
+    ready, done = _upload(serve.port, again["token"], data)
+    assert ready["offset"] == MiB + 17
+    assert done["type"] == "upload_done"
+    # A download cut midway resumes from its own offset with the same ticket.
+    ticket = _ticket(alice, accepted["file"])
+    conn = _Line(serve.port, {"type": "download", "token": ticket["token"], "offset": 0})
+    assert conn.line()["type"] == "download_ready"
+    first = b""
+    while len(first) < MiB:
+        first += conn.sock.recv(MiB - len(first))
+    conn.reset()
+    ready, rest = _download(serve.port, ticket["token"], len(first))
+    assert ready["offset"] == len(first)
+    assert _sha(first + rest) == _sha(data)
+
+
+def test_a_wrong_hash_is_refused_and_nothing_is_posted(serve):
+    alice, bob = _member(serve.port), _member(serve.port)
+    data = os.urandom(200_000)
+    accepted = _offer(alice, data, "bad", sha256=_sha(b"something else"))
+    _ready, last = _upload(serve.port, accepted["token"], data)
+    assert last["type"] == "error" and last["code"] == "checksum_mismatch"
+    assert not [f for f in bob.sync() if f["type"] == "broadcast"]
+    assert not [f for f in alice.sync() if f["type"] == "broadcast"]
+    # The offer is gone: its token opens nothing.
+    conn = _Line(serve.port, {"type": "upload", "token": accepted["token"]})
+    refused = conn.line()
+    assert refused["code"] == "no_such_file"
+    conn.close()
+
+
+def test_a_stranger_cannot_download_a_rooms_file_or_a_whisper(serve):
+    alice = _member(serve.port, "secret")
+    bob = _member(serve.port, "secret")
+    carol = _member(serve.port)
+    data = b"only for the room\n" * 100
+    for target, offer_id in (({"room": "secret"}), "r"), (({"to": bob.name}), "w"):
+        accepted = _offer(alice, data, offer_id, **target)
+        _ready, done = _upload(serve.port, accepted["token"], data)
+        assert done["type"] == "upload_done"
+        assert _ticket(bob, accepted["file"])["type"] == "file_ticket"
+        refused = _ticket(carol, accepted["file"])
+        assert refused["type"] == "error" and refused["code"] == "no_such_file"
+    # A made-up token is refused the same way, on the transfer connection.
+    ready, body = _download(serve.port, "not-a-token")
+    assert ready["type"] == "error" and ready["code"] == "no_such_file" and body == b""
+
+
+def test_files_frames_need_the_feature(serve):
+    plain = _member(serve.port, features=())
+    data = b"x"
+    answer = _offer(plain, data, "nf")
+    assert answer["type"] == "error" and answer["code"] == "unknown_type"
+
+
+def test_a_file_larger_than_the_host_allows_is_refused_with_a_sentence(tmp_path):
+    with ServeProcess(tmp_path / "d", "--max-file-size", "1000") as process:
+        alice = _member(process.port)
+        refused = _offer(alice, b"y" * 1001, "huge")
+        assert refused["code"] == "file_too_large"
+        assert "larger than this room allows" in refused["message"]
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_reader_that_stops_reading_does_not_grow_the_hosts_memory(serve):
+    alice = _member(serve.port)
+    data = os.urandom(64 * MiB)
+    accepted = _offer(alice, data, "m")
+    _ready, done = _upload(serve.port, accepted["token"], data)
+    assert done["type"] == "upload_done"
+    ticket = _ticket(alice, accepted["file"])
+    alice.sync()
+    before = _rss(serve.pid)
+    stuck = _Line(serve.port, {"type": "download", "token": ticket["token"]},
+                  rcvbuf=64 * 1024)
+    assert stuck.line()["type"] == "download_ready"
+
+    def queued() -> int:
+        buf = fcntl.ioctl(stuck.sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        return int.from_bytes(buf, "little")
+
+    wait_until(lambda: queued() >= 32 * 1024)  # the host has filled what the socket holds
+    alice.sync()  # and is still answering chat
+    assert _rss(serve.pid) - before < 8 * MiB
+    stuck.reset()
