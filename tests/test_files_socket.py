@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import socket
+import ssl
 import termios
 from pathlib import Path
 
@@ -30,8 +31,9 @@ def serve(tmp_path):
         yield process
 
 
-def _member(port: int, *rooms: str, features=("files",)) -> SyncClient:
-    client = SyncClient(port)
+def _member(port: int, *rooms: str, features=("files",), tls: bool = False) -> SyncClient:
+    client = SyncClient(port, wrap=(lambda raw: _tls_context().wrap_socket(
+        raw, server_hostname="qtchat")) if tls else None)
     registered = client.register(unique_name(), features=list(features))
     assert registered["type"] == "registered", registered
     for room in rooms:
@@ -53,12 +55,15 @@ def _offer(client: SyncClient, data: bytes, offer_id: str, **fields) -> dict:
 class _Line:
     """A transfer connection: a first line, one answer, then raw bytes."""
 
-    def __init__(self, port: int, first: dict, *, rcvbuf: int | None = None) -> None:
+    def __init__(self, port: int, first: dict, *, rcvbuf: int | None = None,
+                 tls: bool = False) -> None:
         self.sock = socket.socket()
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(30)
         self.sock.connect(("127.0.0.1", port))
+        if tls:
+            self.sock = _tls_context().wrap_socket(self.sock, server_hostname="qtchat")
         self.sock.sendall(json.dumps(first).encode() + b"\n")
         self.buffer = b""
 
@@ -86,9 +91,16 @@ class _Line:
         self.sock.close()
 
 
-def _upload(port: int, token: str, data: bytes) -> tuple[dict, dict]:
+def _tls_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # self-signed; these tests are not about the pin
+    return context
+
+
+def _upload(port: int, token: str, data: bytes, *, tls: bool = False) -> tuple[dict, dict]:
     """Upload what the host does not hold yet; (upload_ready, the closing line)."""
-    conn = _Line(port, {"type": "upload", "token": token})
+    conn = _Line(port, {"type": "upload", "token": token}, tls=tls)
     ready = conn.line()
     assert ready["type"] == "upload_ready", ready
     conn.sock.sendall(data[ready["offset"]:])
@@ -97,8 +109,9 @@ def _upload(port: int, token: str, data: bytes) -> tuple[dict, dict]:
     return ready, last
 
 
-def _download(port: int, token: str, offset: int = 0) -> tuple[dict, bytes]:
-    conn = _Line(port, {"type": "download", "token": token, "offset": offset})
+def _download(port: int, token: str, offset: int = 0, *, tls: bool = False
+              ) -> tuple[dict, bytes]:
+    conn = _Line(port, {"type": "download", "token": token, "offset": offset}, tls=tls)
     ready = conn.line()
     body = conn.rest() if ready["type"] == "download_ready" else b""
     conn.close()
@@ -238,3 +251,46 @@ def test_a_reader_that_stops_reading_does_not_grow_the_hosts_memory(serve):
     alice.sync()  # and is still answering chat
     assert _rss(serve.pid) - before < 8 * MiB
     stuck.reset()
+
+
+def test_files_move_over_tls_on_the_same_port(tmp_path):
+    """TLS downloads go in slices, a window at a time, through Qt's TLS socket."""
+    with ServeProcess(tmp_path / "d", "--tls", "--rate-limit", "0") as process:
+        alice, bob = _member(process.port, tls=True), _member(process.port, tls=True)
+        data = os.urandom(5 * MiB + 1)
+        accepted = _offer(alice, data, "t")
+        _ready, done = _upload(process.port, accepted["token"], data, tls=True)
+        assert done["type"] == "upload_done"
+        bob.recv_until("broadcast", seq=done["seq"])
+        ticket = _ticket(bob, accepted["file"])
+        ready, body = _download(process.port, ticket["token"], 1000, tls=True)
+        assert ready["offset"] == 1000 and body == data[1000:]
+
+
+def test_a_fifth_transfer_at_once_is_refused(serve):
+    alice = _member(serve.port)
+    big = os.urandom(32 * MiB)  # more than four stalled sockets can swallow
+    accepted = _offer(alice, big, "big5")
+    _ready, done = _upload(serve.port, accepted["token"], big)
+    assert done["type"] == "upload_done"
+    ticket = _ticket(alice, accepted["file"])
+    opening = {"type": "download", "token": ticket["token"], "offset": 0}
+    held = []
+    for _ in range(4):  # four downloads that read nothing: each stays open
+        conn = _Line(serve.port, opening, rcvbuf=4096)
+        assert conn.line()["type"] == "download_ready"
+        held.append(conn)
+    fifth = _Line(serve.port, opening)
+    refused = fifth.line()
+    assert refused["type"] == "error" and refused["code"] == "rate_limited"
+    assert fifth.rest() == b""  # and closed
+    held.pop().reset()  # one ends: there is room for another
+
+    def another() -> bool:
+        conn = _Line(serve.port, opening, rcvbuf=4096)
+        held.append(conn)
+        return conn.line()["type"] == "download_ready"
+
+    wait_until(another)
+    for conn in held:
+        conn.reset()
