@@ -294,3 +294,36 @@ def test_a_fifth_transfer_at_once_is_refused(serve):
     wait_until(another)
     for conn in held:
         conn.reset()
+
+
+def test_an_upload_survives_a_host_kill_and_its_message_stays_in_history(tmp_path):
+    data = os.urandom(3 * MiB)
+    with ServeProcess(tmp_path / "d", "--rate-limit", "0") as first:
+        alice = _member(first.port)
+        accepted = _offer(alice, data, "k9", text="before the crash")
+        conn = _Line(first.port, {"type": "upload", "token": accepted["token"]})
+        assert conn.line()["offset"] == 0
+        conn.sock.sendall(data[:MiB])
+        wait_until(lambda: _offer(alice, data, "k9")["offset"] == MiB)
+        token = _offer(alice, data, "k9")["token"]
+        first.kill()  # kill -9: no chance to tidy up
+        conn.close()
+    with ServeProcess(tmp_path / "d", "--rate-limit", "0") as second:
+        ready, done = _upload(second.port, token, data)
+        assert ready["offset"] == MiB  # the part file is what counts
+        assert done["type"] == "upload_done"
+        bob = _member(second.port)
+        bob.send({"type": "history", "room": "lobby"})
+        page, _ = bob.recv_until("history")
+        [posted] = [m for m in page["messages"] if m["seq"] == done["seq"]]
+        assert posted["text"] == "before the crash"
+        assert posted["file"]["file"] == accepted["file"]
+        ticket = _ticket(bob, accepted["file"])
+        _ready, body = _download(second.port, ticket["token"])
+        assert _sha(body) == _sha(data)
+    with ServeProcess(tmp_path / "d", "--rate-limit", "0") as third:  # and after a restart
+        carol = _member(third.port)
+        carol.send({"type": "history", "room": "lobby"})
+        page, _ = carol.recv_until("history")
+        assert [m["file"]["file"] for m in page["messages"] if "file" in m] \
+            == [accepted["file"]]

@@ -100,6 +100,11 @@ class FilesFeature(Feature):
         self.store = FileStore(folder, limits, may_download=self._may_download, now=core.now)
         self.open_transfers: dict[str, int] = {}  # who -> transfers open now
         self.transfers: dict[TransferHandle, None] = {}
+        # History, replays and lookups read the ``file`` of a message from here.
+        attachments = core.store.attachments
+        for entry in self.store.files():
+            if entry.message_seq is not None:
+                attachments[entry.message_seq] = self._info(entry)
 
     # --- chat frames ---------------------------------------------------------------------
 
@@ -154,6 +159,8 @@ class FilesFeature(Feature):
             return
         for old in accepted.evicted:
             log.info("file %s evicted to make room", old.file)
+            if old.message_seq is not None:
+                core.store.attachments[old.message_seq] = self._info(old)
         core.queue(conn, FileAccepted(id=frame.id or "", file=accepted.file.file,
                                       token=accepted.token, offset=accepted.offset).encode())
 
@@ -225,12 +232,7 @@ class FilesFeature(Feature):
         sender_name = str(extra.get("from", "?"))
         session = self._session_by_sid(sender_sid)
         conn = session.conn if session is not None else None
-        info: dict[str, Any] = {"file": entry.file, "name": entry.name, "size": entry.size,
-                                "sha256": entry.sha256}
-        if entry.mime:
-            info["mime"] = entry.mime
-        if extra.get("preview"):
-            info["preview"] = extra["preview"]
+        info = self._info(entry)
         ts = core.timestamp()
         if entry.to is None:
             room = self._rooms.room(parse_room(entry.room or p.LOBBY))
@@ -275,6 +277,7 @@ class FilesFeature(Feature):
             core.posted(conn, session, message, entry.offer_id, copies)
         with contextlib.suppress(FileError):
             self.store.attach_message(entry.file, seq)
+        core.store.attachments[seq] = info
         return seq
 
     # --- hooks -----------------------------------------------------------------------------
@@ -300,6 +303,19 @@ class FilesFeature(Feature):
     @property
     def _sessions(self) -> Any:
         return self.core.sessions  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _info(entry: StoredFile) -> dict[str, Any]:
+        """The ``file`` object of the message that posted ``entry``."""
+        info: dict[str, Any] = {"file": entry.file, "name": entry.name, "size": entry.size,
+                                "sha256": entry.sha256}
+        if entry.mime:
+            info["mime"] = entry.mime
+        if entry.extra.get("preview"):
+            info["preview"] = entry.extra["preview"]
+        if entry.state == "gone":
+            info["gone"] = True
+        return info
 
     @staticmethod
     def _owner(session: Session) -> str:
