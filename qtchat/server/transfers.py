@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from PySide6.QtCore import QObject, Qt, Signal, Slot
 
 from qtchat import protocol as p
 from qtchat.protocol.files import (
@@ -56,8 +59,26 @@ log = logging.getLogger(__name__)
 FIRST_LINE_MAX = 1024
 # A download's window on TLS: plain bytes waiting in Qt's buffers before it reads more.
 WINDOW = 1 << 20
+# Uploads larger than this flush their part file in a thread before the last bytes go in.
+FLUSH_AHEAD = 8 << 20
 # Bytes handed to the kernel per event-loop pass for one download (then it yields).
 SENDFILE_TURN = 4 << 20
+
+
+class _Flushed(QObject):
+    """Tells the event loop's thread that a flush in a worker thread is over: ``done``
+    is emitted there, queued, and ``callback`` runs in this object's thread."""
+
+    done = Signal()
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        super().__init__()
+        self._callback = callback
+        self.done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
+
+    @Slot()
+    def _on_done(self) -> None:
+        self._callback()
 
 
 def transfer_line(line: bytes) -> dict[str, Any] | None:
@@ -86,6 +107,9 @@ class Transfer:
         self.download: DownloadStream | None = None
         self._who: str | None = None
         self._finished = False
+        self._flushing: _Flushed | None = None  # a flush ahead of the last bytes runs
+        self._held = bytearray()
+        self._flushed_ahead = False
         transport.on_readable = self._readable
         transport.on_drained = self._pump
         transport.on_peer_finished = self._peer_finished
@@ -140,6 +164,19 @@ class Transfer:
     def _take(self, data: bytes) -> None:
         upload = self.upload
         assert upload is not None
+        if self._flushing is not None:  # the part file is being flushed: these wait
+            self._held += data
+            return
+        left = upload.file.size - upload.offset
+        if left > 0 and len(data) >= left and upload.offset >= FLUSH_AHEAD \
+                and not self._flushed_ahead:
+            # The last bytes are here. Flush what is on disk so far in a thread first
+            # (fsync of a large file can take seconds, and the event loop serves
+            # everyone's chat): the stream's own fsync then has only this chunk left.
+            self._held = bytearray(data)
+            self._flushed_ahead = True
+            self._flush_ahead(upload)
+            return
         now = time.monotonic()
         before = upload.offset
         actions = upload.receive(data, now=now)
@@ -158,6 +195,34 @@ class Transfer:
                             "posted. Offer it again." if action.code == "checksum_mismatch"
                             else "The host could not store the file.")
                 self._fail(action.code, sentence)
+
+    def _flush_ahead(self, upload: UploadStream) -> None:
+        path = self.files.store.folder / f"{upload.file.file}.part"
+        self._flushing = flushing = _Flushed(self._flushed)
+        transport = self.transport
+        transport.pause_reading()
+
+        def run() -> None:
+            try:
+                descriptor = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
+            except OSError as exc:  # the stream's own fsync will say so
+                log.info("flushing %s ahead: %s", path.name, exc)
+            flushing.done.emit()  # queued to the event loop's thread
+
+        threading.Thread(target=run, name="qtchat-fsync", daemon=True).start()
+
+    def _flushed(self) -> None:
+        self._flushing = None
+        held, self._held = bytes(self._held), bytearray()
+        if self._finished:
+            return
+        self.last_progress = time.monotonic()
+        self.transport.resume_reading()
+        self._take(held)
 
     # --- downloads ----------------------------------------------------------------------
 
@@ -220,6 +285,8 @@ class Transfer:
         self.transport.abort()
 
     def _peer_finished(self) -> None:
+        if self._flushing is not None:
+            return  # all bytes are in: the flush's end finishes the upload and closes
         if not self._finished:  # an upload cut short: keep what came, close
             self._finished = True
             self.transport.close()
