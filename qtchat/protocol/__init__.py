@@ -762,7 +762,3 @@ def utc_timestamp(when: datetime | None = None) -> str:
     """UTC, ISO 8601 with milliseconds and ``Z``: the ``ts`` of a message."""
     when = when or datetime.now(UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
-
-
-# Feature frames register themselves into the tables above (see qtchat/protocol/files.py).
-from qtchat.protocol import files as _files  # noqa: E402,F401

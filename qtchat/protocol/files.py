@@ -8,7 +8,7 @@ frames: the first line of an ``upload`` or ``download`` connection (``Upload``,
 (``upload_ready``, ``upload_done``, ``download_ready``).
 
 Kept in a module of its own so that features adding frames at once do not collide; importing
-it (``qtchat.protocol`` does at the end) registers everything.
+it registers everything (the server's files module and the client's session import it).
 """
 
 from __future__ import annotations
