@@ -65,6 +65,39 @@ FLUSH_AHEAD = 8 << 20
 SENDFILE_TURN = 4 << 20
 
 
+class _Hasher:
+    """An upload's SHA-256, computed in a thread of its own from the part file just
+    written (still in the page cache), so the event loop's thread only moves bytes;
+    woken after each write, idle otherwise."""
+
+    def __init__(self, stream: UploadStream) -> None:
+        self._stream = stream
+        self._wanted = threading.Event()
+        self._stopped = False
+        threading.Thread(target=self._run, name="qtchat-hash", daemon=True).start()
+
+    def wake(self) -> None:
+        self._wanted.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wanted.set()
+
+    def _run(self) -> None:
+        stream = self._stream
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._stopped or stream.finished:
+                return
+            try:
+                while not self._stopped and not stream.rehash():
+                    pass
+            except OSError as exc:  # the last receive catches up, and says so
+                log.info("hashing upload %s: %s", stream.file.file, exc)
+                return
+
+
 class _Flushed(QObject):
     """Tells the event loop's thread that a flush in a worker thread is over: ``done``
     is emitted there, queued, and ``callback`` runs in this object's thread."""
@@ -110,6 +143,7 @@ class Transfer:
         self._flushing: _Flushed | None = None  # a flush ahead of the last bytes runs
         self._held = bytearray()
         self._flushed_ahead = False
+        self._hasher: _Hasher | None = None
         transport.on_readable = self._readable
         transport.on_drained = self._pump
         transport.on_peer_finished = self._peer_finished
@@ -128,7 +162,9 @@ class Transfer:
                 self.download, self._who = self.files.open_download(
                     frame.token, frame.offset, now, window=WINDOW)
             else:
-                self.upload, self._who = self.files.open_upload(frame.token, now)
+                self.upload, self._who = self.files.open_upload(frame.token, now,
+                                                                hash_behind=True)
+                self._hasher = _Hasher(self.upload)
         except FileError as exc:
             self._who = None
             sentence = ("Too many transfers at once; wait for one to end."
@@ -180,6 +216,8 @@ class Transfer:
         now = time.monotonic()
         before = upload.offset
         actions = upload.receive(data, now=now)
+        if self._hasher is not None:
+            self._hasher.wake()
         if upload.offset != before:
             self.last_progress = now
         for action in actions:
@@ -209,7 +247,9 @@ class Transfer:
                     os.fsync(descriptor)
                 finally:
                     os.close(descriptor)
-            except OSError as exc:  # the stream's own fsync will say so
+                while not upload.rehash():  # the hash catches up here, not in the loop
+                    pass
+            except OSError as exc:  # the stream's own fsync (or hash) will say so
                 log.info("flushing %s ahead: %s", path.name, exc)
             flushing.done.emit()  # queued to the event loop's thread
 
@@ -293,6 +333,8 @@ class Transfer:
 
     def _closed(self, _reason: str) -> None:
         now = time.monotonic()
+        if self._hasher is not None:
+            self._hasher.stop()
         self.files.transfers.pop(self, None)
         if self.upload is not None:
             self.upload.close(now=now)

@@ -180,16 +180,18 @@ class FilesFeature(Feature):
 
     # --- transfer connections (called by the adapter) ------------------------------------
 
-    def open_upload(self, token: str, now: float) -> tuple[UploadStream, str]:
+    def open_upload(self, token: str, now: float, *, hash_behind: bool = False
+                    ) -> tuple[UploadStream, str]:
         """The stream of an ``upload`` connection and who it counts against; raises
-        ``FileError`` (``no_such_file``, ``rate_limited`` for a fifth at once)."""
+        ``FileError`` (``no_such_file``, ``rate_limited`` for a fifth at once).
+        ``hash_behind``: the caller hashes in a thread (``UploadStream.rehash``)."""
         file_id = self.store._by_token.get(_hash_token(token))
         entry = self.store.get(file_id) if file_id else None
         if entry is None or entry.state != "pending":
             raise FileError(NO_SUCH_FILE, "no upload with that token")
         self._begin(entry.owner)
         try:
-            return self.store.open_upload(token, now=now), entry.owner
+            return self.store.open_upload(token, now=now, hash_behind=hash_behind), entry.owner
         except FileError:
             self.transfer_ended(entry.owner)
             raise
