@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import socket
 import ssl
 import termios
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from helpers import ServeProcess, SyncClient, unique_name, wait_until
+from test_full_disk import small_disk  # noqa: F401  (a fixture: a 2 MB tmpfs)
 
 MiB = 1 << 20
 
@@ -327,3 +329,42 @@ def test_an_upload_survives_a_host_kill_and_its_message_stays_in_history(tmp_pat
         page, _ = carol.recv_until("history")
         assert [m["file"]["file"] for m in page["messages"] if "file" in m] \
             == [accepted["file"]]
+
+
+def test_hostile_names_never_become_paths_on_the_host(tmp_path):
+    data_dir = tmp_path / "d"
+    with ServeProcess(data_dir, "--rate-limit", "0") as process:
+        alice = _member(process.port)
+        bob = _member(process.port)
+        refused = {"../../x": "invalid_name", "C:\\x": "invalid_name", "a\0b": "invalid_name",
+                   "x" * 256: "invalid_name", "..": "invalid_name",
+                   "evil\u202etxt.exe": "invalid_name"}
+        for index, (name, code) in enumerate(refused.items()):
+            answer = _offer(alice, b"data", f"h{index}", name=name)
+            assert answer["type"] == "error" and answer["code"] == code, name
+        kept = ["con", "x" * 255, "..x", "名前.txt"]
+        for index, name in enumerate(kept):
+            data = name.encode() * 3
+            accepted = _offer(alice, data, f"k{index}", name=name)
+            _ready, done = _upload(process.port, accepted["token"], data)
+            assert done["type"] == "upload_done"
+            message, _ = bob.recv_until("broadcast", seq=done["seq"])
+            assert message["file"]["name"] == name  # shown as sent, as plain text
+        stored = sorted(path.name for path in (data_dir / "files").iterdir())
+        assert all(re.fullmatch(r"[A-Za-z0-9_-]{8,64}(\.json)?", name) for name in stored)
+        assert len(stored) == 2 * len(kept)  # a file and its record each, nothing else
+        assert not (tmp_path / "x").exists() and not (data_dir / "x").exists()
+
+
+def test_quota_and_a_full_disk_are_refused_with_sentences(tmp_path, small_disk):  # noqa: F811
+    with ServeProcess(tmp_path / "d", "--files-quota", "1000") as process:
+        alice = _member(process.port)
+        first = _offer(alice, b"a" * 600, "q1")
+        assert first["type"] == "file_accepted"
+        again = _offer(alice, b"b" * 600, "q2")  # the first still counts while pending
+        assert again["code"] == "quota_exceeded" and "as much" in again["message"]
+    with ServeProcess(small_disk / "d") as process:  # a real 2 MB disk
+        alice = _member(process.port)
+        refused = _offer(alice, b"c" * 10_000, "full")
+        assert refused["code"] == "disk_full"
+        assert refused["message"] == "The host is short of disk space."
