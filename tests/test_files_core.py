@@ -174,3 +174,28 @@ def test_at_most_four_transfers_at_once_per_person(net):
     stream.close(now=net.now)
     files.transfer_ended(who)
     files.open_upload(tokens[-1], net.now)  # one ended: room for it
+
+
+def test_a_file_leaves_with_its_message_when_retention_removes_it(tmp_path):
+    net = Net(history_retention=3,
+              features=(lambda core: FilesFeature(core, tmp_path / "files"),))
+    try:
+        alice = net.registered("Alice", features=["files"])
+        data = b"kept while its message is"
+        accepted = _offer(alice, data, "r1")
+        [done] = _upload(net, accepted["token"], data)
+        _files(net).post_upload(done.file)
+        net.settle()
+        net.now += 11
+        net.core.tick(net.now)
+        alice.send(type="file_get", file=accepted["file"])
+        assert alice.new()[-1]["type"] == "file_ticket"  # its message is still there
+        for index in range(5):  # retention (3) pushes the file's message out
+            alice.send(type="broadcast", text=f"later {index}")
+        net.now += 11
+        net.core.tick(net.now)
+        alice.send(type="file_get", file=accepted["file"])
+        assert alice.new()[-1]["code"] == "no_such_file"
+        assert not (tmp_path / "files" / accepted["file"]).exists()
+    finally:
+        net.store.close()

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 MAX_TRANSFERS = 4
 # A transfer that moves no byte for this long is closed.
 NO_PROGRESS = 30.0
+# How often expired part files and files whose message is gone are looked for (seconds).
+RETENTION_SWEEP = 10.0
 
 # Sentences for the refusals, said in the app as they are.
 _SENTENCES = {
@@ -100,6 +102,7 @@ class FilesFeature(Feature):
         self.store = FileStore(folder, limits, may_download=self._may_download, now=core.now)
         self.open_transfers: dict[str, int] = {}  # who -> transfers open now
         self.transfers: dict[TransferHandle, None] = {}
+        self._swept_at = -RETENTION_SWEEP
         # History, replays and lookups read the ``file`` of a message from here.
         attachments = core.store.attachments
         for entry in self.store.files():
@@ -288,7 +291,23 @@ class FilesFeature(Feature):
         for transfer in list(self.transfers):
             if now - transfer.last_progress > NO_PROGRESS:
                 transfer.stalled()
-        self.store.expire(now)
+        if now - self._swept_at >= RETENTION_SWEEP:
+            self._swept_at = now
+            self.store.expire(now)
+            self._leave_with_messages()
+
+    def _leave_with_messages(self) -> None:
+        """Files go with their message: one that retention removed takes its bytes along."""
+        history = self.core.store
+        for entry in self.store.files():
+            seq = entry.message_seq
+            if entry.state != "done" or seq is None:
+                continue
+            bucket = entry.extra.get("room_key") if entry.to is None else WHISPER_BUCKET
+            if isinstance(bucket, str) and history.pruned_upto(bucket) >= seq:
+                log.info("file %s leaves with message %d", entry.file, seq)
+                self.store.delete(entry.file)
+                history.attachments.pop(seq, None)
 
     def close(self) -> None:
         """The server stops: a scratch folder (history in memory) goes with it."""
