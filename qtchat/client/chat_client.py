@@ -21,13 +21,14 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import threading
 import time
 import uuid
 from collections import deque
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QTimer, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 
 from qtchat import protocol as p
 from qtchat.client import session as s
@@ -164,6 +165,7 @@ class ChatClient(QObject):
         self._offers: dict[str, tuple[Path, int]] = {}
         self._wanted: dict[str, Path] = {}
         self._transfers: dict[str, Any] = {}
+        self._hashing: dict[str, _Hashed] = {}
         self.fileAccepted.connect(self._start_upload)
         self.fileTicket.connect(self._start_download)
         self.fileRefused.connect(self._file_refused)
@@ -395,26 +397,35 @@ class ChatClient(QObject):
         (the message is posted) or ``transferFailed``. The same ``offer_id`` again (after
         a failure, even after an app restart) resumes from what the host holds.
 
-        The SHA-256 is computed here, before the offer (the host checks it at the end).
+        The SHA-256 (the host checks it at the end) is computed in a thread first, so
+        a large file does not freeze the window; the offer goes once it is known.
         """
         path = Path(path)
         offer_id = offer_id or _new_id()
-        try:
-            size = path.stat().st_size
-            sha256 = _sha256_of(path)
-        except OSError as exc:
-            sentence = f"Cannot read {path.name}: {exc.strerror}"
-            QTimer.singleShot(0, self, lambda: self.transferFailed.emit(
-                offer_id, "file", sentence))
-            return offer_id
-        self._offers[offer_id] = (path, size)
-        frame = FileOffer(id=offer_id, name=path.name, size=size, sha256=sha256, mime=mime,
-                          room=room, to=to, text=text, preview=preview)
-        if not self._session.send_frame(frame):
-            QTimer.singleShot(0, self, lambda: self.transferFailed.emit(
-                offer_id, "offline", "Not connected to the host; try again once connected."))
-        self._flush()
+        offer = {"room": room, "to": to, "text": text, "mime": mime, "preview": preview}
+        hashed = _Hashed(self, offer_id, path, offer)
+        hashed.done.connect(self._hashed, Qt.ConnectionType.QueuedConnection)
+        self._hashing[offer_id] = hashed
+        threading.Thread(target=hashed.run, name="qtchat-hash", daemon=True).start()
         return offer_id
+
+    @Slot(str, object)
+    def _hashed(self, offer_id: str, result: Any) -> None:
+        hashed = self._hashing.pop(offer_id, None)
+        if hashed is None:
+            return
+        if isinstance(result, str):  # what went wrong, in a sentence
+            self.transferFailed.emit(offer_id, "file", result)
+            return
+        size, sha256 = result
+        path = hashed.path
+        self._offers[offer_id] = (path, size)
+        frame = FileOffer(id=offer_id, name=path.name, size=size, sha256=sha256,
+                          **hashed.offer)
+        if not self._session.send_frame(frame):
+            self.transferFailed.emit(
+                offer_id, "offline", "Not connected to the host; try again once connected.")
+        self._flush()
 
     def download(self, file_id: str, destination: Path | str,
                  transfer_id: str | None = None) -> str:
@@ -686,12 +697,31 @@ class ChatClient(QObject):
         self._frames.extend(self._session.decode(chunk))
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as source:
-        while chunk := source.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+class _Hashed(QObject):
+    """A file's size and SHA-256, worked out in a thread; ``done(id, (size, sha256))``
+    or ``done(id, sentence)`` is emitted from that thread (connect it queued)."""
+
+    done = Signal(str, object)
+
+    def __init__(self, parent: QObject, offer_id: str, path: Path,
+                 offer: dict[str, Any]) -> None:
+        super().__init__(parent)
+        self.offer_id = offer_id
+        self.path = path
+        self.offer = offer
+
+    def run(self) -> None:
+        digest = hashlib.sha256()
+        try:
+            size = 0  # what was hashed is what is offered, even if the file grows
+            with open(self.path, "rb") as source:
+                while chunk := source.read(1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+        except OSError as exc:
+            self.done.emit(self.offer_id, f"Cannot read {self.path.name}: {exc.strerror}")
+            return
+        self.done.emit(self.offer_id, (size, digest.hexdigest()))
 
 
 def _new_id() -> str:
