@@ -18,6 +18,17 @@ the GIL):
 - **download (slices)**: ``DownloadStream.read_slice`` + ``sendall``, the path a
   TLS socket takes (bytes through user space; no TLS cost in it).
 
+With ``--serve`` the same yardstick is set against a ``qtchat serve`` child instead:
+
+- **serve upload**: ``file_offer`` on a chat connection, then an ``upload``
+  connection to the same port fed with ``os.sendfile``, timed until ``upload_done``
+  (the host has hashed, fsynced, renamed and posted the message);
+- **serve download**: ``file_get``, then a ``download`` connection read to disk by
+  the yardstick's reader;
+- a **bystander** on its own chat connection pings the host all the while; its
+  round trips during the transfers are set against its round trips while idle
+  (p50 and p99).
+
 A yardstick run goes before and after every other run; each run's ratio is
 taken against the mean of the two around it, and the median ratio over
 ``--repeat`` rounds is reported (the machine is shared and its speed wanders
@@ -26,16 +37,20 @@ SHA-256 of the file in memory is printed too, as the ceiling an upload cannot
 pass.
 
     .venv/bin/python benchmarks/files_bench.py [--size-mib 1024] [--dir /tmp] [--repeat 3]
+    .venv/bin/python benchmarks/files_bench.py --serve [--size-mib 1024] [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import re
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -83,13 +98,16 @@ def send_whole(sock: socket.socket, path: Path) -> None:
     sock.close()
 
 
-def read_to_disk(sock: socket.socket, path: Path) -> int:
-    """The yardstick's reader: everything received goes to ``path``, fsynced."""
+def read_to_disk(sock: socket.socket, path: Path, prefix: bytes = b"") -> int:
+    """The yardstick's reader: everything received goes to ``path``, fsynced
+    (``prefix``: bytes already received with an answer line)."""
     buffer = bytearray(RECV_BUFFER)
     view = memoryview(buffer)
-    total = 0
+    total = len(prefix)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
+        if prefix:
+            os.write(fd, prefix)
         while n := sock.recv_into(buffer):
             written = 0
             while written < n:
@@ -115,6 +133,185 @@ def timed(sender: Callable[[socket.socket], None], reader: Callable[[socket.sock
     return elapsed, result
 
 
+# --- through qtchat serve ------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVING = re.compile(r'^qtchat: serving ".*" on (?P<host>[^\s]+):(?P<port>\d+)$')
+
+
+class Lines:
+    """A blocking chat (or transfer) connection that reads JSON lines."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+
+    def send(self, frame: dict) -> None:
+        self.sock.sendall(json.dumps(frame).encode() + b"\n")
+
+    def line(self) -> dict:
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def until(self, kind: str, **fields: object) -> dict:
+        while True:
+            frame = self.line()
+            if frame["type"] == kind and all(frame.get(k) == v for k, v in fields.items()):
+                return frame
+            if frame["type"] == "error" and frame.get("id") == fields.get("id"):
+                raise RuntimeError(f"refused: {frame}")
+
+
+def chat(port: int, name: str) -> Lines:
+    conn = Lines(port)
+    conn.send({"type": "register", "name": name, "protocol": 1, "features": ["files"]})
+    conn.until("registered")
+    return conn
+
+
+class Bystander(threading.Thread):
+    """Pings the host on its own chat connection and keeps each round trip (seconds)
+    with the phase it was measured in."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.conn = chat(port, "bystander")
+        self.phase = "idle"
+        self.samples: dict[str, list[float]] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        count = 0
+        while not self.stop.is_set():
+            count += 1
+            token = f"b{count}"
+            start = time.perf_counter()
+            self.conn.send({"type": "ping", "token": token})
+            self.conn.until("pong", token=token)
+            self.samples.setdefault(self.phase, []).append(time.perf_counter() - start)
+            self.stop.wait(0.005)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def serve_main(args: argparse.Namespace, work: Path, source: Path, sha256: str,
+               size: int) -> None:
+    copy_path = work / "copy"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, (str(ROOT),
+                                                        os.environ.get("PYTHONPATH")))))
+    command = [sys.executable, "-m", "qtchat", "serve", "--host", "127.0.0.1", "--port", "0",
+               "--data-dir", str(work / "serve"), "--no-announce", "--rate-limit", "0",
+               "--max-file-size", str(size), "--files-quota", str(size * (args.repeat + 1))]
+    log = open(work / "serve.log", "w")  # noqa: SIM115 (the child's, while it runs)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True,
+                               env=env)
+    try:
+        match = SERVING.match(process.stdout.readline().rstrip("\n"))
+        if match is None:
+            sys.exit("qtchat serve did not start")
+        port = int(match["port"])
+        owner = chat(port, "sender")
+        bystander = Bystander(port)
+        bystander.start()
+        time.sleep(2.0)  # the bystander's idle round trips
+        results: dict[str, list[float]] = {"yardstick": [], "serve upload": [],
+                                           "serve download": []}
+        ratios: dict[str, list[float]] = {"serve upload": [], "serve download": []}
+
+        def yardstick() -> None:
+            bystander.phase = "yardstick"
+            seconds, got = timed(lambda s: send_whole(s, source),
+                                 lambda s: read_to_disk(s, copy_path))
+            assert got == size
+            copy_path.unlink()
+            results["yardstick"].append(seconds)
+
+        def upload(offer_id: str) -> str:
+            owner.send({"type": "file_offer", "id": offer_id, "name": "bench.bin",
+                        "size": size, "sha256": sha256})
+            accepted = owner.until("file_accepted", id=offer_id)
+            bystander.phase = "upload"
+            start = time.perf_counter()
+            conn = Lines(port)
+            conn.send({"type": "upload", "token": accepted["token"]})
+            offset = conn.line()["offset"]
+            with open(source, "rb") as data:
+                while offset < size:
+                    offset += os.sendfile(conn.sock.fileno(), data.fileno(), offset,
+                                          size - offset)
+            done = conn.line()
+            results["serve upload"].append(time.perf_counter() - start)
+            bystander.phase = "between"
+            conn.sock.close()
+            assert done["type"] == "upload_done", done
+            return accepted["file"]
+
+        def download(file_id: str) -> None:
+            owner.send({"type": "file_get", "id": "g", "file": file_id})
+            ticket = owner.until("file_ticket", id="g")
+            bystander.phase = "download"
+            start = time.perf_counter()
+            conn = Lines(port)
+            conn.send({"type": "download", "token": ticket["token"], "offset": 0})
+            ready = conn.line()
+            assert ready["type"] == "download_ready", ready
+            got = read_to_disk(conn.sock, copy_path, conn.buffer)
+            results["serve download"].append(time.perf_counter() - start)
+            bystander.phase = "between"
+            assert got == size
+            copy_path.unlink()
+
+        def measured(name: str, run: Callable[[], None]) -> None:
+            run()
+            yardstick()
+            around = (results["yardstick"][-2] + results["yardstick"][-1]) / 2
+            ratios[name].append(around / results[name][-1])
+
+        yardstick()
+        for round_ in range(args.repeat):
+            held: list[str] = []
+            measured("serve upload", lambda r=round_, h=held: h.append(upload(f"u{r}")))
+            measured("serve download", lambda h=held: download(h[0]))
+        bystander.stop.set()
+        bystander.join(10)
+        print(f"file {args.size_mib} MiB through qtchat serve on 127.0.0.1, "
+              f"{args.repeat} rounds (data in {args.dir})")
+        for name, times in results.items():
+            runs = ", ".join(f"{size / t / MiB:.0f}" for t in times)
+            ratio = ""
+            if name != "yardstick":
+                ratio = (f"  {statistics.median(ratios[name]):.2f}x the yardstick (median; "
+                         + ", ".join(f"{r:.2f}" for r in ratios[name]) + ")")
+            print(f"  {name:16s} best {size / min(times) / MiB:6.0f} MiB/s  (runs: {runs})"
+                  f"{ratio}")
+        idle = bystander.samples.get("idle", [])
+        print(f"  bystander ping round trip, idle: p50 {percentile(idle, 0.5) * 1e3:.2f} ms "
+              f"p99 {percentile(idle, 0.99) * 1e3:.2f} ms ({len(idle)} pings)")
+        for phase in ("upload", "download"):
+            busy = bystander.samples.get(phase, [])
+            if idle and busy:
+                print(f"    during the {phase}s: p50 {percentile(busy, 0.5) * 1e3:.2f} ms, "
+                      f"p99 {percentile(busy, 0.99) * 1e3:.2f} ms, max {max(busy) * 1e3:.1f} ms"
+                      f" ({len(busy)} pings): p99 "
+                      f"{percentile(busy, 0.99) / percentile(idle, 0.99):.2f}x idle")
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+        if args.keep_log:
+            shutil.copy(work / "serve.log", args.keep_log)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -122,6 +319,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--slice-kib", type=int, default=256,
                         help="DownloadStream slice size (default 256 KiB, the store's default)")
+    parser.add_argument("--keep-log", default=None, help="copy the serve child's log here")
+    parser.add_argument("--serve", action="store_true",
+                        help="through a qtchat serve child instead of the bare streams")
     args = parser.parse_args()
     size = args.size_mib * MiB
 
@@ -134,6 +334,9 @@ def main() -> None:
     try:
         source = work / "source"
         sha256 = make_source(source, size)
+        if args.serve:
+            serve_main(args, work, source, sha256, size)
+            return
         with open(source, "rb") as f:
             data = f.read()
         start = time.perf_counter()

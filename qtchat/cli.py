@@ -37,6 +37,11 @@ def _count(text: str) -> int:
     return value
 
 
+def _whole(text: str) -> int:
+    value = _count(text) if text.strip() not in ("0", "+0", "-0") else 0
+    return value
+
+
 def _name(text: str) -> str:
     from qtchat.names import InvalidName, parse_name
 
@@ -115,6 +120,13 @@ def add_server_options(parser: argparse.ArgumentParser, *, headless: bool) -> No
     limits.add_argument("--name-reservation-days", type=_positive_float, default=30.0,
                         help="days a name stays reserved for the app that registered it "
                              "(its identity) after it was last here (default 30)")
+    limits.add_argument("--max-file-size", type=_count, default=2 << 30, metavar="BYTES",
+                        help="largest file the room takes (default 2 GiB)")
+    limits.add_argument("--files-quota", type=_count, default=5 << 30, metavar="BYTES",
+                        help="bytes of files one person may keep on the host (default 5 GiB)")
+    limits.add_argument("--files-max-bytes", type=_whole, default=0, metavar="BYTES",
+                        help="bytes of files the host keeps at all; past it the oldest go "
+                             "(default 0: as much as the disk allows)")
     if headless:
         parser.add_argument("--host", default="0.0.0.0",
                             help="address to listen on (default 0.0.0.0: every IPv4 interface; "

@@ -18,13 +18,17 @@ most ``SLICE_FRAMES`` frames or ``SLICE_SECONDS`` so the window keeps repainting
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import logging
+import threading
 import time
 import uuid
 from collections import deque
+from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QTimer, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 
 from qtchat import protocol as p
 from qtchat.client import chess as _chess  # noqa: F401 (registers the game events)
@@ -32,9 +36,11 @@ from qtchat.client import moderation as _moderation  # noqa: F401 (its frames' h
 from qtchat.client import session as s
 from qtchat.client.connector import Connector, Ending, qt_error_text
 from qtchat.client.errors import FAILURE_KINDS, ConnectError, Endpoint
+from qtchat.client.files import Download, Upload
 from qtchat.client.session import ClientSession
 from qtchat.protocol import chess as pc
 from qtchat.protocol import moderation as mp
+from qtchat.protocol.files import FileAccepted, FileGet, FileOffer, FileTicket
 from qtchat.protocol.server_frames import Registered
 
 __all__ = ["FAILURE_KINDS", "ChatClient", "ConnectError", "Endpoint", "qt_error_text"]
@@ -136,6 +142,16 @@ class ChatClient(QObject):
     banListReceived = Signal(list)
     memberKicked = Signal(str, str, str, str)
     removed = Signal(str, str, str, str, str)
+    # Files (the ``files`` feature; see send_file and download). Each transfer is named
+    # by the id its offer or file_get carried.
+    transferProgress = Signal(str, int, int)  # id, bytes done, total
+    fileSent = Signal(str, str, int)  # id, the host's file id, the message's seq
+    fileSaved = Signal(str, str)  # id, the path it was saved to
+    transferFailed = Signal(str, str, str)  # id, code, sentence (resumable unless refused)
+    # The session's answers, which this class turns into transfers.
+    fileAccepted = Signal(object)
+    fileTicket = Signal(object)
+    fileRefused = Signal(str, str, str)
 
     def __init__(
         self,
@@ -179,6 +195,14 @@ class ChatClient(QObject):
             s.ArmTimer: self._do_arm,
             s.DisarmTimer: lambda action: self._timers[action.timer].stop(),
         }
+        # Files: offers and tickets asked for, by id (path, size), and transfers running.
+        self._offers: dict[str, tuple[Path, int]] = {}
+        self._wanted: dict[str, Path] = {}
+        self._transfers: dict[str, Any] = {}
+        self._hashing: dict[str, _Hashed] = {}
+        self.fileAccepted.connect(self._start_upload)
+        self.fileTicket.connect(self._start_download)
+        self.fileRefused.connect(self._file_refused)
         # Each signal event's ``emit``, bound once: a burst emits one per message.
         self._emitters = {cls: getattr(self, cls.signal).emit for cls in s.Emit.__subclasses__()
                           if cls not in self._actions}
@@ -435,6 +459,125 @@ class ChatClient(QObject):
 
     def list_games(self) -> bool:
         return self._send_game(pc.GameListRequest(id=_new_id()))
+    # --- files ---------------------------------------------------------------------------
+
+    def send_file(self, path: Path | str, *, room: str | None = None, to: str | None = None,
+                  text: str | None = None, mime: str | None = None,
+                  preview: dict[str, Any] | None = None, offer_id: str | None = None) -> str:
+        """Offer a file to a room (default the lobby) or a person, then upload it on a
+        connection of its own; returns its id. ``transferProgress``, then ``fileSent``
+        (the message is posted) or ``transferFailed``. The same ``offer_id`` again (after
+        a failure, even after an app restart) resumes from what the host holds.
+
+        The SHA-256 (the host checks it at the end) is computed in a thread first, so
+        a large file does not freeze the window; the offer goes once it is known.
+        """
+        path = Path(path)
+        offer_id = offer_id or _new_id()
+        offer = {"room": room, "to": to, "text": text, "mime": mime, "preview": preview}
+        hashed = _Hashed(self, offer_id, path, offer)
+        hashed.done.connect(self._hashed, Qt.ConnectionType.QueuedConnection)
+        self._hashing[offer_id] = hashed
+        threading.Thread(target=hashed.run, name="qtchat-hash", daemon=True).start()
+        return offer_id
+
+    @Slot(str, object)
+    def _hashed(self, offer_id: str, result: Any) -> None:
+        hashed = self._hashing.pop(offer_id, None)
+        if hashed is None:
+            return
+        if isinstance(result, str):  # what went wrong, in a sentence
+            self.transferFailed.emit(offer_id, "file", result)
+            return
+        size, sha256 = result
+        path = hashed.path
+        self._offers[offer_id] = (path, size)
+        frame = FileOffer(id=offer_id, name=path.name, size=size, sha256=sha256,
+                          **hashed.offer)
+        if not self._session.send_frame(frame):
+            self.transferFailed.emit(
+                offer_id, "offline", "Not connected to the host; try again once connected.")
+        self._flush()
+
+    def download(self, file_id: str, destination: Path | str,
+                 transfer_id: str | None = None) -> str:
+        """Fetch a posted file into ``destination`` (the person chose it); returns the
+        transfer's id. A download cut short goes on from its ``.part`` file when asked
+        again for the same destination."""
+        transfer_id = transfer_id or _new_id()
+        self._wanted[transfer_id] = Path(destination)
+        if not self._session.send_frame(FileGet(id=transfer_id, file=file_id)):
+            QTimer.singleShot(0, self, lambda: self.transferFailed.emit(
+                transfer_id, "offline", "Not connected to the host; try again once connected."))
+        self._flush()
+        return transfer_id
+
+    def cancel_transfer(self, transfer_id: str) -> None:
+        """Stop a transfer; what moved is kept, so the same id can resume it."""
+        transfer = self._transfers.get(transfer_id)
+        if transfer is not None:
+            transfer.cancel()
+
+    def _transfer_endpoint(self) -> Endpoint:
+        """The chat's host, pinned to the certificate the chat connection saw."""
+        assert self.endpoint is not None
+        seen = self._connector.peer_fingerprint
+        return dataclasses.replace(self.endpoint, fingerprint=seen) if seen \
+            else self.endpoint
+
+    def _run_transfer(self, transfer_id: str, transfer: Any) -> None:
+        self._transfers[transfer_id] = transfer
+        transfer.progress.connect(
+            lambda done, total: self.transferProgress.emit(transfer_id, done, total))
+        transfer.succeeded.connect(lambda result: self._transfer_done(transfer_id, result))
+        transfer.failed.connect(lambda code, sentence: self._transfer_failed(
+            transfer_id, code, sentence))
+        transfer.start()
+
+    @Slot(object)
+    def _start_upload(self, frame: FileAccepted) -> None:
+        offer = self._offers.get(frame.id)
+        if offer is None or frame.id in self._transfers or self.endpoint is None:
+            return
+        path, size = offer
+        self._run_transfer(frame.id, Upload(
+            self._transfer_endpoint(), frame.token, path, size,
+            pin_store=self._connector.pin_store, connect_timeout=self.connect_timeout,
+            parent=self))
+
+    @Slot(object)
+    def _start_download(self, frame: FileTicket) -> None:
+        destination = self._wanted.get(frame.id or "")
+        if destination is None or frame.id in self._transfers or self.endpoint is None:
+            return
+        self._run_transfer(frame.id or "", Download(
+            self._transfer_endpoint(), frame.token, destination, frame.size, frame.sha256,
+            pin_store=self._connector.pin_store, connect_timeout=self.connect_timeout,
+            parent=self))
+
+    def _transfer_done(self, transfer_id: str, result: Any) -> None:
+        transfer = self._transfers.pop(transfer_id, None)
+        if transfer is not None:
+            transfer.deleteLater()
+        if isinstance(result, Path):
+            self._wanted.pop(transfer_id, None)
+            self.fileSaved.emit(transfer_id, str(result))
+        else:
+            self._offers.pop(transfer_id, None)
+            file_id, seq = result
+            self.fileSent.emit(transfer_id, file_id, seq)
+
+    def _transfer_failed(self, transfer_id: str, code: str, sentence: str) -> None:
+        transfer = self._transfers.pop(transfer_id, None)
+        if transfer is not None:
+            transfer.deleteLater()
+        self.transferFailed.emit(transfer_id, code, sentence)
+
+    @Slot(str, str, str)
+    def _file_refused(self, transfer_id: str, code: str, sentence: str) -> None:
+        self._offers.pop(transfer_id, None)
+        self._wanted.pop(transfer_id, None)
+        self.transferFailed.emit(transfer_id, code, sentence)
 
     def ping(self, token: str | None = None) -> str:
         token = self._session.ping(token)
@@ -699,6 +842,33 @@ class ChatClient(QObject):
         chunk = bytes(inbox[:size])
         del inbox[:size]
         self._frames.extend(self._session.decode(chunk))
+
+
+class _Hashed(QObject):
+    """A file's size and SHA-256, worked out in a thread; ``done(id, (size, sha256))``
+    or ``done(id, sentence)`` is emitted from that thread (connect it queued)."""
+
+    done = Signal(str, object)
+
+    def __init__(self, parent: QObject, offer_id: str, path: Path,
+                 offer: dict[str, Any]) -> None:
+        super().__init__(parent)
+        self.offer_id = offer_id
+        self.path = path
+        self.offer = offer
+
+    def run(self) -> None:
+        digest = hashlib.sha256()
+        try:
+            size = 0  # what was hashed is what is offered, even if the file grows
+            with open(self.path, "rb") as source:
+                while chunk := source.read(1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+        except OSError as exc:
+            self.done.emit(self.offer_id, f"Cannot read {self.path.name}: {exc.strerror}")
+            return
+        self.done.emit(self.offer_id, (size, digest.hexdigest()))
 
 
 def _new_id() -> str:

@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 from qtchat import protocol as p
 from qtchat.client.errors import ConnectError
 from qtchat.names import InvalidName, parse_name
+from qtchat.protocol.files import FileAccepted, FileTicket
 from qtchat.protocol.server_frames import (
     ErrorFrame,
     HistoryPage,
@@ -245,6 +246,29 @@ class ErrorReceived(Emit):
     code: str
     message: str
     ref: str
+
+
+@_emit("fileAccepted")
+class FileAcceptedEvent(Emit):
+    """The host took a ``file_offer`` (the façade starts the upload)."""
+
+    frame: FileAccepted
+
+
+@_emit("fileTicket")
+class FileTicketEvent(Emit):
+    """The host answered a ``file_get`` (the façade starts the download)."""
+
+    frame: FileTicket
+
+
+@_emit("fileRefused")
+class FileRefused(Emit):
+    """A ``file_offer`` or ``file_get`` was refused: its ``id``, the code, the sentence."""
+
+    id: str
+    code: str
+    message: str
 
 
 @_emit("pongReceived")
@@ -800,6 +824,9 @@ class ClientSession:
             self._fail(ConnectError(code, text.format(where=self.where)),
                        retry=False, final=True)
             return
+        if ref in ("file_offer", "file_get") and frame.id is not None:
+            self._events.append(FileRefused(frame.id, code, message))
+            return
         failed_id = self._refused_send(frame)
         if failed_id is not None:
             if failed_id in self._outbox:
@@ -824,6 +851,12 @@ class ClientSession:
                 del self._in_flight[message_id]
                 return message_id
         return None
+
+    def _on_file_accepted(self, frame: FileAccepted, now: float) -> None:
+        self._events.append(FileAcceptedEvent(frame))
+
+    def _on_file_ticket(self, frame: FileTicket, now: float) -> None:
+        self._events.append(FileTicketEvent(frame))
 
     def _on_bye(self, frame: ServerBye, now: float) -> None:
         reason = frame.reason or ""
@@ -1127,6 +1160,8 @@ _HANDLERS: dict[type, Callable[[ClientSession, Any, float], None]] = {
     UsernameTaken: ClientSession._on_taken,
     ErrorFrame: ClientSession._on_error,
     ServerBye: ClientSession._on_bye,
+    FileAccepted: ClientSession._on_file_accepted,
+    FileTicket: ClientSession._on_file_ticket,
 }
 
 

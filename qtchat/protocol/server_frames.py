@@ -69,6 +69,9 @@ class Message(NamedTuple):
     room: str | None = None
     to: str | None = None
     id: str | None = None
+    # A file it carries (PROTOCOL-FEATURES §2, the ``files`` feature): {file, name, size,
+    # sha256, mime?, preview?, gone?}.
+    file: dict[str, Any] | None = None
 
     @property
     def type(self) -> str:
@@ -89,6 +92,8 @@ class Message(NamedTuple):
         body["text"] = self.text
         if self.id is not None:
             body["id"] = self.id
+        if self.file is not None:
+            body["file"] = self.file
         return body
 
     def encode(self) -> bytes:
@@ -109,7 +114,7 @@ class Message(NamedTuple):
         """
         return cls(seq=obj["seq"], ts=obj["ts"], sender=obj["from"], text=obj["text"],
                    room=obj.get("room") if "to" not in obj else None, to=obj.get("to"),
-                   id=obj.get("id"))
+                   id=obj.get("id"), file=obj.get("file"))
 
 
 SERVER_FRAME_TYPES["broadcast"] = Message

@@ -39,8 +39,10 @@ from PySide6.QtNetwork import (
 from qtchat import protocol as p
 from qtchat.server.config import ServerConfig
 from qtchat.server.core import Do, ServerCore
-from qtchat.server.domain import Connection
+from qtchat.server.domain import Connection, ConnState
+from qtchat.server.features.files import FilesFeature
 from qtchat.server.store import MessageStore, StoreLocked, StoreUnusable
+from qtchat.server.transfers import FIRST_LINE_MAX, Transfer, transfer_line
 from qtchat.server.transport import (
     Acceptor,
     QtTransport,
@@ -106,7 +108,12 @@ class ChatServer(QObject):
             ) from exc
         except StoreUnusable as exc:
             raise ServerError(str(exc)) from exc
-        self.core = ServerCore(self.config, self.store, now=time.monotonic())
+        self.core = ServerCore(self.config, self.store, now=time.monotonic(),
+                               features=[FilesFeature])
+        files = self.core.feature("files")
+        self._files: FilesFeature | None = files if isinstance(files, FilesFeature) else None
+        # New connections whose first line has not all come yet: it may open a transfer.
+        self._first_lines: dict[Connection, bytes] = {}
         self._churn = 0  # connections opened or closed since free heap was last given back
         self._flushing = False
         self._flush_timer = QTimer(self)
@@ -265,6 +272,9 @@ class ChatServer(QObject):
             with contextlib.suppress(RuntimeError):  # the dispatcher went first
                 self._dispatcher.aboutToBlock.disconnect(self._flush_if_dirty)
             self._dispatcher = None
+        if self._files is not None:
+            for transfer in list(self._files.transfers):
+                transfer.stalled()
         self.core.shutdown(reason)
         self._flush()
         # The sweep that would abort a peer not taking its last bytes has stopped.
@@ -278,6 +288,8 @@ class ChatServer(QObject):
 
     def close_store(self) -> None:
         self.store.close()
+        if self._files is not None:
+            self._files.close()
 
     # --- connections -------------------------------------------------------------------
 
@@ -308,12 +320,24 @@ class ChatServer(QObject):
         transport.on_drained = functools.partial(self._drained, conn)
         transport.on_peer_finished = functools.partial(self._peer_finished, conn)
         transport.on_closed = functools.partial(self._closed, conn)
+        if self._files is not None:
+            self._first_lines[conn] = b""
         self._read(conn)  # anything that came with the connection
 
     def _read(self, conn: Connection) -> None:
         if not conn.wants_input:
             return
         data = conn.handle.read_all()
+        if data and conn in self._first_lines:
+            data = self._first_lines.pop(conn) + data
+            cut = data.find(b"\n")
+            if cut < 0 and len(data) < FIRST_LINE_MAX:
+                self._first_lines[conn] = data  # the rest of the first line is to come
+                return
+            opening = transfer_line(data[:cut]) if cut >= 0 else None
+            if opening is not None:
+                self._start_transfer(conn, opening, data[cut + 1:])
+                return
         if data:
             self.core.feed(conn, data, time.monotonic())
             self._after()
@@ -322,12 +346,29 @@ class ChatServer(QObject):
         self.core.drained(conn, time.monotonic())
         self._after()
 
+    def _start_transfer(self, conn: Connection, opening: dict, rest: bytes) -> None:
+        """The first line opens an upload or a download: the connection leaves the chat
+        core and its transport goes to a ``Transfer`` (see ``transfers.py``)."""
+        assert self._files is not None and conn.state is ConnState.NEW
+        transport = conn.handle
+        self.core.hand_over(conn)
+        conn.handle = None
+        self._churn += 1
+        transfer = Transfer(transport, self._files, self._flush, time.monotonic(),
+                            on_gone=self._descriptor_freed)
+        transfer.start(opening, rest)
+        self._after()
+
     def _peer_finished(self, conn: Connection) -> None:
+        started = self._first_lines.pop(conn, None)
+        if started:  # a first line cut short: the core answers it as it is
+            self.core.feed(conn, started, time.monotonic())
         # Whatever it sent has been handled: answer it, then close (an unclean end).
         self.core.peer_finished(conn, time.monotonic())
         self._after()
 
     def _closed(self, conn: Connection, _reason: str) -> None:
+        self._first_lines.pop(conn, None)
         self.core.lost(conn, time.monotonic())
         self._discard(conn)
         self._after()

@@ -45,6 +45,9 @@ _LIMIT_FLAGS = {
     "send_queue_bytes": "--send-queue-bytes",
     "history_retention": "--history-retention",
     "name_reservation_days": "--name-reservation-days",
+    "max_file_size": "--max-file-size",
+    "files_quota": "--files-quota",
+    "files_max_bytes": "--files-max-bytes",
 }
 # Fields with no flag: the protocol's own limits and the server's tuning, which a person
 # hosting a room has no reason to change (tests and benchmarks set them in code).
@@ -85,6 +88,11 @@ class ServerConfig:
     admin_password: str | None = None
     # Days a name stays bound to an identity that does not come back (PROTOCOL-FEATURES §1).
     name_reservation_days: float = 30.0
+    # Files (PROTOCOL-FEATURES §2): bytes per file, bytes held per person, bytes the
+    # host keeps at all (0 = no cap but the disk's; past it the oldest files go).
+    max_file_size: int = 2 << 30
+    files_quota: int = 5 << 30
+    files_max_bytes: int = 0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, host: str = "0.0.0.0", *,

@@ -328,6 +328,18 @@ class ServerCore:
             conn.to(ConnState.GONE)
             self._actions.append((Do.ABORT, conn, None))
 
+    def hand_over(self, conn: Connection) -> None:
+        """A connection that sent nothing yet leaves the core for good (its first line
+        made it a file transfer, which the adapter runs): no session, no events."""
+        if conn.open:
+            self._conns.pop(conn, None)
+            conn.out.clear()
+            conn.to(ConnState.GONE)
+
+    def feature(self, name: str) -> Feature | None:
+        """The negotiated feature module called ``name``, if this server has it."""
+        return next((f for f in self.features if f.name == name), None)
+
     def drop(self, name: str) -> bool:
         """Cut ``name``'s connection as a network failure would; False if not connected."""
         session = self.sessions.named(parse_name(name))

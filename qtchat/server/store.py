@@ -331,6 +331,9 @@ class MessageStore:
             self._db.execute("SELECT key, pruned_upto FROM rooms").fetchall()
         )
         self._over: set[str] = set()
+        # seq -> the ``file`` a message carries (files feature: kept by its file store,
+        # which fills this in; every message read from here gets its own).
+        self.attachments: dict[int, dict[str, Any]] = {}
         self._closed = False
         self._db.execute("BEGIN")
 
@@ -553,7 +556,9 @@ class MessageStore:
                     break
             cursor.close()
         rows.reverse()
-        return [Message(seq=s, ts=ts, sender=f, room=r, text=t) for s, ts, r, f, t in rows]
+        files = self.attachments
+        return [Message(seq=s, ts=ts, sender=f, room=r, text=t, file=files.get(s))
+                for s, ts, r, f, t in rows]
 
     def replay(
         self, buckets: Iterable[str], sid: int, since: int, batch: int = 500
@@ -584,7 +589,8 @@ class MessageStore:
                 yield Message(seq=seq, ts=ts, sender=sender, text=text,
                               room=room if bucket else None,
                               to=None if bucket else recipient,
-                              id=cid if sender_sid == sid else None)
+                              id=cid if sender_sid == sid else None,
+                              file=self.attachments.get(seq))
 
     def message_by_seq(self, seq: int) -> Message | None:
         """One stored message (with its sender's ``id``), or None if pruned."""
@@ -598,7 +604,8 @@ class MessageStore:
             return None
         ts, bucket, room, sender, recipient, text, cid = row
         return Message(seq=seq, ts=ts, sender=sender, text=text, room=room if bucket else None,
-                       to=None if bucket else recipient, id=cid)
+                       to=None if bucket else recipient, id=cid,
+                       file=self.attachments.get(seq))
 
     def client_ids(self, sid: int, limit: int = 10_000) -> dict[str, int]:
         """The latest client-chosen ids a session used, mapped to their seq."""

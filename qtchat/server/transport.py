@@ -263,6 +263,17 @@ class RawTransport(Transport):
     def pending(self) -> int:
         return len(self._out)
 
+    def fileno(self) -> int:
+        """The socket's descriptor (-1 once closed): a download sends a file straight
+        into it (``os.sendfile``) while nothing is buffered here."""
+        return self._fd if self._sock is not None else -1
+
+    def wait_writable(self) -> None:
+        """Call ``on_drained`` once the kernel takes bytes again (after a write that the
+        caller made itself, such as ``os.sendfile``, was refused)."""
+        if self._sock is not None:
+            self._want_write(True)
+
     def kernel_unsent(self) -> int:
         return _kernel_unsent(self._fd if self._sock is not None else -1)
 

@@ -1,0 +1,347 @@
+"""Transfer connections: one upload or download of a file on its own connection to the
+chat port (PROTOCOL-FEATURES §2), run by the Qt adapter.
+
+``ChatServer`` looks at a new connection's first line; an ``upload`` or ``download``
+line takes it out of the chat core (``ServerCore.hand_over``: no register deadline, no
+frame or rate limits, no send-queue cap) and gives its transport to a ``Transfer``:
+
+- an upload answers ``upload_ready`` with the offset the host holds, then takes raw
+  bytes as the transport reads them (at most 256 KiB per read, one read per event-loop
+  pass, so chat keeps its turns) into the file store's ``UploadStream``; when the last
+  byte is in and the hash matches, the files module posts the message, the adapter
+  commits it, and only then is ``upload_done`` written and the connection closed;
+- a download answers ``download_ready``, then on a plain socket hands the file to the
+  kernel with ``os.sendfile`` (no copy through Python) until the kernel refuses more,
+  and waits for the socket to be writable again; on TLS it writes slices only while
+  less than a window (1 MiB) is waiting in Qt's buffers. Either way a reader that stops
+  reading costs the host a socket buffer and at most a window, never the file.
+
+A transfer that moves no byte for 30 s is closed by the files module's sweep. Nothing
+here decides who may do what: that is ``FilesFeature`` and ``FileStore``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, Signal, Slot
+
+from qtchat import protocol as p
+from qtchat.protocol.files import (
+    TRANSFER_FRAME_TYPES,
+    Download,
+    DownloadReady,
+    UploadDone,
+    UploadReady,
+)
+from qtchat.protocol.server_frames import ErrorFrame
+from qtchat.server.features.files import FilesFeature
+from qtchat.server.files import (
+    NO_SUCH_FILE,
+    DownloadStream,
+    FileError,
+    UploadFailed,
+    UploadStream,
+)
+from qtchat.server.files import (
+    UploadDone as StreamDone,
+)
+from qtchat.server.transport import RawTransport, Transport
+
+log = logging.getLogger(__name__)
+
+# The longest first line looked at before a connection is taken for a chat one.
+FIRST_LINE_MAX = 1024
+# A download's window on TLS: plain bytes waiting in Qt's buffers before it reads more.
+WINDOW = 1 << 20
+# Uploads larger than this flush their part file in a thread before the last bytes go in.
+FLUSH_AHEAD = 8 << 20
+# Bytes handed to the kernel per event-loop pass for one download (then it yields).
+SENDFILE_TURN = 4 << 20
+
+
+class _Hasher:
+    """An upload's SHA-256, computed in a thread of its own from the part file just
+    written (still in the page cache), so the event loop's thread only moves bytes;
+    woken after each write, idle otherwise."""
+
+    def __init__(self, stream: UploadStream) -> None:
+        self._stream = stream
+        self._wanted = threading.Event()
+        self._stopped = False
+        threading.Thread(target=self._run, name="qtchat-hash", daemon=True).start()
+
+    def wake(self) -> None:
+        self._wanted.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wanted.set()
+
+    def _run(self) -> None:
+        stream = self._stream
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._stopped or stream.finished:
+                return
+            try:
+                while not self._stopped and not stream.rehash():
+                    pass
+            except OSError as exc:  # the last receive catches up, and says so
+                log.info("hashing upload %s: %s", stream.file.file, exc)
+                return
+
+
+class _Flushed(QObject):
+    """Tells the event loop's thread that a flush in a worker thread is over: ``done``
+    is emitted there, queued, and ``callback`` runs in this object's thread."""
+
+    done = Signal()
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        super().__init__()
+        self._callback = callback
+        self.done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
+
+    @Slot()
+    def _on_done(self) -> None:
+        self._callback()
+
+
+def transfer_line(line: bytes) -> dict[str, Any] | None:
+    """The JSON object of a first line if it opens a transfer, else None (a chat line)."""
+    if b"upload" not in line and b"download" not in line:
+        return None
+    try:
+        obj = p.decode_object(line)
+    except p.RemoteProtocolError:
+        return None
+    return obj if obj.get("type") in TRANSFER_FRAME_TYPES else None
+
+
+class Transfer:
+    """One transfer connection (see the module docstring)."""
+
+    def __init__(self, transport: Transport, files: FilesFeature,
+                 commit: Callable[[], None], now: float,
+                 on_gone: Callable[[], None] = lambda: None) -> None:
+        self.transport = transport
+        self._on_gone = on_gone  # the descriptor is free again
+        self.files = files
+        self._commit = commit  # ends the core's pass: stored before upload_done
+        self.last_progress = now
+        self.upload: UploadStream | None = None
+        self.download: DownloadStream | None = None
+        self._who: str | None = None
+        self._finished = False
+        self._flushing: _Flushed | None = None  # a flush ahead of the last bytes runs
+        self._held = bytearray()
+        self._flushed_ahead = False
+        self._hasher: _Hasher | None = None
+        transport.on_readable = self._readable
+        transport.on_drained = self._pump
+        transport.on_peer_finished = self._peer_finished
+        transport.on_closed = self._closed
+
+    def start(self, obj: dict[str, Any], rest: bytes) -> None:
+        """Answer the first line, then take ``rest`` (bytes that came with it)."""
+        now = time.monotonic()
+        try:
+            frame = TRANSFER_FRAME_TYPES[obj["type"]].from_wire(obj)
+        except (p.LocalProtocolError, TypeError):
+            self._fail("bad_frame", "That transfer line is not one this host reads.")
+            return
+        try:
+            if isinstance(frame, Download):
+                self.download, self._who = self.files.open_download(
+                    frame.token, frame.offset, now, window=WINDOW)
+            else:
+                self.upload, self._who = self.files.open_upload(frame.token, now,
+                                                                hash_behind=True)
+                self._hasher = _Hasher(self.upload)
+        except FileError as exc:
+            self._who = None
+            sentence = ("Too many transfers at once; wait for one to end."
+                        if exc.code == "rate_limited" else
+                        "There is no such file, or that token has expired."
+                        if exc.code == NO_SUCH_FILE else str(exc))
+            self._fail(exc.code, sentence)
+            return
+        self.files.transfers[self] = None
+        if self.download is not None:
+            stream = self.download
+            self.transport.write(DownloadReady(size=stream.size, offset=stream.offset).encode())
+            self._pump()
+            return
+        assert self.upload is not None
+        self.transport.write(UploadReady(offset=self.upload.offset).encode())
+        if rest or self.upload.offset >= self.upload.file.size:
+            self._take(rest)
+        if not self._finished:
+            self._readable()  # what arrived meanwhile
+
+    # --- uploads ------------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        if self.upload is None or self._finished:
+            if self.download is not None:  # a downloader has nothing to say: drop it
+                self.transport.read_all()
+            return
+        data = self.transport.read_all()
+        if data:
+            self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        upload = self.upload
+        assert upload is not None
+        if self._flushing is not None:  # the part file is being flushed: these wait
+            self._held += data
+            return
+        left = upload.file.size - upload.offset
+        if left > 0 and len(data) >= left and upload.offset >= FLUSH_AHEAD \
+                and not self._flushed_ahead:
+            # The last bytes are here. Flush what is on disk so far in a thread first
+            # (fsync of a large file can take seconds, and the event loop serves
+            # everyone's chat): the stream's own fsync then has only this chunk left.
+            self._held = bytearray(data)
+            self._flushed_ahead = True
+            self._flush_ahead(upload)
+            return
+        now = time.monotonic()
+        before = upload.offset
+        actions = upload.receive(data, now=now)
+        if self._hasher is not None:
+            self._hasher.wake()
+        if upload.offset != before:
+            self.last_progress = now
+        for action in actions:
+            if isinstance(action, StreamDone):
+                seq = self.files.post_upload(action.file)
+                self._commit()  # the message is stored (and sent) before upload_done
+                if seq is None or self.files.core.store.message_by_seq(seq) is None:
+                    self._fail("storage_error", "The host could not post the file.")
+                    return
+                self._end(UploadDone(file=action.file.file, seq=seq).encode())
+            elif isinstance(action, UploadFailed):
+                sentence = ("The file that arrived does not match its SHA-256; nothing was "
+                            "posted. Offer it again." if action.code == "checksum_mismatch"
+                            else "The host could not store the file.")
+                self._fail(action.code, sentence)
+
+    def _flush_ahead(self, upload: UploadStream) -> None:
+        path = self.files.store.folder / f"{upload.file.file}.part"
+        self._flushing = flushing = _Flushed(self._flushed)
+        transport = self.transport
+        transport.pause_reading()
+
+        def run() -> None:
+            try:
+                descriptor = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
+                while not upload.rehash():  # the hash catches up here, not in the loop
+                    pass
+            except OSError as exc:  # the stream's own fsync (or hash) will say so
+                log.info("flushing %s ahead: %s", path.name, exc)
+            flushing.done.emit()  # queued to the event loop's thread
+
+        threading.Thread(target=run, name="qtchat-fsync", daemon=True).start()
+
+    def _flushed(self) -> None:
+        self._flushing = None
+        held, self._held = bytes(self._held), bytearray()
+        if self._finished:
+            return
+        self.last_progress = time.monotonic()
+        self.transport.resume_reading()
+        self._take(held)
+
+    # --- downloads ----------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        stream = self.download
+        if stream is None or self._finished:
+            return
+        transport = self.transport
+        if isinstance(transport, RawTransport):
+            if transport.pending():
+                return  # the header first; on_drained calls again
+            descriptor = transport.fileno()
+            moved = 0
+            while descriptor >= 0 and (args := stream.sendfile_args()) is not None:
+                try:
+                    sent = os.sendfile(descriptor, *args)
+                except (BlockingIOError, InterruptedError):
+                    transport.wait_writable()
+                    break
+                except OSError as exc:
+                    log.info("download of %s ended: %s", stream.file.file, exc)
+                    transport.abort()
+                    return
+                if sent == 0:
+                    break
+                stream.sent(sent)
+                moved += sent
+                if moved >= SENDFILE_TURN and not stream.done:
+                    transport.wait_writable()  # yield: the loop comes back at once
+                    break
+            if moved:
+                self.last_progress = time.monotonic()
+        else:
+            moved = 0
+            while (data := stream.read_slice(transport.pending())) is not None:
+                transport.write(data)
+                moved += len(data)
+            if moved:
+                self.last_progress = time.monotonic()
+        if stream.done:
+            self._end(b"")
+
+    # --- ending ---------------------------------------------------------------------------
+
+    def _fail(self, code: str, sentence: str) -> None:
+        self._end(ErrorFrame(code=code, message=sentence, ref=None).encode())
+
+    def _end(self, last: bytes) -> None:
+        """Write ``last`` (if any) after everything else, then close."""
+        if self._finished:
+            return
+        self._finished = True
+        if last:
+            self.transport.write(last)
+        self.transport.close()
+
+    def stalled(self) -> None:
+        log.info("transfer stalled for %gs; closing it", time.monotonic() - self.last_progress)
+        self._finished = True
+        self.transport.abort()
+
+    def _peer_finished(self) -> None:
+        if self._flushing is not None:
+            return  # all bytes are in: the flush's end finishes the upload and closes
+        if not self._finished:  # an upload cut short: keep what came, close
+            self._finished = True
+            self.transport.close()
+
+    def _closed(self, _reason: str) -> None:
+        now = time.monotonic()
+        if self._hasher is not None:
+            self._hasher.stop()
+        self.files.transfers.pop(self, None)
+        if self.upload is not None:
+            self.upload.close(now=now)
+        if self.download is not None:
+            self.download.close()
+        if self._who is not None:
+            self.files.transfer_ended(self._who)
+            self._who = None
+        self.transport.deleteLater()
+        self._on_gone()

@@ -1,0 +1,132 @@
+"""ChatClient.send_file and download against an in-process ChatServer: real sockets,
+the client's own transfer connections, plain and TLS."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from qtchat.client.chat_client import ChatClient, Endpoint
+
+WAIT = 20_000
+MiB = 1 << 20
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _joined(qtbot, make_client, server, name: str, *, tls: bool = False) -> ChatClient:
+    client = make_client(features=("files",))
+    with qtbot.waitSignal(client.registered, timeout=WAIT):
+        client.open(Endpoint("127.0.0.1", server.port, tls=tls), name)
+    assert client.has_feature("files")
+    return client
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_send_a_file_see_it_posted_and_save_it(qtbot, make_server, make_client, tmp_path,
+                                               tls):
+    server = make_server(tls=tls)
+    alice = _joined(qtbot, make_client, server, "Alice", tls=tls)
+    bob = _joined(qtbot, make_client, server, "Bob", tls=tls)
+    data = os.urandom(3 * MiB + 5)
+    source = tmp_path / "holiday photo.jpg"
+    source.write_bytes(data)
+    progress, sent, seen = [], [], []
+    alice.transferProgress.connect(lambda _id, done, total: progress.append((done, total)))
+    alice.fileSent.connect(lambda *args: sent.append(args))
+    bob.messageReceived.connect(seen.append)
+    with qtbot.waitSignals([alice.fileSent, bob.messageReceived], timeout=WAIT):
+        offer_id = alice.send_file(source, text="from the beach", mime="image/jpeg")
+    [(sent_id, file_id, seq)] = sent
+    assert sent_id == offer_id
+    [message] = seen
+    assert message.seq == seq and message.text == "from the beach"
+    assert message.file == {"file": file_id, "name": "holiday photo.jpg", "size": len(data),
+                            "sha256": _sha(data), "mime": "image/jpeg"}
+    assert progress[-1] == (len(data), len(data))
+    saved = tmp_path / "saved" / "photo.jpg"
+    saved.parent.mkdir()
+    with qtbot.waitSignal(bob.fileSaved, timeout=WAIT) as done:
+        transfer_id = bob.download(file_id, saved)
+    assert done.args == [transfer_id, str(saved)]
+    assert _sha(saved.read_bytes()) == _sha(data)
+    assert not saved.with_name("photo.jpg.part").exists()
+
+
+def test_a_download_goes_on_from_its_part_file(qtbot, make_server, make_client, tmp_path):
+    server = make_server()
+    alice = _joined(qtbot, make_client, server, "Alice")
+    data = os.urandom(2 * MiB)
+    source = tmp_path / "a.bin"
+    source.write_bytes(data)
+    with qtbot.waitSignal(alice.fileSent, timeout=WAIT) as sent:
+        alice.send_file(source)
+    file_id = sent.args[1]
+    saved = tmp_path / "copy.bin"
+    saved.with_name("copy.bin.part").write_bytes(data[:MiB + 3])  # what a cut left
+    moved = []
+    alice.transferProgress.connect(lambda _id, done, _total: moved.append(done))
+    with qtbot.waitSignal(alice.fileSaved, timeout=WAIT):
+        alice.download(file_id, saved)
+    assert saved.read_bytes() == data
+    assert min(moved) > MiB + 3  # only the rest came over the network
+
+
+def test_a_part_file_that_does_not_match_is_not_kept(qtbot, make_server, make_client,
+                                                     tmp_path):
+    server = make_server()
+    alice = _joined(qtbot, make_client, server, "Alice")
+    data = os.urandom(100_000)
+    source = tmp_path / "a.bin"
+    source.write_bytes(data)
+    with qtbot.waitSignal(alice.fileSent, timeout=WAIT) as sent:
+        alice.send_file(source)
+    saved = tmp_path / "copy.bin"
+    saved.with_name("copy.bin.part").write_bytes(b"not the start of it")
+    with qtbot.waitSignal(alice.transferFailed, timeout=WAIT) as failed:
+        alice.download(sent.args[1], saved)
+    assert failed.args[1] == "checksum_mismatch"
+    assert not saved.exists() and not saved.with_name("copy.bin.part").exists()
+
+
+def test_refusals_come_back_as_sentences(qtbot, make_server, make_client, tmp_path):
+    server = make_server(max_file_size=1000)
+    alice = _joined(qtbot, make_client, server, "Alice")
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"b" * 1001)
+    with qtbot.waitSignal(alice.transferFailed, timeout=WAIT) as refused:
+        offer_id = alice.send_file(big)
+    assert refused.args[:2] == [offer_id, "file_too_large"]
+    assert "larger than this room allows" in refused.args[2]
+    with qtbot.waitSignal(alice.transferFailed, timeout=WAIT) as gone:
+        alice.download("NoSuchFile123", tmp_path / "x")
+    assert gone.args[1] == "no_such_file"
+
+
+def test_an_upload_cancelled_midway_resumes_under_the_same_id(qtbot, make_server,
+                                                              make_client, tmp_path):
+    server = make_server()
+    alice = _joined(qtbot, make_client, server, "Alice")
+    data = os.urandom(8 * MiB)
+    source = tmp_path / "a.bin"
+    source.write_bytes(data)
+    offer_id = "resume-me"
+
+    def cancel_once(transfer_id: str, _done: int, _total: int) -> None:
+        alice.transferProgress.disconnect(cancel_once)
+        alice.cancel_transfer(transfer_id)
+
+    alice.transferProgress.connect(cancel_once)
+    with qtbot.waitSignal(alice.transferFailed, timeout=WAIT) as cancelled:
+        alice.send_file(source, offer_id=offer_id)
+    assert cancelled.args[:2] == [offer_id, "cancelled"]
+    with qtbot.waitSignal(alice.fileSent, timeout=WAIT) as sent:
+        alice.send_file(source, offer_id=offer_id)
+    saved = tmp_path / "copy.bin"
+    with qtbot.waitSignal(alice.fileSaved, timeout=WAIT):
+        alice.download(sent.args[1], saved)
+    assert saved.read_bytes() == data
