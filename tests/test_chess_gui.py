@@ -201,9 +201,13 @@ def test_the_end_of_a_game_is_a_banner_with_the_pgn_to_save_and_copy(
 def test_the_games_list_shows_running_and_finished_games_and_opens_a_running_one(
         qtbot, server, make_client):
     alice, bob = two_windows(qtbot, make_client, server.port)
-    first, _ = start_game(qtbot, alice, bob)
+    first, (first_white, _) = start_game(qtbot, alice, bob)
     with qtbot.waitSignal(alice.client.gameOver, timeout=WAIT_MS):
-        alice.chess.panels[first].buttons.resign.click()
+        alice.chess.panels[first].buttons.resign.click()  # Alice resigns
+    resigned = "0-1 · Black" if first_white is alice else "1-0 · White"
+    aborted, _ = start_game(qtbot, alice, bob)
+    with qtbot.waitSignal(alice.client.gameOver, timeout=WAIT_MS):
+        alice.chess.panels[aborted].buttons.abort.click()
     second, _ = start_game(qtbot, alice, bob, "/chess Bob 10+5")
     alice.tabs.tabCloseRequested.emit(alice.tabs.indexOf(alice.chess.panels[second]))
     assert second not in alice.chess.panels
@@ -216,7 +220,9 @@ def test_the_games_list_shows_running_and_finished_games_and_opens_a_running_one
     rows = [[tree.topLevelItem(i).text(c) for c in range(3)]
             for i in range(tree.topLevelItemCount())]
     assert rows[0][1] == "Running" and rows[0][2].startswith("10+5")
-    assert rows[1][1] == "Finished" and rows[1][2].endswith("won by resignation")
+    assert [row[1:] for row in rows[1:]] == [  # the newest finished game first
+        ["Finished", "* · Game aborted"],
+        ["Finished", f"{resigned} won by resignation"]]
     item = tree.topLevelItem(0)
     qtbot.waitExposed(alice.chess.games_dialog)
     # A double-click is a press, a release, then the second press as a DblClick event.

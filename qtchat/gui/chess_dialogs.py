@@ -241,7 +241,7 @@ class GamesDialog(QDialog):
             item.setData(0, self.RUNNING_ROLE, True)
             item.setToolTip(0, "Double-click to open the board")
             self.tree.addTopLevelItem(item)
-        for entry in reversed(finished):  # the newest first
+        for entry in finished:  # newest first, as the host lists them
             item = QTreeWidgetItem([f"{entry['white']} – {entry['black']}", "Finished",
                                     f"{entry['result']} · "
                                     f"{result_sentence(entry['result'], entry['reason'])}"])
