@@ -144,6 +144,16 @@ def test_challenge_to_chess_from_a_members_menu_through_the_dialog(qtbot, server
     alice, bob = two_windows(qtbot, make_client, server.port)
     menu = bob.members_panel.menu_for("Alice")
     assert [a.text() for a in menu.actions()] == ["Whisper", "Challenge to chess…"]
+    assert menu.actions()[1].isEnabled()
+    assert not bob.members_panel.menu_for("Bob").actions()[1].isEnabled()  # not yourself
+    # An app that did not ask for chess has nobody to challenge.
+    carol_client = make_client()
+    with qtbot.waitSignal(carol_client.registered, timeout=WAIT_MS) as registered:
+        carol_client.open(Endpoint("127.0.0.1", server.port), "Carol")
+    carol = ChatWindow(carol_client)
+    qtbot.addWidget(carol)
+    carol._on_registered(registered.args[0])
+    assert not carol.members_panel.menu_for("Alice").actions()[1].isEnabled()
     menu.actions()[1].trigger()
     dialogs = bob.findChildren(ChallengeDialog)
     assert len(dialogs) == 1

@@ -76,6 +76,9 @@ class ChessGames(QObject):
         center.insertWidget(center.indexOf(window.reconnect_bar), self.challenge_bar)
         window.tabs.currentChanged.connect(self._update_bar)
         window.members_panel.challengeRequested.connect(self.challenge)
+        window.members_panel.can_challenge = lambda name: (
+            self.window.client.has_feature(pc.FEATURE)
+            and name.casefold() != self.me.casefold())
         self.games_action = QAction("&Games…", window)
         self.games_action.setStatusTip("Your chess games: running and finished")
         self.games_action.triggered.connect(self.show_games)

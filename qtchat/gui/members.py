@@ -13,7 +13,7 @@ Signals of ``MembersPanel``:
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import IntEnum
 from typing import Any
 
@@ -175,6 +175,9 @@ class MembersPanel(QWidget):
         # row's size (200 people arriving at once: 40,000 calls, the window stalled).
         self.view.setUniformItemSizes(True)
         self.view.doubleClicked.connect(self._double_clicked)
+        # Whether "Challenge to chess…" applies to a name (the chess module sets it: not
+        # yourself, and only on a host that plays chess).
+        self.can_challenge: Callable[[str], bool] = lambda _name: False
         self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.view.customContextMenuRequested.connect(self._context_menu)
         layout = QVBoxLayout(self)
@@ -203,7 +206,9 @@ class MembersPanel(QWidget):
         """A member's context menu: Whisper, Challenge to chess…."""
         menu = QMenu(self)
         menu.addAction("Whisper", lambda: self.memberActivated.emit(name))
-        menu.addAction("Challenge to chess…", lambda: self.challengeRequested.emit(name))
+        challenge = menu.addAction("Challenge to chess…",
+                                   lambda: self.challengeRequested.emit(name))
+        challenge.setEnabled(self.can_challenge(name))
         return menu
 
     @Slot(QPoint)
