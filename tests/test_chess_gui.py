@@ -5,12 +5,20 @@ resignation ending it for both. Two ``ChatWindow``s on a real server on 127.0.0.
 
 from __future__ import annotations
 
+import io
+import time
+
+import chess
+import chess.pgn
 import pytest
 from gui_harness import WAIT_MS
-from test_commands import lobby, notices, type_line
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QGuiApplication
+from test_commands import lobby, notices, private, type_line
 
 from qtchat.client.chat_client import Endpoint
-from qtchat.gui.chess_board import ChessPanel
+from qtchat.gui.chess_board import ChessPanel, format_clock
+from qtchat.gui.chess_dialogs import ChallengeDialog
 from qtchat.gui.chess_games import parse_time_control
 from qtchat.gui.commands import CommandError
 from qtchat.gui.main_window import ChatWindow
@@ -67,3 +75,207 @@ def test_time_controls_as_players_write_them():
     for wrong in ("5", "181+0", "5+181", "five"):
         with pytest.raises(CommandError):
             parse_time_control(wrong)
+
+
+# --- the challenge bar, the member menu, the banner, the Games list, the clocks --------
+
+
+def two_windows(qtbot, make_client, port: int) -> tuple[ChatWindow, ChatWindow]:
+    alice = chess_window(qtbot, make_client, port, "Alice")
+    bob = chess_window(qtbot, make_client, port, "Bob")
+    qtbot.waitUntil(lambda: "Bob" in lobby(alice).members.names(), timeout=WAIT_MS)
+    return alice, bob
+
+
+def start_game(qtbot, alice: ChatWindow, bob: ChatWindow, line: str = "/chess Bob 5+3"):
+    """Alice challenges, Bob accepts with the bar's button; (white, black) windows."""
+    before = set(alice.chess.panels)
+    bob.show_conversation(lobby(bob))  # the bar is the lobby's, where the offer was made
+    alice.show_conversation(lobby(alice))
+    type_line(qtbot, alice, line)
+    qtbot.waitUntil(lambda: bob.chess.challenge_bar.isVisible(), timeout=WAIT_MS)
+    bob.chess.challenge_bar.accept_button.click()
+    qtbot.waitUntil(lambda: bool(set(alice.chess.panels) - before
+                                 and set(bob.chess.panels) - before), timeout=WAIT_MS)
+    game = next(iter(set(alice.chess.panels) - before))
+    snapshot = alice.chess.snapshots[game]
+    return game, ((alice, bob) if snapshot["white"] == "Alice" else (bob, alice))
+
+
+def play(qtbot, window: ChatWindow, game: str, san: str) -> None:
+    other_count = len(window.chess.snapshots[game]["moves"]) + 1
+    entry = window.chess.panels[game].entry
+    qtbot.keyClicks(entry, san)
+    qtbot.keyClick(entry, "\r")
+    qtbot.waitUntil(lambda: len(window.chess.snapshots[game]["moves"]) == other_count,
+                    timeout=WAIT_MS)
+
+
+def test_a_challenge_shows_a_bar_with_accept_and_decline_in_its_conversation(
+        qtbot, server, make_client):
+    alice, bob = two_windows(qtbot, make_client, server.port)
+    bar = bob.chess.challenge_bar
+    assert not bar.isVisible()
+    type_line(qtbot, alice, "/chess Bob 3+2")
+    qtbot.waitUntil(bar.isVisible, timeout=WAIT_MS)
+    assert bar.label.text() == "Alice challenges you to chess (3+2, you play a colour drawn " \
+                               "by lot)."
+    assert not alice.chess.challenge_bar.isVisible()  # the challenger has nothing to answer
+    # Another conversation in front: the bar is the lobby's, so it goes; back, it returns.
+    type_line(qtbot, bob, "/join Den")
+    qtbot.waitUntil(lambda: bob.current() is not None and bob.current().title == "Den",
+                    timeout=WAIT_MS)
+    assert not bar.isVisible()
+    bob.show_conversation(lobby(bob))
+    assert bar.isVisible()
+    with qtbot.waitSignal(alice.client.gameOfferEnded, timeout=WAIT_MS) as ended:
+        bar.decline_button.click()
+    assert ended.args[0].reason == "declined"
+    assert not bar.isVisible()
+    qtbot.waitUntil(lambda: any("chess offer declined" in text
+                                for text in notices(lobby(alice).model)), timeout=WAIT_MS)
+    # A second challenge, accepted with the bar: a board on both sides.
+    game, _players = start_game(qtbot, alice, bob)
+    assert not bar.isVisible()
+    assert bob.tabs.currentWidget() is bob.chess.panels[game]
+
+
+def test_challenge_to_chess_from_a_members_menu_through_the_dialog(qtbot, server, make_client):
+    alice, bob = two_windows(qtbot, make_client, server.port)
+    menu = bob.members_panel.menu_for("Alice")
+    assert [a.text() for a in menu.actions()] == ["Whisper", "Challenge to chess…"]
+    assert menu.actions()[1].isEnabled()
+    assert not bob.members_panel.menu_for("Bob").actions()[1].isEnabled()  # not yourself
+    # An app that did not ask for chess has nobody to challenge.
+    carol_client = make_client()
+    with qtbot.waitSignal(carol_client.registered, timeout=WAIT_MS) as registered:
+        carol_client.open(Endpoint("127.0.0.1", server.port), "Carol")
+    carol = ChatWindow(carol_client)
+    qtbot.addWidget(carol)
+    carol._on_registered(registered.args[0])
+    assert not carol.members_panel.menu_for("Alice").actions()[1].isEnabled()
+    menu.actions()[1].trigger()
+    dialogs = bob.findChildren(ChallengeDialog)
+    assert len(dialogs) == 1
+    dialog = dialogs[0]
+    presets = [dialog.time_control.itemText(i) for i in range(dialog.time_control.count())]
+    assert [text.split()[0] for text in presets] == ["Untimed", "1+0", "3+2", "5+3", "10+5",
+                                                    "15+10", "30+0"]
+    dialog.color.setCurrentIndex(dialog.color.findData("black"))
+    dialog.time_control.setCurrentIndex(2)  # 3+2
+    dialog.ok_button.click()
+    bar = alice.chess.challenge_bar
+    qtbot.waitUntil(bar.isVisible, timeout=WAIT_MS)
+    assert bar.label.text() == "Bob challenges you to chess (3+2, you play white)."
+    bar.accept_button.click()
+    qtbot.waitUntil(lambda: bool(alice.chess.snapshots), timeout=WAIT_MS)
+    snapshot = next(iter(alice.chess.snapshots.values()))
+    assert (snapshot["white"], snapshot["black"]) == ("Alice", "Bob")
+    assert snapshot["white_ms"] == snapshot["black_ms"] == 180_000
+    # Whisper in the same menu opens the private conversation.
+    bob.members_panel.menu_for("Alice").actions()[0].trigger()
+    qtbot.waitUntil(lambda: private(bob, "Alice") is not None, timeout=WAIT_MS)
+
+
+def test_the_end_of_a_game_is_a_banner_with_the_pgn_to_save_and_copy(
+        qtbot, server, make_client, tmp_path):
+    alice, bob = two_windows(qtbot, make_client, server.port)
+    game, (white, black) = start_game(qtbot, alice, bob)
+    banner_of = white.chess.banners.get
+    for window, san in ((white, "f3"), (black, "e5"), (white, "g4")):
+        play(qtbot, window, game, san)
+    assert banner_of(game) is None
+    with qtbot.waitSignal(white.client.gameOver, timeout=WAIT_MS):
+        play(qtbot, black, game, "Qh4#")
+    for window in (white, black):
+        qtbot.waitUntil(lambda w=window: game in w.chess.banners
+                        and w.chess.banners[game].isVisible(), timeout=WAIT_MS)
+        banner = window.chess.banners[game]
+        assert banner.label.text() == "Black won by checkmate"
+        assert banner.detail.text() == f"{white.me} – {black.me} · 0-1 · 2 moves"
+    banner = white.chess.banners[game]
+    banner.copy_button.click()
+    copied = QGuiApplication.clipboard().text()
+    assert "Qh4#" in copied and '[Result "0-1"]' in copied
+    banner.save_button.click()
+    dialog = banner.save_dialog
+    assert dialog is not None and dialog.isVisible()
+    target = tmp_path / "fools-mate.pgn"
+    dialog.selectFile(str(target))
+    dialog.accept()
+    game_read = chess.pgn.read_game(io.StringIO(target.read_text(encoding="utf-8")))
+    final = game_read.end().board()
+    assert final.is_checkmate() and final.fen() == white.chess.snapshots[game]["fen"]
+
+
+def test_the_games_list_shows_running_and_finished_games_and_opens_a_running_one(
+        qtbot, server, make_client):
+    alice, bob = two_windows(qtbot, make_client, server.port)
+    first, (first_white, _) = start_game(qtbot, alice, bob)
+    with qtbot.waitSignal(alice.client.gameOver, timeout=WAIT_MS):
+        alice.chess.panels[first].buttons.resign.click()  # Alice resigns
+    resigned = "0-1 · Black" if first_white is alice else "1-0 · White"
+    aborted, _ = start_game(qtbot, alice, bob)
+    with qtbot.waitSignal(alice.client.gameOver, timeout=WAIT_MS):
+        alice.chess.panels[aborted].buttons.abort.click()
+    second, _ = start_game(qtbot, alice, bob, "/chess Bob 10+5")
+    alice.tabs.tabCloseRequested.emit(alice.tabs.indexOf(alice.chess.panels[second]))
+    assert second not in alice.chess.panels
+    menu_texts = [a.text() for m in alice.menuBar().actions() if m.menu()
+                  for a in m.menu().actions()]
+    assert "&Games…" in menu_texts
+    with qtbot.waitSignal(alice.client.gameList, timeout=WAIT_MS):
+        alice.chess.games_action.trigger()
+    tree = alice.chess.games_dialog.tree
+    rows = [[tree.topLevelItem(i).text(c) for c in range(3)]
+            for i in range(tree.topLevelItemCount())]
+    assert rows[0][1] == "Running" and rows[0][2].startswith("10+5")
+    assert [row[1:] for row in rows[1:]] == [  # the newest finished game first
+        ["Finished", "* · Game aborted"],
+        ["Finished", f"{resigned} won by resignation"]]
+    item = tree.topLevelItem(0)
+    qtbot.waitExposed(alice.chess.games_dialog)
+    # A double-click is a press, a release, then the second press as a DblClick event.
+    qtbot.mouseClick(tree.viewport(), Qt.MouseButton.LeftButton,
+                     pos=tree.visualItemRect(item).center())
+    qtbot.mouseDClick(tree.viewport(), Qt.MouseButton.LeftButton,
+                      pos=tree.visualItemRect(item).center())
+    assert second in alice.chess.panels
+    assert alice.tabs.currentWidget() is alice.chess.panels[second]
+    assert not alice.chess.games_dialog.isVisible()
+    # The reopened board is live: the host's next move arrives on it.
+    white = alice if alice.chess.snapshots[second]["white"] == "Alice" else bob
+    play(qtbot, white, second, "e4")
+    qtbot.waitUntil(lambda: alice.chess.panels[second].moves.count() == 1, timeout=WAIT_MS)
+
+
+def test_the_clocks_shown_match_the_servers_figures_within_100_ms(qtbot, server, make_client):
+    alice, bob = two_windows(qtbot, make_client, server.port)
+    game, (white, black) = start_game(qtbot, alice, bob, "/chess Bob 1+0")
+    received: list[tuple[float, object]] = []
+    black.client.gameMoved.connect(lambda frame: received.append((time.monotonic(), frame)))
+    play(qtbot, white, game, "e4")
+    qtbot.waitUntil(lambda: bool(received), timeout=WAIT_MS)
+    at, frame = received[-1]
+    clocks = black.chess.panels[game].clocks
+    assert frame.turn == "black"
+    # Let Black's clock run a visible while (its labels tick each 100 ms).
+    first = clocks.labels[chess.BLACK].text()
+    qtbot.waitUntil(lambda: clocks.labels[chess.BLACK].text() != first, timeout=WAIT_MS)
+    for _ in range(3):
+        label_text = clocks.labels[chess.BLACK].text()
+        expected = frame.black_ms - (time.monotonic() - at) * 1000
+        shown = clocks.shown_ms(chess.BLACK)
+        assert abs(shown - expected) <= 100
+        # The label shows that figure (to its resolution, a second above ten seconds).
+        low = _label_ms(label_text)
+        assert low - 100 <= expected <= low + 1000 + 100
+        assert clocks.labels[chess.WHITE].text() == format_clock(frame.white_ms)
+        qtbot.waitUntil(lambda t=label_text: clocks.labels[chess.BLACK].text() != t,
+                        timeout=WAIT_MS)
+
+
+def _label_ms(text: str) -> int:
+    """'0:58' → 58000, '0:09.4' → 9400: the lowest figure a clock label stands for."""
+    minutes, seconds = text.split(":")[-2:]
+    return int(minutes) * 60_000 + round(float(seconds) * 1000)

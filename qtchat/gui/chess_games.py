@@ -6,21 +6,35 @@ by each ``game_moved``); a game opens as a tab holding a ``ChessPanel`` when it 
 (or when a resume brings it again). The board's ``moveChosen`` and buttons go to the
 host; nothing on the board changes until the host answers with the move.
 
-An offer to you is a notice in the lobby saying how to answer (``/chess accept`` or
-``/chess decline``); the end of a game is a notice there too, and the panel stays open
-on the final position until its tab is closed.
+An offer to you is a notice in the conversation it came from (its room, else the
+lobby), a bar with Accept / Decline above the message box while that conversation is in
+front (``/chess accept`` or ``/chess decline`` answer too), and a notification when the
+window is not active. "Challenge to chess…" in a member's context menu opens the
+challenge dialog (colour, time control). The end of a game is a notice, and a banner
+on the panel (result in words, "Save PGN…", "Copy PGN"); the panel stays open on the
+final position until its tab is closed. Chat ▸ Games… lists the host's ``game_list``.
 """
 
 from __future__ import annotations
 
+import html
 import re
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, Slot
-from PySide6.QtWidgets import QWidget
+from PySide6.QtCore import QObject, Qt, Slot
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QApplication, QSystemTrayIcon, QWidget
 
 from qtchat import protocol as p
 from qtchat.gui.chess_board import ChessPanel
+from qtchat.gui.chess_dialogs import (
+    ChallengeBar,
+    ChallengeDialog,
+    GameOverBanner,
+    GamesDialog,
+    clock_words,
+    result_sentence,
+)
 from qtchat.gui.commands import CommandContext, CommandError, command
 from qtchat.gui.models import ConversationKind, NoticeKind
 from qtchat.protocol import chess as pc
@@ -53,6 +67,25 @@ class ChessGames(QObject):
         self.snapshots: dict[str, dict[str, Any]] = {}
         self.panels: dict[str, ChessPanel] = {}
         self.offers: dict[str, pc.GameOffered] = {}  # offers to us, oldest first
+        self.banners: dict[str, GameOverBanner] = {}
+        self.games_dialog: GamesDialog | None = None
+        # The challenge bar sits just above the reconnect bar (both above the input).
+        self.challenge_bar = ChallengeBar()
+        self.challenge_bar.answered.connect(self._answer)
+        center = window.reconnect_bar.parentWidget().layout()
+        center.insertWidget(center.indexOf(window.reconnect_bar), self.challenge_bar)
+        window.tabs.currentChanged.connect(self._update_bar)
+        window.members_panel.challengeRequested.connect(self.challenge)
+        window.members_panel.can_challenge = lambda name: (
+            self.window.client.has_feature(pc.FEATURE)
+            and name.casefold() != self.me.casefold())
+        self.games_action = QAction("&Games…", window)
+        self.games_action.setStatusTip("Your chess games: running and finished")
+        self.games_action.triggered.connect(self.show_games)
+        for menu_action in window.menuBar().actions():
+            if menu_action.menu() is not None and window.settings_action in \
+                    menu_action.menu().actions():
+                menu_action.menu().insertAction(window.settings_action, self.games_action)
         client = window.client
         client.gameOffered.connect(self._offered)
         client.gameOfferEnded.connect(self._offer_ended)
@@ -60,36 +93,141 @@ class ChessGames(QObject):
         client.gameMoved.connect(self._moved)
         client.gameDraw.connect(self._draw)
         client.gameOver.connect(self._over)
+        client.gameList.connect(self._listed)
         window.tabs.tabCloseRequested.connect(self._close_tab)
 
     @property
     def me(self) -> str:
         return self.window.client.name
 
-    def _notice(self, text: str, kind: NoticeKind = NoticeKind.INFO) -> None:
-        lobby = self.window.conversation(ConversationKind.ROOM, p.LOBBY)
-        if lobby is not None:
-            lobby.model.add_notice(text, kind)
+    def _notice(self, text: str, kind: NoticeKind = NoticeKind.INFO,
+                room: str | None = None) -> None:
+        conv = None
+        if room is not None:
+            conv = self.window.conversation(ConversationKind.ROOM, room, create=False)
+        if conv is None:
+            conv = self.window.conversation(ConversationKind.ROOM, p.LOBBY)
+        if conv is not None:
+            conv.model.add_notice(text, kind)
+
+    def _offer_view(self, offer: pc.GameOffered) -> QWidget | None:
+        """The tab an offer came from: its room if we are in it, else the lobby."""
+        conv = None
+        if offer.room is not None:
+            conv = self.window.conversation(ConversationKind.ROOM, offer.room, create=False)
+        if conv is None:
+            conv = self.window.conversation(ConversationKind.ROOM, p.LOBBY, create=False)
+        return conv.view if conv is not None else None
+
+    @Slot()
+    def _update_bar(self, _index: int = -1) -> None:
+        """The latest offer made in the conversation in front, or no bar."""
+        current = self.window.tabs.currentWidget()
+        for game, offer in reversed(self.offers.items()):
+            if current is not None and self._offer_view(offer) is current:
+                self.challenge_bar.show_offer(game, self._offer_text(offer))
+                return
+        self.challenge_bar.clear()
+
+    @staticmethod
+    def _offer_text(offer: pc.GameOffered) -> str:
+        yours = {"white": "black", "black": "white"}.get(offer.color, "a colour drawn by lot")
+        return (f"{offer.sender} challenges you to chess ({clock_words(offer.clock)}, "
+                f"you play {yours}).")
+
+    @Slot(str, bool)
+    def _answer(self, game: str, accept: bool) -> None:
+        client = self.window.client
+        (client.accept_game if accept else client.decline_game)(game)
+        self.offers.pop(game, None)  # the host's game_offer_ended or game_started follows
+        self._update_bar()
+
+    def _notify(self, title: str, text: str) -> None:
+        window = self.window
+        if window.isActiveWindow():
+            return
+        QApplication.alert(window)
+        if window.tray is not None and QSystemTrayIcon.supportsMessages():
+            # Notification servers may render a subset of HTML: escape peer text.
+            window.tray.showMessage(html.escape(title), html.escape(text),
+                                    QSystemTrayIcon.MessageIcon.Information, 8000)
+
+    @Slot(str)
+    def challenge(self, name: str) -> ChallengeDialog | None:
+        """"Challenge to chess…": the dialog, then the offer (in the room in front)."""
+        if name.casefold() == self.me.casefold():
+            return None
+        dialog = ChallengeDialog(name, self.window)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+
+        def send() -> None:
+            color, initial, increment = dialog.choice()
+            conv = self.window.current()
+            room = conv.title if conv is not None and conv.kind == ConversationKind.ROOM \
+                else None
+            if room is not None and room.casefold() == p.LOBBY:
+                room = None
+            if not self.window.client.offer_game(name, room=room, color=color,
+                                                 initial=initial, increment=increment):
+                self._notice("Not connected: try the challenge again once the host is back.",
+                             NoticeKind.ERROR)
+        dialog.accepted.connect(send)
+        dialog.open()
+        return dialog
+
+    @Slot()
+    def show_games(self) -> GamesDialog:
+        """Chat ▸ Games…: a dialog filled from the host's answer to ``game_list``."""
+        if self.games_dialog is None:
+            self.games_dialog = GamesDialog(self.window)
+            self.games_dialog.openGame.connect(self.open_game)
+        self.games_dialog.status.setText("Asking the host…")
+        self.window.client.list_games()
+        self.games_dialog.open()
+        return self.games_dialog
+
+    @Slot(object)
+    def _listed(self, frame: pc.GameListAnswer) -> None:
+        self._listed_games = {entry["game"]: entry for entry in frame.games}
+        if self.games_dialog is not None:
+            self.games_dialog.fill(frame.games, frame.finished)
+
+    @Slot(str)
+    def open_game(self, game: str) -> None:
+        """Bring a running game's tab to the front, opening it from the list if closed."""
+        panel = self.panels.get(game)
+        if panel is None:
+            entry = getattr(self, "_listed_games", {}).get(game)
+            if entry is None:
+                return
+            snapshot = dict(entry)
+            snapshot["state"] = "adjourned" if entry.get("adjourned") else "running"
+            snapshot.setdefault("draw_offer_from", None)
+            self.snapshots[game] = snapshot
+            panel = self._open_panel(game, snapshot)
+            panel.apply_snapshot(snapshot, self.me)
+        self.window.tabs.setCurrentWidget(panel)
 
     # --- what the host says ----------------------------------------------------------
 
     @Slot(object)
     def _offered(self, offer: pc.GameOffered) -> None:
-        clock = offer.clock
-        control = (f"{clock['initial'] // 60}+{clock['increment']}" if clock["initial"]
-                   else "untimed")
+        control = clock_words(offer.clock)
         if offer.sender == self.me:
             self._notice(f"You challenged {offer.to} to chess ({control}); the offer lasts "
-                         f"{offer.expires} s.")
+                         f"{offer.expires} s.", room=offer.room)
             return
         self.offers[offer.game] = offer
-        yours = {"white": "black", "black": "white"}.get(offer.color, "a colour drawn by lot")
-        self._notice(f"{offer.sender} challenges you to chess ({control}, you play {yours}): "
-                     "type /chess accept or /chess decline.")
+        text = self._offer_text(offer)
+        self._notice(f"{text[:-1]}: answer with the bar below, or type /chess accept or "
+                     "/chess decline.", room=offer.room)
+        self._update_bar()
+        self._notify(f"Chess challenge from {offer.sender}", text)
 
     @Slot(object)
     def _offer_ended(self, ended: pc.GameOfferEnded) -> None:
         offer = self.offers.pop(ended.game, None)
+        self._update_bar()
         if ended.reason != "accepted":
             who = offer.sender if offer is not None else "The chess offer"
             self._notice(f"{who}: chess offer {ended.reason}.")
@@ -97,6 +235,7 @@ class ChessGames(QObject):
     @Slot(object)
     def _started(self, frame: pc.GameStarted) -> None:
         self.offers.pop(frame.game, None)
+        self._update_bar()
         snapshot = frame.to_wire()
         snapshot["state"] = "adjourned" if frame.adjourned else "running"
         self.snapshots[frame.game] = snapshot
@@ -134,8 +273,21 @@ class ChessGames(QObject):
             snapshot.update(state="finished", result=frame.result, reason=frame.reason)
             self.panels[frame.game].apply_snapshot(snapshot, self.me)
             snapshot["pgn"] = frame.pgn
+            self._show_banner(frame, snapshot)
         self._notice(f"Chess: {_RESULT_WORDS.get(frame.result, frame.result)} "
                      f"({frame.result}, {frame.reason.replace('_', ' ')}).")
+
+    def _show_banner(self, frame: pc.GameOver, snapshot: dict[str, Any]) -> None:
+        """"Black won by checkmate" over the final position, with the PGN to keep."""
+        panel = self.panels[frame.game]
+        banner = self.banners.get(frame.game)
+        if banner is None:
+            banner = self.banners[frame.game] = GameOverBanner(panel)
+            panel.layout().insertWidget(0, banner)
+        moves = len(snapshot.get("moves") or [])
+        banner.show_result(result_sentence(frame.result, frame.reason),
+                           f"{snapshot['white']} – {snapshot['black']} · {frame.result} · "
+                           f"{(moves + 1) // 2} moves", frame.pgn)
 
     # --- the tab -----------------------------------------------------------------------
 
@@ -171,6 +323,7 @@ class ChessGames(QObject):
             if panel is widget:
                 self.window.tabs.removeTab(index)
                 del self.panels[game]
+                self.banners.pop(game, None)
                 self.snapshots.pop(game, None)
                 panel.deleteLater()
                 return

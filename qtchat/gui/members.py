@@ -5,19 +5,29 @@ Each open room has its own ``MemberModel`` (kept in its ``Conversation``); the o
 a private conversation, which has nobody to list (the messages get the room).
 
 Signals of ``MembersPanel``:
-    memberActivated(str name): a member was double-clicked (the window opens a
-        private conversation with them).
+    memberActivated(str name): a member was double-clicked, or "Whisper" chosen in
+        their context menu (the window opens a private conversation with them).
+    challengeRequested(str name): "Challenge to chess…" in a member's context menu.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import IntEnum
 from typing import Any
 
-from PySide6.QtCore import QAbstractListModel, QByteArray, QModelIndex, QObject, Qt, Signal, Slot
-from PySide6.QtWidgets import QLabel, QListView, QVBoxLayout, QWidget
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QByteArray,
+    QModelIndex,
+    QObject,
+    QPoint,
+    Qt,
+    Signal,
+    Slot,
+)
+from PySide6.QtWidgets import QLabel, QListView, QMenu, QVBoxLayout, QWidget
 
 from qtchat.gui.models import _LIST_ITEM_FLAGS, _USER_ROLE, _ParentIndex, _role_names, sender_color
 
@@ -184,6 +194,7 @@ class MembersPanel(QWidget):
     """
 
     memberActivated = Signal(str)
+    challengeRequested = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -195,6 +206,11 @@ class MembersPanel(QWidget):
         # row's size (200 people arriving at once: 40,000 calls, the window stalled).
         self.view.setUniformItemSizes(True)
         self.view.doubleClicked.connect(self._double_clicked)
+        # Whether "Challenge to chess…" applies to a name (the chess module sets it: not
+        # yourself, and only on a host that plays chess).
+        self.can_challenge: Callable[[str], bool] = lambda _name: False
+        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.view.customContextMenuRequested.connect(self._context_menu)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.label)
@@ -216,3 +232,20 @@ class MembersPanel(QWidget):
         name = index.data(MemberRoles.Name)
         if isinstance(name, str):
             self.memberActivated.emit(name)
+
+    def menu_for(self, name: str) -> QMenu:
+        """A member's context menu: Whisper, Challenge to chess…."""
+        menu = QMenu(self)
+        menu.addAction("Whisper", lambda: self.memberActivated.emit(name))
+        challenge = menu.addAction("Challenge to chess…",
+                                   lambda: self.challengeRequested.emit(name))
+        challenge.setEnabled(self.can_challenge(name))
+        return menu
+
+    @Slot(QPoint)
+    def _context_menu(self, pos: QPoint) -> None:
+        name = self.view.indexAt(pos).data(MemberRoles.Name)
+        if isinstance(name, str):
+            menu = self.menu_for(name)
+            menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            menu.popup(self.view.viewport().mapToGlobal(pos))
