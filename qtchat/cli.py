@@ -106,6 +106,9 @@ def add_server_options(parser: argparse.ArgumentParser, *, headless: bool) -> No
                              "(default 1 MiB)")
     limits.add_argument("--history-retention", type=_count, default=10_000,
                         help="messages kept per room (default 10000)")
+    limits.add_argument("--edit-window", type=_positive_float, default=15.0, metavar="MINUTES",
+                        help="how long authors may edit or delete their messages (default "
+                             "15; 0: never)")
     if headless:
         parser.add_argument("--host", default="0.0.0.0",
                             help="address to listen on (default 0.0.0.0: every IPv4 interface; "

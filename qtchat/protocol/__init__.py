@@ -58,6 +58,7 @@ ERROR_CODES = frozenset(
         "server_full",
         "too_many_rooms",  # qtchat's extension: join past the room limits (docs/protocol.md)
         "storage_error",  # qtchat's extension: a message the host could not store (disk full)
+        "not_permitted", "no_such_message", "edit_window_expired",  # edit (features §7)
     }
 )
 LEAVE_REASONS = frozenset({"quit", "left", "disconnected", "timeout", "kicked"})
@@ -538,12 +539,16 @@ def _check_fields(obj: Mapping[str, Any], required: Mapping[str, Callable[[objec
 
 def _text(value: object) -> str:
     # Bounded by the frame size; the server's own limit may be raised by its host.
-    return _string(value, MAX_FRAME_BYTES)
+    # Empty only for a deleted message's tombstone (features §7).
+    return _string(value, MAX_FRAME_BYTES, empty=True)
 
 
 _MESSAGE_FIELDS = {"seq": _seq, "ts": _short_str, "from": _name_str, "text": _text}
-_BROADCAST = ({**_MESSAGE_FIELDS, "room": _name_str}, {"id": _short_str})
-_WHISPER = ({**_MESSAGE_FIELDS, "to": _name_str}, {"id": _short_str})
+# An edited message carries ``edited`` (when), a deleted one ``deleted`` {by, ts} (§7).
+_CHANGES = {"id": _short_str, "edited": _short_str,
+            "deleted": lambda v: _shape({"by": _name_str, "ts": _short_str})(v)}
+_BROADCAST = ({**_MESSAGE_FIELDS, "room": _name_str}, _CHANGES)
+_WHISPER = ({**_MESSAGE_FIELDS, "to": _name_str}, _CHANGES)
 _messages = _list_of(_shape(*_BROADCAST), MAX_MESSAGES_LISTED)
 _members = _list_of(_name_str, MAX_MEMBERS_LISTED)
 _server_info = _shape(
@@ -762,3 +767,7 @@ def utc_timestamp(when: datetime | None = None) -> str:
     """UTC, ISO 8601 with milliseconds and ``Z``: the ``ts`` of a message."""
     when = when or datetime.now(UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+# The frames of the negotiated features register themselves into the tables above.
+from qtchat.protocol import living as _living  # noqa: E402,F401  (registers its frames)

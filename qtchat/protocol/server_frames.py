@@ -72,6 +72,8 @@ class Message:
     room: str | None = None
     to: str | None = None
     id: str | None = None
+    edited: str | None = None  # the last edit's time (features §7)
+    deleted: dict[str, str] | None = None  # a tombstone's {by, ts}; its text is ""
 
     @property
     def type(self) -> str:
@@ -92,6 +94,10 @@ class Message:
         body["text"] = self.text
         if self.id is not None:
             body["id"] = self.id
+        if self.edited is not None:
+            body["edited"] = self.edited
+        if self.deleted is not None:
+            body["deleted"] = self.deleted
         return body
 
     def encode(self) -> bytes:
@@ -102,7 +108,8 @@ class Message:
         if client_id is None:
             return self
         return Message(seq=self.seq, ts=self.ts, sender=self.sender, text=self.text,
-                       room=self.room, to=self.to, id=client_id)
+                       room=self.room, to=self.to, id=client_id, edited=self.edited,
+                       deleted=self.deleted)
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, Any]) -> Message:
@@ -113,7 +120,7 @@ class Message:
         """
         return cls(seq=obj["seq"], ts=obj["ts"], sender=obj["from"], text=obj["text"],
                    room=obj.get("room") if "to" not in obj else None, to=obj.get("to"),
-                   id=obj.get("id"))
+                   id=obj.get("id"), edited=obj.get("edited"), deleted=obj.get("deleted"))
 
 
 SERVER_FRAME_TYPES["broadcast"] = Message
@@ -163,6 +170,7 @@ class Registered(ServerFrame):
     resumed: bool | None = None
     gap: bool | None = None
     features: list[str] | None = None
+    statuses: dict[str, dict[str, str]] | None = None  # presence (features §5)
 
 
 @server_frame
@@ -193,11 +201,13 @@ class Joined(ServerFrame):
     room: str
     users: list[str]
     history: list[Message]
+    statuses: dict[str, dict[str, str]] | None = None  # presence (features §5)
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, Any]) -> Joined:
         return cls(room=obj["room"], users=obj["users"],
-                   history=[Message.from_wire(m) for m in obj["history"]])
+                   history=[Message.from_wire(m) for m in obj["history"]],
+                   statuses=obj.get("statuses"))
 
 
 @server_frame

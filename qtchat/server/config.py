@@ -41,6 +41,7 @@ _LIMIT_FLAGS = {
     "idle_timeout": "--idle-timeout",
     "send_queue_bytes": "--send-queue-bytes",
     "history_retention": "--history-retention",
+    "edit_window": "--edit-window",
 }
 # Fields with no flag: the protocol's own limits and the server's tuning, which a person
 # hosting a room has no reason to change (tests and benchmarks set them in code).
@@ -77,6 +78,7 @@ class ServerConfig:
     tls: bool = False
     listen_backlog: int = 1024
     host_user: str | None = None  # the name of the person hosting the room, if any
+    edit_window: float = 15.0  # minutes authors may edit or delete (0: never; features §7)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, host: str = "0.0.0.0", *,

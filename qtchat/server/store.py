@@ -143,6 +143,22 @@ def _migrate(db: sqlite3.Connection, path: Path | None) -> None:
         db.execute("COMMIT")
 
 
+# What reads add for edits and deletes (schema version 2's message_changes).
+_CHANGES = "LEFT JOIN message_changes c ON c.seq=m.seq"
+_CHANGED = "c.edited_ts, c.deleted_by, c.deleted_ts"
+_NOT_DELETED = "AND text<>''"  # a tombstone's text is '' (a message's never is)
+
+
+def _changed(edited_ts: str | None, deleted_by: str | None,
+             deleted_ts: str | None) -> dict[str, Any]:
+    """The ``Message`` fields of a row's ``_CHANGED`` columns."""
+    if deleted_ts is not None:
+        return {"deleted": {"by": deleted_by or "", "ts": deleted_ts}}
+    if edited_ts is not None:
+        return {"edited": edited_ts}
+    return {}
+
+
 class StoreLocked(Exception):
     """Another process (another qtchat server) has this database open."""
 
@@ -284,6 +300,7 @@ class MessageStore:
             self._db.execute("SELECT key, pruned_upto FROM rooms").fetchall()
         )
         self._over: set[str] = set()
+        self._changed = False  # an edit or delete is in the open transaction
         self._closed = False
         self._db.execute("BEGIN")
 
@@ -349,9 +366,10 @@ class MessageStore:
         session and room changes wait for the next commit. The store is ready
         for the next one at once (a new transaction is begun).
         """
-        if messages_only and not (self._pending or self._inserted):
+        if messages_only and not (self._pending or self._inserted or self._changed):
             return False
-        if not (self._pending or self._inserted or self._session_ops or self._over):
+        if not (self._pending or self._inserted or self._session_ops or self._over
+                or self._changed):
             return False
         try:
             self._write_pending()
@@ -375,6 +393,7 @@ class MessageStore:
                 self._session_ops.clear()
             raise StorageError(str(exc), lost) from exc
         self._inserted.clear()
+        self._changed = False
         self._session_ops.clear()
         self._unstored_sessions.clear()
         self._over.clear()
@@ -389,6 +408,7 @@ class MessageStore:
     def _roll_back(self) -> list[int]:
         """End the failed transaction, begin a new one; return the seqs it lost."""
         self._insert_failed = None
+        self._changed = False  # the edits and deletes in it are lost with it
         if self._db.in_transaction:  # SQLite may have rolled it back already
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
@@ -456,8 +476,10 @@ class MessageStore:
         return self._counts.get(bucket, 0)
 
     def page(self, bucket: str, before: int | None, limit: int,
-             max_chars: int | None = None) -> list[Message]:
-        """Up to ``limit`` broadcasts of a room older than ``before``, oldest first.
+             max_chars: int | None = None, *, tombstones: bool = True) -> list[Message]:
+        """Up to ``limit`` broadcasts of a room older than ``before``, oldest first, with
+        their edits and deletes (``tombstones=False``: without the deleted ones, for a
+        client that does not know them).
 
         ``max_chars``: stop reading older rows once the texts read hold this many
         characters (a frame's bytes: older messages could not fit in the answer anyway),
@@ -465,8 +487,9 @@ class MessageStore:
         """
         self._before_read()
         cursor = self._db.execute(
-            "SELECT seq, ts, room, sender, text FROM messages WHERE bucket=? AND seq<? "
-            "ORDER BY seq DESC LIMIT ?",
+            f"SELECT m.seq, ts, room, sender, text, {_CHANGED} FROM messages m {_CHANGES} "
+            f"WHERE bucket=? AND m.seq<? {'' if tombstones else _NOT_DELETED} "
+            "ORDER BY m.seq DESC LIMIT ?",
             (bucket, before if before is not None else self.last_seq + 1, limit),
         )
         if max_chars is None:
@@ -480,10 +503,12 @@ class MessageStore:
                     break
             cursor.close()
         rows.reverse()
-        return [Message(seq=s, ts=ts, sender=f, room=r, text=t) for s, ts, r, f, t in rows]
+        return [Message(seq=s, ts=ts, sender=f, room=r, text=t, **_changed(*c))
+                for s, ts, r, f, t, *c in rows]
 
     def replay(
-        self, buckets: Iterable[str], sid: int, since: int, batch: int = 500
+        self, buckets: Iterable[str], sid: int, since: int, batch: int = 500, *,
+        tombstones: bool = True
     ) -> Iterator[Message]:
         """Messages after ``since`` of the given rooms, and whispers to or from session
         ``sid``, in seq order; the session's own sends carry their ``id``.
@@ -498,34 +523,42 @@ class MessageStore:
             keys = list(buckets)
             marks = ",".join("?" * len(keys)) or "NULL"
             sql = (
-                "SELECT seq, ts, bucket, room, sender, sender_sid, recipient, text, client_id "
-                f"FROM messages WHERE seq>? AND (bucket IN ({marks}) OR (bucket='' AND "
-                "(sender_sid=? OR recipient_sid=?))) ORDER BY seq LIMIT ?"
+                "SELECT m.seq, ts, bucket, room, sender, sender_sid, recipient, text, "
+                f"client_id, {_CHANGED} FROM messages m {_CHANGES} WHERE m.seq>? AND "
+                f"(bucket IN ({marks}) OR (bucket='' AND (sender_sid=? OR recipient_sid=?))) "
+                f"{'' if tombstones else _NOT_DELETED} ORDER BY m.seq LIMIT ?"
             )
             self._before_read()
             rows = self._db.execute(sql, (cursor, *keys, sid, sid, batch)).fetchall()
             if not rows:
                 return
-            for seq, ts, bucket, room, sender, sender_sid, recipient, text, cid in rows:
+            for seq, ts, bucket, room, sender, sender_sid, recipient, text, cid, *c in rows:
                 cursor = seq
                 yield Message(seq=seq, ts=ts, sender=sender, text=text,
                               room=room if bucket else None,
                               to=None if bucket else recipient,
-                              id=cid if sender_sid == sid else None)
+                              id=cid if sender_sid == sid else None, **_changed(*c))
 
     def message_by_seq(self, seq: int) -> Message | None:
         """One stored message (with its sender's ``id``), or None if pruned."""
+        found = self.message_meta(seq)
+        return found[3] if found is not None else None
+
+    def message_meta(self, seq: int) -> tuple[str, int, int | None, Message] | None:
+        """(bucket, sender's session, recipient's session, the message) of one stored
+        message, or None if pruned or never stored: who may see, edit or delete it."""
         self._before_read()
         row = self._db.execute(
-            "SELECT ts, bucket, room, sender, recipient, text, client_id FROM messages "
-            "WHERE seq=?",
+            "SELECT ts, bucket, room, sender, recipient, text, client_id, sender_sid, "
+            f"recipient_sid, {_CHANGED} FROM messages m {_CHANGES} WHERE m.seq=?",
             (seq,),
         ).fetchone()
         if row is None:
             return None
-        ts, bucket, room, sender, recipient, text, cid = row
-        return Message(seq=seq, ts=ts, sender=sender, text=text, room=room if bucket else None,
-                       to=None if bucket else recipient, id=cid)
+        ts, bucket, room, sender, recipient, text, cid, sender_sid, recipient_sid, *c = row
+        return bucket, sender_sid, recipient_sid, Message(
+            seq=seq, ts=ts, sender=sender, text=text, room=room if bucket else None,
+            to=None if bucket else recipient, id=cid, **_changed(*c))
 
     def client_ids(self, sid: int, limit: int = 10_000) -> dict[str, int]:
         """The latest client-chosen ids a session used, mapped to their seq."""
@@ -551,6 +584,7 @@ class MessageStore:
         self._db.execute("INSERT INTO message_changes (seq, edited_ts) VALUES (?, ?) "
                          "ON CONFLICT(seq) DO UPDATE SET edited_ts=excluded.edited_ts",
                          (seq, edited_ts))
+        self._changed = True
         return True
 
     def delete_message(self, seq: int, by: str, ts: str) -> bool:
@@ -566,6 +600,7 @@ class MessageStore:
                          "VALUES (?, ?, ?) ON CONFLICT(seq) DO UPDATE SET "
                          "deleted_by=excluded.deleted_by, deleted_ts=excluded.deleted_ts",
                          (seq, by, ts))
+        self._changed = True
         return True
 
     def changes(self, seqs: Iterable[int]) -> dict[int, tuple[str | None, str | None,
@@ -625,15 +660,16 @@ class MessageStore:
         if before is not None:
             where.append("f.rowid<?")
             params.append(before)
-        columns = "m.seq, m.ts, m.bucket, m.room, m.sender, m.recipient, m.text"
-        sql = (f"SELECT {columns} FROM {table} f JOIN messages m ON m.seq=f.rowid "
+        columns = f"m.seq, m.ts, m.bucket, m.room, m.sender, m.recipient, m.text, {_CHANGED}"
+        sql = (f"SELECT {columns} FROM {table} f JOIN messages m ON m.seq=f.rowid {_CHANGES} "
                f"WHERE {table} MATCH ? AND {' AND '.join(where)} "
                "ORDER BY f.rowid DESC LIMIT ?")
         args = [match, *params, limit + 1]
         rows = self._db.execute(sql, args).fetchall()
         found = [Message(seq=seq, ts=ts, sender=sender, text=text,
-                         room=room if bucket else None, to=None if bucket else recipient)
-                 for seq, ts, bucket, room, sender, recipient, text in rows[:limit]]
+                         room=room if bucket else None, to=None if bucket else recipient,
+                         **_changed(*c))
+                 for seq, ts, bucket, room, sender, recipient, text, *c in rows[:limit]]
         return found, len(rows) > limit
 
     # --- rooms and sessions ------------------------------------------------------------

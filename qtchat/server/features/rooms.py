@@ -21,6 +21,7 @@ from qtchat.server.features.base import (
     Feature,
     encode_trimmed,
     handles,
+    knows,
     texts_exceed_a_frame,
 )
 
@@ -106,8 +107,10 @@ class RoomsFeature(Feature):
             if conn.state is ConnState.LIVE:  # else go_live announces it, when caught up
                 self._announce_join(conn, session, room)
         users = self.users_of(room, session)
-        history = core.store.page(room.key, None, p.DEFAULT_HISTORY_LIMIT, p.MAX_FRAME_BYTES)
-        wire = Joined(room=room.display, users=users, history=history).to_wire()
+        history = core.store.page(room.key, None, p.DEFAULT_HISTORY_LIMIT, p.MAX_FRAME_BYTES,
+                                  tombstones=knows(conn, "edit"))
+        wire = Joined(room=room.display, users=users, history=history,
+                      statuses=core.statuses(conn, room)).to_wire()
         data, cut = encode_trimmed(wire, ("history", True), ("users", False),
                                    surely_too_large=texts_exceed_a_frame(history))
         core.queue(conn, data)
@@ -153,7 +156,7 @@ class RoomsFeature(Feature):
         def page_turn(conn: Connection) -> bool:
             conn.task = None  # done after this turn (nothing the client sent ran meanwhile)
             messages = self.core.store.page(room.key, frame.before, frame.limit,
-                                            p.MAX_FRAME_BYTES)
+                                            p.MAX_FRAME_BYTES, tombstones=knows(conn, "edit"))
             wire = HistoryPage(room=room.display, messages=messages).to_wire()
             data, _cut = encode_trimmed(wire, ("messages", True),
                                         surely_too_large=texts_exceed_a_frame(messages))
