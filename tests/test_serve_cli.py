@@ -177,12 +177,13 @@ def test_every_limit_flag_of_host_reaches_the_settings_as_it_does_for_serve():
     limits = ["--max-clients", "2", "--max-rooms", "7", "--max-rooms-per-user", "3",
               "--max-kept-rooms", "9", "--resume-grace", "5.5", "--rate-limit", "3",
               "--rate-burst", "4", "--register-timeout", "6", "--idle-timeout", "8",
-              "--send-queue-bytes", "4096", "--history-retention", "11"]
+              "--send-queue-bytes", "4096", "--history-retention", "11", "--edit-window", "2.5"]
     served = ServerConfig.from_args(parse("serve", *limits), environ={})
     hosted = ServerConfig.from_args(parse("host", "--nick", "Alice", *limits), environ={})
     expected = dict(max_clients=2, max_rooms=7, max_rooms_per_user=3, max_kept_rooms=9,
                     resume_grace=5.5, rate_limit=3.0, rate_burst=4, register_timeout=6.0,
-                    idle_timeout=8.0, send_queue_bytes=4096, history_retention=11)
+                    idle_timeout=8.0, send_queue_bytes=4096, history_retention=11,
+                    edit_window=2.5)
     for config in (served, hosted):
         assert {name: getattr(config, name) for name in expected} == expected
     # Every limit flag the parser has is one of them: a new flag must be read too.
@@ -230,7 +231,7 @@ def _changed(config: ServerConfig) -> ServerConfig:
         data_dir=Path("/srv/qtchat rooms/-a"), tls=True, host_user="Ålice",
         max_clients=2, max_rooms=7, max_rooms_per_user=3, max_kept_rooms=9,
         resume_grace=0.1 + 0.2, rate_limit=0.0, rate_burst=4, register_timeout=6.25,
-        idle_timeout=8.0, send_queue_bytes=4096, history_retention=11)
+        idle_timeout=8.0, send_queue_bytes=4096, history_retention=11, edit_window=0.1 + 0.7)
 
 
 @pytest.mark.parametrize("config", [ServerConfig(data_dir=Path("d")),
