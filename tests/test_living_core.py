@@ -331,3 +331,42 @@ def test_status_is_told_to_those_sharing_a_room_and_listed_on_register_and_join(
     dee = net.registered("Dee", features=ALL)
     assert dee.frames[0]["statuses"] == {}
     assert "statuses" not in net.registered("Eve").frames[0]
+
+
+# --- receipts -----------------------------------------------------------------------------
+
+
+def test_receipts_go_only_forward_only_to_the_writer_and_are_stored(tmp_path):
+    net = living_net()
+    ann = net.registered("Ann", features=[*ALL, "receipts"])
+    bob = net.registered("Bob", features=[*ALL, "receipts"])
+    cid = net.registered("Cid", features=[*ALL, "receipts"])
+    first = whisper(ann, "Bob", "one")
+    second = whisper(ann, "Bob", "two")
+    ann.new(), cid.new()
+    bob.send(type="receipt", state="delivered", seq=second, **{"with": "Ann"})
+    assert ann.new() == [{"type": "receipt", "from": "Bob", "seq": second,
+                          "state": "delivered"}]
+    bob.send(type="receipt", state="delivered", seq=first, **{"with": "Ann"})  # backwards
+    bob.send(type="receipt", state="read", seq=first, **{"with": "Ann"})
+    assert ann.new() == [{"type": "receipt", "from": "Bob", "seq": first, "state": "read"}]
+    cid.send(type="ping")
+    assert [f["type"] for f in cid.new()] == ["pong"]  # only between the two
+    bob.send(type="receipt", state="read", seq=10**6, id="r", **{"with": "Ann"})
+    assert bob.new()[-1]["code"] == "no_such_message"
+    assert sorted(net.store.receipts()) == sorted([
+        (bob.conn.session.sid, ann.conn.session.sid, "delivered", second),
+        (bob.conn.session.sid, ann.conn.session.sid, "read", first)])
+    net.store.close()
+
+
+def test_a_receipt_to_someone_without_receipts_is_stored_not_sent(net):
+    ann = net.registered("Ann", features=ALL)  # no receipts
+    bob = net.registered("Bob", features=[*ALL, "receipts"])
+    seq = whisper(ann, "Bob", "hello")
+    ann.new()
+    bob.send(type="receipt", state="read", seq=seq, **{"with": "Ann"})
+    ann.send(type="ping")
+    assert [f["type"] for f in ann.new()] == ["pong"]
+    assert {(state, upto) for *_, state, upto in net.store.receipts()} == {
+        ("read", seq), ("delivered", seq)}

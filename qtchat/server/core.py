@@ -83,13 +83,15 @@ FeatureFactory = Callable[["ServerCore"], Feature]
 def _living_features() -> tuple[FeatureFactory, ...]:
     from qtchat.server.features.edit import EditFeature
     from qtchat.server.features.presence import PresenceFeature
+    from qtchat.server.features.receipts import ReceiptsFeature
     from qtchat.server.features.search import SearchFeature
     from qtchat.server.features.typing import TypingFeature
 
     return (lambda core: SearchFeature(core, core.rooms, core.sessions),
             lambda core: EditFeature(core, core.rooms, core.sessions),
             lambda core: TypingFeature(core, core.rooms, core.sessions),
-            lambda core: PresenceFeature(core, core.rooms))
+            lambda core: PresenceFeature(core, core.rooms),
+            lambda core: ReceiptsFeature(core, core.sessions))
 
 
 # The negotiated features a server offers when not told otherwise (PROTOCOL-FEATURES.md).

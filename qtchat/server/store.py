@@ -111,8 +111,31 @@ def _to_v1(db: sqlite3.Connection) -> None:
 # Version 2: the search index (FTS5, fed by triggers) and the table of edits and deletes;
 # see qtchat/server/search.py.
 
+def _step_3_of_the_chess_branch(db: sqlite3.Connection) -> None:
+    """Version 2 → 3 belongs to chess (wave 2 numbering); until that branch is merged it
+    changes nothing. The lead replaces this with chess's step when merging."""
+
+
+def _step_4_of_the_moderation_branch(db: sqlite3.Connection) -> None:
+    """Version 3 → 4 belongs to identity/moderation; as for step 3."""
+
+
+def _to_v5(db: sqlite3.Connection) -> None:
+    """Version 4 → 5: receipts for private messages (features §6), the highest ``seq``
+    each reader has acknowledged from each writer, per state (sessions by their id)."""
+    db.execute("""CREATE TABLE receipts (
+        reader_sid INTEGER NOT NULL,
+        writer_sid INTEGER NOT NULL,
+        state TEXT NOT NULL,           -- 'delivered' or 'read'
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (reader_sid, writer_sid, state)
+    ) WITHOUT ROWID""")
+
+
 # Step N (at index N-1) takes a version N-1 history to version N.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, fts.create_index)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _to_v1, fts.create_index, _step_3_of_the_chess_branch, _step_4_of_the_moderation_branch,
+    _to_v5)
 SCHEMA_VERSION = len(MIGRATIONS)  # what a history this qtchat writes is at
 
 
@@ -689,6 +712,18 @@ class MessageStore:
     def save_room(self, key: str, display: str) -> None:
         self._change(("room", key), "INSERT OR IGNORE INTO rooms (key, display) VALUES (?, ?)",
                      (key, display))
+
+    def save_receipt(self, reader_sid: int, writer_sid: int, state: str, seq: int) -> None:
+        """A receipt moved forward: committed with this pass, before it is forwarded."""
+        self._change(("receipt", reader_sid, writer_sid, state),
+                     "INSERT INTO receipts VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                     "seq=MAX(seq, excluded.seq)", (reader_sid, writer_sid, state, seq))
+        self._changed = True  # the pass's commit carries it (see commit)
+
+    def receipts(self) -> list[tuple[int, int, str, int]]:
+        """Every stored receipt: (reader session, writer session, state, seq)."""
+        return self._db.execute(
+            "SELECT reader_sid, writer_sid, state, seq FROM receipts").fetchall()
 
     def forget_room(self, key: str) -> None:
         """A room with no messages and nobody in it: gone (see ChatServer._leave_room)."""
