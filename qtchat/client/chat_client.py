@@ -30,7 +30,9 @@ from qtchat import protocol as p
 from qtchat.client import session as s
 from qtchat.client.connector import Connector, Ending, qt_error_text
 from qtchat.client.errors import FAILURE_KINDS, ConnectError, Endpoint
+from qtchat.client.living import LIVING_FEATURES
 from qtchat.client.session import ClientSession
+from qtchat.protocol import living as pl
 from qtchat.protocol.server_frames import Registered
 
 __all__ = ["FAILURE_KINDS", "ChatClient", "ConnectError", "Endpoint", "qt_error_text"]
@@ -40,9 +42,9 @@ log = logging.getLogger(__name__)
 DECODE_CHUNK = 16 << 10  # bytes decoded at once (at most a few ms of JSON)
 SLICE_FRAMES = 200
 SLICE_SECONDS = 0.008
-# The features this client implements and asks for in ``register.features``. None yet:
-# sending the empty list still makes this a features session (per-id ``rate_limited``).
-CLIENT_FEATURES: tuple[str, ...] = ()
+# The features this client implements and asks for in ``register.features`` (sending
+# even the empty list makes this a features session: per-id ``rate_limited``).
+CLIENT_FEATURES: tuple[str, ...] = LIVING_FEATURES
 
 
 class ChatClient(QObject):
@@ -78,6 +80,18 @@ class ChatClient(QObject):
         reconnectStopped(str sentence): the client stopped reconnecting, by itself after
             the host's grace period (nothing could be resumed after it) or because
             ``stop_reconnecting`` was called; ``reconnect_now`` tries again.
+
+    The living-room features (each only if the host accepted it, see ``has_feature``),
+    each signal carrying the frame (``qtchat.protocol.living``):
+        searchResults(SearchResults): the answer to ``search`` (its ``id`` echoed).
+        messageEdited(Edited) / messageDeleted(Deleted): a message changed or was taken
+            back (a deleted one's text is gone; show a tombstone).
+        typingReceived(TypingNotice): someone's typing state in a room or to us.
+        statusReceived(UserStatus): someone went away, busy or back online.
+        receiptReceived(ReceiptNotice): our whispers to them up to ``seq`` were delivered
+            or read.
+    Refusals of these (``no_such_message``, ``not_permitted``, ``edit_window_expired``…)
+    come as ``errorReceived`` with ``ref`` the frame's type.
     """
 
     stateChanged = Signal(str)
@@ -102,6 +116,12 @@ class ChatClient(QObject):
     certificateSeen = Signal(str)
     reconnecting = Signal(int, str)
     reconnectStopped = Signal(str)
+    searchResults = Signal(object)
+    messageEdited = Signal(object)
+    messageDeleted = Signal(object)
+    typingReceived = Signal(object)
+    statusReceived = Signal(object)
+    receiptReceived = Signal(object)
 
     def __init__(
         self,
@@ -124,6 +144,9 @@ class ChatClient(QObject):
         self._connector.failed.connect(self._on_failed)
         self._connector.certificateSeen.connect(self.certificateSeen)
         self.endpoint: Endpoint | None = None
+        # The person's privacy switches: off, nothing of the kind leaves this client.
+        self.typing_enabled = True
+        self.receipts_enabled = True
         self._state = "disconnected"
         self._generation = 0  # which connection the frames being handled came from
         self._frames: deque[Any] = deque()  # decoded, not yet handled
@@ -362,6 +385,50 @@ class ChatClient(QObject):
     def request_history(self, room: str, before: int | None = None, limit: int = 50) -> None:
         self._session.request_history(room, before, limit)
         self._flush()
+
+    # --- the living-room features (each a no-op unless the host accepted it) ---------------
+
+    def _send_feature(self, feature: str, frame: p.ClientFrame) -> bool:
+        if not self._session.has_feature(feature) or not self._session.send_frame(frame):
+            return False
+        self._flush()
+        return True
+
+    def search(self, query: str, *, room: str | None = None, with_: str | None = None,
+               before: int | None = None, limit: int = pl.DEFAULT_SEARCH_LIMIT) -> str | None:
+        """Ask for messages with these words; returns the id ``searchResults`` echoes
+        (None: not connected, or the host has no search)."""
+        search_id = _new_id()
+        frame = pl.Search(id=search_id, query=query, room=room, with_=with_, before=before,
+                          limit=limit)
+        return search_id if self._send_feature("search", frame) else None
+
+    def edit_message(self, seq: int, text: str) -> bool:
+        """New text for one of our messages; the host answers with ``messageEdited``."""
+        return self._send_feature("edit", pl.Edit(seq=seq, text=text))
+
+    def delete_message(self, seq: int) -> bool:
+        """Take a message back (ours, or any in a room we moderate)."""
+        return self._send_feature("edit", pl.Delete(seq=seq))
+
+    def send_typing(self, state: str, *, room: str | None = None, to: str | None = None
+                    ) -> bool:
+        """Our typing state (``active``, ``paused``, ``done``) in a room or to someone.
+        Nothing is sent while ``typing_enabled`` is off (the person said so)."""
+        if not self.typing_enabled:
+            return False
+        return self._send_feature("typing", pl.Typing(state=state, room=room, to=to))
+
+    def set_status(self, state: str, text: str | None = None) -> bool:
+        """online, away or busy, with an optional line."""
+        return self._send_feature("presence", pl.Status(state=state, text=text or None))
+
+    def send_receipt(self, with_: str, seq: int, state: str) -> bool:
+        """Their whispers up to ``seq`` were delivered to, or read by, us. Nothing is
+        sent while ``receipts_enabled`` is off (the person said so)."""
+        if not self.receipts_enabled:
+            return False
+        return self._send_feature("receipts", pl.Receipt(with_=with_, seq=seq, state=state))
 
     def ping(self, token: str | None = None) -> str:
         token = self._session.ping(token)

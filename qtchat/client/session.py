@@ -1094,3 +1094,7 @@ def name_problem(name: str) -> str | None:
     except InvalidName as exc:
         return str(exc)
     return None
+
+
+# The living-room features register their frames' handlers (see qtchat/client/living.py).
+from qtchat.client import living as _living  # noqa: E402,F401
