@@ -134,6 +134,11 @@ class ChatInput(QPlainTextEdit):
         self.setPlaceholderText(self._placeholder)
         self.clear()
 
+    def _stop_editing(self) -> None:
+        if self.editing is not None:
+            self.editing = None
+            self.setPlaceholderText(self._placeholder)
+
     def keyPressEvent(self, event: QKeyEvent) -> None:
         key = event.key()
         if key == Qt.Key.Key_Escape and self.editing is not None:
@@ -150,11 +155,13 @@ class ChatInput(QPlainTextEdit):
             return
         if key == Qt.Key.Key_Up and self._history and \
                 not self._can_move(QTextCursor.MoveOperation.Up):
+            self._stop_editing()  # recalling what was typed is not editing it
             self._history_pos = max(0, self._history_pos - 1)
             self.setText(self._history[self._history_pos])
             return
         if key == Qt.Key.Key_Down and self._history and \
                 not self._can_move(QTextCursor.MoveOperation.Down):
+            self._stop_editing()
             self._history_pos = min(len(self._history), self._history_pos + 1)
             self.setText(self._history[self._history_pos]
                          if self._history_pos < len(self._history) else "")

@@ -46,6 +46,7 @@ from qtchat.gui.commands import REGISTRY, CommandRegistry
 from qtchat.gui.conversation import Conversation, fold
 from qtchat.gui.conversation_list import ConversationList, RoomModel
 from qtchat.gui.host_status import HostStatus
+from qtchat.gui.living_glue import LivingGlue
 from qtchat.gui.members import MemberModel, MembersPanel
 from qtchat.gui.message_view import MessageView
 from qtchat.gui.models import (
@@ -176,6 +177,10 @@ class ChatWindow(QMainWindow):
         c.connectFailed.connect(self._on_connect_failed)
         c.reconnecting.connect(self._on_reconnecting)
         c.reconnectStopped.connect(self._on_reconnect_stopped)
+        # Search (Ctrl+F), typing, edit and delete (issue 17): their own module; after
+        # the window's own slots, so it sees the models those have filled.
+        self.living = LivingGlue(self, center_layout)
+        self.search_bar = self.living.search_bar
 
         self._update_title()
         self._on_state(c.state)

@@ -1,0 +1,232 @@
+"""The chat window's living-room wiring: search (Ctrl+F), typing, edit and delete.
+
+The widgets are their own modules (``search_bar.py``, ``typing_label.py``, the model's
+``change_message``); this connects them to the ``ChatClient`` and the window, so
+``main_window.py`` only makes a ``LivingGlue`` and gives it the column to put them in:
+
+- the search bar above the tabs: what it asks becomes a ``search`` (this conversation,
+  or everything), the answer with the same ``id`` fills it; choosing a result shows its
+  conversation and scrolls to it, loading the part of the room's history around it
+  first when it is not shown yet;
+- a typing line under the tabs, one ``TypingLabel`` per conversation (only the current
+  one's shows); what the person types sends ``typing active`` at most every 3 s to the
+  conversation, and ``done`` when the box is emptied;
+- Up in an empty box edits the person's last message here (``ChatInput.start_edit``);
+  ``edited`` and ``deleted`` from the host change the row wherever it is shown.
+
+Every feature is used only when the host accepted it (``ChatClient.has_feature``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QObject, Slot
+from PySide6.QtWidgets import QBoxLayout, QStackedWidget
+
+from qtchat import protocol as p
+from qtchat.gui.conversation import Conversation, fold
+from qtchat.gui.models import ConversationKind
+from qtchat.gui.search_bar import SearchBar
+from qtchat.gui.typing_label import TypingLabel
+from qtchat.living import TYPING_SEND_EVERY
+from qtchat.protocol.living import Deleted, Edited, SearchResults, TypingNotice
+from qtchat.protocol.server_frames import Message
+
+if TYPE_CHECKING:
+    from qtchat.gui.main_window import ChatWindow
+
+HISTORY_AROUND = 25  # messages loaded on each side of a chosen search result
+
+
+class LivingGlue(QObject):
+    def __init__(self, window: ChatWindow, column: QBoxLayout, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(window)
+        self.window = window
+        self.client = client = window.client
+        self._clock = clock
+        self.search_bar = SearchBar()
+        self.search_bar.attach_shortcut(window)
+        self.search_bar.searchRequested.connect(self._search)
+        self.search_bar.resultChosen.connect(self._chosen)
+        self.typing_stack = QStackedWidget()
+        self.typing_stack.addWidget(TypingLabel())  # nobody, before any conversation
+        tabs_at = column.indexOf(window.tabs)
+        column.insertWidget(tabs_at, self.search_bar)
+        column.insertWidget(tabs_at + 2, self.typing_stack)
+        self._labels: dict[tuple[ConversationKind, str], TypingLabel] = {}
+        self._asked: dict[str, bool] = {}  # search id -> whether it is a next page
+        self._found: dict[int, Message] = {}  # seq -> a result shown in the bar
+        self._jump: tuple[Conversation, int] | None = None  # a result being loaded
+        self._typing_sent: tuple[tuple[str, str], float] | None = None  # (target, when)
+
+        client.searchResults.connect(self._results)
+        client.messageEdited.connect(self._edited)
+        client.messageDeleted.connect(self._deleted)
+        client.typingReceived.connect(self._typing)
+        client.messageReceived.connect(self._message)
+        client.historyReceived.connect(self._history)
+        window.tabs.currentChanged.connect(self._tab_changed)
+        window.input.edit_last = self.edit_last
+        window.input.editSubmitted.connect(self._edit_submitted)
+        window.input.textChanged.connect(self._input_changed)
+
+    # --- search ---------------------------------------------------------------------------
+
+    @Slot(str, bool, object)
+    def _search(self, query: str, everywhere: bool, before: int | None) -> None:
+        conv = self.window.current()
+        room = with_ = None
+        if not everywhere and conv is not None:
+            if conv.kind == ConversationKind.ROOM:
+                room = conv.title
+            else:
+                with_ = conv.title
+        search_id = self.client.search(query, room=room, with_=with_, before=before)
+        if search_id is None:
+            self.search_bar.status.setText("This host cannot search (or you are not "
+                                           "connected).")
+            return
+        self._asked[search_id] = before is not None
+
+    @Slot(object)
+    def _results(self, frame: SearchResults) -> None:
+        append = self._asked.pop(frame.id or "", None)
+        if append is None:  # an answer to an earlier search, or not ours: not shown
+            return
+        if not append:
+            self._found.clear()
+        self._found.update((m.seq, m) for m in frame.messages)
+        self.search_bar.show_results(frame.query, frame.messages, frame.more, append=append)
+
+    @Slot(int)
+    def _chosen(self, seq: int) -> None:
+        message = self._found.get(seq)
+        if message is None:
+            return
+        conv = self.window._conversation_of(message)
+        self.window.show_conversation(conv)
+        if conv.model.has_seq(seq):
+            self._scroll_to(conv, seq)
+        elif conv.kind == ConversationKind.ROOM:
+            self._jump = (conv, seq)
+            self.client.request_history(conv.title, before=seq + HISTORY_AROUND + 1,
+                                        limit=2 * HISTORY_AROUND + 1)
+
+    @Slot(str, list)
+    def _history(self, room: str, _messages: list) -> None:
+        if self._jump is None:
+            return
+        conv, seq = self._jump
+        if fold(conv.title) == fold(room) and conv.model.has_seq(seq):
+            self._jump = None
+            self._scroll_to(conv, seq)
+
+    @staticmethod
+    def _scroll_to(conv: Conversation, seq: int) -> None:
+        row = conv.model.row_of_seq(seq)
+        conv.view.scroll_to_row(row)
+        conv.view.select_rows(row, row)  # marked, so the eye finds it
+
+    # --- typing ---------------------------------------------------------------------------
+
+    def label(self, conv: Conversation) -> TypingLabel:
+        found = self._labels.get(conv.key)
+        if found is None:
+            found = self._labels[conv.key] = TypingLabel(clock=self._clock)
+            self.typing_stack.addWidget(found)
+        return found
+
+    @Slot(int)
+    def _tab_changed(self, _index: int) -> None:
+        conv = self.window.current()
+        if conv is not None:
+            self.typing_stack.setCurrentWidget(self.label(conv))
+
+    @Slot(object)
+    def _typing(self, frame: TypingNotice) -> None:
+        window = self.window
+        if frame.room is not None:
+            conv = window.conversation(ConversationKind.ROOM, frame.room, create=False)
+        else:
+            conv = window.conversation(ConversationKind.PRIVATE, frame.sender, create=False)
+        if conv is not None and fold(frame.sender) != fold(window.me):
+            self.label(conv).typing(frame.sender, frame.state)
+
+    @Slot(object)
+    def _message(self, message: Message) -> None:
+        conv = self.window._conversation_of(message)
+        label = self._labels.get(conv.key)
+        if label is not None:
+            label.message_from(message.sender)
+
+    @Slot()
+    def _input_changed(self) -> None:
+        """What the person types tells the conversation, at most every 3 s."""
+        conv = self.window.current()
+        if conv is None or not self.client.has_feature("typing"):
+            return
+        text = self.window.input.toPlainText()
+        target = ("room", conv.title) if conv.kind == ConversationKind.ROOM \
+            else ("to", conv.title)
+        sent = self._typing_sent
+        now = self._clock()
+        if not text.strip() or text.startswith("/"):
+            if sent is not None and sent[0] == target:
+                self._send_typing(target, "done")
+            self._typing_sent = None
+            return
+        if sent is not None and sent[0] == target and now - sent[1] < TYPING_SEND_EVERY:
+            return
+        if self._send_typing(target, "active"):
+            self._typing_sent = (target, now)
+
+    def _send_typing(self, target: tuple[str, str], state: str) -> bool:
+        kind, name = target
+        if kind == "room":
+            return self.client.send_typing(state, room=name)
+        return self.client.send_typing(state, to=name)
+
+    # --- edit and delete ------------------------------------------------------------------
+
+    def edit_last(self) -> bool:
+        """Up in an empty box: edit our last message here, if the host lets us."""
+        conv = self.window.current()
+        if conv is None or not self.client.has_feature("edit"):
+            return False
+        seq = conv.model.last_own_seq()
+        text = conv.model.written_text(seq) if seq is not None else None
+        if seq is None or text is None:
+            return False
+        self.window.input.start_edit(seq, text)
+        return True
+
+    @Slot(int, str)
+    def _edit_submitted(self, seq: int, text: str) -> None:
+        conv = self.window.current()
+        if conv is not None and conv.model.written_text(seq) == text:
+            return  # nothing changed: nothing to tell anyone
+        try:
+            p.check_text(text)
+        except p.LocalProtocolError as exc:
+            self.window._input_refused(exc.message)
+            return
+        self.client.edit_message(seq, text)
+
+    def _conversations(self) -> list[Conversation]:
+        return list(self.window._conversations.values())
+
+    @Slot(object)
+    def _edited(self, frame: Edited) -> None:
+        for conv in self._conversations():
+            if conv.model.change_message(frame.seq, text=frame.text, edited_ts=frame.edited_ts):
+                return
+
+    @Slot(object)
+    def _deleted(self, frame: Deleted) -> None:
+        for conv in self._conversations():
+            if conv.model.change_message(frame.seq, deleted_by=frame.by):
+                return

@@ -1,0 +1,99 @@
+"""The chat window's living-room wiring with real widgets and a real server: Up-arrow
+edit, the search bar jumping to an old message, the typing line, deletes."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import LineClient
+from PySide6.QtCore import Qt
+from test_commands import lobby, open_window
+from test_gui import type_line
+
+from qtchat.gui.models import MessageRoles, RowKind
+from qtchat.gui.search_bar import SEQ_ROLE
+
+pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints")
+WAIT_MS = 10_000
+
+
+def texts(window) -> list[str]:
+    model = lobby(window).model
+    return [model.index(row).data(MessageRoles.Text) for row in range(model.rowCount())
+            if model.index(row).data(MessageRoles.Kind) == RowKind.MESSAGE]
+
+
+@pytest.fixture
+def people(qtbot, server, make_client):
+    alice = open_window(qtbot, make_client, server.port, "Alice")
+    bob = open_window(qtbot, make_client, server.port, "Bob")
+    qtbot.waitUntil(lambda: "Bob" in lobby(alice).members.names(), timeout=WAIT_MS)
+    return alice, bob
+
+
+def test_up_in_an_empty_box_edits_the_last_message_and_everyone_sees_edited(qtbot, people):
+    alice, bob = people
+    type_line(qtbot, alice, "teh plan")
+    qtbot.waitUntil(lambda: "teh plan" in texts(bob), timeout=WAIT_MS)
+    qtbot.keyClick(alice.input, Qt.Key.Key_Up)
+    assert alice.input.text() == "teh plan" and alice.input.editing is not None
+    alice.input.clear()
+    type_line(qtbot, alice, "the plan")
+    qtbot.waitUntil(lambda: "the plan (edited)" in texts(bob), timeout=WAIT_MS)
+    assert "teh plan" not in texts(bob) and "the plan (edited)" in texts(alice)
+    model = lobby(bob).model
+    row = model.row_of_seq(lobby(alice).model.last_own_seq())
+    assert "edited" in model.index(row).data(Qt.ItemDataRole.ToolTipRole)
+    # Editing again starts from the text as written, without "(edited)".
+    qtbot.keyClick(alice.input, Qt.Key.Key_Up)
+    assert alice.input.text() == "the plan"
+    qtbot.keyClick(alice.input, Qt.Key.Key_Escape)
+    assert alice.input.text() == "" and alice.input.editing is None
+
+
+def test_a_deleted_message_leaves_message_deleted(qtbot, people):
+    alice, bob = people
+    type_line(qtbot, alice, "oops")
+    qtbot.waitUntil(lambda: "oops" in texts(bob), timeout=WAIT_MS)
+    seq = lobby(alice).model.last_own_seq()
+    alice.client.delete_message(seq)
+    qtbot.waitUntil(lambda: "message deleted" in texts(bob), timeout=WAIT_MS)
+    assert "oops" not in texts(bob)
+
+
+def test_ctrl_f_finds_an_old_message_and_jumps_to_it(qtbot, server, make_client):
+    writer = LineClient(qtbot, server.port)
+    writer.register("Writer")
+    writer.send({"type": "broadcast", "text": "the needle in the haystack", "id": "needle"})
+    needle = writer.wait_for("broadcast", id="needle")["seq"]
+    for i in range(80):
+        writer.send({"type": "broadcast", "text": f"hay {i}"})
+    writer.sync()
+    bob = open_window(qtbot, make_client, server.port, "Bob")
+    qtbot.waitUntil(lambda: "hay 79" in texts(bob), timeout=WAIT_MS)
+    assert not lobby(bob).model.has_seq(needle)  # too old for the join's history
+    qtbot.keyClick(bob, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
+    bar = bob.search_bar
+    assert bar.isVisible()
+    qtbot.keyClicks(bar.query_edit, "NEEDLE")
+    qtbot.keyClick(bar.query_edit, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: bar.model.rowCount() == 1, timeout=WAIT_MS)
+    index = bar.model.index(0, 0)
+    assert index.data(SEQ_ROLE) == needle
+    bar.results.activated.emit(index)
+    model = lobby(bob).model
+    qtbot.waitUntil(lambda: model.has_seq(needle), timeout=WAIT_MS)
+    view = lobby(bob).view
+    row = model.row_of_seq(needle)
+    qtbot.waitUntil(lambda: view.selected_rows() == [row], timeout=WAIT_MS)
+    assert row in [shown for shown, _rect in view.visible_rows()]
+
+
+def test_the_typing_line_says_who_is_typing_and_clears_on_their_message(qtbot, people):
+    alice, bob = people
+    label = bob.living.label(lobby(bob))
+    qtbot.keyClicks(alice.input, "hel")
+    qtbot.waitUntil(lambda: label.text() == "Alice is typing…", timeout=WAIT_MS)
+    assert bob.living.typing_stack.currentWidget() is label
+    qtbot.keyClicks(alice.input, "lo")
+    qtbot.keyClick(alice.input, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: label.text() == "", timeout=WAIT_MS)
