@@ -124,6 +124,9 @@ class ChatInput(QPlainTextEdit):
     def start_edit(self, seq: int, text: str) -> None:
         """Edit message ``seq``: its text in the box; Enter saves, Esc cancels."""
         self.editing = seq
+        if self._history and self._history[-1] == text:
+            # What Up would have recalled: a further Up goes on to the one before it.
+            self._history_pos = len(self._history) - 1
         self.setPlaceholderText("Editing — Enter saves, Esc cancels")
         self.setText(text)
 
