@@ -11,6 +11,8 @@ from test_gui import type_line
 
 from qtchat.gui.models import MessageRoles, RowKind
 from qtchat.gui.search_bar import SEQ_ROLE
+from qtchat.gui.settings_dialog import Preferences
+from qtchat.living import IdleTimer
 
 pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints")
 WAIT_MS = 10_000
@@ -97,3 +99,53 @@ def test_the_typing_line_says_who_is_typing_and_clears_on_their_message(qtbot, p
     qtbot.keyClicks(alice.input, "lo")
     qtbot.keyClick(alice.input, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: label.text() == "", timeout=WAIT_MS)
+
+
+def test_members_show_who_is_away_with_their_line_as_plain_text(qtbot, people):
+    alice, bob = people
+    members = lobby(bob).members
+    alice.client.set_status("busy", "in a call <b>not bold</b>")
+    qtbot.waitUntil(lambda: members.status("Alice")[0] == "busy", timeout=WAIT_MS)
+    index = members.index(members.row_of("Alice"))
+    assert index.data(Qt.ItemDataRole.ToolTipRole) == "Busy\nin a call <b>not bold</b>"
+    assert index.data(Qt.ItemDataRole.DecorationRole) is not None
+
+
+def test_someone_who_comes_later_sees_the_status_from_registered(qtbot, server, make_client):
+    alice = open_window(qtbot, make_client, server.port, "Alice")
+    with qtbot.waitSignal(alice.client.pongReceived, timeout=WAIT_MS):
+        alice.client.set_status("away", "lunch")
+        alice.client.ping()
+    cid = open_window(qtbot, make_client, server.port, "Cid")
+    members = lobby(cid).members
+    qtbot.waitUntil(lambda: "Alice" in members.names(), timeout=WAIT_MS)
+    assert members.status("Alice") == ("away", "lunch")
+
+
+def test_the_app_goes_away_after_the_set_time_and_back_on_input(qtbot, people):
+    alice, bob = people
+    clock = [1000.0]
+    glue = alice.living
+    glue._clock = lambda: clock[0]
+    glue.idle = IdleTimer(clock[0], away_after=600.0)
+    members = lobby(bob).members
+    clock[0] += 599.0
+    glue._check_idle()  # what its timer does when the time comes
+    clock[0] += 1.0
+    glue._check_idle()
+    qtbot.waitUntil(lambda: members.status("Alice")[0] == "away", timeout=WAIT_MS)
+    qtbot.keyClick(alice.input, Qt.Key.Key_Shift)  # any input brings the person back
+    qtbot.waitUntil(lambda: members.status("Alice")[0] == "online", timeout=WAIT_MS)
+
+
+def test_with_typing_turned_off_nothing_is_sent(qtbot, people):
+    alice, bob = people
+    alice.living.apply_preferences(Preferences(typing=False))
+    label = bob.living.label(lobby(bob))
+    received = []
+    bob.client.typingReceived.connect(received.append)
+    qtbot.keyClicks(alice.input, "secret thoughts")
+    for window in (alice, bob):
+        with qtbot.waitSignal(window.client.pongReceived, timeout=WAIT_MS):
+            window.client.ping()
+    assert received == [] and label.text() == ""

@@ -12,7 +12,12 @@ The widgets are their own modules (``search_bar.py``, ``typing_label.py``, the m
   one's shows); what the person types sends ``typing active`` at most every 3 s to the
   conversation, and ``done`` when the box is emptied;
 - Up in an empty box edits the person's last message here (``ChatInput.start_edit``);
-  ``edited`` and ``deleted`` from the host change the row wherever it is shown.
+  ``edited`` and ``deleted`` from the host change the row wherever it is shown;
+- presence: the members lists show who is away or busy (``MemberModel.set_status``),
+  and the app goes away by itself after the person's away time without input
+  (``qtchat.living.IdleTimer``, fed by an application-wide event filter), back on input;
+- the person's settings (``Preferences``): the typing and receipts switches stop the
+  sending itself (``ChatClient.typing_enabled`` / ``receipts_enabled``).
 
 Every feature is used only when the host accepted it (``ChatClient.has_feature``).
 """
@@ -23,22 +28,26 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, Slot
-from PySide6.QtWidgets import QBoxLayout, QStackedWidget
+from PySide6.QtCore import QEvent, QObject, QTimer, Slot
+from PySide6.QtWidgets import QApplication, QBoxLayout, QStackedWidget
 
 from qtchat import protocol as p
 from qtchat.gui.conversation import Conversation, fold
 from qtchat.gui.models import ConversationKind
 from qtchat.gui.search_bar import SearchBar
+from qtchat.gui.settings_dialog import Preferences
 from qtchat.gui.typing_label import TypingLabel
-from qtchat.living import TYPING_SEND_EVERY
-from qtchat.protocol.living import Deleted, Edited, SearchResults, TypingNotice
-from qtchat.protocol.server_frames import Message
+from qtchat.living import TYPING_SEND_EVERY, IdleTimer
+from qtchat.protocol.living import Deleted, Edited, SearchResults, TypingNotice, UserStatus
+from qtchat.protocol.server_frames import Joined, Message, Registered
 
 if TYPE_CHECKING:
     from qtchat.gui.main_window import ChatWindow
 
 HISTORY_AROUND = 25  # messages loaded on each side of a chosen search result
+# What counts as the person being at the computer (for going away and coming back).
+_INPUT_EVENTS = frozenset({QEvent.Type.KeyPress, QEvent.Type.MouseButtonPress,
+                           QEvent.Type.MouseMove, QEvent.Type.Wheel})
 
 
 class LivingGlue(QObject):
@@ -73,6 +82,18 @@ class LivingGlue(QObject):
         window.input.edit_last = self.edit_last
         window.input.editSubmitted.connect(self._edit_submitted)
         window.input.textChanged.connect(self._input_changed)
+
+        client.roomJoined.connect(self._room_joined)
+        client.statusReceived.connect(self._status)
+        self.idle = IdleTimer(clock())
+        self._announced = "online"  # the presence the host was last told
+        self._idle_timer = QTimer(self)
+        self._idle_timer.setSingleShot(True)
+        self._idle_timer.timeout.connect(self._check_idle)
+        self.apply_preferences(Preferences.load())
+        app = QApplication.instance()
+        if app is not None:
+            app.installEventFilter(self)
 
     # --- search ---------------------------------------------------------------------------
 
@@ -167,7 +188,8 @@ class LivingGlue(QObject):
     def _input_changed(self) -> None:
         """What the person types tells the conversation, at most every 3 s."""
         conv = self.window.current()
-        if conv is None or not self.client.has_feature("typing"):
+        if conv is None or self.window.input.editing is not None \
+                or not self.client.has_feature("typing"):
             return
         text = self.window.input.toPlainText()
         target = ("room", conv.title) if conv.kind == ConversationKind.ROOM \
@@ -189,6 +211,61 @@ class LivingGlue(QObject):
         if kind == "room":
             return self.client.send_typing(state, room=name)
         return self.client.send_typing(state, to=name)
+
+    # --- presence and settings ------------------------------------------------------------
+
+    @Slot(object)
+    def apply_preferences(self, prefs: Preferences) -> None:
+        """The person's settings, at start and each time the dialog saves them."""
+        self.client.typing_enabled = prefs.typing
+        self.client.receipts_enabled = prefs.receipts
+        self.idle.away_after = prefs.away_minutes * 60.0
+        self._check_idle()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() in _INPUT_EVENTS:
+            self.idle.input(self._clock())
+            if self._announced != self.idle.chosen:
+                self._check_idle()  # back from away: say so at once
+        return False
+
+    @Slot()
+    def _check_idle(self) -> None:
+        now = self._clock()
+        state = self.idle.state(now)
+        if state != self._announced and self.client.set_status(state):
+            self._announced = state
+        wait = self.idle.next_change(now)
+        if wait is None:
+            self._idle_timer.stop()
+        else:
+            self._idle_timer.start(max(1000, round(wait * 1000)))
+
+    def registered(self, frame: Registered) -> None:
+        """Called by the window's own ``registered`` slot (the first one reaches the
+        window by hand, before it could connect anything)."""
+        self._announced = "online"  # a new session starts online; a resume kept ours
+        if frame.resumed:
+            own = (frame.statuses or {}).get(frame.name)
+            self._announced = own["state"] if own else "online"
+        self._check_idle()
+        lobby = self.window.conversation(ConversationKind.ROOM, p.LOBBY, create=False)
+        if lobby is not None and lobby.members is not None:
+            for name, status in (frame.statuses or {}).items():
+                lobby.members.set_status(name, status["state"], status.get("text", ""))
+
+    @Slot(object)
+    def _room_joined(self, frame: Joined) -> None:
+        conv = self.window.conversation(ConversationKind.ROOM, frame.room, create=False)
+        if conv is not None and conv.members is not None:
+            for name, status in (frame.statuses or {}).items():
+                conv.members.set_status(name, status["state"], status.get("text", ""))
+
+    @Slot(object)
+    def _status(self, frame: UserStatus) -> None:
+        for conv in self._conversations():
+            if conv.members is not None:
+                conv.members.set_status(frame.name, frame.state, frame.text)
 
     # --- edit and delete ------------------------------------------------------------------
 

@@ -231,6 +231,7 @@ class ChatWindow(QMainWindow):
         def open_settings() -> None:  # issue 17: the settings dialog, saved in QSettings
             dialog = SettingsDialog(self)
             dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            dialog.saved.connect(self.living.apply_preferences)
             dialog.open()
         self.settings_action = action(chat, "&Settings…", open_settings,
                                       QKeySequence("Ctrl+,"), "Name, away, privacy, theme")
@@ -512,6 +513,7 @@ class ChatWindow(QMainWindow):
                         f"is {fingerprint} — {how}.")
             self._notice(lobby, text)
         self._update_title()
+        self.living.registered(frame)  # statuses, our presence
 
     @Slot(object)
     def _on_room_joined(self, frame: Joined) -> None:
