@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from helpers import LineClient
 from PySide6.QtCore import Qt
-from test_commands import lobby, open_window
+from test_commands import lobby, open_window, private
 from test_gui import type_line
 
 from qtchat.gui.models import MessageRoles, RowKind
@@ -149,3 +149,40 @@ def test_with_typing_turned_off_nothing_is_sent(qtbot, people):
         with qtbot.waitSignal(window.client.pongReceived, timeout=WAIT_MS):
             window.client.ping()
     assert received == [] and label.text() == ""
+
+
+def own_receipt(window, peer: str, text: str) -> str:
+    conv = private(window, peer)
+    if conv is None:
+        return ""
+    model = conv.model
+    for row in range(model.rowCount()):
+        entry = model.entry(row)
+        if entry.text == text and entry.seq is not None:
+            return entry.receipt
+    return ""
+
+
+def test_a_whisper_shows_delivered_then_read_when_they_look_at_it(qtbot, people):
+    alice, bob = people
+    alice.send_whisper("Bob", "psst")
+    qtbot.waitUntil(lambda: own_receipt(alice, "Bob", "psst") == "delivered", timeout=WAIT_MS)
+    bob.show_conversation(private(bob, "Alice"))
+    bob.activateWindow()
+    qtbot.waitUntil(bob.isActiveWindow, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: own_receipt(alice, "Bob", "psst") == "read", timeout=WAIT_MS)
+
+
+def test_with_receipts_turned_off_a_whisper_stays_sent(qtbot, people):
+    alice, bob = people
+    bob.living.apply_preferences(Preferences(receipts=False))
+    alice.send_whisper("Bob", "are you there?")
+    qtbot.waitUntil(lambda: own_receipt(alice, "Bob", "are you there?") == "sent",
+                    timeout=WAIT_MS)
+    bob.show_conversation(private(bob, "Alice"))
+    bob.activateWindow()
+    qtbot.waitUntil(bob.isActiveWindow, timeout=WAIT_MS)
+    for window in (bob, alice):
+        with qtbot.waitSignal(window.client.pongReceived, timeout=WAIT_MS):
+            window.client.ping()
+    assert own_receipt(alice, "Bob", "are you there?") == "sent"

@@ -16,6 +16,9 @@ The widgets are their own modules (``search_bar.py``, ``typing_label.py``, the m
 - presence: the members lists show who is away or busy (``MemberModel.set_status``),
   and the app goes away by itself after the person's away time without input
   (``qtchat.living.IdleTimer``, fed by an application-wide event filter), back on input;
+- receipts: a whisper that arrives is acknowledged ``delivered``, and ``read`` once its
+  conversation is in front in the active window; receipts from the peer mark our
+  whispers' rows sent / delivered / read (``MessageModel.mark_receipt``);
 - the person's settings (``Preferences``): the typing and receipts switches stop the
   sending itself (``ChatClient.typing_enabled`` / ``receipts_enabled``).
 
@@ -33,12 +36,19 @@ from PySide6.QtWidgets import QApplication, QBoxLayout, QStackedWidget
 
 from qtchat import protocol as p
 from qtchat.gui.conversation import Conversation, fold
-from qtchat.gui.models import ConversationKind
+from qtchat.gui.models import ConversationKind, RowKind
 from qtchat.gui.search_bar import SearchBar
 from qtchat.gui.settings_dialog import Preferences
 from qtchat.gui.typing_label import TypingLabel
 from qtchat.living import TYPING_SEND_EVERY, IdleTimer
-from qtchat.protocol.living import Deleted, Edited, SearchResults, TypingNotice, UserStatus
+from qtchat.protocol.living import (
+    Deleted,
+    Edited,
+    ReceiptNotice,
+    SearchResults,
+    TypingNotice,
+    UserStatus,
+)
 from qtchat.protocol.server_frames import Joined, Message, Registered
 
 if TYPE_CHECKING:
@@ -85,6 +95,9 @@ class LivingGlue(QObject):
 
         client.roomJoined.connect(self._room_joined)
         client.statusReceived.connect(self._status)
+        client.receiptReceived.connect(self._receipt)
+        window.tabs.currentChanged.connect(lambda _index: self._read_current())
+        self._read_sent: dict[str, int] = {}  # peer (folded) -> the highest seq said read
         self.idle = IdleTimer(clock())
         self._announced = "online"  # the presence the host was last told
         self._idle_timer = QTimer(self)
@@ -183,6 +196,41 @@ class LivingGlue(QObject):
         label = self._labels.get(conv.key)
         if label is not None:
             label.message_from(message.sender)
+        theirs = message.is_whisper and fold(message.sender) != fold(self.window.me)
+        in_front = conv is self.window.current() and self.window.isActiveWindow()
+        if theirs and not (in_front and self._read_current()):
+            self.client.send_receipt(message.sender, message.seq, "delivered")
+
+    # --- receipts -------------------------------------------------------------------------
+
+    def _read_current(self) -> bool:
+        """The conversation in front, in the active window, is read: say so (once per
+        newest whisper). Whether a ``read`` was sent."""
+        window = self.window
+        conv = window.current()
+        if conv is None or conv.kind != ConversationKind.PRIVATE \
+                or not window.isActiveWindow():
+            return False
+        newest = None
+        model = conv.model
+        for row in range(model.rowCount() - 1, -1, -1):
+            entry = model.entry(row)
+            if entry.kind == RowKind.MESSAGE and entry.seq is not None and not entry.is_own:
+                newest = entry.seq
+                break
+        peer = fold(conv.title)
+        if newest is None or self._read_sent.get(peer, 0) >= newest:
+            return False
+        if not self.client.send_receipt(conv.title, newest, "read"):
+            return False
+        self._read_sent[peer] = newest
+        return True
+
+    @Slot(object)
+    def _receipt(self, frame: ReceiptNotice) -> None:
+        conv = self.window.conversation(ConversationKind.PRIVATE, frame.sender, create=False)
+        if conv is not None:
+            conv.model.mark_receipt(frame.seq, frame.state)
 
     @Slot()
     def _input_changed(self) -> None:
@@ -223,7 +271,9 @@ class LivingGlue(QObject):
         self._check_idle()
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if event.type() in _INPUT_EVENTS:
+        if event.type() == QEvent.Type.WindowActivate and watched is self.window:
+            self._read_current()
+        elif event.type() in _INPUT_EVENTS:
             self.idle.input(self._clock())
             if self._announced != self.idle.chosen:
                 self._check_idle()  # back from away: say so at once

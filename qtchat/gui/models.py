@@ -259,6 +259,8 @@ _WHISPER = 2
 _ACTION = 4
 _EDITED = 8  # its author changed it (features §7): "(edited)" follows the text
 _DELETED = 16  # taken back: the text is the tombstone's sentence
+_DELIVERED = 32  # our whisper reached their app (a receipt, features §6)
+_READ = 64  # … and they looked at it
 
 EDITED_SUFFIX = " (edited)"
 
@@ -372,6 +374,16 @@ class MessageEntry:
     @property
     def is_deleted(self) -> bool:
         return bool(self.flags & _DELETED)
+
+    @property
+    def receipt(self) -> str:
+        """An own whisper's state as its recipient's receipts say: "read",
+        "delivered", or "sent" (stored by the host, nothing heard yet); "" otherwise."""
+        if not (self.flags & _OWN and self.flags & _WHISPER) or self.seq is None:
+            return ""
+        if self.flags & _READ:
+            return "read"
+        return "delivered" if self.flags & _DELIVERED else "sent"
 
     def __repr__(self) -> str:
         return (
@@ -670,6 +682,27 @@ class MessageModel(QAbstractListModel):
                     and not entry.flags & _DELETED:
                 return entry.seq
         return None
+
+    def mark_receipt(self, upto: int, state: str) -> int:
+        """A receipt from the peer: our whispers up to ``upto`` were ``delivered`` or
+        ``read`` (read counts as delivered). Returns how many rows changed."""
+        flag = _READ | _DELIVERED if state == "read" else _DELIVERED
+        first = last = -1
+        for row in range(self._message_end() - 1, -1, -1):
+            entry = self._rows[row]
+            if entry.seq is None or entry.seq > upto or entry.kind != RowKind.MESSAGE \
+                    or not (entry.flags & _OWN and entry.flags & _WHISPER):
+                continue
+            if entry.flags & flag == flag:
+                break  # receipts only move forward: the older ones have it already
+            entry.flags |= flag
+            entry.uid = _new_uid()
+            first = row
+            last = row if last < 0 else last
+        if first >= 0:
+            self.dataChanged.emit(self.index(first), self.index(last))
+            return last - first + 1
+        return 0
 
     def change_message(self, seq: int, *, text: str | None = None, edited_ts: str = "",
                        deleted_by: str | None = None) -> bool:
