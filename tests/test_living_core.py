@@ -370,3 +370,40 @@ def test_a_receipt_to_someone_without_receipts_is_stored_not_sent(net):
     assert [f["type"] for f in ann.new()] == ["pong"]
     assert {(state, upto) for *_, state, upto in net.store.receipts()} == {
         ("read", seq), ("delivered", seq)}
+
+
+# --- history {with} -------------------------------------------------------------------------
+
+
+def test_history_with_pages_a_private_conversation_with_read_up_to(net):
+    ann = net.registered("Ann", features=[*ALL, "receipts"])
+    bob = net.registered("Bob", features=[*ALL, "receipts"])
+    cid = net.registered("Cid", features=ALL)
+    seqs = [whisper(ann, "Bob", f"to bob {i}") for i in range(3)]
+    whisper(cid, "Bob", "from cid")
+    reply = whisper(bob, "Ann", "to ann")
+    bob.send(type="receipt", seq=seqs[1], state="read", **{"with": "Ann"})
+    ann.new()
+    ann.send(type="history", limit=3, id="h", **{"with": "Bob"})
+    page, = ann.new()
+    assert page["type"] == "history" and page["with"] == "Bob" and "room" not in page
+    assert [m["text"] for m in page["messages"]] == ["to bob 1", "to bob 2", "to ann"]
+    assert page["read_up_to"] == {"you": 0, "them": seqs[1]}
+    ann.send(type="history", before=seqs[1], **{"with": "Bob"})
+    page, = ann.new()
+    assert [m["seq"] for m in page["messages"]] == [seqs[0]]
+    cid.new()
+    cid.send(type="history", **{"with": "Ann"})  # nothing between them
+    page, = cid.new()
+    assert page["messages"] == [] and "read_up_to" not in page  # Cid has no receipts
+    assert reply > seqs[-1]
+
+
+def test_history_needs_a_room_or_someone(net):
+    ann = net.registered("Ann", features=ALL)
+    ann.new()
+    ann.send(type="history", id="x")
+    ann.send(type="history", room="lobby", id="y", **{"with": "Ann"})
+    ann.send(type="history", id="z", **{"with": "Nobody"})
+    assert [(f["code"], f["id"]) for f in ann.new()] == [
+        ("bad_frame", "x"), ("bad_frame", "y"), ("no_such_user", "z")]

@@ -186,3 +186,19 @@ def test_with_receipts_turned_off_a_whisper_stays_sent(qtbot, people):
         with qtbot.waitSignal(window.client.pongReceived, timeout=WAIT_MS):
             window.client.ping()
     assert own_receipt(alice, "Bob", "are you there?") == "sent"
+
+
+def test_a_private_page_brings_back_the_whispers_and_how_far_they_were_read(qtbot, people):
+    alice, bob = people
+    alice.send_whisper("Bob", "remember this")
+    bob_side = lambda: private(bob, "Alice")  # noqa: E731
+    qtbot.waitUntil(lambda: bob_side() is not None, timeout=WAIT_MS)
+    bob.show_conversation(bob_side())
+    bob.activateWindow()
+    qtbot.waitUntil(lambda: own_receipt(alice, "Bob", "remember this") == "read",
+                    timeout=WAIT_MS)
+    private(alice, "Bob").model.clear()  # as if the app had just started
+    assert own_receipt(alice, "Bob", "remember this") == ""
+    alice.client.request_private_history("Bob")
+    qtbot.waitUntil(lambda: own_receipt(alice, "Bob", "remember this") == "read",
+                    timeout=WAIT_MS)

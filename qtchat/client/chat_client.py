@@ -84,6 +84,9 @@ class ChatClient(QObject):
     The living-room features (each only if the host accepted it, see ``has_feature``),
     each signal carrying the frame (``qtchat.protocol.living``):
         searchResults(SearchResults): the answer to ``search`` (its ``id`` echoed).
+        privateHistoryReceived(HistoryPage): an answer to ``request_private_history``:
+            ``with_``, ``messages`` (whispers, oldest first) and, with receipts,
+            ``read_up_to`` {you, them}.
         messageEdited(Edited) / messageDeleted(Deleted): a message changed or was taken
             back (a deleted one's text is gone; show a tombstone).
         typingReceived(TypingNotice): someone's typing state in a room or to us.
@@ -117,6 +120,7 @@ class ChatClient(QObject):
     reconnecting = Signal(int, str)
     reconnectStopped = Signal(str)
     searchResults = Signal(object)
+    privateHistoryReceived = Signal(object)
     messageEdited = Signal(object)
     messageDeleted = Signal(object)
     typingReceived = Signal(object)
@@ -402,6 +406,11 @@ class ChatClient(QObject):
         frame = pl.Search(id=search_id, query=query, room=room, with_=with_, before=before,
                           limit=limit)
         return search_id if self._send_feature("search", frame) else None
+
+    def request_private_history(self, with_: str, before: int | None = None,
+                                limit: int = 50) -> None:
+        self._session.request_private_history(with_, before, limit)
+        self._flush()
 
     def edit_message(self, seq: int, text: str) -> bool:
         """New text for one of our messages; the host answers with ``messageEdited``."""

@@ -2,10 +2,11 @@
 
 The frames the host sends for search, edit/delete, typing, presence and receipts become
 events of ``ClientSession`` (each an ``Emit``, one ``ChatClient`` signal), through
-handlers registered in ``session._HANDLERS`` when this module is imported (at the end of
-``session.py``). The host sends these frames only to a session that negotiated the
-feature; a frame of a feature we did not ask for is still just reported (it is bounded
-by its shape, and the views ignore what they do not show).
+handlers registered in ``session._HANDLERS`` when this module is imported (by
+``chat_client.py``; ``session.py`` does not import it, so there is no cycle). The host
+sends these frames only to a session that negotiated the feature; a frame of a feature
+we did not ask for is still just reported (it is bounded by its shape, and the views
+ignore what they do not show).
 
 The rules of time (who is still typing, when to go away) are ``qtchat.living``'s; the
 façade's methods that send (``ChatClient.search`` …) are in ``chat_client.py``.

@@ -49,7 +49,7 @@ from qtchat.protocol.living import (
     TypingNotice,
     UserStatus,
 )
-from qtchat.protocol.server_frames import Joined, Message, Registered
+from qtchat.protocol.server_frames import HistoryPage, Joined, Message, Registered
 
 if TYPE_CHECKING:
     from qtchat.gui.main_window import ChatWindow
@@ -88,6 +88,7 @@ class LivingGlue(QObject):
         client.typingReceived.connect(self._typing)
         client.messageReceived.connect(self._message)
         client.historyReceived.connect(self._history)
+        client.privateHistoryReceived.connect(self._private_history)
         window.tabs.currentChanged.connect(self._tab_changed)
         window.input.edit_last = self.edit_last
         window.input.editSubmitted.connect(self._edit_submitted)
@@ -145,19 +146,33 @@ class LivingGlue(QObject):
         self.window.show_conversation(conv)
         if conv.model.has_seq(seq):
             self._scroll_to(conv, seq)
-        elif conv.kind == ConversationKind.ROOM:
+        else:
             self._jump = (conv, seq)
-            self.client.request_history(conv.title, before=seq + HISTORY_AROUND + 1,
-                                        limit=2 * HISTORY_AROUND + 1)
+            before, limit = seq + HISTORY_AROUND + 1, 2 * HISTORY_AROUND + 1
+            if conv.kind == ConversationKind.ROOM:
+                self.client.request_history(conv.title, before=before, limit=limit)
+            else:
+                self.client.request_private_history(conv.title, before=before, limit=limit)
 
     @Slot(str, list)
-    def _history(self, room: str, _messages: list) -> None:
+    def _history(self, _room: str, _messages: list) -> None:
         if self._jump is None:
             return
         conv, seq = self._jump
-        if fold(conv.title) == fold(room) and conv.model.has_seq(seq):
+        if conv.model.has_seq(seq):
             self._jump = None
             self._scroll_to(conv, seq)
+
+    @Slot(object)
+    def _private_history(self, frame: HistoryPage) -> None:
+        """A page of a private conversation: its whispers, and how far they read ours."""
+        assert frame.with_ is not None
+        conv = self.window.conversation(ConversationKind.PRIVATE, frame.with_)
+        assert conv is not None
+        conv.model.add_messages(frame.messages)
+        if frame.read_up_to is not None:
+            conv.model.mark_receipt(frame.read_up_to.get("them", 0), "read")
+        self._history(frame.with_, frame.messages)
 
     @staticmethod
     def _scroll_to(conv: Conversation, seq: int) -> None:

@@ -4,8 +4,9 @@ edit and delete, search.
 Client frames are ``ClientFrame`` dataclasses that validate when built, registered in
 ``CLIENT_FRAME_TYPES``; server frames are ``ServerFrame`` classes registered by
 ``@server_frame``, each with its check shape in ``SERVER_FRAME_SHAPES``. Kept in a module
-of their own, so the features added at the same time do not all edit one file; importing
-``qtchat.protocol`` imports this (see the end of ``qtchat/protocol/__init__.py``).
+of their own, so the features added at the same time do not all edit one file. Importing
+this module registers them: the server's feature modules and the client's
+``qtchat.client.living`` import it (``qtchat.protocol`` does not: no import cycle).
 
 ``with`` is a Python keyword: the frames that carry it name the field ``with_`` and
 map it on the way in and out.
@@ -269,17 +270,10 @@ def _statuses(value: object) -> dict:
     return value
 
 
-def _any_message(value: object) -> dict:
-    """A message in a ``search_results`` list: a broadcast (``room``) or a whisper (``to``)."""
-    if isinstance(value, dict) and "to" in value:
-        return p._shape(*p._WHISPER)(value)
-    return p._shape(*p._BROADCAST)(value)
-
-
 _place = {"room": p._name_str, "to": p._name_str}
 SERVER_FRAME_SHAPES.update({
     "search_results": ({"query": lambda v: p._string(v, MAX_QUERY_CHARS),
-                        "messages": p._list_of(_any_message, MAX_SEARCH_LIMIT),
+                        "messages": p._list_of(p._broadcast_or_whisper, MAX_SEARCH_LIMIT),
                         "more": p._boolean}, {"id": p._short_str}),
     "edited": ({"seq": p._seq, "text": p._text, "edited_ts": p._short_str}, _place),
     "deleted": ({"seq": p._seq, "by": p._name_str, "ts": p._short_str}, _place),

@@ -36,7 +36,7 @@ from qtchat.protocol import (
 SERVER_FRAME_TYPES: dict[str, type[Any]] = {}
 
 # Python field name -> wire name, where they differ.
-_WIRE_NAMES = {"sender": "from"}
+_WIRE_NAMES = {"sender": "from", "with_": "with"}
 
 
 @functools.cache
@@ -218,15 +218,20 @@ class Left(ServerFrame):
 
 @server_frame
 class HistoryPage(ServerFrame):
-    """``history``: a page of a room's older messages, oldest first."""
+    """``history``: a page of a room's older messages, oldest first; or, with ``with_``
+    instead of ``room``, of a private conversation (and ``read_up_to`` {you, them}, how
+    far each has read the other's whispers, to a client with receipts)."""
 
     type: ClassVar[str] = "history"
-    room: str
+    room: str | None = None
     messages: list[Message]
+    with_: str | None = None
+    read_up_to: dict[str, int] | None = None
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, Any]) -> HistoryPage:
-        return cls(room=obj["room"], messages=[Message.from_wire(m) for m in obj["messages"]])
+        return cls(room=obj.get("room"), messages=[Message.from_wire(m) for m in obj["messages"]],
+                   with_=obj.get("with"), read_up_to=obj.get("read_up_to"))
 
 
 @server_frame

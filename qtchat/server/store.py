@@ -529,6 +529,30 @@ class MessageStore:
         return [Message(seq=s, ts=ts, sender=f, room=r, text=t, **_changed(*c))
                 for s, ts, r, f, t, *c in rows]
 
+    def whisper_page(self, sid: int, other_sid: int, before: int | None, limit: int,
+                     max_chars: int | None = None, *, tombstones: bool = True
+                     ) -> list[Message]:
+        """Up to ``limit`` whispers between sessions ``sid`` and ``other_sid`` older than
+        ``before``, oldest first (``history {with}``); as ``page`` otherwise."""
+        self._before_read()
+        cursor = self._db.execute(
+            f"SELECT m.seq, ts, sender, recipient, text, {_CHANGED} FROM messages m "
+            f"{_CHANGES} WHERE bucket='' AND m.seq<? AND ((sender_sid=? AND recipient_sid=?) "
+            f"OR (sender_sid=? AND recipient_sid=?)) {'' if tombstones else _NOT_DELETED} "
+            "ORDER BY m.seq DESC LIMIT ?",
+            (before if before is not None else self.last_seq + 1, sid, other_sid, other_sid,
+             sid, limit))
+        rows, chars = [], 0
+        for row in cursor:
+            rows.append(row)
+            chars += len(row[4])
+            if max_chars is not None and chars >= max_chars:
+                break
+        cursor.close()
+        rows.reverse()
+        return [Message(seq=s, ts=ts, sender=f, to=to, text=t, **_changed(*c))
+                for s, ts, f, to, t, *c in rows]
+
     def replay(
         self, buckets: Iterable[str], sid: int, since: int, batch: int = 500, *,
         tombstones: bool = True

@@ -14,11 +14,20 @@ server cannot tell "not read" from "not telling".
 
 from __future__ import annotations
 
+from qtchat import protocol as p
 from qtchat.living import ReceiptBook
 from qtchat.names import parse_name
 from qtchat.protocol.living import Receipt, ReceiptNotice
+from qtchat.protocol.server_frames import HistoryPage
 from qtchat.server.domain import Connection, ConnState
-from qtchat.server.features.base import Core, Feature, handles, knows
+from qtchat.server.features.base import (
+    Core,
+    Feature,
+    encode_trimmed,
+    handles,
+    knows,
+    texts_exceed_a_frame,
+)
 from qtchat.server.features.session import SessionFeature
 
 
@@ -57,6 +66,31 @@ class ReceiptsFeature(Feature):
             core.queue(theirs, ReceiptNotice(sender=session.name.display, seq=frame.seq,
                                              state=frame.state).encode())
 
-    def read_up_to(self, you: int, them: int) -> dict[str, int]:
-        """``read_up_to`` {you, them} between two sessions (for ``history {with}``)."""
-        return self.book.read_up_to(you, them)
+    def private_history(self, conn: Connection, frame: p.History) -> None:
+        """``history {with}``: a page of the whispers between this session and ``with``
+        (for every client: the rooms module hands it here), with ``read_up_to`` {you,
+        them} for a client that negotiated ``receipts``. Heavy work, like a room's page."""
+        session = conn.session
+        assert session is not None and frame.with_ is not None
+        core = self.core
+        other = self.sessions.named(parse_name(frame.with_))
+        if other is None:
+            core.send_error(conn, "no_such_user", f"Nobody called {frame.with_} is here.",
+                            "history")
+            return
+
+        def page_turn(conn: Connection) -> bool:
+            conn.task = None  # done after this turn
+            messages = core.store.whisper_page(session.sid, other.sid, frame.before,
+                                               frame.limit, p.MAX_FRAME_BYTES,
+                                               tombstones=knows(conn, "edit"))
+            read = (self.book.read_up_to(session.sid, other.sid)
+                    if knows(conn, "receipts") else None)
+            wire = HistoryPage(with_=other.name.display, messages=messages,
+                               read_up_to=read).to_wire()
+            data, _cut = encode_trimmed(wire, ("messages", True),
+                                        surely_too_large=texts_exceed_a_frame(messages))
+            core.queue(conn, data)
+            return False
+
+        core.start_task(conn, page_turn)

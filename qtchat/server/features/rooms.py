@@ -149,6 +149,15 @@ class RoomsFeature(Feature):
         is one of the sender's is answered at once (with the frame's ``id``)."""
         session = conn.session
         assert session is not None
+        if frame.with_ is not None:  # a private conversation's page: its own module
+            for feature in getattr(self.core, "features", ()):
+                private_history = getattr(feature, "private_history", None)
+                if private_history is not None:
+                    private_history(conn, frame)
+                    return
+            self.core.send_error(conn, "bad_frame", "history needs a 'room'.", "history")
+            return
+        assert frame.room is not None
         room = self.room_of(conn, session, frame.room, "history")
         if room is None:
             return
