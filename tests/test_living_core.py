@@ -407,3 +407,17 @@ def test_history_needs_a_room_or_someone(net):
     ann.send(type="history", id="z", **{"with": "Nobody"})
     assert [(f["code"], f["id"]) for f in ann.new()] == [
         ("bad_frame", "x"), ("bad_frame", "y"), ("no_such_user", "z")]
+
+
+def test_statuses_of_a_crowd_stay_within_the_registered_frame(net):
+    away = []
+    for i in range(520):  # 520 lines of 100 characters: more than a frame holds
+        person = net.registered(f"Person{i}", features=ALL)
+        person.send(type="status", state="away", text="x" * 100)
+        away.append(person)
+    late = net.registered("Late", features=ALL)
+    registered = late.frames[0]
+    assert registered["type"] == "registered"
+    assert 0 < len(registered["statuses"]) < 520  # as many as fit the budget
+    away[0].send(type="bye")
+    assert "Person0" not in net.registered("Later", features=ALL).frames[0]["statuses"]

@@ -10,10 +10,16 @@ status lasts as long as the session (it survives a resume, not the session's end
 
 from __future__ import annotations
 
+from qtchat import protocol as p
 from qtchat.protocol.living import Status, UserStatus
 from qtchat.server.domain import Connection, Room, Session
 from qtchat.server.features.base import Core, Feature, handles, knows
 from qtchat.server.features.rooms import RoomsFeature
+
+# Bytes of ``statuses`` one ``registered``/``joined`` may carry: a crowd of people away
+# with long lines must not push the frame past its 64 KiB (the rest show as online
+# until their next change).
+STATUSES_BUDGET = 16 * 1024
 
 
 class PresenceFeature(Feature):
@@ -50,16 +56,25 @@ class PresenceFeature(Feature):
             return None
         found: dict[str, dict[str, str]] = {}
         status = self.status
-        for other in room.conns:
-            session = other.session
-            if session is not None and session.sid in status:
-                state, text = status[session.sid]
-                found[session.name.display] = {"state": state, "text": text}
+        if not status:
+            return found
         own = conn.session
-        if own is not None and own.sid in status:  # a resume: its own, as it left it
-            state, text = status[own.sid]
-            found[own.name.display] = {"state": state, "text": text}
+        sessions = [own] if own is not None else []  # a resume: its own, as it left it
+        sessions += [other.session for other in room.conns if other.session is not own]
+        used = 0
+        for session in sessions:
+            if session is None or session.sid not in status:
+                continue
+            state, text = status[session.sid]
+            entry = {"state": state, "text": text}
+            used += p.encoded_size(session.name.display) + p.encoded_size(entry) + 2
+            if used > STATUSES_BUDGET:
+                break
+            found[session.name.display] = entry
         return found
 
-    def forget(self, session: Session) -> None:
-        self.status.pop(session.sid, None)
+    def on_detach(self, conn: Connection, session: Session, announce: str | None) -> None:
+        """A session that ends (bye, a kick) takes its status with it; a drop keeps it
+        for the resume."""
+        if announce in ("quit", "kicked"):
+            self.status.pop(session.sid, None)
