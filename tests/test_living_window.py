@@ -202,3 +202,25 @@ def test_a_private_page_brings_back_the_whispers_and_how_far_they_were_read(qtbo
     alice.client.request_private_history("Bob")
     qtbot.waitUntil(lambda: own_receipt(alice, "Bob", "remember this") == "read",
                     timeout=WAIT_MS)
+
+
+def test_the_context_menu_edits_and_deletes_a_message(qtbot, people):
+    alice, bob = people
+    type_line(qtbot, alice, "first thought")
+    type_line(qtbot, alice, "second thought")
+    qtbot.waitUntil(lambda: "second thought" in texts(bob), timeout=WAIT_MS)
+    conv = lobby(alice)
+    actions = {action.text(): action for action in conv.view.actions()}
+    conv.view.select_rows(*(2 * [conv.model.row_of_seq(conv.model.last_own_seq() - 1)]))
+    actions["&Edit"].trigger()
+    assert alice.input.text() == "first thought" and alice.input.editing is not None
+    qtbot.keyClick(alice.input, Qt.Key.Key_Escape)
+    actions["&Delete"].trigger()
+    qtbot.waitUntil(lambda: "message deleted" in texts(bob), timeout=WAIT_MS)
+    assert texts(bob)[-2:] == ["message deleted", "second thought"]
+    # Bob may not delete Alice's message: the host says so, in a notice.
+    bob_conv = lobby(bob)
+    bob_conv.view.select_rows(*(2 * [bob_conv.model.rowCount() - 1]))
+    with qtbot.waitSignal(bob.client.errorReceived, timeout=WAIT_MS) as refused:
+        {a.text(): a for a in bob_conv.view.actions()}["&Delete"].trigger()
+    assert refused.args[0] == "not_permitted"

@@ -11,7 +11,9 @@ The widgets are their own modules (``search_bar.py``, ``typing_label.py``, the m
 - a typing line under the tabs, one ``TypingLabel`` per conversation (only the current
   one's shows); what the person types sends ``typing active`` at most every 3 s to the
   conversation, and ``done`` when the box is emptied;
-- Up in an empty box edits the person's last message here (``ChatInput.start_edit``);
+- Up in an empty box edits the person's last message here (``ChatInput.start_edit``),
+  and a message's context menu has Edit and Delete (the host says who may: an op may
+  delete others' room messages, anyone else hears ``not_permitted``);
   ``edited`` and ``deleted`` from the host change the row wherever it is shown;
 - presence: the members lists show who is away or busy (``MemberModel.set_status``),
   and the app goes away by itself after the person's away time without input
@@ -32,6 +34,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QEvent, QObject, QTimer, Slot
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QApplication, QBoxLayout, QStackedWidget
 
 from qtchat import protocol as p
@@ -194,6 +197,46 @@ class LivingGlue(QObject):
         conv = self.window.current()
         if conv is not None:
             self.typing_stack.setCurrentWidget(self.label(conv))
+            self._add_actions(conv)
+
+    def _add_actions(self, conv: Conversation) -> None:
+        """Edit and Delete in the view's context menu (once per view)."""
+        view = conv.view
+        if view.property("livingActions"):
+            return
+        view.setProperty("livingActions", True)
+        edit = QAction("&Edit", view)
+        edit.triggered.connect(lambda: self._edit_row(conv))
+        delete = QAction("&Delete", view)
+        delete.triggered.connect(lambda: self._delete_row(conv))
+        view.addAction(edit)
+        view.addAction(delete)
+
+    def _row_message(self, conv: Conversation) -> int | None:
+        """The seq of the message the context menu is about (None: not a message)."""
+        row = conv.view.current_row()
+        if not 0 <= row < conv.model.rowCount():
+            return None
+        entry = conv.model.entry(row)
+        if entry.kind != RowKind.MESSAGE or entry.seq is None or entry.is_deleted:
+            return None
+        return entry.seq
+
+    def _edit_row(self, conv: Conversation) -> None:
+        seq = self._row_message(conv)
+        text = conv.model.written_text(seq) if seq is not None else None
+        if seq is None or text is None or not self.client.has_feature("edit"):
+            return
+        if not conv.model.entry(conv.model.row_of_seq(seq)).is_own:
+            self.window._input_refused("Only its author can edit a message.")
+            return
+        self.window.input.start_edit(seq, text)
+        self.window.input.setFocus()
+
+    def _delete_row(self, conv: Conversation) -> None:
+        seq = self._row_message(conv)
+        if seq is not None:
+            self.client.delete_message(seq)  # the host decides who may
 
     @Slot(object)
     def _typing(self, frame: TypingNotice) -> None:
