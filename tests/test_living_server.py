@@ -8,9 +8,11 @@ stored is stored (an edit and a delete outlive a kill -9 of the host).
 
 from __future__ import annotations
 
+import test_full_disk
 from helpers import LineClient, ServeProcess, SyncClient
 
 ALL = ["search", "edit", "typing", "presence"]
+small_disk = test_full_disk.small_disk  # a 2 MB tmpfs that really fills
 
 
 def joined(qtbot, server, name: str, features=ALL) -> LineClient:
@@ -98,4 +100,29 @@ def test_an_edit_and_a_delete_that_were_told_survive_a_kill_of_the_host(tmp_path
         by_seq = {m["seq"]: m for m in page["messages"]}
         assert by_seq[seqs[0]]["text"] == "final draft" and "edited" in by_seq[seqs[0]]
         assert by_seq[seqs[1]]["text"] == "" and by_seq[seqs[1]]["deleted"]["by"] == "Ann"
+        bob.close()
+
+
+def test_an_edit_the_full_disk_refuses_is_told_to_nobody_but_the_editor(small_disk):
+    """Stored means stored (features §0): an edit that cannot be committed is answered
+    with storage_error, others hear nothing of it, and it works once there is room."""
+    from test_full_disk import TIMEOUT, fill, post, post_until_refused
+
+    with ServeProcess(small_disk / "data") as host:
+        ann = SyncClient(host.port, timeout=TIMEOUT)
+        ann.register("Ann", features=ALL)
+        bob = SyncClient(host.port, timeout=TIMEOUT)
+        bob.register("Bob", features=ALL)
+        seq = post(ann, "before the disk filled", "first")["seq"]
+        filler = fill(small_disk)
+        post_until_refused(ann, "filling")
+        ann.send({"type": "edit", "seq": seq, "text": "x" * 3000, "id": "e"})
+        error, _ = ann.recv_until("error", id="e")
+        assert error["code"] == "storage_error" and error["ref"] == "edit"
+        assert [f["type"] for f in bob.sync() if f["type"] == "edited"] == []
+        filler.unlink()
+        ann.send({"type": "edit", "seq": seq, "text": "after", "id": "e2"})
+        edited, _ = bob.recv_until("edited")
+        assert (edited["seq"], edited["text"]) == (seq, "after")
+        ann.close()
         bob.close()

@@ -459,12 +459,8 @@ class ServerCore:
     def commit_now(self) -> bool:
         """Commit the store at once (an edit, a delete: told to others only once stored);
         False if that failed (what was lost is handled as for any failed commit)."""
-        try:
-            self.store.commit()
-        except StorageError as exc:
-            self._storage_failed(exc)
-            return False
-        return True
+        self._commit()
+        return self._storage_trouble is None
 
     def statuses(self, conn: Connection, room: Room) -> dict[str, dict[str, str]] | None:
         """``statuses`` for ``registered``/``joined`` in ``room`` (None: not for ``conn``)."""
