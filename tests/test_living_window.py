@@ -224,3 +224,13 @@ def test_the_context_menu_edits_and_deletes_a_message(qtbot, people):
     with qtbot.waitSignal(bob.client.errorReceived, timeout=WAIT_MS) as refused:
         {a.text(): a for a in bob_conv.view.actions()}["&Delete"].trigger()
     assert refused.args[0] == "not_permitted"
+
+
+def test_someone_who_leaves_stops_typing_at_once(qtbot, people, server):
+    alice, bob = people
+    label = bob.living.label(lobby(bob))
+    qtbot.keyClicks(alice.input, "half a thou")
+    qtbot.waitUntil(lambda: label.text() == "Alice is typing…", timeout=WAIT_MS)
+    alice.client.close()  # bye: Bob's lobby hears user_left
+    # Well before "active" would expire by itself (6 s).
+    qtbot.waitUntil(lambda: label.text() == "", timeout=3000)

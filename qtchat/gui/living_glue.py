@@ -92,6 +92,8 @@ class LivingGlue(QObject):
         client.messageReceived.connect(self._message)
         client.historyReceived.connect(self._history)
         client.privateHistoryReceived.connect(self._private_history)
+        client.userLeft.connect(self._user_left)
+        client.connectionLost.connect(self._connection_lost)
         window.tabs.currentChanged.connect(self._tab_changed)
         window.input.edit_last = self.edit_last
         window.input.editSubmitted.connect(self._edit_submitted)
@@ -247,6 +249,21 @@ class LivingGlue(QObject):
             conv = window.conversation(ConversationKind.PRIVATE, frame.sender, create=False)
         if conv is not None and fold(frame.sender) != fold(window.me):
             self.label(conv).typing(frame.sender, frame.state)
+
+    @Slot(str, str, str)
+    def _user_left(self, name: str, room: str, _reason: str) -> None:
+        """Someone who left (or dropped) is not typing there any more."""
+        conv = self.window.conversation(ConversationKind.ROOM, room, create=False)
+        label = self._labels.get(conv.key) if conv is not None else None
+        if label is not None:
+            label.typing(name, "done")
+
+    @Slot(str)
+    def _connection_lost(self, _reason: str) -> None:
+        """Nothing we were told about typing holds once we are cut off."""
+        for label in self._labels.values():
+            label.clear()
+        self._typing_sent = None
 
     @Slot(object)
     def _message(self, message: Message) -> None:
