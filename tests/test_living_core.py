@@ -8,12 +8,13 @@ its ``timestamp()`` (a message's ``ts``, which the edit window is measured from)
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from test_core_rules import FakeClient, Net
 
 from qtchat.server.core import DEFAULT_FEATURES
+from qtchat.server.features.base import Feature
 
 ALL = ["search", "edit", "typing", "presence"]
 EPOCH = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -421,3 +422,31 @@ def test_statuses_of_a_crowd_stay_within_the_registered_frame(net):
     assert 0 < len(registered["statuses"]) < 520  # as many as fit the budget
     away[0].send(type="bye")
     assert "Person0" not in net.registered("Later", features=ALL).frames[0]["statuses"]
+
+
+class _Ops(Feature):
+    """A stand-in for the moderation module's ``role_of`` (its branch is not merged)."""
+
+    ops: ClassVar[set[str]] = {"Mod"}
+
+    def role_of(self, session) -> str:
+        return "op" if session.name.display in self.ops else "member"
+
+
+def test_an_op_deletes_anyones_room_message_whatever_the_window_but_never_edits_it():
+    net = living_net()
+    net.core.features.append(_Ops(net.core))
+    ann = net.registered("Ann", features=ALL)
+    mod = net.registered("Mod", features=ALL)
+    seq = say(ann, "spam spam")
+    secret = whisper(ann, "Mod", "private to mod")
+    net.advance(3600)  # long past the window
+    mod.new()
+    mod.send(type="edit", seq=seq, text="not yours")
+    assert mod.new()[-1]["code"] == "not_permitted"
+    mod.send(type="delete", seq=seq)
+    assert mod.new()[-1] == {"type": "deleted", "seq": seq, "room": "lobby", "by": "Mod",
+                             "ts": "2026-12-03T13:00:00.000Z"}
+    mod.send(type="delete", seq=secret)  # a whisper is not a room message
+    assert mod.new()[-1]["code"] == "not_permitted"
+    net.store.close()

@@ -28,6 +28,9 @@ from qtchat.server.features.base import Core, Feature, handles, knows
 from qtchat.server.features.rooms import RoomsFeature
 from qtchat.server.features.session import SessionFeature
 
+# Roles (the moderation module's) that may delete anyone's room messages.
+_MODERATORS = frozenset({"op", "owner"})
+
 
 def parse_ts(ts: str) -> datetime:
     """A message's ``ts`` (``2026-12-03T12:00:00.000Z``) as an aware datetime."""
@@ -120,10 +123,14 @@ class EditFeature(Feature):
 
     def _is_op(self, session: Session, room: Room) -> bool:
         """Whether ``session`` moderates ``room``: asked of any module that knows (the
-        moderation module's ``is_op``); without one, nobody is."""
+        moderation module's ``role_of(session)``: an op or the owner; or an
+        ``is_op(session, room)``); without one, nobody is."""
         for feature in getattr(self.core, "features", ()):
             is_op = getattr(feature, "is_op", None)
             if is_op is not None and is_op(session, room):
+                return True
+            role_of = getattr(feature, "role_of", None)
+            if role_of is not None and role_of(session) in _MODERATORS:
                 return True
         return False
 
