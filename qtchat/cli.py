@@ -127,6 +127,9 @@ def add_server_options(parser: argparse.ArgumentParser, *, headless: bool) -> No
     limits.add_argument("--files-max-bytes", type=_whole, default=0, metavar="BYTES",
                         help="bytes of files the host keeps at all; past it the oldest go "
                              "(default 0: as much as the disk allows)")
+    limits.add_argument("--edit-window", type=_positive_float, default=15.0, metavar="MINUTES",
+                        help="how long authors may edit or delete their messages (default "
+                             "15; 0: never)")
     if headless:
         parser.add_argument("--host", default="0.0.0.0",
                             help="address to listen on (default 0.0.0.0: every IPv4 interface; "

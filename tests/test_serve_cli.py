@@ -179,14 +179,16 @@ def test_every_limit_flag_of_host_reaches_the_settings_as_it_does_for_serve():
               "--rate-burst", "4", "--register-timeout", "6", "--idle-timeout", "8",
               "--send-queue-bytes", "4096", "--history-retention", "11",
               "--name-reservation-days", "0.5",
-              "--max-file-size", "1000", "--files-quota", "2000", "--files-max-bytes", "3000"]
+              "--max-file-size", "1000", "--files-quota", "2000", "--files-max-bytes", "3000",
+              "--edit-window", "2.5"]
     served = ServerConfig.from_args(parse("serve", *limits), environ={})
     hosted = ServerConfig.from_args(parse("host", "--nick", "Alice", *limits), environ={})
     expected = dict(max_clients=2, max_rooms=7, max_rooms_per_user=3, max_kept_rooms=9,
                     resume_grace=5.5, rate_limit=3.0, rate_burst=4, register_timeout=6.0,
                     idle_timeout=8.0, send_queue_bytes=4096, history_retention=11,
                     name_reservation_days=0.5,
-                    max_file_size=1000, files_quota=2000, files_max_bytes=3000)
+                    max_file_size=1000, files_quota=2000, files_max_bytes=3000,
+                    edit_window=2.5)
     for config in (served, hosted):
         assert {name: getattr(config, name) for name in expected} == expected
     # Every limit flag the parser has is one of them: a new flag must be read too.
@@ -236,7 +238,7 @@ def _changed(config: ServerConfig) -> ServerConfig:
         resume_grace=0.1 + 0.2, rate_limit=0.0, rate_burst=4, register_timeout=6.25,
         idle_timeout=8.0, send_queue_bytes=4096, history_retention=11,
         admin_password="-adm in", name_reservation_days=0.5,
-        max_file_size=1000, files_quota=2000, files_max_bytes=3000)
+        max_file_size=1000, files_quota=2000, files_max_bytes=3000, edit_window=0.1 + 0.7)
 
 
 @pytest.mark.parametrize("config", [ServerConfig(data_dir=Path("d")),

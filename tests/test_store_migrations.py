@@ -261,3 +261,27 @@ def test_steps_run_in_order_from_version_0_each_in_its_own_transaction(tmp_path,
     store = MessageStore(path)  # not locked by the failed attempt; at that version already
     assert store.last_seq == LAST_SEQ
     store.close()
+
+
+def test_step_5_adds_the_receipts_table_to_a_version_4_file(tmp_path):
+    """Receipts (features §6) need a table: version 4 → 5 makes it, and keeps the rest."""
+    from qtchat.server.store import MIGRATIONS
+
+    path = tmp_path / "history.sqlite3"
+    db = sqlite3.connect(path)
+    store_module.fts.register_functions(db)
+    for step in MIGRATIONS[:4]:
+        step(db)
+    db.execute("INSERT INTO messages VALUES (1, 't', 'lobby', 'lobby', 'Ann', 1, NULL, NULL, "
+               "'kept', NULL)")
+    db.execute("PRAGMA user_version=4")
+    db.commit()
+    db.close()
+    store = MessageStore(path)
+    assert store.message_by_seq(1).text == "kept"
+    store.save_receipt(2, 1, "read", 1)
+    store.commit()
+    store.close()
+    store = MessageStore(path)
+    assert store.receipts() == [(2, 1, "read", 1)]
+    store.close()

@@ -37,8 +37,10 @@ from qtchat.client import session as s
 from qtchat.client.connector import Connector, Ending, qt_error_text
 from qtchat.client.errors import FAILURE_KINDS, ConnectError, Endpoint
 from qtchat.client.files import Download, Upload
+from qtchat.client.living import LIVING_FEATURES
 from qtchat.client.session import ClientSession
 from qtchat.protocol import chess as pc
+from qtchat.protocol import living as pl
 from qtchat.protocol import moderation as mp
 from qtchat.protocol.files import FileAccepted, FileGet, FileOffer, FileTicket
 from qtchat.protocol.server_frames import Registered
@@ -50,9 +52,9 @@ log = logging.getLogger(__name__)
 DECODE_CHUNK = 16 << 10  # bytes decoded at once (at most a few ms of JSON)
 SLICE_FRAMES = 200
 SLICE_SECONDS = 0.008
-# The features this client implements and asks for in ``register.features`` (even an
-# empty list makes this a features session: per-id ``rate_limited``).
-CLIENT_FEATURES: tuple[str, ...] = ("moderation",)
+# The features this client implements and asks for in ``register.features`` (sending
+# even the empty list makes this a features session: per-id ``rate_limited``).
+CLIENT_FEATURES: tuple[str, ...] = ("moderation", *LIVING_FEATURES)
 
 
 class ChatClient(QObject):
@@ -100,6 +102,21 @@ class ChatClient(QObject):
         removed(str room, str kind, str by, str reason, str until): we were kicked
         ("kicked") from ``room``, or from the host (room ""), or banned ("banned"; until
         "" = until lifted): from the host, ``closed`` follows and no reconnect.
+
+    The living-room features (each only if the host accepted it, see ``has_feature``),
+    each signal carrying the frame (``qtchat.protocol.living``):
+        searchResults(SearchResults): the answer to ``search`` (its ``id`` echoed).
+        privateHistoryReceived(HistoryPage): an answer to ``request_private_history``:
+            ``with_``, ``messages`` (whispers, oldest first) and, with receipts,
+            ``read_up_to`` {you, them}.
+        messageEdited(Edited) / messageDeleted(Deleted): a message changed or was taken
+            back (a deleted one's text is gone; show a tombstone).
+        typingReceived(TypingNotice): someone's typing state in a room or to us.
+        statusReceived(UserStatus): someone went away, busy or back online.
+        receiptReceived(ReceiptNotice): our whispers to them up to ``seq`` were delivered
+            or read.
+    Refusals of these (``no_such_message``, ``not_permitted``, ``edit_window_expired``…)
+    come as ``errorReceived`` with ``ref`` the frame's type.
     """
 
     stateChanged = Signal(str)
@@ -152,6 +169,13 @@ class ChatClient(QObject):
     fileAccepted = Signal(object)
     fileTicket = Signal(object)
     fileRefused = Signal(str, str, str)
+    searchResults = Signal(object)
+    privateHistoryReceived = Signal(object)
+    messageEdited = Signal(object)
+    messageDeleted = Signal(object)
+    typingReceived = Signal(object)
+    statusReceived = Signal(object)
+    receiptReceived = Signal(object)
 
     def __init__(
         self,
@@ -174,6 +198,9 @@ class ChatClient(QObject):
         self._connector.failed.connect(self._on_failed)
         self._connector.certificateSeen.connect(self.certificateSeen)
         self.endpoint: Endpoint | None = None
+        # The person's privacy switches: off, nothing of the kind leaves this client.
+        self.typing_enabled = True
+        self.receipts_enabled = True
         self._state = "disconnected"
         self._generation = 0  # which connection the frames being handled came from
         self._frames: deque[Any] = deque()  # decoded, not yet handled
@@ -578,6 +605,54 @@ class ChatClient(QObject):
         self._offers.pop(transfer_id, None)
         self._wanted.pop(transfer_id, None)
         self.transferFailed.emit(transfer_id, code, sentence)
+    # --- the living-room features (each a no-op unless the host accepted it) ---------------
+
+    def _send_feature(self, feature: str, frame: p.ClientFrame) -> bool:
+        if not self._session.has_feature(feature) or not self._session.send_frame(frame):
+            return False
+        self._flush()
+        return True
+
+    def search(self, query: str, *, room: str | None = None, with_: str | None = None,
+               before: int | None = None, limit: int = pl.DEFAULT_SEARCH_LIMIT) -> str | None:
+        """Ask for messages with these words; returns the id ``searchResults`` echoes
+        (None: not connected, or the host has no search)."""
+        search_id = _new_id()
+        frame = pl.Search(id=search_id, query=query, room=room, with_=with_, before=before,
+                          limit=limit)
+        return search_id if self._send_feature("search", frame) else None
+
+    def request_private_history(self, with_: str, before: int | None = None,
+                                limit: int = 50) -> None:
+        self._session.request_private_history(with_, before, limit)
+        self._flush()
+
+    def edit_message(self, seq: int, text: str) -> bool:
+        """New text for one of our messages; the host answers with ``messageEdited``."""
+        return self._send_feature("edit", pl.Edit(seq=seq, text=text))
+
+    def delete_message(self, seq: int) -> bool:
+        """Take a message back (ours, or any in a room we moderate)."""
+        return self._send_feature("edit", pl.Delete(seq=seq))
+
+    def send_typing(self, state: str, *, room: str | None = None, to: str | None = None
+                    ) -> bool:
+        """Our typing state (``active``, ``paused``, ``done``) in a room or to someone.
+        Nothing is sent while ``typing_enabled`` is off (the person said so)."""
+        if not self.typing_enabled:
+            return False
+        return self._send_feature("typing", pl.Typing(state=state, room=room, to=to))
+
+    def set_status(self, state: str, text: str | None = None) -> bool:
+        """online, away or busy, with an optional line."""
+        return self._send_feature("presence", pl.Status(state=state, text=text or None))
+
+    def send_receipt(self, with_: str, seq: int, state: str) -> bool:
+        """Their whispers up to ``seq`` were delivered to, or read by, us. Nothing is
+        sent while ``receipts_enabled`` is off (the person said so)."""
+        if not self.receipts_enabled:
+            return False
+        return self._send_feature("receipts", pl.Receipt(with_=with_, seq=seq, state=state))
 
     def ping(self, token: str | None = None) -> str:
         token = self._session.ping(token)

@@ -228,6 +228,13 @@ class HistoryReceived(Emit):
     messages: list[Message]
 
 
+@_emit("privateHistoryReceived")
+class PrivateHistoryReceived(Emit):
+    """A page of a private conversation (``history {with}``), with ``read_up_to``."""
+
+    frame: HistoryPage
+
+
 @_emit("sendConfirmed")
 class SendConfirmed(Emit):
     id: str
@@ -687,7 +694,12 @@ class ClientSession:
             self._violation("history we did not ask for", now)
             return
         self._histories_asked -= 1
-        self._events.append(HistoryReceived(frame.room, frame.messages))
+        if frame.room is not None:
+            self._events.append(HistoryReceived(frame.room, frame.messages))
+        elif frame.with_ is not None:
+            self._events.append(PrivateHistoryReceived(frame))
+        else:
+            self._violation("a history page of no room and nobody", now)
 
     def _on_taken(self, frame: UsernameTaken, now: float) -> None:
         if self.live:
@@ -927,6 +939,12 @@ class ClientSession:
 
     def _request_history(self, room: str, before: int | None, limit: int) -> None:
         if self.send_frame(p.History(room=room, before=before, limit=limit)):
+            self._histories_asked = min(self._histories_asked + 1, MAX_ANSWERS_AWAITED)
+
+    def request_private_history(self, with_: str, before: int | None = None,
+                                limit: int = 50) -> None:
+        """A page of the whispers with ``with_`` (``history {with}``)."""
+        if self.send_frame(p.History(with_=with_, before=before, limit=limit)):
             self._histories_asked = min(self._histories_asked + 1, MAX_ANSWERS_AWAITED)
 
     def ping(self, token: str | None = None) -> str:

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import QApplication, QHBoxLayout, QLabel, QPushButton, QW
 
 from qtchat import DEFAULT_PORT
 from qtchat.address import format_hostport, format_invite, local_addresses, parse_join_target
-from qtchat.client.chat_client import ChatClient, ConnectError, Endpoint
+from qtchat.client.chat_client import CLIENT_FEATURES, ChatClient, ConnectError, Endpoint
 from qtchat.gui.hosted import HostedServer
 from qtchat.gui.start_dialog import HostChoice, JoinChoice, StartDialog, settings
 from qtchat.gui.theme import apply_theme
@@ -43,7 +43,7 @@ from qtchat.wakeup import install_signal_wakeup
 log = logging.getLogger(__name__)
 _STARTED = time.perf_counter()
 # The features the app implements and asks hosts for (PROTOCOL-FEATURES §0).
-APP_FEATURES: tuple[str, ...] = ("chess", "moderation")
+APP_FEATURES: tuple[str, ...] = ("chess", *CLIENT_FEATURES)
 
 
 class HostRuntime:

@@ -7,6 +7,8 @@ it is a command (``qtchat.gui.commands``) or a message.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import QEvent, Qt, Signal, Slot
 from PySide6.QtGui import QKeyEvent, QResizeEvent, QTextCursor
 from PySide6.QtWidgets import QPlainTextEdit, QSizePolicy, QWidget
@@ -25,10 +27,13 @@ class ChatInput(QPlainTextEdit):
         submitted(str text): Enter was pressed on non-empty text.
         refused(str why): Enter was pressed on text that cannot be sent as it is (too
             long); the text stays, for the person to shorten.
+        editSubmitted(int seq, str text): Enter while editing message ``seq`` (see
+            ``start_edit``: Up in an empty box, when the window offers ``edit_last``).
     """
 
     submitted = Signal(str)
     refused = Signal(str)
+    editSubmitted = Signal(int, str)
     MAX_LINES = 6
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -43,6 +48,11 @@ class ChatInput(QPlainTextEdit):
         self._history: list[str] = []
         self._history_pos = 0
         self.names_provider = lambda: []  # set by the window
+        # Up in an empty box: the window starts editing our last message and says True
+        # (None, or False: Up recalls what was typed, as before).
+        self.edit_last: Callable[[], bool] | None = None
+        self.editing: int | None = None  # the seq being edited
+        self._placeholder = self.placeholderText()
         self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
         self._fit_height()
 
@@ -88,6 +98,11 @@ class ChatInput(QPlainTextEdit):
                               f"the most is {p.MAX_TEXT_CHARS:,}. Shorten it, or send it in "
                               "parts.")
             return
+        if self.editing is not None:
+            seq = self.editing
+            self.cancel_edit()
+            self.editSubmitted.emit(seq, text)
+            return
         self._history.append(text)
         self._history = self._history[-200:]
         self._history_pos = len(self._history)
@@ -106,8 +121,35 @@ class ChatInput(QPlainTextEdit):
         cursor = QTextCursor(self.textCursor())
         return cursor.movePosition(operation)
 
+    def start_edit(self, seq: int, text: str) -> None:
+        """Edit message ``seq``: its text in the box; Enter saves, Esc cancels."""
+        self.editing = seq
+        if self._history and self._history[-1] == text:
+            # What Up would have recalled: a further Up goes on to the one before it.
+            self._history_pos = len(self._history) - 1
+        self.setPlaceholderText("Editing — Enter saves, Esc cancels")
+        self.setText(text)
+
+    def cancel_edit(self) -> None:
+        if self.editing is None:
+            return
+        self.editing = None
+        self.setPlaceholderText(self._placeholder)
+        self.clear()
+
+    def _stop_editing(self) -> None:
+        if self.editing is not None:
+            self.editing = None
+            self.setPlaceholderText(self._placeholder)
+
     def keyPressEvent(self, event: QKeyEvent) -> None:
         key = event.key()
+        if key == Qt.Key.Key_Escape and self.editing is not None:
+            self.cancel_edit()
+            return
+        if key == Qt.Key.Key_Up and not self.toPlainText() and self.editing is None \
+                and self.edit_last is not None and self.edit_last():
+            return
         if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
             if event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
                 self.insertPlainText("\n")
@@ -116,11 +158,13 @@ class ChatInput(QPlainTextEdit):
             return
         if key == Qt.Key.Key_Up and self._history and \
                 not self._can_move(QTextCursor.MoveOperation.Up):
+            self._stop_editing()  # recalling what was typed is not editing it
             self._history_pos = max(0, self._history_pos - 1)
             self.setText(self._history[self._history_pos])
             return
         if key == Qt.Key.Key_Down and self._history and \
                 not self._can_move(QTextCursor.MoveOperation.Down):
+            self._stop_editing()
             self._history_pos = min(len(self._history), self._history_pos + 1)
             self.setText(self._history[self._history_pos]
                          if self._history_pos < len(self._history) else "")

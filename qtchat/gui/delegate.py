@@ -76,6 +76,8 @@ _LAYOUT_CACHE = 512  # at most this many layouts, whatever the view asks to reta
 
 _SENDING_TEXT = "◷ sending…"
 _FAILED_TEXT = "⚠ failed — click to retry"
+# An own whisper's receipts (features §6): stored by the host, in their app, looked at.
+_RECEIPT_TEXT = {"sent": "✓ sent", "delivered": "✓✓ delivered", "read": "✓✓ read"}
 _UNREAD_TEXT = "new messages"
 _GAP_TEXT = "⚠ some history was lost"
 _FAILED_COLOR = QColor(0xD3, 0x2F, 0x2F)
@@ -325,6 +327,10 @@ class MessageDelegate(QObject):
             built.status = _FAILED_TEXT if entry.state == SendState.FAILED else _SENDING_TEXT
             built.status_y = _PAD_Y + height
             built.height += self._status_h
+        elif entry.is_whisper and entry.is_own and entry.receipt:
+            built.status = _RECEIPT_TEXT[entry.receipt]  # sent, delivered, read
+            built.status_y = _PAD_Y + height
+            built.height += self._status_h
         return built
 
     def _lay_out(
@@ -498,7 +504,7 @@ def estimate_code(entry: MessageEntry) -> int:
     text = entry.text
     chars = len(text) + len(entry.sender) + 2
     extra = text.count("\n") if "\n" in text else 0
-    if entry.state != SendState.SENT:
+    if entry.state != SendState.SENT or entry.receipt:  # a pending or receipt line
         extra += 1
     if chars > _CODE_CHARS_MAX:
         chars = _CODE_CHARS_MAX

@@ -47,6 +47,7 @@ from qtchat.gui.commands import REGISTRY, CommandRegistry
 from qtchat.gui.conversation import Conversation, fold
 from qtchat.gui.conversation_list import ConversationList, RoomModel
 from qtchat.gui.host_status import HostStatus
+from qtchat.gui.living_glue import LivingGlue
 from qtchat.gui.members import MemberModel, MembersPanel
 from qtchat.gui.message_view import MessageView
 from qtchat.gui.models import (
@@ -183,6 +184,10 @@ class ChatWindow(QMainWindow):
         from qtchat.gui.moderation_glue import ModerationGlue
 
         self.moderation = ModerationGlue(self)
+        # Search (Ctrl+F), typing, edit and delete (issue 17): their own module; after
+        # the window's own slots, so it sees the models those have filled.
+        self.living = LivingGlue(self, center_layout)
+        self.search_bar = self.living.search_bar
 
         self._update_title()
         self._on_state(c.state)
@@ -233,6 +238,7 @@ class ChatWindow(QMainWindow):
         def open_settings() -> None:  # issue 17: the settings dialog, saved in QSettings
             dialog = SettingsDialog(self)
             dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            dialog.saved.connect(self.living.apply_preferences)
             dialog.open()
         self.settings_action = action(chat, "&Settings…", open_settings,
                                       QKeySequence("Ctrl+,"), "Name, away, privacy, theme")
@@ -515,6 +521,7 @@ class ChatWindow(QMainWindow):
             self._notice(lobby, text)
         self.moderation.registered(frame)
         self._update_title()
+        self.living.registered(frame)  # statuses, our presence
 
     @Slot(object)
     def _on_room_joined(self, frame: Joined) -> None:

@@ -27,6 +27,7 @@ from PySide6.QtCore import (
     Signal,
     Slot,
 )
+from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QLabel, QListView, QMenu, QVBoxLayout, QWidget
 
 from qtchat.gui.models import _LIST_ITEM_FLAGS, _USER_ROLE, _ParentIndex, _role_names, sender_color
@@ -40,6 +41,33 @@ class MemberRoles(IntEnum):
     Name = _USER_ROLE + 1  #: str
     IsHost = _USER_ROLE + 2  #: bool
     NameColor = _USER_ROLE + 3  #: QColor, the same colour the messages use
+    Status = _USER_ROLE + 4  #: str presence state: "online", "away" or "busy"
+    StatusText = _USER_ROLE + 5  #: str the person's status line (plain text), or ""
+
+
+# Presence (features §5): a dot before the name, the state and line in its tooltip.
+_STATUS_COLORS = {"away": QColor(230, 160, 20), "busy": QColor(210, 50, 50)}
+_STATUS_WORDS = {"online": "Online", "away": "Away", "busy": "Busy"}
+_status_icons: dict[str, QIcon] = {}
+
+
+def status_icon(state: str) -> QIcon | None:
+    """A filled dot in the state's colour (None for plainly online)."""
+    color = _STATUS_COLORS.get(state)
+    if color is None:
+        return None
+    icon = _status_icons.get(state)
+    if icon is None:
+        pixmap = QPixmap(12, 12)
+        pixmap.fill(Qt.GlobalColor.transparent)
+        painter = QPainter(pixmap)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(color)
+        painter.drawEllipse(1, 1, 10, 10)
+        painter.end()
+        icon = _status_icons[state] = QIcon(pixmap)
+    return icon
 
 
 def _name_key(name: str) -> tuple[str, str]:
@@ -59,6 +87,7 @@ class MemberModel(QAbstractListModel):
         self._keys: list[tuple[str, str]] = []  # sorted (casefold, name)
         self._hosts: set[str] = set()
         self._roles: dict[str, str] = {}  # name -> "owner"/"op" (moderation)
+        self._status: dict[str, tuple[str, str]] = {}  # name -> (state, line), not online
 
     def rowCount(self, parent: _ParentIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self._keys)
@@ -81,8 +110,22 @@ class MemberModel(QAbstractListModel):
             return name in self._hosts
         if role in (MemberRoles.NameColor, Qt.ItemDataRole.ForegroundRole):
             return sender_color(name)
+        state, line = self._status.get(name, ("online", ""))
         if role == Qt.ItemDataRole.ToolTipRole:
-            return "Hosting this server" if name in self._hosts else None
+            parts = ["Hosting this server"] if name in self._hosts else []
+            if state != "online" or line:
+                # The line is peer text: never the first line, which Qt reads to decide
+                # whether a tooltip is HTML (ours never looks like it).
+                parts.append(_STATUS_WORDS.get(state, state))
+                if line:
+                    parts.append(line)
+            return "\n".join(parts) or None
+        if role == Qt.ItemDataRole.DecorationRole:
+            return status_icon(state)
+        if role == MemberRoles.Status:
+            return state
+        if role == MemberRoles.StatusText:
+            return line
         return None
 
     def flags(self, index: _ParentIndex) -> Qt.ItemFlag:
@@ -180,6 +223,21 @@ class MemberModel(QAbstractListModel):
 
     def is_host(self, name: str) -> bool:
         return name in self._hosts
+
+    def set_status(self, name: str, state: str, line: str = "") -> None:
+        """Someone's presence (kept for names not listed yet: they may join)."""
+        if state == "online" and not line:
+            changed = self._status.pop(name, None) is not None
+        else:
+            changed = self._status.get(name) != (state, line)
+            self._status[name] = (state, line)
+        row = self.row_of(name)
+        if changed and row >= 0:
+            index = self.index(row)
+            self.dataChanged.emit(index, index)
+
+    def status(self, name: str) -> tuple[str, str]:
+        return self._status.get(name, ("online", ""))
 
 
 

@@ -257,6 +257,17 @@ def mentions(text: str, name: str) -> bool:
 _OWN = 1
 _WHISPER = 2
 _ACTION = 4
+_EDITED = 8  # its author changed it (features §7): "(edited)" follows the text
+_DELETED = 16  # taken back: the text is the tombstone's sentence
+_DELIVERED = 32  # our whisper reached their app (a receipt, features §6)
+_READ = 64  # … and they looked at it
+
+EDITED_SUFFIX = " (edited)"
+
+
+def deleted_text(sender: str, by: str | None) -> str:
+    """What a tombstone row says: who took it back when it was not its author."""
+    return "message deleted" if not by or by == sender else f"message deleted by {by}"
 
 #: Sort key of pending rows: after every message, notice and marker.
 _PENDING_KEY = float("inf")
@@ -355,6 +366,24 @@ class MessageEntry:
     @property
     def is_action(self) -> bool:
         return bool(self.flags & _ACTION)
+
+    @property
+    def is_edited(self) -> bool:
+        return bool(self.flags & _EDITED)
+
+    @property
+    def is_deleted(self) -> bool:
+        return bool(self.flags & _DELETED)
+
+    @property
+    def receipt(self) -> str:
+        """An own whisper's state as its recipient's receipts say: "read",
+        "delivered", or "sent" (stored by the host, nothing heard yet); "" otherwise."""
+        if not (self.flags & _OWN and self.flags & _WHISPER) or self.seq is None:
+            return ""
+        if self.flags & _READ:
+            return "read"
+        return "delivered" if self.flags & _DELIVERED else "sent"
 
     def __repr__(self) -> str:
         return (
@@ -497,6 +526,10 @@ class MessageModel(QAbstractListModel):
         #: "reconnected" (the host's resume grace period, 120 s by default).
         self.reconnect_grace_ms = 120_000
         self._dropped_at: dict[str, int] = {}  # case-folded name -> when it dropped
+        # Edited messages: seq -> the edit's ts (tooltip) and the text as written
+        # (without the "(edited)" the row shows: what Up-arrow editing starts from).
+        self._edited_at: dict[int, str] = {}
+        self._written: dict[int, str] = {}
 
     # ------------------------------------------------------------ Qt interface
 
@@ -521,6 +554,10 @@ class MessageModel(QAbstractListModel):
             stamp = QDateTime.fromMSecsSinceEpoch(entry.ts).toString("yyyy-MM-dd hh:mm:ss")
             if type(entry) is SummaryEntry:
                 return f"{stamp}\n{entry.summary.full_text()}"
+            edited = self._edited_at.get(entry.seq) if entry.flags & _EDITED else None
+            if edited is not None:
+                when = QDateTime.fromMSecsSinceEpoch(parse_timestamp(edited))
+                return f"{stamp}\nedited {when.toString('yyyy-MM-dd hh:mm:ss')}"
             return stamp
         if role == Qt.ItemDataRole.AccessibleTextRole:
             return display_text(entry)
@@ -613,6 +650,87 @@ class MessageModel(QAbstractListModel):
         if seq not in self._seqs:
             return -1
         return bisect_left(self._rows, seq, 0, self._message_end(), key=_sort_key)
+
+    def _changed(self, seq: int, sender: str, text: str, flags: int, edited: str | None,
+                 deleted: dict[str, str] | None) -> tuple[int, str]:
+        """The flags and shown text of an edited or deleted message."""
+        if deleted is not None:
+            self._edited_at.pop(seq, None)
+            self._written.pop(seq, None)
+            return (flags | _DELETED) & ~(_EDITED | _ACTION), deleted_text(
+                sender, deleted.get("by"))
+        self._edited_at[seq] = edited or ""
+        self._written[seq] = text
+        return flags | _EDITED, text + EDITED_SUFFIX
+
+    def written_text(self, seq: int) -> str | None:
+        """The text of message ``seq`` as its author wrote it (None: absent, deleted)."""
+        row = self.row_of_seq(seq)
+        if row < 0:
+            return None
+        entry = self._rows[row]
+        if entry.flags & _DELETED:
+            return None
+        text = self._written.get(seq, entry.text)
+        return ACTION_PREFIX + text if entry.flags & _ACTION else text
+
+    def last_own_seq(self) -> int | None:
+        """The newest message this user sent here that is not deleted (Up-arrow edit)."""
+        for row in range(self._message_end() - 1, -1, -1):
+            entry = self._rows[row]
+            if entry.kind == RowKind.MESSAGE and entry.seq is not None and entry.is_own \
+                    and not entry.flags & _DELETED:
+                return entry.seq
+        return None
+
+    def mark_receipt(self, upto: int, state: str) -> int:
+        """A receipt from the peer: our whispers up to ``upto`` were ``delivered`` or
+        ``read`` (read counts as delivered). Returns how many rows changed."""
+        flag = _READ | _DELIVERED if state == "read" else _DELIVERED
+        first = last = -1
+        for row in range(self._message_end() - 1, -1, -1):
+            entry = self._rows[row]
+            if entry.seq is None or entry.seq > upto or entry.kind != RowKind.MESSAGE \
+                    or not (entry.flags & _OWN and entry.flags & _WHISPER):
+                continue
+            if entry.flags & flag == flag:
+                break  # receipts only move forward: the older ones have it already
+            entry.flags |= flag
+            entry.uid = _new_uid()
+            first = row
+            last = row if last < 0 else last
+        if first >= 0:
+            self.dataChanged.emit(self.index(first), self.index(last))
+            return last - first + 1
+        return 0
+
+    def change_message(self, seq: int, *, text: str | None = None, edited_ts: str = "",
+                       deleted_by: str | None = None) -> bool:
+        """An ``edited`` (``text``) or ``deleted`` (``deleted_by``) for message ``seq``;
+        False if it is not here."""
+        row = self.row_of_seq(seq)
+        if row < 0:
+            return False
+        entry = self._rows[row]
+        if deleted_by is not None:
+            deleted: dict[str, str] | None = {"by": deleted_by}
+            new_text, edited = entry.text, None
+        else:
+            if text is None:
+                return False
+            deleted, edited = None, edited_ts
+            new_text = text
+            flags = entry.flags & ~_ACTION
+            if new_text.startswith(ACTION_PREFIX):
+                flags |= _ACTION
+                new_text = new_text.removeprefix(ACTION_PREFIX)
+            entry.flags = flags
+        entry.flags, entry.text = self._changed(seq, entry.sender, new_text, entry.flags,
+                                                edited, deleted)
+        entry.uid = _new_uid()  # new content: caches keyed by uid measure it again
+        index = self.index(row)
+        self.dataChanged.emit(index, index)
+        return True
 
     def pending(self, local_id: str) -> MessageEntry | None:
         """The pending (sending or failed) entry with this local id, if any."""
@@ -1005,6 +1123,8 @@ class MessageModel(QAbstractListModel):
         if action:
             flags |= _ACTION
             text = text.removeprefix(ACTION_PREFIX)
+        if frame.deleted is not None or frame.edited is not None:
+            flags, text = self._changed(seq, sender, text, flags, frame.edited, frame.deleted)
         strings = self._strings
         # The hot path of a backlog: skip __init__'s keyword handling (~4x faster).
         entry = _new_entry(MessageEntry)

@@ -58,6 +58,7 @@ ERROR_CODES = frozenset(
         "server_full",
         "too_many_rooms",  # qtchat's extension: join past the room limits (docs/protocol.md)
         "storage_error",  # qtchat's extension: a message the host could not store (disk full)
+        "not_permitted", "no_such_message", "edit_window_expired",  # edit (features §7)
     }
 )
 LEAVE_REASONS = frozenset({"quit", "left", "disconnected", "timeout", "kicked"})
@@ -327,17 +328,36 @@ class Leave(_RoomFrame):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class History(ClientFrame):
+    """A page of a room's history, or (``with``, features) of a private conversation."""
+
     type: ClassVar[str] = "history"
-    _required: ClassVar[tuple[str, ...]] = ("room",)
-    room: str
+    room: str | None = None
     before: int | None = None
     limit: int = DEFAULT_HISTORY_LIMIT
+    with_: str | None = None
 
     def __post_init__(self) -> None:
         if self.before is not None:
             _check_int(self.before, "before", 0)
         _check_int(self.limit, "limit", 1, MAX_HISTORY_LIMIT)
-        _check_name(self.room, room=True)
+        if (self.room is None) == (self.with_ is None):
+            raise LocalProtocolError("bad_frame", "history needs a 'room' (or a 'with')")
+        if self.with_ is not None:
+            _check_name(self.with_)
+        else:
+            _check_name(self.room, room=True)
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, Any]) -> ClientFrame:
+        if "with" in obj:
+            obj = {**{k: v for k, v in obj.items() if k != "with"}, "with_": obj["with"]}
+        return super(History, cls).from_wire(obj)
+
+    def to_dict(self) -> dict[str, Any]:
+        body = ClientFrame.to_dict(self)
+        if "with_" in body:
+            body["with"] = body.pop("with_")
+        return body
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -545,13 +565,27 @@ def _check_fields(obj: Mapping[str, Any], required: Mapping[str, Callable[[objec
 
 def _text(value: object) -> str:
     # Bounded by the frame size; the server's own limit may be raised by its host.
-    return _string(value, MAX_FRAME_BYTES)
+    # Empty only for a deleted message's tombstone (features §7).
+    return _string(value, MAX_FRAME_BYTES, empty=True)
 
 
 _MESSAGE_FIELDS = {"seq": _seq, "ts": _short_str, "from": _name_str, "text": _text}
-_BROADCAST = ({**_MESSAGE_FIELDS, "room": _name_str}, {"id": _short_str})
-_WHISPER = ({**_MESSAGE_FIELDS, "to": _name_str}, {"id": _short_str})
+# An edited message carries ``edited`` (when), a deleted one ``deleted`` {by, ts} (§7).
+_CHANGES = {"id": _short_str, "edited": _short_str,
+            "deleted": lambda v: _shape({"by": _name_str, "ts": _short_str})(v)}
+_BROADCAST = ({**_MESSAGE_FIELDS, "room": _name_str}, _CHANGES)
+_WHISPER = ({**_MESSAGE_FIELDS, "to": _name_str}, _CHANGES)
 _messages = _list_of(_shape(*_BROADCAST), MAX_MESSAGES_LISTED)
+
+
+def _broadcast_or_whisper(value: object) -> dict:
+    """A listed message that may be a whisper (``to``): private pages, search results."""
+    if isinstance(value, dict) and "to" in value:
+        return _shape(*_WHISPER)(value)
+    return _shape(*_BROADCAST)(value)
+
+
+_any_messages = _list_of(_broadcast_or_whisper, MAX_MESSAGES_LISTED)
 _members = _list_of(_name_str, MAX_MEMBERS_LISTED)
 _server_info = _shape(
     {},
@@ -576,7 +610,9 @@ SERVER_FRAME_SHAPES: dict[str, tuple[dict[str, Callable[[object], object]],
     "left": ({"room": _name_str}, {}),
     "broadcast": _BROADCAST,
     "whisper": _WHISPER,
-    "history": ({"room": _name_str, "messages": _messages}, {}),
+    # ``room`` for a room's page, ``with`` for a private conversation's (features §6).
+    "history": ({"messages": _any_messages}, {"room": _name_str, "with": _name_str,
+                                          "read_up_to": _shape({"you": _seq, "them": _seq})}),
     "pong": ({}, _token),
     "ping": ({}, _token),
     "error": ({"code": _short_str,

@@ -29,7 +29,7 @@ from qtchat.protocol import SERVER_FRAME_SHAPES, check_server_object, decode_obj
 SERVER_FRAME_TYPES: dict[str, type[Any]] = {}
 
 # Python field name -> wire name, where they differ.
-_WIRE_NAMES = {"sender": "from"}
+_WIRE_NAMES = {"sender": "from", "with_": "with"}
 
 
 @functools.cache
@@ -72,6 +72,8 @@ class Message(NamedTuple):
     # A file it carries (PROTOCOL-FEATURES §2, the ``files`` feature): {file, name, size,
     # sha256, mime?, preview?, gone?}.
     file: dict[str, Any] | None = None
+    edited: str | None = None  # the last edit's time (features §7)
+    deleted: dict[str, str] | None = None  # a tombstone's {by, ts}; its text is ""
 
     @property
     def type(self) -> str:
@@ -94,6 +96,10 @@ class Message(NamedTuple):
             body["id"] = self.id
         if self.file is not None:
             body["file"] = self.file
+        if self.edited is not None:
+            body["edited"] = self.edited
+        if self.deleted is not None:
+            body["deleted"] = self.deleted
         return body
 
     def encode(self) -> bytes:
@@ -114,7 +120,8 @@ class Message(NamedTuple):
         """
         return cls(seq=obj["seq"], ts=obj["ts"], sender=obj["from"], text=obj["text"],
                    room=obj.get("room") if "to" not in obj else None, to=obj.get("to"),
-                   id=obj.get("id"), file=obj.get("file"))
+                   id=obj.get("id"), file=obj.get("file"), edited=obj.get("edited"),
+                   deleted=obj.get("deleted"))
 
 
 SERVER_FRAME_TYPES["broadcast"] = Message
@@ -170,6 +177,7 @@ class Registered(ServerFrame):
     roles: dict[str, str] | None = None
     topic: dict[str, Any] | None = None
     role: str | None = None
+    statuses: dict[str, dict[str, str]] | None = None  # presence (features §5)
 
 
 @server_frame
@@ -206,12 +214,14 @@ class Joined(ServerFrame):
     roles: dict[str, str] | None = None
     topic: dict[str, Any] | None = None
     mode: dict[str, bool] | None = None
+    statuses: dict[str, dict[str, str]] | None = None  # presence (features §5)
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, Any]) -> Joined:
         return cls(room=obj["room"], users=obj["users"],
                    history=[Message.from_wire(m) for m in obj["history"]],
-                   roles=obj.get("roles"), topic=obj.get("topic"), mode=obj.get("mode"))
+                   roles=obj.get("roles"), topic=obj.get("topic"), mode=obj.get("mode"),
+                   statuses=obj.get("statuses"))
 
 
 @server_frame
@@ -225,15 +235,20 @@ class Left(ServerFrame):
 
 @server_frame
 class HistoryPage(ServerFrame):
-    """``history``: a page of a room's older messages, oldest first."""
+    """``history``: a page of a room's older messages, oldest first; or, with ``with_``
+    instead of ``room``, of a private conversation (and ``read_up_to`` {you, them}, how
+    far each has read the other's whispers, to a client with receipts)."""
 
     type: ClassVar[str] = "history"
-    room: str
+    room: str | None = None
     messages: list[Message]
+    with_: str | None = None
+    read_up_to: dict[str, int] | None = None
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, Any]) -> HistoryPage:
-        return cls(room=obj["room"], messages=[Message.from_wire(m) for m in obj["messages"]])
+        return cls(room=obj.get("room"), messages=[Message.from_wire(m) for m in obj["messages"]],
+                   with_=obj.get("with"), read_up_to=obj.get("read_up_to"))
 
 
 @server_frame

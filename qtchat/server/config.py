@@ -48,6 +48,7 @@ _LIMIT_FLAGS = {
     "max_file_size": "--max-file-size",
     "files_quota": "--files-quota",
     "files_max_bytes": "--files-max-bytes",
+    "edit_window": "--edit-window",
 }
 # Fields with no flag: the protocol's own limits and the server's tuning, which a person
 # hosting a room has no reason to change (tests and benchmarks set them in code).
@@ -93,6 +94,7 @@ class ServerConfig:
     max_file_size: int = 2 << 30
     files_quota: int = 5 << 30
     files_max_bytes: int = 0
+    edit_window: float = 15.0  # minutes authors may edit or delete (0: never; features §7)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, host: str = "0.0.0.0", *,

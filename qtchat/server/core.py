@@ -82,14 +82,33 @@ class Pass:
 FeatureFactory = Callable[["ServerCore"], Feature]
 
 
+def _living_features() -> tuple[FeatureFactory, ...]:
+    from qtchat.server.features.edit import EditFeature
+    from qtchat.server.features.presence import PresenceFeature
+    from qtchat.server.features.receipts import ReceiptsFeature
+    from qtchat.server.features.search import SearchFeature
+    from qtchat.server.features.typing import TypingFeature
+
+    return (lambda core: SearchFeature(core, core.rooms, core.sessions),
+            lambda core: EditFeature(core, core.rooms, core.sessions),
+            lambda core: TypingFeature(core, core.rooms, core.sessions),
+            lambda core: PresenceFeature(core, core.rooms),
+            lambda core: ReceiptsFeature(core, core.sessions))
+
+
+# The negotiated features a server offers when not told otherwise (PROTOCOL-FEATURES.md).
+DEFAULT_FEATURES: tuple[FeatureFactory, ...] = (*_living_features(),)
+
+
 class ServerCore:
     """The server's rules (see the module docstring)."""
 
     def __init__(self, config: ServerConfig, store: MessageStore, *, now: float,
-                 features: Iterable[FeatureFactory] = (),
+                 features: Iterable[FeatureFactory] | None = None,
                  timestamp: Callable[[], str] = p.utc_timestamp) -> None:
         """``features``: negotiated feature modules besides
-        protocol 1's, each made from the core. ``timestamp``: a message's ``ts`` (UTC)."""
+        protocol 1's, each made from the core (None: ``DEFAULT_FEATURES``).
+        ``timestamp``: a message's ``ts`` (UTC)."""
         self.config = config
         self.store = store
         self.now = now
@@ -122,7 +141,8 @@ class ServerCore:
         self.moderation = ModerationFeature(self, self.rooms, self.sessions)
         self.features: list[Feature] = [self.rooms, self.sessions, self.messages,
                                         ChessFeature(self), self.moderation,
-                                        *(make(self) for make in features)]
+                                        *(make(self) for make in (
+                                            DEFAULT_FEATURES if features is None else features))]
         table: dict[str, tuple[Feature, bool]] = {}
         for feature in self.features:
             for kind, (_method, before_register) in feature.frames.items():
@@ -140,6 +160,7 @@ class ServerCore:
         self._join_hooks = [f for f in self.features if overrides(f, "on_join")]
         self._end_pass_hooks = [f for f in self.features if overrides(f, "on_end_pass")]
         self._vetoes = [f for f in self.features if overrides(f, "may_post")]
+        self._status_hooks = [f for f in self.features if overrides(f, "statuses_in")]
 
         # Reads of the history never see a message that could still be rolled back.
         store.before_read = self._commit_before_read
@@ -463,6 +484,20 @@ class ServerCore:
         self._unstored.append((conn, session, message.type, client_id, message.seq, copies))
         if message.to is None:
             self._posted.append(message)
+
+    def commit_now(self) -> bool:
+        """Commit the store at once (an edit, a delete: told to others only once stored);
+        False if that failed (what was lost is handled as for any failed commit)."""
+        self._commit()
+        return self._storage_trouble is None
+
+    def statuses(self, conn: Connection, room: Room) -> dict[str, dict[str, str]] | None:
+        """``statuses`` for ``registered``/``joined`` in ``room`` (None: not for ``conn``)."""
+        for feature in self._status_hooks:
+            found = feature.statuses_in(conn, room)
+            if found is not None:
+                return found
+        return None
 
     def veto_post(self, conn: Connection, session: Session, target: Room | Session,
                   text: str) -> tuple[str, str] | None:

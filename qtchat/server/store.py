@@ -149,9 +149,21 @@ def _moderation_tables(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _to_v5(db: sqlite3.Connection) -> None:
+    """Version 4 → 5: receipts for private messages (features §6), the highest ``seq``
+    each reader has acknowledged from each writer, per state (sessions by their id)."""
+    db.execute("""CREATE TABLE receipts (
+        reader_sid INTEGER NOT NULL,
+        writer_sid INTEGER NOT NULL,
+        state TEXT NOT NULL,           -- 'delivered' or 'read'
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (reader_sid, writer_sid, state)
+    ) WITHOUT ROWID""")
+
+
 # Step N (at index N-1) takes a version N-1 history to version N.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
-    _to_v1, fts.create_index, _to_v3, _moderation_tables)
+    _to_v1, fts.create_index, _to_v3, _moderation_tables, _to_v5)
 SCHEMA_VERSION = len(MIGRATIONS)  # what a history this qtchat writes is at
 
 
@@ -180,6 +192,22 @@ def _migrate(db: sqlite3.Connection, path: Path | None) -> None:
             log.info("history upgraded to version %d", number)
     if db.in_transaction:  # already at the newest version
         db.execute("COMMIT")
+
+
+# What reads add for edits and deletes (schema version 2's message_changes).
+_CHANGES = "LEFT JOIN message_changes c ON c.seq=m.seq"
+_CHANGED = "c.edited_ts, c.deleted_by, c.deleted_ts"
+_NOT_DELETED = "AND text<>''"  # a tombstone's text is '' (a message's never is)
+
+
+def _changed(edited_ts: str | None, deleted_by: str | None,
+             deleted_ts: str | None) -> dict[str, Any]:
+    """The ``Message`` fields of a row's ``_CHANGED`` columns."""
+    if deleted_ts is not None:
+        return {"deleted": {"by": deleted_by or "", "ts": deleted_ts}}
+    if edited_ts is not None:
+        return {"edited": edited_ts}
+    return {}
 
 
 class StoreLocked(Exception):
@@ -334,6 +362,7 @@ class MessageStore:
         # seq -> the ``file`` a message carries (files feature: kept by its file store,
         # which fills this in; every message read from here gets its own).
         self.attachments: dict[int, dict[str, Any]] = {}
+        self._changed = False  # an edit or delete is in the open transaction
         self._closed = False
         self._db.execute("BEGIN")
 
@@ -399,10 +428,11 @@ class MessageStore:
         session and room changes wait for the next commit. The store is ready
         for the next one at once (a new transaction is begun).
         """
-        if messages_only and not (self._pending or self._inserted or self._urgent):
+        if messages_only and not (self._pending or self._inserted or self._urgent
+                                  or self._changed):
             return False
         if not (self._pending or self._inserted or self._session_ops or self._over
-                or self._index_dirty):
+                or self._index_dirty or self._changed):
             return False
         try:
             self._write_pending()
@@ -428,6 +458,7 @@ class MessageStore:
                 self._session_ops.clear()
             raise StorageError(str(exc), lost) from exc
         self._inserted.clear()
+        self._changed = False
         self._session_ops.clear()
         self._urgent = False
         self._unstored_sessions.clear()
@@ -463,6 +494,7 @@ class MessageStore:
     def _roll_back(self) -> list[int]:
         """End the failed transaction, begin a new one; return the seqs it lost."""
         self._insert_failed = None
+        self._changed = False  # the edits and deletes in it are lost with it
         if self._db.in_transaction:  # SQLite may have rolled it back already
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
@@ -532,8 +564,10 @@ class MessageStore:
         return self._counts.get(bucket, 0)
 
     def page(self, bucket: str, before: int | None, limit: int,
-             max_chars: int | None = None) -> list[Message]:
-        """Up to ``limit`` broadcasts of a room older than ``before``, oldest first.
+             max_chars: int | None = None, *, tombstones: bool = True) -> list[Message]:
+        """Up to ``limit`` broadcasts of a room older than ``before``, oldest first, with
+        their edits and deletes (``tombstones=False``: without the deleted ones, for a
+        client that does not know them).
 
         ``max_chars``: stop reading older rows once the texts read hold this many
         characters (a frame's bytes: older messages could not fit in the answer anyway),
@@ -541,8 +575,9 @@ class MessageStore:
         """
         self._before_read()
         cursor = self._db.execute(
-            "SELECT seq, ts, room, sender, text FROM messages WHERE bucket=? AND seq<? "
-            "ORDER BY seq DESC LIMIT ?",
+            f"SELECT m.seq, ts, room, sender, text, {_CHANGED} FROM messages m {_CHANGES} "
+            f"WHERE bucket=? AND m.seq<? {'' if tombstones else _NOT_DELETED} "
+            "ORDER BY m.seq DESC LIMIT ?",
             (bucket, before if before is not None else self.last_seq + 1, limit),
         )
         if max_chars is None:
@@ -557,11 +592,39 @@ class MessageStore:
             cursor.close()
         rows.reverse()
         files = self.attachments
-        return [Message(seq=s, ts=ts, sender=f, room=r, text=t, file=files.get(s))
-                for s, ts, r, f, t in rows]
+        return [Message(seq=s, ts=ts, sender=f, room=r, text=t, file=files.get(s),
+                        **_changed(*c))
+                for s, ts, r, f, t, *c in rows]
+
+    def whisper_page(self, sid: int, other_sid: int, before: int | None, limit: int,
+                     max_chars: int | None = None, *, tombstones: bool = True
+                     ) -> list[Message]:
+        """Up to ``limit`` whispers between sessions ``sid`` and ``other_sid`` older than
+        ``before``, oldest first (``history {with}``); as ``page`` otherwise."""
+        self._before_read()
+        cursor = self._db.execute(
+            f"SELECT m.seq, ts, sender, recipient, text, {_CHANGED} FROM messages m "
+            f"{_CHANGES} WHERE bucket='' AND m.seq<? AND ((sender_sid=? AND recipient_sid=?) "
+            f"OR (sender_sid=? AND recipient_sid=?)) {'' if tombstones else _NOT_DELETED} "
+            "ORDER BY m.seq DESC LIMIT ?",
+            (before if before is not None else self.last_seq + 1, sid, other_sid, other_sid,
+             sid, limit))
+        rows, chars = [], 0
+        for row in cursor:
+            rows.append(row)
+            chars += len(row[4])
+            if max_chars is not None and chars >= max_chars:
+                break
+        cursor.close()
+        rows.reverse()
+        files = self.attachments
+        return [Message(seq=s, ts=ts, sender=f, to=to, text=t, file=files.get(s),
+                        **_changed(*c))
+                for s, ts, f, to, t, *c in rows]
 
     def replay(
-        self, buckets: Iterable[str], sid: int, since: int, batch: int = 500
+        self, buckets: Iterable[str], sid: int, since: int, batch: int = 500, *,
+        tombstones: bool = True
     ) -> Iterator[Message]:
         """Messages after ``since`` of the given rooms, and whispers to or from session
         ``sid``, in seq order; the session's own sends carry their ``id``.
@@ -576,36 +639,44 @@ class MessageStore:
             keys = list(buckets)
             marks = ",".join("?" * len(keys)) or "NULL"
             sql = (
-                "SELECT seq, ts, bucket, room, sender, sender_sid, recipient, text, client_id "
-                f"FROM messages WHERE seq>? AND (bucket IN ({marks}) OR (bucket='' AND "
-                "(sender_sid=? OR recipient_sid=?))) ORDER BY seq LIMIT ?"
+                "SELECT m.seq, ts, bucket, room, sender, sender_sid, recipient, text, "
+                f"client_id, {_CHANGED} FROM messages m {_CHANGES} WHERE m.seq>? AND "
+                f"(bucket IN ({marks}) OR (bucket='' AND (sender_sid=? OR recipient_sid=?))) "
+                f"{'' if tombstones else _NOT_DELETED} ORDER BY m.seq LIMIT ?"
             )
             self._before_read()
             rows = self._db.execute(sql, (cursor, *keys, sid, sid, batch)).fetchall()
             if not rows:
                 return
-            for seq, ts, bucket, room, sender, sender_sid, recipient, text, cid in rows:
+            for seq, ts, bucket, room, sender, sender_sid, recipient, text, cid, *c in rows:
                 cursor = seq
                 yield Message(seq=seq, ts=ts, sender=sender, text=text,
                               room=room if bucket else None,
                               to=None if bucket else recipient,
                               id=cid if sender_sid == sid else None,
-                              file=self.attachments.get(seq))
+                              file=self.attachments.get(seq), **_changed(*c))
 
     def message_by_seq(self, seq: int) -> Message | None:
         """One stored message (with its sender's ``id``), or None if pruned."""
+        found = self.message_meta(seq)
+        return found[3] if found is not None else None
+
+    def message_meta(self, seq: int) -> tuple[str, int, int | None, Message] | None:
+        """(bucket, sender's session, recipient's session, the message) of one stored
+        message, or None if pruned or never stored: who may see, edit or delete it."""
         self._before_read()
         row = self._db.execute(
-            "SELECT ts, bucket, room, sender, recipient, text, client_id FROM messages "
-            "WHERE seq=?",
+            "SELECT ts, bucket, room, sender, recipient, text, client_id, sender_sid, "
+            f"recipient_sid, {_CHANGED} FROM messages m {_CHANGES} WHERE m.seq=?",
             (seq,),
         ).fetchone()
         if row is None:
             return None
-        ts, bucket, room, sender, recipient, text, cid = row
-        return Message(seq=seq, ts=ts, sender=sender, text=text, room=room if bucket else None,
-                       to=None if bucket else recipient, id=cid,
-                       file=self.attachments.get(seq))
+        ts, bucket, room, sender, recipient, text, cid, sender_sid, recipient_sid, *c = row
+        return bucket, sender_sid, recipient_sid, Message(
+            seq=seq, ts=ts, sender=sender, text=text, room=room if bucket else None,
+            to=None if bucket else recipient, id=cid, file=self.attachments.get(seq),
+            **_changed(*c))
 
     def client_ids(self, sid: int, limit: int = 10_000) -> dict[str, int]:
         """The latest client-chosen ids a session used, mapped to their seq."""
@@ -631,6 +702,7 @@ class MessageStore:
         self._db.execute("INSERT INTO message_changes (seq, edited_ts) VALUES (?, ?) "
                          "ON CONFLICT(seq) DO UPDATE SET edited_ts=excluded.edited_ts",
                          (seq, edited_ts))
+        self._changed = True
         return True
 
     def delete_message(self, seq: int, by: str, ts: str) -> bool:
@@ -646,6 +718,7 @@ class MessageStore:
                          "VALUES (?, ?, ?) ON CONFLICT(seq) DO UPDATE SET "
                          "deleted_by=excluded.deleted_by, deleted_ts=excluded.deleted_ts",
                          (seq, by, ts))
+        self._changed = True
         return True
 
     def changes(self, seqs: Iterable[int]) -> dict[int, tuple[str | None, str | None,
@@ -706,15 +779,16 @@ class MessageStore:
         if before is not None:
             where.append("f.rowid<?")
             params.append(before)
-        columns = "m.seq, m.ts, m.bucket, m.room, m.sender, m.recipient, m.text"
-        sql = (f"SELECT {columns} FROM {table} f JOIN messages m ON m.seq=f.rowid "
+        columns = f"m.seq, m.ts, m.bucket, m.room, m.sender, m.recipient, m.text, {_CHANGED}"
+        sql = (f"SELECT {columns} FROM {table} f JOIN messages m ON m.seq=f.rowid {_CHANGES} "
                f"WHERE {table} MATCH ? AND {' AND '.join(where)} "
                "ORDER BY f.rowid DESC LIMIT ?")
         args = [match, *params, limit + 1]
         rows = self._db.execute(sql, args).fetchall()
         found = [Message(seq=seq, ts=ts, sender=sender, text=text,
-                         room=room if bucket else None, to=None if bucket else recipient)
-                 for seq, ts, bucket, room, sender, recipient, text in rows[:limit]]
+                         room=room if bucket else None, to=None if bucket else recipient,
+                         **_changed(*c))
+                 for seq, ts, bucket, room, sender, recipient, text, *c in rows[:limit]]
         return found, len(rows) > limit
 
     # --- rooms and sessions ------------------------------------------------------------
@@ -745,6 +819,18 @@ class MessageStore:
     def save_room(self, key: str, display: str) -> None:
         self._change(("room", key), "INSERT OR IGNORE INTO rooms (key, display) VALUES (?, ?)",
                      (key, display))
+
+    def save_receipt(self, reader_sid: int, writer_sid: int, state: str, seq: int) -> None:
+        """A receipt moved forward: committed with this pass, before it is forwarded."""
+        self._change(("receipt", reader_sid, writer_sid, state),
+                     "INSERT INTO receipts VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                     "seq=MAX(seq, excluded.seq)", (reader_sid, writer_sid, state, seq))
+        self._changed = True  # the pass's commit carries it (see commit)
+
+    def receipts(self) -> list[tuple[int, int, str, int]]:
+        """Every stored receipt: (reader session, writer session, state, seq)."""
+        return self._db.execute(
+            "SELECT reader_sid, writer_sid, state, seq FROM receipts").fetchall()
 
     def forget_room(self, key: str) -> None:
         """A room with no messages and nobody in it: gone (see ChatServer._leave_room)."""

@@ -60,6 +60,8 @@ class Core(Protocol):
                client_id: str | None, copies: tuple[bytes | None, bytes | None]) -> None: ...
     def veto_post(self, conn: Connection, session: Session, target: Room | Session,
                   text: str) -> tuple[str, str] | None: ...
+    def commit_now(self) -> bool: ...
+    def statuses(self, conn: Connection, room: Room) -> dict[str, dict[str, str]] | None: ...
 
 
 def handles(*frame_classes: type[p.ClientFrame], before_register: bool = False
@@ -147,6 +149,14 @@ class Feature:
     def joined_fields(self, conn: Connection, session: Session, room: Room) -> dict[str, Any]:
         """Fields this module adds to ``joined``."""
         return {}
+    def statuses_in(self, conn: Connection, room: Room) -> dict[str, dict[str, str]] | None:
+        """``statuses`` for ``conn``'s ``registered``/``joined`` of ``room`` (presence)."""
+        return None
+
+
+def knows(conn: Connection, feature: str) -> bool:
+    """Whether ``conn`` negotiated ``feature`` (a protocol-1 client knows none)."""
+    return conn.features is not None and feature in conn.features
 
 
 def overrides(feature: Feature, hook: str) -> bool:

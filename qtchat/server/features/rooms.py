@@ -22,6 +22,7 @@ from qtchat.server.features.base import (
     encode_trimmed,
     handles,
     hooked,
+    knows,
     texts_exceed_a_frame,
 )
 
@@ -107,11 +108,13 @@ class RoomsFeature(Feature):
             if conn.state is ConnState.LIVE:  # else go_live announces it, when caught up
                 self._announce_join(conn, session, room)
         users = self.users_of(room, session)
-        history = core.store.page(room.key, None, p.DEFAULT_HISTORY_LIMIT, p.MAX_FRAME_BYTES)
+        history = core.store.page(room.key, None, p.DEFAULT_HISTORY_LIMIT, p.MAX_FRAME_BYTES,
+                                  tombstones=knows(conn, "edit"))
         extra: dict = {}
         for feature in hooked(core, "joined_fields"):
             extra.update(feature.joined_fields(conn, session, room))
-        wire = Joined(room=room.display, users=users, history=history, **extra).to_wire()
+        wire = Joined(room=room.display, users=users, history=history,
+                      statuses=core.statuses(conn, room), **extra).to_wire()
         data, cut = encode_trimmed(wire, ("history", True), ("users", False),
                                    surely_too_large=texts_exceed_a_frame(history))
         core.queue(conn, data)
@@ -151,6 +154,15 @@ class RoomsFeature(Feature):
         is one of the sender's is answered at once (with the frame's ``id``)."""
         session = conn.session
         assert session is not None
+        if frame.with_ is not None:  # a private conversation's page: its own module
+            for feature in getattr(self.core, "features", ()):
+                private_history = getattr(feature, "private_history", None)
+                if private_history is not None:
+                    private_history(conn, frame)
+                    return
+            self.core.send_error(conn, "bad_frame", "history needs a 'room'.", "history")
+            return
+        assert frame.room is not None
         room = self.room_of(conn, session, frame.room, "history")
         if room is None:
             return
@@ -158,7 +170,7 @@ class RoomsFeature(Feature):
         def page_turn(conn: Connection) -> bool:
             conn.task = None  # done after this turn (nothing the client sent ran meanwhile)
             messages = self.core.store.page(room.key, frame.before, frame.limit,
-                                            p.MAX_FRAME_BYTES)
+                                            p.MAX_FRAME_BYTES, tombstones=knows(conn, "edit"))
             wire = HistoryPage(room=room.display, messages=messages).to_wire()
             data, _cut = encode_trimmed(wire, ("messages", True),
                                         surely_too_large=texts_exceed_a_frame(messages))

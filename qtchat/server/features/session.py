@@ -31,7 +31,7 @@ from qtchat.protocol.server_frames import (
     UsernameTaken,
 )
 from qtchat.server.domain import CLIENT_IDS_KEPT, Connection, ConnState, Session
-from qtchat.server.features.base import Core, Feature, encode_trimmed, handles, hooked
+from qtchat.server.features.base import Core, Feature, encode_trimmed, handles, hooked, knows
 from qtchat.server.features.rooms import RoomsFeature, user_joined
 from qtchat.server.store import WHISPER_BUCKET, hash_secret
 
@@ -208,6 +208,7 @@ class SessionFeature(Feature):
             gap=gap if resumed else None,
             # Only to a client that asked: a protocol-1 client gets no field it did not know.
             features=features,
+            statuses=core.statuses(conn, lobby),
         )
         data, cut = encode_trimmed(registered.to_wire(), ("users", False), ("rooms", False),
                                    ("in_rooms", False))
@@ -237,7 +238,8 @@ class SessionFeature(Feature):
         log.info("%s resumed since seq %d", session.name.display, since)
         conn.to(ConnState.REPLAYING)
         # The live key view: rooms joined while replaying are replayed too.
-        replay = core.store.replay(session.rooms.keys(), session.sid, since, batch=100)
+        replay = core.store.replay(session.rooms.keys(), session.sid, since, batch=100,
+                                   tombstones=knows(conn, "edit"))
         core.start_task(conn, lambda conn: self._replay_turn(conn, replay))
 
     def _replay_turn(self, conn: Connection, replay: Iterator[Message]) -> bool:

@@ -1,0 +1,66 @@
+"""Search (PROTOCOL-FEATURES.md §8, the ``search`` feature).
+
+``search {query, room? | with?, before?, limit?}`` → ``search_results {id?, query,
+messages (newest first), more}``. The scope is decided here and only here: the rooms
+the session is in and its own whispers (with ``room``: that room, which it must be in;
+with ``with``: its whispers with that person). The store only filters and matches
+(``MessageStore.search``: plain words, accents and case folded, the last word a prefix).
+
+A search is heavy work like a history page: it waits for its connection's turn
+(``ServerCore.start_task``), and what the client sends behind it waits for the answer.
+"""
+
+from __future__ import annotations
+
+from qtchat.names import parse_name
+from qtchat.protocol.living import Search, SearchResults
+from qtchat.server.domain import Connection
+from qtchat.server.features.base import Core, Feature, encode_trimmed, handles
+from qtchat.server.features.rooms import RoomsFeature
+from qtchat.server.features.session import SessionFeature
+
+
+class SearchFeature(Feature):
+    name = "search"
+
+    def __init__(self, core: Core, rooms: RoomsFeature, sessions: SessionFeature) -> None:
+        super().__init__(core)
+        self.rooms = rooms
+        self.sessions = sessions
+
+    @handles(Search)
+    def _search(self, conn: Connection, frame: Search) -> None:
+        session = conn.session
+        assert session is not None
+        core = self.core
+        with_sid = None
+        if frame.room is not None:
+            room = self.rooms.room_of(conn, session, frame.room, "search")
+            if room is None:
+                return
+            buckets, whisper_sid = [room.key], None
+        elif frame.with_ is not None:
+            other = self.sessions.named(parse_name(frame.with_))
+            if other is None:
+                core.send_error(conn, "no_such_user", f"Nobody called {frame.with_} is here.",
+                                "search")
+                return
+            buckets, whisper_sid, with_sid = [], session.sid, other.sid
+        else:
+            buckets, whisper_sid = list(session.rooms), session.sid
+
+        def search_turn(conn: Connection) -> bool:
+            conn.task = None  # done after this turn
+            found, more = core.store.search(frame.query, buckets, whisper_sid, with_sid,
+                                            frame.before, frame.limit)
+            wire = SearchResults(id=frame.id, query=frame.query, messages=found,
+                                 more=more).to_wire()
+            data, cut = encode_trimmed(wire, ("messages", False))
+            if cut.get("messages") and not more:
+                # Left out to fit the frame: the next page (before the oldest sent) has them.
+                wire["more"] = True
+                data, _ = encode_trimmed(wire, ("messages", False))
+            core.queue(conn, data)
+            return False
+
+        core.start_task(conn, search_turn)
