@@ -38,7 +38,7 @@ from PySide6.QtNetwork import (
 
 from qtchat import protocol as p
 from qtchat.server.config import ServerConfig
-from qtchat.server.core import Do, ServerCore
+from qtchat.server.core import DEFAULT_FEATURES, Do, ServerCore
 from qtchat.server.domain import Connection, ConnState
 from qtchat.server.features.files import FilesFeature
 from qtchat.server.store import MessageStore, StoreLocked, StoreUnusable
@@ -109,7 +109,7 @@ class ChatServer(QObject):
         except StoreUnusable as exc:
             raise ServerError(str(exc)) from exc
         self.core = ServerCore(self.config, self.store, now=time.monotonic(),
-                               features=[FilesFeature])
+                               features=[*DEFAULT_FEATURES, FilesFeature])
         files = self.core.feature("files")
         self._files: FilesFeature | None = files if isinstance(files, FilesFeature) else None
         # New connections whose first line has not all come yet: it may open a transfer.
