@@ -80,9 +80,9 @@ class TypingTracker:
         else:
             self._since[name] = (state, now)  # one already typing keeps their place
 
-    def message_from(self, name: str) -> None:
-        """A message from them: whatever they typed is sent."""
-        self._since.pop(name, None)
+    def message_from(self, name: str) -> bool:
+        """A message from them: whatever they typed is sent. Whether they were typing."""
+        return self._since.pop(name, None) is not None
 
     def clear(self) -> None:
         """The conversation was left, or the connection lost: nobody is typing."""

@@ -44,9 +44,10 @@ class TypingLabel(QLabel):
         self.refresh()
 
     def message_from(self, name: str) -> None:
-        """A message from ``name``: they are no longer typing it."""
-        self.tracker.message_from(name)
-        self.refresh()
+        """A message from ``name``: they are no longer typing it. (Nothing to redraw when
+        they were not typing: this runs for every message of a 20,000-message burst.)"""
+        if self.tracker.message_from(name):
+            self.refresh()
 
     def clear(self) -> None:
         """Left, or disconnected: nobody is typing here."""
