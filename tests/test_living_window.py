@@ -6,12 +6,14 @@ from __future__ import annotations
 import pytest
 from helpers import LineClient
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLineEdit
 from test_commands import lobby, open_window, private
 from test_gui import type_line
 
 from qtchat.gui.models import MessageRoles, RowKind
 from qtchat.gui.search_bar import SEQ_ROLE
 from qtchat.gui.settings_dialog import Preferences
+from qtchat.gui.status_menu import clean_line
 from qtchat.living import IdleTimer
 
 pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints")
@@ -234,3 +236,126 @@ def test_someone_who_leaves_stops_typing_at_once(qtbot, people, server):
     alice.client.close()  # bye: Bob's lobby hears user_left
     # Well before "active" would expire by itself (6 s).
     qtbot.waitUntil(lambda: label.text() == "", timeout=3000)
+
+
+def status_menu_of(window):
+    """Chat ▸ Status, found the way a person finds it: through the menu bar."""
+    chat = next(action.menu() for action in window.menuBar().actions()
+                if action.text() == "&Chat")
+    return next(action.menu() for action in chat.actions()
+                if action.menu() is not None and action.text() == "&Status")
+
+
+def test_the_person_chooses_busy_and_a_status_line_from_the_chat_menu(qtbot, people):
+    alice, bob = people
+    menu = status_menu_of(alice)
+    members = lobby(bob).members
+    menu.state_actions["busy"].trigger()
+    assert menu.state_actions["busy"].isChecked()
+    assert not menu.state_actions["online"].isChecked()  # exclusive
+    qtbot.waitUntil(lambda: members.status("Alice") == ("busy", ""), timeout=WAIT_MS)
+    assert lobby(alice).members.status("Alice") == ("busy", "")  # our own row too
+    menu.line_action.trigger()
+    dialog = menu.line_dialog
+    assert dialog is not None and dialog.isVisible()
+    edit = dialog.findChild(QLineEdit)
+    qtbot.keyClicks(edit, "in a call <b>" + "x" * 200)
+    assert len(edit.text()) == 100  # the box takes no more than the host allows
+    qtbot.keyClick(edit, Qt.Key.Key_Return)
+    wanted = ("busy", ("in a call <b>" + "x" * 200)[:100])
+    qtbot.waitUntil(lambda: members.status("Alice") == wanted, timeout=WAIT_MS)
+    assert lobby(alice).members.status("Alice") == wanted
+    # Online again keeps the line; an empty line clears it.
+    menu.state_actions["online"].trigger()
+    qtbot.waitUntil(lambda: members.status("Alice") == ("online", wanted[1]),
+                    timeout=WAIT_MS)
+    menu.line_action.trigger()
+    edit = menu.line_dialog.findChild(QLineEdit)
+    assert edit.text() == wanted[1]  # the dialog starts from the line as it is
+    edit.clear()
+    qtbot.keyClick(edit, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: members.status("Alice") == ("online", ""), timeout=WAIT_MS)
+    assert lobby(alice).members.status("Alice") == ("online", "")
+
+
+def test_a_pasted_status_line_becomes_one_plain_line():
+    assert clean_line("  lunch\nback\tat 2\x07 ") == "lunch back at 2"
+    assert clean_line("é" * 150) == "é" * 100
+
+
+def test_away_chosen_by_hand_is_not_undone_by_input(qtbot, people):
+    alice, bob = people
+    members = lobby(bob).members
+    status_menu_of(alice).state_actions["away"].trigger()
+    qtbot.waitUntil(lambda: members.status("Alice")[0] == "away", timeout=WAIT_MS)
+    qtbot.keyClicks(alice.input, "still here?")  # input, yet the person said away
+    qtbot.mouseClick(alice.input, Qt.MouseButton.LeftButton)
+    for window in (alice, bob):
+        with qtbot.waitSignal(window.client.pongReceived, timeout=WAIT_MS):
+            window.client.ping()
+    assert members.status("Alice")[0] == "away"
+    assert lobby(alice).members.status("Alice")[0] == "away"
+
+
+def test_the_auto_away_keeps_the_chosen_line_and_comes_back_with_it(qtbot, people):
+    alice, bob = people
+    clock = [1000.0]
+    glue = alice.living
+    glue._clock = lambda: clock[0]
+    glue.idle = IdleTimer(clock[0], away_after=600.0)
+    members = lobby(bob).members
+    glue.set_line("working from home")
+    qtbot.waitUntil(lambda: members.status("Alice") == ("online", "working from home"),
+                    timeout=WAIT_MS)
+    clock[0] += 600.0
+    glue._check_idle()
+    qtbot.waitUntil(lambda: members.status("Alice") == ("away", "working from home"),
+                    timeout=WAIT_MS)
+    qtbot.keyClick(alice.input, Qt.Key.Key_Shift)
+    qtbot.waitUntil(lambda: members.status("Alice") == ("online", "working from home"),
+                    timeout=WAIT_MS)
+
+
+def test_typing_pauses_after_five_seconds_without_a_change_and_resumes(qtbot, people):
+    alice, bob = people
+    clock = [1000.0]
+    alice.living._clock = lambda: clock[0]
+    label = bob.living.label(lobby(bob))
+    states = []
+    bob.client.typingReceived.connect(lambda frame: states.append(frame.state))
+    qtbot.keyClicks(alice.input, "hmm, let me")
+    qtbot.waitUntil(lambda: states == ["active"], timeout=WAIT_MS)
+    clock[0] += 4.9
+    alice.living._check_paused()  # what its timer does when the time comes: not yet
+    clock[0] += 0.1
+    alice.living._check_paused()
+    alice.living._check_paused()  # once only
+    qtbot.waitUntil(lambda: states == ["active", "paused"], timeout=WAIT_MS)
+    assert label.tracker.typing(label._clock(), "paused") == ["Alice"]
+    assert label.text() == "Alice is typing…"  # paused still shows, 30 s by the contract
+    clock[0] += 1.0  # well within the 3 s repeat: a change of state goes at once
+    qtbot.keyClicks(alice.input, " think")
+    qtbot.waitUntil(lambda: states == ["active", "paused", "active"], timeout=WAIT_MS)
+    assert label.tracker.typing(label._clock(), "active") == ["Alice"]
+    qtbot.keyClick(alice.input, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: label.text() == "", timeout=WAIT_MS)
+    clock[0] += 10.0
+    alice.living._check_paused()  # sent: nothing left to pause
+    for window in (alice, bob):
+        with qtbot.waitSignal(window.client.pongReceived, timeout=WAIT_MS):
+            window.client.ping()
+    assert states == ["active", "paused", "active", "done"]
+
+
+def test_a_box_emptied_after_a_pause_says_done(qtbot, people):
+    alice, bob = people
+    clock = [1000.0]
+    alice.living._clock = lambda: clock[0]
+    states = []
+    bob.client.typingReceived.connect(lambda frame: states.append(frame.state))
+    qtbot.keyClicks(alice.input, "nah")
+    clock[0] += 5.0
+    alice.living._check_paused()
+    qtbot.waitUntil(lambda: states == ["active", "paused"], timeout=WAIT_MS)
+    alice.input.clear()
+    qtbot.waitUntil(lambda: states == ["active", "paused", "done"], timeout=WAIT_MS)

@@ -10,7 +10,8 @@ The widgets are their own modules (``search_bar.py``, ``typing_label.py``, the m
   first when it is not shown yet;
 - a typing line under the tabs, one ``TypingLabel`` per conversation (only the current
   one's shows); what the person types sends ``typing active`` at most every 3 s to the
-  conversation, and ``done`` when the box is emptied;
+  conversation, ``paused`` once after 5 s without a change while text is left in the
+  box (``active`` again on the next change), and ``done`` when the box is emptied;
 - Up in an empty box edits the person's last message here (``ChatInput.start_edit``),
   and a message's context menu has Edit and Delete (the host says who may: an op may
   delete others' room messages, anyone else hears ``not_permitted``);
@@ -18,6 +19,10 @@ The widgets are their own modules (``search_bar.py``, ``typing_label.py``, the m
 - presence: the members lists show who is away or busy (``MemberModel.set_status``),
   and the app goes away by itself after the person's away time without input
   (``qtchat.living.IdleTimer``, fed by an application-wide event filter), back on input;
+  Chat ▸ Status (``status_menu.py``) lets the person choose online / away / busy and a
+  status line, which the away timer keeps (a chosen away or busy is not undone by
+  input, the line stays through going away and back); our own member rows show what
+  the host was told, as nobody echoes it back to us;
 - receipts: a whisper that arrives is acknowledged ``delivered``, and ``read`` once its
   conversation is in front in the active window; receipts from the peer mark our
   whispers' rows sent / delivered / read (``MessageModel.mark_receipt``);
@@ -42,6 +47,7 @@ from qtchat.gui.conversation import Conversation, fold
 from qtchat.gui.models import ConversationKind, RowKind
 from qtchat.gui.search_bar import SearchBar
 from qtchat.gui.settings_dialog import Preferences
+from qtchat.gui.status_menu import StatusMenu, clean_line
 from qtchat.gui.typing_label import TypingLabel
 from qtchat.living import TYPING_SEND_EVERY, IdleTimer
 from qtchat.protocol.living import (
@@ -57,6 +63,7 @@ from qtchat.protocol.server_frames import HistoryPage, Joined, Message, Register
 if TYPE_CHECKING:
     from qtchat.gui.main_window import ChatWindow
 
+TYPING_PAUSED_AFTER = 5.0  # s without a change, text left in the box: `paused`
 HISTORY_AROUND = 25  # messages loaded on each side of a chosen search result
 # What counts as the person being at the computer (for going away and coming back).
 _INPUT_EVENTS = frozenset({QEvent.Type.KeyPress, QEvent.Type.MouseButtonPress,
@@ -83,7 +90,12 @@ class LivingGlue(QObject):
         self._asked: dict[str, bool] = {}  # search id -> whether it is a next page
         self._found: dict[int, Message] = {}  # seq -> a result shown in the bar
         self._jump: tuple[Conversation, int] | None = None  # a result being loaded
-        self._typing_sent: tuple[tuple[str, str], float] | None = None  # (target, when)
+        # What the conversation was last told: (target, when, state), None: nothing/done.
+        self._typing_sent: tuple[tuple[str, str], float, str] | None = None
+        self._last_change = 0.0  # when the box's text last changed
+        self._pause_timer = QTimer(self)
+        self._pause_timer.setSingleShot(True)
+        self._pause_timer.timeout.connect(self._check_paused)
 
         client.searchResults.connect(self._results)
         client.messageEdited.connect(self._edited)
@@ -105,7 +117,14 @@ class LivingGlue(QObject):
         window.tabs.currentChanged.connect(lambda _index: self._read_current())
         self._read_sent: dict[str, int] = {}  # peer (folded) -> the highest seq said read
         self.idle = IdleTimer(clock())
-        self._announced = "online"  # the presence the host was last told
+        self._announced = ("online", "")  # the presence (state, line) the host was told
+        self._line = ""  # the status line the person chose
+        self.status_menu = StatusMenu(window)
+        self.status_menu.stateChosen.connect(self.choose)
+        self.status_menu.lineChosen.connect(self.set_line)
+        chat_menu = getattr(window, "chat_menu", None)
+        if chat_menu is not None:
+            chat_menu.insertMenu(getattr(window, "settings_action", None), self.status_menu)
         self._idle_timer = QTimer(self)
         self._idle_timer.setSingleShot(True)
         self._idle_timer.timeout.connect(self._check_idle)
@@ -264,6 +283,7 @@ class LivingGlue(QObject):
         for label in self._labels.values():
             label.clear()
         self._typing_sent = None
+        self._pause_timer.stop()
 
     @Slot(object)
     def _message(self, message: Message) -> None:
@@ -323,11 +343,30 @@ class LivingGlue(QObject):
             if sent is not None and sent[0] == target:
                 self._send_typing(target, "done")
             self._typing_sent = None
+            self._pause_timer.stop()
             return
-        if sent is not None and sent[0] == target and now - sent[1] < TYPING_SEND_EVERY:
-            return
+        self._last_change = now
+        self._pause_timer.start(round(TYPING_PAUSED_AFTER * 1000))
+        if sent is not None and sent[0] == target and sent[2] == "active" \
+                and now - sent[1] < TYPING_SEND_EVERY:
+            return  # a change from paused to active goes at once
         if self._send_typing(target, "active"):
-            self._typing_sent = (target, now)
+            self._typing_sent = (target, now, "active")
+
+    @Slot()
+    def _check_paused(self) -> None:
+        """5 s without a change and text still in the box: ``paused``, once (what the
+        timer does; tests call it with their clock advanced)."""
+        sent = self._typing_sent
+        if sent is None or sent[2] != "active":
+            return
+        now = self._clock()
+        wait = self._last_change + TYPING_PAUSED_AFTER - now
+        if wait > 0:  # changed since the timer started (or a hand clock not there yet)
+            self._pause_timer.start(max(1, round(wait * 1000)))
+            return
+        if self.window.input.toPlainText().strip() and self._send_typing(sent[0], "paused"):
+            self._typing_sent = (sent[0], now, "paused")
 
     def _send_typing(self, target: tuple[str, str], state: str) -> bool:
         kind, name = target
@@ -350,34 +389,57 @@ class LivingGlue(QObject):
             self._read_current()
         elif event.type() in _INPUT_EVENTS:
             self.idle.input(self._clock())
-            if self._announced != self.idle.chosen:
+            if self._announced[0] != self.idle.chosen:
                 self._check_idle()  # back from away: say so at once
         return False
 
     @Slot()
     def _check_idle(self) -> None:
         now = self._clock()
-        state = self.idle.state(now)
-        if state != self._announced and self.client.set_status(state):
-            self._announced = state
+        wanted = (self.idle.state(now), self._line)
+        if wanted != self._announced and self.client.set_status(*wanted):
+            self._announced = wanted
+        self._show_own()
         wait = self.idle.next_change(now)
         if wait is None:
             self._idle_timer.stop()
         else:
             self._idle_timer.start(max(1000, round(wait * 1000)))
 
+    @Slot(str)
+    def choose(self, state: str) -> None:
+        """The person chose online, away or busy (Chat ▸ Status)."""
+        self.idle.choose(state, self._clock())
+        self.status_menu.show_chosen(state)
+        self._check_idle()
+
+    @Slot(str)
+    def set_line(self, text: str) -> None:
+        """The person's status line ('' clears it), sent with the state."""
+        self._line = self.status_menu.line = clean_line(text)
+        self._check_idle()
+
+    def _show_own(self) -> None:
+        """Our own rows show what the host was told (it tells only the others)."""
+        me = self.window.me
+        for conv in self._conversations():
+            if conv.members is not None and me:
+                conv.members.set_status(me, *self._announced)
+
     def registered(self, frame: Registered) -> None:
         """Called by the window's own ``registered`` slot (the first one reaches the
         window by hand, before it could connect anything)."""
-        self._announced = "online"  # a new session starts online; a resume kept ours
+        self._announced = ("online", "")  # a new session starts online; a resume kept ours
         if frame.resumed:
             own = (frame.statuses or {}).get(frame.name)
-            self._announced = own["state"] if own else "online"
-        self._check_idle()
+            if own:
+                self._announced = (own["state"], own.get("text", ""))
+        self.status_menu.menuAction().setEnabled(self.client.has_feature("presence"))
         lobby = self.window.conversation(ConversationKind.ROOM, p.LOBBY, create=False)
         if lobby is not None and lobby.members is not None:
             for name, status in (frame.statuses or {}).items():
                 lobby.members.set_status(name, status["state"], status.get("text", ""))
+        self._check_idle()
 
     @Slot(object)
     def _room_joined(self, frame: Joined) -> None:
@@ -385,6 +447,7 @@ class LivingGlue(QObject):
         if conv is not None and conv.members is not None:
             for name, status in (frame.statuses or {}).items():
                 conv.members.set_status(name, status["state"], status.get("text", ""))
+            self._show_own()
 
     @Slot(object)
     def _status(self, frame: UserStatus) -> None:

@@ -222,7 +222,7 @@ class ChatWindow(QMainWindow):
             menu.addAction(made)
             return made
 
-        chat = bar.addMenu("&Chat")
+        chat = self.chat_menu = bar.addMenu("&Chat")  # the living glue adds Status
         action(chat, "&Join a room…", self._ask_join, QKeySequence("Ctrl+J"),
                "Enter a room, or make a new one")
         action(chat, "&Private message…", self._ask_whisper, QKeySequence("Ctrl+Shift+M"),
