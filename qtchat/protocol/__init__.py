@@ -385,9 +385,17 @@ class Bye(ClientFrame):
     type: ClassVar[str] = "bye"
 
 
-CLIENT_FRAME_TYPES: dict[str, type[ClientFrame]] = {
-    cls.type: cls for cls in (Register, Broadcast, Whisper, Join, Leave, History, Ping, Pong, Bye)
-}
+CLIENT_FRAME_TYPES: dict[str, type[ClientFrame]] = {}
+
+
+def register_client_frames(*classes: type[ClientFrame]) -> None:
+    """Make ``parse_client_frame`` know these frames (a feature's module calls it for its
+    own, so the protocol grows in one place per feature)."""
+    for cls in classes:
+        CLIENT_FRAME_TYPES[cls.type] = cls
+
+
+register_client_frames(Register, Broadcast, Whisper, Join, Leave, History, Ping, Pong, Bye)
 
 
 # --- decoding ----------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from qtchat.protocol import (
-    CLIENT_FRAME_TYPES,
     MAX_ID_CHARS,
     SERVER_FRAME_SHAPES,
     ClientFrame,
@@ -34,6 +33,7 @@ from qtchat.protocol import (
     _shape,
     _short_str,
     _string,
+    register_client_frames,
 )
 from qtchat.protocol.server_frames import ServerFrame, server_frame
 
@@ -158,8 +158,7 @@ class GameListRequest(ClientFrame):
 
 CLIENT_FRAMES = (GameOffer, GameAccept, GameDecline, GameCancel, GameMove, GameResign,
                  GameDraw, GameAbort, GameListRequest)
-for _cls in CLIENT_FRAMES:
-    CLIENT_FRAME_TYPES[_cls.type] = _cls
+register_client_frames(*CLIENT_FRAMES)
 
 
 # --- frames a server sends ---------------------------------------------------------------

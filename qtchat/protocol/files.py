@@ -3,8 +3,8 @@
 Chat frames: ``file_offer`` → ``file_accepted``, ``file_get`` → ``file_ticket``, and the
 ``file`` object a ``broadcast`` or ``whisper`` carries once an upload is in. Transfer
 frames: the first line of an ``upload`` or ``download`` connection (``Upload``,
-``Download``; never valid on a chat connection, so they are not in
-``CLIENT_FRAME_TYPES``) and the server's one-line answers before and after the raw bytes
+``Download``; never valid on a chat connection, so they are not registered as client
+frames) and the server's one-line answers before and after the raw bytes
 (``upload_ready``, ``upload_done``, ``download_ready``).
 
 Kept in a module of its own so that features adding frames at once do not collide; importing
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from qtchat.protocol import (
-    CLIENT_FRAME_TYPES,
     MAX_ID_CHARS,
     MAX_SEQ,
     SERVER_FRAME_SHAPES,
@@ -33,6 +32,7 @@ from qtchat.protocol import (
     _short_str,
     _string,
     check_text,
+    register_client_frames,
 )
 from qtchat.protocol.server_frames import ServerFrame, server_frame
 
@@ -121,8 +121,7 @@ class FileGet(ClientFrame):
         _check_str(self.file, "file", 64)
 
 
-CLIENT_FRAME_TYPES[FileOffer.type] = FileOffer
-CLIENT_FRAME_TYPES[FileGet.type] = FileGet
+register_client_frames(FileOffer, FileGet)
 
 
 # The first line of a transfer connection (not a chat frame: see the module docstring).

@@ -21,7 +21,6 @@ from typing import Any, ClassVar
 from qtchat import protocol as p
 from qtchat.living import PRESENCE_STATES, RECEIPT_STATES, STATUS_TEXT_MAX, TYPING_STATES
 from qtchat.protocol import (
-    CLIENT_FRAME_TYPES,
     SERVER_FRAME_SHAPES,
     ClientFrame,
     LocalProtocolError,
@@ -29,6 +28,7 @@ from qtchat.protocol import (
     _check_name,
     _check_optional_str,
     _check_str,
+    register_client_frames,
 )
 from qtchat.protocol.server_frames import Message, ServerFrame, server_frame
 
@@ -179,8 +179,7 @@ class Receipt(ClientFrame):
         return _with_dict(ClientFrame.to_dict(self))
 
 
-for _cls in (Search, Edit, Delete, Typing, Status, Receipt):
-    CLIENT_FRAME_TYPES[_cls.type] = _cls
+register_client_frames(Search, Edit, Delete, Typing, Status, Receipt)
 
 
 # --- server frames -------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from qtchat.protocol import (
-    CLIENT_FRAME_TYPES,
     MAX_TEXT_CHARS,
     SERVER_FRAME_SHAPES,
     ClientFrame,
@@ -30,6 +29,7 @@ from qtchat.protocol import (
     _short_str,
     _string,
     dataclass,
+    register_client_frames,
 )
 from qtchat.protocol.server_frames import ServerFrame, server_frame
 
@@ -179,8 +179,7 @@ class ReleaseName(ClientFrame):
 
 MODERATION_CLIENT_FRAMES = (SetRole, Kick, Ban, Unban, BanListRequest, Mute, Unmute, SetTopic,
                             SetRoomMode, ReleaseName)
-for _cls in MODERATION_CLIENT_FRAMES:
-    CLIENT_FRAME_TYPES[_cls.type] = _cls
+register_client_frames(*MODERATION_CLIENT_FRAMES)
 
 
 # --- server frames ---------------------------------------------------------------------
