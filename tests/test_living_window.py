@@ -359,3 +359,25 @@ def test_a_box_emptied_after_a_pause_says_done(qtbot, people):
     qtbot.waitUntil(lambda: states == ["active", "paused"], timeout=WAIT_MS)
     alice.input.clear()
     qtbot.waitUntil(lambda: states == ["active", "paused", "done"], timeout=WAIT_MS)
+
+
+def test_notifications_follow_the_setting(qtbot, people):
+    """A whisper to a window not in front notifies; with "Show notifications" off in the
+    settings it does not (the message still arrives)."""
+    alice, bob = people
+    alice.activateWindow()  # Bob's window is behind
+    qtbot.waitUntil(lambda: not bob.isActiveWindow(), timeout=WAIT_MS)
+    with qtbot.waitSignal(bob.notified, timeout=WAIT_MS) as shown:
+        alice.send_whisper("Bob", "first")
+    assert shown.args == ["Whisper from Alice", "first"]
+    bob.living.apply_preferences(Preferences(notifications=False))
+    seen: list[tuple[str, str]] = []
+    bob.notified.connect(lambda title, text: seen.append((title, text)))
+    alice.send_whisper("Bob", "second")
+    model = private(bob, "Alice").model
+    qtbot.waitUntil(lambda: any(model.index(row).data(MessageRoles.Text) == "second"
+                                for row in range(model.rowCount())), timeout=WAIT_MS)
+    with qtbot.waitSignal(bob.client.pongReceived, timeout=WAIT_MS):
+        bob.client.ping()
+    assert seen == []
+

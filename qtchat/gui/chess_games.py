@@ -17,13 +17,12 @@ final position until its tab is closed. Chat ▸ Games… lists the host's ``gam
 
 from __future__ import annotations
 
-import html
 import re
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Qt, Slot
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QApplication, QSystemTrayIcon, QWidget
+from PySide6.QtWidgets import QWidget
 
 from qtchat import protocol as p
 from qtchat.gui.chess_board import ChessPanel
@@ -142,16 +141,6 @@ class ChessGames(QObject):
         self.offers.pop(game, None)  # the host's game_offer_ended or game_started follows
         self._update_bar()
 
-    def _notify(self, title: str, text: str) -> None:
-        window = self.window
-        if window.isActiveWindow():
-            return
-        QApplication.alert(window)
-        if window.tray is not None and QSystemTrayIcon.supportsMessages():
-            # Notification servers may render a subset of HTML: escape peer text.
-            window.tray.showMessage(html.escape(title), html.escape(text),
-                                    QSystemTrayIcon.MessageIcon.Information, 8000)
-
     @Slot(str)
     def challenge(self, name: str) -> ChallengeDialog | None:
         """"Challenge to chess…": the dialog, then the offer (in the room in front)."""
@@ -222,7 +211,7 @@ class ChessGames(QObject):
         self._notice(f"{text[:-1]}: answer with the bar below, or type /chess accept or "
                      "/chess decline.", room=offer.room)
         self._update_bar()
-        self._notify(f"Chess challenge from {offer.sender}", text)
+        self.window.notify(f"Chess challenge from {offer.sender}", text)
 
     @Slot(object)
     def _offer_ended(self, ended: pc.GameOfferEnded) -> None:

@@ -381,6 +381,7 @@ class LivingGlue(QObject):
         """The person's settings, at start and each time the dialog saves them."""
         self.client.typing_enabled = prefs.typing
         self.client.receipts_enabled = prefs.receipts
+        self.window.notifications = prefs.notifications
         self.idle.away_after = prefs.away_minutes * 60.0
         self._check_idle()
 

@@ -83,6 +83,7 @@ class ChatWindow(QMainWindow):
     """
 
     closedByUser = Signal()
+    notified = Signal(str, str)  # title, text: a notification was shown
 
     def __init__(self, client: ChatClient, host: Any = None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -153,6 +154,7 @@ class ChatWindow(QMainWindow):
         self._build_menus()
 
         self.tray: QSystemTrayIcon | None = None
+        self.notifications = True  # the settings' "Show notifications" (living_glue sets it)
         if QSystemTrayIcon.isSystemTrayAvailable():
             self.tray = QSystemTrayIcon(QApplication.windowIcon(), self)
             self.tray.setToolTip("qtchat")
@@ -720,15 +722,20 @@ class ChatWindow(QMainWindow):
         self.setWindowTitle(f"({unread}) {title}" if unread else title)
 
     def _notify(self, message: Message) -> None:
-        if self.isActiveWindow():
+        kind = "Whisper" if message.is_whisper else f"Mention in {message.room}"
+        self.notify(f"{kind} from {message.sender}", message.text[:200])
+
+    def notify(self, title: str, text: str) -> None:
+        """Tell the person, when this window is not the active one, unless they turned
+        notifications off in the settings: the taskbar alert and a tray message."""
+        if self.isActiveWindow() or not self.notifications:
             return
         QApplication.alert(self)
         if self.tray is not None and QSystemTrayIcon.supportsMessages():
-            kind = "Whisper" if message.is_whisper else f"Mention in {message.room}"
             # Notification servers may render a subset of HTML: escape peer text.
-            self.tray.showMessage(html.escape(f"{kind} from {message.sender}"),
-                                  html.escape(message.text[:200]),
+            self.tray.showMessage(html.escape(title), html.escape(text),
                                   QSystemTrayIcon.MessageIcon.Information, 8000)
+        self.notified.emit(title, text)
 
     @Slot()
     def _top_reached(self) -> None:
