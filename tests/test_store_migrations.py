@@ -114,7 +114,10 @@ def read_file(path: Path) -> dict:
     try:
         return {
             "version": db.execute("PRAGMA user_version").fetchone()[0],
-            "messages": db.execute("SELECT * FROM messages ORDER BY seq").fetchall(),
+            # The columns of version 1 (later steps add some: whisper identities).
+            "messages": db.execute("SELECT seq, ts, bucket, room, sender, sender_sid, "
+                                   "recipient, recipient_sid, text, client_id FROM messages "
+                                   "ORDER BY seq").fetchall(),
             "rooms": db.execute("SELECT key, display, pruned_upto FROM rooms ORDER BY key")
             .fetchall(),
             "sessions": db.execute("SELECT sid, secret_hash, name, rooms, sent_upto, "

@@ -178,6 +178,8 @@ class Registered(ServerFrame):
     topic: dict[str, Any] | None = None
     role: str | None = None
     statuses: dict[str, dict[str, str]] | None = None  # presence (features §5)
+    # Private conversations that last (§1, qtchat/protocol/conversations.py): {with, last_seq}.
+    conversations: list[dict[str, Any]] | None = None
 
 
 @server_frame

@@ -161,9 +161,21 @@ def _to_v5(db: sqlite3.Connection) -> None:
     ) WITHOUT ROWID""")
 
 
+def _whisper_identities(db: sqlite3.Connection) -> None:
+    """Whispers belong to the identities that exchanged them (PROTOCOL-FEATURES §1): the
+    identity hash of sender and recipient (NULL: a session without one, and every whisper
+    stored before this step), so ``history {with}`` and ``registered.conversations``
+    find them after both sessions ended, and never for a later holder of the name. The
+    indexes cover only whispers with an identity: rooms' messages never pay for them."""
+    for column in ("sender_identity", "recipient_identity"):
+        db.execute(f"ALTER TABLE messages ADD COLUMN {column} TEXT")
+        db.execute(f"CREATE INDEX IF NOT EXISTS messages_{column} ON messages ({column}, seq) "
+                   f"WHERE {column} IS NOT NULL")
+
+
 # Step N (at index N-1) takes a version N-1 history to version N.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
-    _to_v1, fts.create_index, _to_v3, _moderation_tables, _to_v5)
+    _to_v1, fts.create_index, _to_v3, _moderation_tables, _to_v5, _whisper_identities)
 SCHEMA_VERSION = len(MIGRATIONS)  # what a history this qtchat writes is at
 
 
@@ -198,6 +210,9 @@ def _migrate(db: sqlite3.Connection, path: Path | None) -> None:
 _CHANGES = "LEFT JOIN message_changes c ON c.seq=m.seq"
 _CHANGED = "c.edited_ts, c.deleted_by, c.deleted_ts"
 _NOT_DELETED = "AND text<>''"  # a tombstone's text is '' (a message's never is)
+_INSERT_MESSAGE = ("INSERT INTO messages (seq, ts, bucket, room, sender, sender_sid, recipient, "
+                   "recipient_sid, text, client_id, sender_identity, recipient_identity) "
+                   "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
 
 
 def _changed(edited_ts: str | None, deleted_by: str | None,
@@ -208,6 +223,39 @@ def _changed(edited_ts: str | None, deleted_by: str | None,
     if edited_ts is not None:
         return {"edited": edited_ts}
     return {}
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    """One side of a private conversation, as the whispers' rows are matched: by its
+    identity (hash) when it has one, else by its session, else by the name it had (for
+    a name nobody holds now: the other side is then always an identity, which sees
+    only its own whispers with whoever had that name).
+    """
+
+    identity: str | None = None
+    sid: int | None = None
+    name: str | None = None
+
+    def where(self, side: str) -> tuple[str, list[Any]]:
+        """SQL matching this party as the ``side`` (``sender``/``recipient``) of row m."""
+        if self.identity is not None:
+            return f"m.{side}_identity=?", [self.identity]
+        if self.sid is not None:
+            return f"m.{side}_sid=?", [self.sid]
+        return f"m.{side}=? COLLATE NOCASE", [self.name]
+
+
+def _between(mine: Party, other: Party | None) -> tuple[str, list[Any]]:
+    """SQL (for row m) of the whispers of ``mine``: with ``other`` only, if given."""
+    me_s, me_s_args = mine.where("sender")
+    me_r, me_r_args = mine.where("recipient")
+    if other is None:
+        return f"(m.bucket='' AND ({me_s} OR {me_r}))", [*me_s_args, *me_r_args]
+    them_s, them_s_args = other.where("sender")
+    them_r, them_r_args = other.where("recipient")
+    return (f"(m.bucket='' AND (({me_s} AND {them_r}) OR ({them_s} AND {me_r})))",
+            [*me_s_args, *them_r_args, *them_s_args, *me_r_args])
 
 
 class StoreLocked(Exception):
@@ -380,12 +428,16 @@ class MessageStore:
         recipient: str | None = None,
         recipient_sid: int | None = None,
         client_id: str | None = None,
+        sender_identity: str | None = None,
+        recipient_identity: str | None = None,
     ) -> int:
-        """Queue one message for the next commit and return its ``seq``."""
+        """Queue one message for the next commit and return its ``seq``. A whisper
+        carries the identity hashes of its two sides (None: a side without one)."""
         self.last_seq += 1
         seq = self.last_seq
         self._pending.append(
-            (seq, ts, bucket, room, sender, sender_sid, recipient, recipient_sid, text, client_id)
+            (seq, ts, bucket, room, sender, sender_sid, recipient, recipient_sid, text, client_id,
+             sender_identity, recipient_identity)
         )
         count = self._counts.get(bucket, 0) + 1
         self._counts[bucket] = count
@@ -399,7 +451,7 @@ class MessageStore:
             rows, self._pending = self._pending, []
             self._inserted += rows
             try:
-                self._db.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+                self._db.executemany(_INSERT_MESSAGE, rows)
             except sqlite3.Error as exc:  # the commit rolls back and reports it
                 self._insert_failed = exc
 
@@ -600,15 +652,22 @@ class MessageStore:
                      max_chars: int | None = None, *, tombstones: bool = True
                      ) -> list[Message]:
         """Up to ``limit`` whispers between sessions ``sid`` and ``other_sid`` older than
-        ``before``, oldest first (``history {with}``); as ``page`` otherwise."""
+        ``before``, oldest first; as ``conversation_page`` otherwise."""
+        return self.conversation_page(Party(sid=sid), Party(sid=other_sid), before, limit,
+                                      max_chars, tombstones=tombstones)
+
+    def conversation_page(self, mine: Party, other: Party, before: int | None, limit: int,
+                          max_chars: int | None = None, *, tombstones: bool = True
+                          ) -> list[Message]:
+        """Up to ``limit`` whispers between ``mine`` and ``other`` older than ``before``,
+        oldest first (``history {with}``); as ``page`` otherwise."""
         self._before_read()
+        scope, params = _between(mine, other)
         cursor = self._db.execute(
             f"SELECT m.seq, ts, sender, recipient, text, {_CHANGED} FROM messages m "
-            f"{_CHANGES} WHERE bucket='' AND m.seq<? AND ((sender_sid=? AND recipient_sid=?) "
-            f"OR (sender_sid=? AND recipient_sid=?)) {'' if tombstones else _NOT_DELETED} "
+            f"{_CHANGES} WHERE m.seq<? AND {scope} {'' if tombstones else _NOT_DELETED} "
             "ORDER BY m.seq DESC LIMIT ?",
-            (before if before is not None else self.last_seq + 1, sid, other_sid, other_sid,
-             sid, limit))
+            (before if before is not None else self.last_seq + 1, *params, limit))
         rows, chars = [], 0
         for row in cursor:
             rows.append(row)
@@ -621,6 +680,22 @@ class MessageStore:
         return [Message(seq=s, ts=ts, sender=f, to=to, text=t, file=files.get(s),
                         **_changed(*c))
                 for s, ts, f, to, t, *c in rows]
+
+    def conversations(self, identity: str, limit: int = 50
+                      ) -> list[tuple[str | None, str, int]]:
+        """The private conversations of ``identity``, newest first: (the other side's
+        identity or None, the name it last had in them, the newest seq). A partner
+        without identity is told apart by name only (its sessions are gone anyway)."""
+        self._before_read()
+        return self._db.execute(
+            "SELECT pid, pname, MAX(seq) AS last FROM ("
+            " SELECT seq, recipient_identity AS pid, recipient AS pname FROM messages"
+            "  WHERE sender_identity=? AND bucket='' AND recipient IS NOT NULL"
+            " UNION ALL"
+            " SELECT seq, sender_identity AS pid, sender AS pname FROM messages"
+            "  WHERE recipient_identity=? AND bucket=''"
+            ") GROUP BY COALESCE(pid, '=' || pname) ORDER BY last DESC LIMIT ?",
+            (identity, identity, limit)).fetchall()
 
     def replay(
         self, buckets: Iterable[str], sid: int, since: int, batch: int = 500, *,
@@ -736,13 +811,16 @@ class MessageStore:
 
     def search(self, query: str, buckets: Iterable[str], whisper_sid: int | None = None,
                with_sid: int | None = None, before: int | None = None,
-               limit: int = 20) -> tuple[list[Message], bool]:
+               limit: int = 20, *, mine: Party | None = None,
+               other: Party | None = None) -> tuple[list[Message], bool]:
         """Messages matching ``query`` (plain words, see search.Query), newest first,
         and whether older ones match too (page on with ``before`` = the oldest seq).
 
         Only broadcasts of ``buckets`` and whispers of session ``whisper_sid`` (sent or
         received; with ``with_sid`` only those between the two) are looked at: the
         caller decides which, the store just filters. Deleted messages are never found.
+        ``mine`` instead of ``whisper_sid``: the whispers of that party (by identity),
+        with ``other`` only those with that one.
         """
         q = fts.Query(query)
         if q.empty:
@@ -752,7 +830,11 @@ class MessageStore:
         keys = list(buckets)
         scope = [f"m.bucket IN ({','.join('?' * len(keys))})"] if keys else []
         params: list[Any] = list(keys)
-        if whisper_sid is not None:
+        if mine is not None:
+            between, between_params = _between(mine, other)
+            scope.append(between)
+            params += between_params
+        elif whisper_sid is not None:
             if with_sid is None:
                 scope.append("(m.bucket='' AND (m.sender_sid=? OR m.recipient_sid=?))")
                 params += [whisper_sid, whisper_sid]

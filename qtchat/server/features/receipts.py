@@ -73,21 +73,25 @@ class ReceiptsFeature(Feature):
         session = conn.session
         assert session is not None and frame.with_ is not None
         core = self.core
-        other = self.sessions.named(parse_name(frame.with_))
-        if other is None:
+        # Whispers belong to identities (§1): an identity's pages reach back past its
+        # sessions, to a partner whose session ended long ago, never to an earlier holder.
+        found = self.sessions.party_named(session, frame.with_)
+        if found is None:
             core.send_error(conn, "no_such_user", f"Nobody called {frame.with_} is here.",
                             "history")
             return
+        party, shown = found
+        mine = self.sessions.party_of(session)
+        other = self.sessions.named(parse_name(frame.with_))
 
         def page_turn(conn: Connection) -> bool:
             conn.task = None  # done after this turn
-            messages = core.store.whisper_page(session.sid, other.sid, frame.before,
-                                               frame.limit, p.MAX_FRAME_BYTES,
-                                               tombstones=knows(conn, "edit"))
+            messages = core.store.conversation_page(mine, party, frame.before, frame.limit,
+                                                    p.MAX_FRAME_BYTES,
+                                                    tombstones=knows(conn, "edit"))
             read = (self.book.read_up_to(session.sid, other.sid)
-                    if knows(conn, "receipts") else None)
-            wire = HistoryPage(with_=other.name.display, messages=messages,
-                               read_up_to=read).to_wire()
+                    if knows(conn, "receipts") and other is not None else None)
+            wire = HistoryPage(with_=shown, messages=messages, read_up_to=read).to_wire()
             data, _cut = encode_trimmed(wire, ("messages", True),
                                         surely_too_large=texts_exceed_a_frame(messages))
             core.queue(conn, data)

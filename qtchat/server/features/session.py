@@ -18,6 +18,7 @@ import logging
 import math
 import secrets
 from collections.abc import Iterator
+from typing import Any
 
 from qtchat import __version__
 from qtchat import protocol as p
@@ -33,7 +34,7 @@ from qtchat.protocol.server_frames import (
 from qtchat.server.domain import CLIENT_IDS_KEPT, Connection, ConnState, Session
 from qtchat.server.features.base import Core, Feature, encode_trimmed, handles, hooked, knows
 from qtchat.server.features.rooms import RoomsFeature, user_joined
-from qtchat.server.store import WHISPER_BUCKET, hash_secret
+from qtchat.server.store import WHISPER_BUCKET, Party, hash_secret
 
 log = logging.getLogger(__name__)
 
@@ -329,3 +330,55 @@ class SessionFeature(Feature):
 
     def held_names(self) -> list[str]:
         return sorted({session.name.display for session in self.names.values()})
+
+    # --- who a private conversation is with (PROTOCOL-FEATURES §1) ----------------------
+    # Identities are the moderation module's (it admits and binds them); these read them
+    # so messages, history and search need not know that module.
+
+    def _identities(self) -> Any:
+        return getattr(self.core, "moderation", None)
+
+    def identity_of(self, session: Session) -> str | None:
+        """The identity (hash) ``session`` registered with, if any."""
+        identities = self._identities()
+        return identities.identity_of(session) if identities is not None else None
+
+    def bound(self, name: Name) -> tuple[str, Name] | None:
+        """(identity, name as bound) of the identity that holds ``name`` now, if any."""
+        identities = self._identities()
+        if identities is None:
+            return None
+        binding = identities.bindings.binding_for(name, identities.wall())
+        return (binding.identity, binding.name) if binding is not None else None
+
+    def identities_name(self, identity: str) -> str | None:
+        """The name ``identity`` holds now, as shown, if any."""
+        identities = self._identities()
+        if identities is None:
+            return None
+        name = identities.bindings.name_of(identity, identities.wall())
+        return name.display if name is not None else None
+
+    def party_of(self, session: Session) -> Party:
+        """``session`` as one side of its whispers: its identity's, when it has one (so
+        the whispers of its earlier sessions are its too), else this session's only."""
+        identity = self.identity_of(session)
+        return Party(identity=identity) if identity is not None else Party(sid=session.sid)
+
+    def party_named(self, asker: Session, raw: str) -> tuple[Party, str] | None:
+        """The other side of ``asker``'s conversation with ``raw``, and its name as shown:
+        the session on that name (by its identity if it has one), else the identity the
+        name is bound to (its session ended long ago), else — for an asker with an
+        identity, whose own whispers they are — whoever had that name when nobody holds
+        it now (a partner without identity, or one whose name lapsed). None: nobody (an
+        asker without identity keeps protocol 1's ``no_such_user``)."""
+        name = parse_name(raw)
+        session = self.named(name)
+        if session is not None:
+            return self.party_of(session), session.name.display
+        bound = self.bound(name)
+        if bound is not None:
+            return Party(identity=bound[0]), bound[1].display
+        if self.identity_of(asker) is not None:
+            return Party(name=name.display), name.display
+        return None
