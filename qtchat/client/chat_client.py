@@ -103,6 +103,11 @@ class ChatClient(QObject):
         ("kicked") from ``room``, or from the host (room ""), or banned ("banned"; until
         "" = until lifted): from the host, ``closed`` follows and no reconnect.
 
+    Private conversations that last (PROTOCOL-FEATURES §1, with an ``identity``):
+        conversationsReceived(list): ``registered.conversations``, [{with, last_seq}]
+        newest first (also ``conversations``); page each with
+        ``request_private_history``.
+
     The living-room features (each only if the host accepted it, see ``has_feature``),
     each signal carrying the frame (``qtchat.protocol.living``):
         searchResults(SearchResults): the answer to ``search`` (its ``id`` echoed).
@@ -171,6 +176,7 @@ class ChatClient(QObject):
     fileRefused = Signal(str, str, str)
     searchResults = Signal(object)
     privateHistoryReceived = Signal(object)
+    conversationsReceived = Signal(list)
     messageEdited = Signal(object)
     messageDeleted = Signal(object)
     typingReceived = Signal(object)
@@ -624,8 +630,18 @@ class ChatClient(QObject):
 
     def request_private_history(self, with_: str, before: int | None = None,
                                 limit: int = 50) -> None:
+        """Ask for a page of the whispers with ``with_`` (``history {with}``), older than
+        ``before`` (None: the newest); the answer comes as ``privateHistoryReceived``.
+        With an identity this reaches back past both sessions (§1)."""
         self._session.request_private_history(with_, before, limit)
         self._flush()
+
+    @property
+    def conversations(self) -> list[dict[str, Any]]:
+        """The private conversations of this app's identity on this host, newest first
+        (``[{with, last_seq}]``, from ``registered``; ``conversationsReceived`` says when
+        they arrive). Empty without an identity, or from a host that does not keep them."""
+        return list(self._session.conversations)
 
     def edit_message(self, seq: int, text: str) -> bool:
         """New text for one of our messages; the host answers with ``messageEdited``."""

@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 from qtchat import protocol as p
 from qtchat.client.errors import ConnectError
 from qtchat.names import InvalidName, parse_name
+from qtchat.protocol import conversations as _conversations  # noqa: F401 (its shape)
 from qtchat.protocol.files import FileAccepted, FileTicket
 from qtchat.protocol.server_frames import (
     ErrorFrame,
@@ -235,6 +236,13 @@ class PrivateHistoryReceived(Emit):
     frame: HistoryPage
 
 
+@_emit("conversationsReceived")
+class ConversationsReceived(Emit):
+    """``registered.conversations`` (§1): [{with, last_seq}], newest first."""
+
+    conversations: list[dict[str, Any]]
+
+
 @_emit("sendConfirmed")
 class SendConfirmed(Emit):
     id: str
@@ -389,6 +397,8 @@ class ClientSession:
         # period (``server.grace`` in ``registered``, else 120 s).
         self.give_up_after = give_up_after
         self.offered_features: tuple[str, ...] = tuple(features)
+        # The identity's private conversations as the host last listed them (§1).
+        self.conversations: list[dict[str, Any]] = []
         self.features: list[str] = []  # what the host accepted of ``offered_features``
         self.host_negotiates = False  # it answered ``features``: not a protocol-1 host
         self._rng = rng or random.Random()
@@ -788,6 +798,9 @@ class ClientSession:
             self._keepalive_due = now + self.keepalive
             self._events.append(ArmTimer("keepalive", self.keepalive))
         self._events.append(RegisteredEvent(frame))
+        if frame.conversations is not None:
+            self.conversations = [dict(c) for c in frame.conversations]
+            self._events.append(ConversationsReceived(list(self.conversations)))
         if started_over:
             self._events.append(StartedOver())
         if was_registered:
