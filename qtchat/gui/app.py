@@ -489,9 +489,11 @@ class AppController(QObject):
         client.messageReceived.connect(self._save_soon)
         self._save_session()
         from qtchat.gui.main_window import ChatWindow
+        from qtchat.gui.private_tabs import PrivateTabs
 
         self.window = ChatWindow(client, self.host_runtime)
         self.window._on_registered(frame)
+        self.window.private_tabs = PrivateTabs(self.window, client)  # back after a restart
         self.window.closedByUser.connect(self._window_closed)
         if self.host_runtime is not None:  # what the room's server said as it started
             for text in self.host_runtime.server.notices:
