@@ -660,14 +660,28 @@ class MessageStore:
                           max_chars: int | None = None, *, tombstones: bool = True
                           ) -> list[Message]:
         """Up to ``limit`` whispers between ``mine`` and ``other`` older than ``before``,
-        oldest first (``history {with}``); as ``page`` otherwise."""
+        oldest first (``history {with}``); as ``page`` otherwise.
+
+        Each direction is its own query so that an identity's index drives it (a page
+        then reads about a page of that identity's whispers), not the bucket of every
+        whisper on the host: ``+m.bucket`` keeps the planner off ``messages_bucket``
+        where an identity is there to use instead."""
         self._before_read()
-        scope, params = _between(mine, other)
+        hidden = "" if tombstones else _NOT_DELETED
+        upto = before if before is not None else self.last_seq + 1
+        parts, params = [], []
+        for sender, recipient in ((mine, other), (other, mine)):
+            sent, sent_args = sender.where("sender")
+            got, got_args = recipient.where("recipient")
+            bucket = "+m.bucket" if sender.identity or recipient.identity else "m.bucket"
+            parts.append(f"SELECT seq FROM (SELECT m.seq FROM messages m WHERE {bucket}='' "
+                         f"AND m.seq<? AND {sent} AND {got} {hidden} ORDER BY m.seq DESC "
+                         "LIMIT ?)")
+            params += [upto, *sent_args, *got_args, limit]
         cursor = self._db.execute(
             f"SELECT m.seq, ts, sender, recipient, text, {_CHANGED} FROM messages m "
-            f"{_CHANGES} WHERE m.seq<? AND {scope} {'' if tombstones else _NOT_DELETED} "
-            "ORDER BY m.seq DESC LIMIT ?",
-            (before if before is not None else self.last_seq + 1, *params, limit))
+            f"{_CHANGES} WHERE m.seq IN ({' UNION '.join(parts)}) ORDER BY m.seq DESC LIMIT ?",
+            (*params, limit))
         rows, chars = [], 0
         for row in cursor:
             rows.append(row)
