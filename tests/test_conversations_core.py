@@ -201,3 +201,16 @@ def test_the_store_step_adds_whisper_identities_to_an_older_history(tmp_path):
         store.close()
     columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(messages)")}
     assert {"sender_identity", "recipient_identity"} <= columns
+
+
+def test_a_server_muted_person_cannot_whisper_offline_either(net):
+    bob_id = new_identity()
+    bob, _ = join(net, "Bob", "10.0.0.2:1", identity=bob_id, features=FEATURES)
+    bob.send(type="bye")
+    owner, _ = join(net, "Root", "10.0.0.7:1", admin=ADMIN, features=["moderation"])
+    mallory, _ = join(net, "Mallory", "10.0.0.6:1", identity=new_identity())
+    owner.send(type="mute", name="Mallory")
+    mallory.send(type="whisper", to="Bob", text="you cannot escape me")
+    assert last(mallory, "error")["code"] == "muted" and not mallory.of("whisper")
+    _bob, answer = join(net, "Bob", "10.0.0.2:2", identity=bob_id, features=FEATURES)
+    assert answer["conversations"] == []
