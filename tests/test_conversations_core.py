@@ -214,3 +214,16 @@ def test_a_server_muted_person_cannot_whisper_offline_either(net):
     assert last(mallory, "error")["code"] == "muted" and not mallory.of("whisper")
     _bob, answer = join(net, "Bob", "10.0.0.2:2", identity=bob_id, features=FEATURES)
     assert answer["conversations"] == []
+
+
+def test_reading_a_kept_conversation_whose_writer_is_gone_is_no_error(net):
+    """The app acknowledges what it reads (receipts); a conversation brought back after a
+    restart is often with someone who has no session: nobody to tell, and no error."""
+    alice_id, _bob_id, last_seq = talk(net)
+    alice, _ = join(net, "Alice", "10.0.0.1:2", identity=alice_id,
+                    features=[*FEATURES, "receipts"])
+    alice.send(type="receipt", **{"with": "Bob"}, seq=last_seq, state="read")
+    alice.send(type="ping", token="after")
+    assert last(alice, "pong")["token"] == "after" and not alice.of("error")
+    alice.send(type="receipt", **{"with": "Nobody"}, seq=last_seq, state="read")
+    assert last(alice, "error")["code"] == "no_such_user"  # a name nobody had: as before

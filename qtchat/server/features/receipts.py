@@ -47,6 +47,10 @@ class ReceiptsFeature(Feature):
         core = self.core
         writer = self.sessions.named(parse_name(frame.with_))
         if writer is None:
+            if self.sessions.bound(parse_name(frame.with_)) is not None:
+                # A conversation kept by identity (§1) whose writer has no session: an app
+                # reading it after a restart is right; there is nobody to tell, nothing kept.
+                return
             core.send_error(conn, "no_such_user", f"Nobody called {frame.with_} is here.",
                             "receipt")
             return
