@@ -227,3 +227,14 @@ def test_reading_a_kept_conversation_whose_writer_is_gone_is_no_error(net):
     assert last(alice, "pong")["token"] == "after" and not alice.of("error")
     alice.send(type="receipt", **{"with": "Nobody"}, seq=last_seq, state="read")
     assert last(alice, "error")["code"] == "no_such_user"  # a name nobody had: as before
+
+
+def test_typing_an_offline_whisper_is_no_error(net):
+    """The app says it is typing to the person of a private tab; typing a whisper to
+    someone away (an offline whisper) has nobody to tell, and is no error either."""
+    alice_id, _bob_id, _seq = talk(net)
+    alice, _ = join(net, "Alice", "10.0.0.1:2", identity=alice_id,
+                    features=[*FEATURES, "typing"])
+    alice.send(type="typing", to="Bob", state="active")
+    alice.send(type="ping", token="after")
+    assert last(alice, "pong")["token"] == "after" and not alice.of("error")

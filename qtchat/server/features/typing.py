@@ -36,6 +36,8 @@ class TypingFeature(Feature):
         sender = session.name.display
         if frame.to is not None:
             target = self.sessions.named(parse_name(frame.to))
+            if target is None and self.sessions.bound(parse_name(frame.to)) is not None:
+                return  # typing an offline whisper (§1): nobody to tell, and no error
             if target is None or target.conn is None:
                 core.send_error(conn, "no_such_user", f"Nobody called {frame.to} is here.",
                                 "typing")
