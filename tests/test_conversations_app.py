@@ -52,6 +52,10 @@ def test_private_tabs_come_back_with_their_whispers_after_the_app_restarts(
     with qtbot.waitSignal(again.client.privateHistoryReceived, timeout=WAIT):
         window.show_conversation(conv)  # its newest page is loaded when shown
     assert whispers(conv) == ["meet me at the station at nine"]
+    # Bob is away, his name his identity's: a whisper to him is kept for him.
+    with qtbot.waitSignal(again.client.sendConfirmed, timeout=WAIT):
+        window.send_whisper("Bob", "are you still coming?")
+    assert whispers(conv) == ["meet me at the station at nine", "are you still coming?"]
 
 
 def test_a_closed_private_tab_reopened_shows_the_conversation_from_the_host(
