@@ -42,6 +42,7 @@ class Clock:
     new_identity(),
     secrets.token_urlsafe(17)[:22],  # the shortest: 22 base64url characters, 132 bits
     secrets.token_hex(16),  # 32 hex digits: exactly 128 bits
+    "qWeRtYuIoPaSdFgHjKlZxC",  # a 22-character base64url draw with no digit, _ or - in it
     secrets.token_urlsafe(96)[:128],
 ])
 def test_random_identities_are_accepted(secret):
