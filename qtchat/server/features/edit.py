@@ -19,6 +19,7 @@ messages out for them, see ``MessageStore.page``); they do see the edited text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from qtchat.protocol.living import Delete, Deleted, Edit, Edited
@@ -30,6 +31,15 @@ from qtchat.server.features.session import SessionFeature
 
 # Roles (the moderation module's) that may delete anyone's room messages.
 _MODERATORS = frozenset({"op", "owner"})
+
+
+def _hidden(change: Callable[[Message], Message | None]
+            ) -> Callable[[Message], Message | None]:
+    """``change`` for a replay without tombstones: a message it deletes is left out."""
+    def apply(copy: Message) -> Message | None:
+        changed = change(copy)
+        return None if changed is None or changed.deleted is not None else changed
+    return apply
 
 
 def parse_ts(ts: str) -> datetime:
@@ -62,7 +72,12 @@ class EditFeature(Feature):
             return
         data = Edited(seq=message.seq, room=message.room, to=message.to, text=frame.text,
                       edited_ts=edited_ts).encode()
-        self._tell(message, room, data)
+        text = frame.text
+
+        def edited(copy: Message) -> Message | None:
+            return copy._replace(text=text, edited=edited_ts) if copy.deleted is None \
+                else copy
+        self._tell(message, room, data, edited)
 
     @handles(Delete)
     def _delete(self, conn: Connection, frame: Delete) -> None:
@@ -83,7 +98,11 @@ class EditFeature(Feature):
             return
         data = Deleted(seq=message.seq, room=message.room, to=message.to, by=by,
                        ts=ts).encode()
-        self._tell(message, room, data)
+        tombstone = {"by": by, "ts": ts}
+
+        def deleted(copy: Message) -> Message | None:
+            return copy._replace(text="", edited=None, file=None, deleted=tombstone)
+        self._tell(message, room, data, deleted)
 
     # --- the rules -----------------------------------------------------------------------
 
@@ -134,22 +153,35 @@ class EditFeature(Feature):
                 return True
         return False
 
-    def _tell(self, message: Message, room: Room | None, data: bytes) -> None:
+    def _tell(self, message: Message, room: Room | None, data: bytes,
+              change: Callable[[Message], Message | None]) -> None:
         """Everyone who can see the message now and negotiated ``edit``: the room's live
         members, or a whisper's two sessions (by session, not by name: a name may have
-        passed to someone else since)."""
+        passed to someone else since). A session whose resume is still replaying gets it
+        too, through its replay (``Core.amend_replay``): the frame after the replayed
+        copy, or the copy already changed - a client without ``edit`` gets the edited
+        text that way, and a deleted message not at all."""
         core = self.core
         if room is not None:
             for conn in room.conns:
                 if knows(conn, "edit"):
                     core.queue(conn, data)
-            return
-        parties = self._parties
-        for session in self.sessions.by_secret.values():
-            conn = session.conn
-            if session.sid in parties and conn is not None \
-                    and conn.state is ConnState.LIVE and knows(conn, "edit"):
-                core.queue(conn, data)
+        else:
+            parties = self._parties
+            for session in self.sessions.by_secret.values():
+                conn = session.conn
+                if session.sid in parties and conn is not None \
+                        and conn.state is ConnState.LIVE and knows(conn, "edit"):
+                    core.queue(conn, data)
+        for conn in core.replaying():
+            session = conn.session
+            if session is None or not (room.key in session.rooms if room is not None
+                                       else session.sid in self._parties):
+                continue
+            if knows(conn, "edit"):
+                core.amend_replay(conn, message.seq, change, data)
+            else:  # no tombstones for it: a deleted message is left out of its replay
+                core.amend_replay(conn, message.seq, _hidden(change), None)
 
     def _no_such_message(self, conn: Connection, ref: str) -> None:
         self.core.send_error(conn, "no_such_message", "There is no such message here.", ref)
