@@ -407,7 +407,10 @@ def mute_notice(name: str, by: str, room: str | None, until: datetime | None,
 
 
 def unmute_notice(name: str, by: str, room: str | None) -> str:
+    """``by`` "": the mute ran out by itself."""
     where = f" in #{room}" if room else ""
+    if not by:
+        return f"{name} may speak again{where}: the mute has run out."
     return f"{by} let {name} speak again{where}."
 
 
