@@ -174,7 +174,7 @@ class ModerationDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
-        question = QLabel(self._question())
+        self.question = question = QLabel(self._question())
         question.setTextFormat(Qt.TextFormat.PlainText)
         question.setWordWrap(True)
         layout.addWidget(question)
@@ -185,8 +185,10 @@ class ModerationDialog(QDialog):
     def _question(self) -> str:
         where = f" from #{self.room}" if self.room is not None and self.kind == KICK else ""
         return {KICK: f"Remove {self.name}{where}?",
-                BAN: f"Ban {self.name} from this host? Their name, identity and address "
-                     "will be refused.",
+                BAN: f"Ban {self.name} from this host? Their name and their app's "
+                     "identity will be refused. Their network address is refused only to "
+                     "apps without an identity, so others who share it (the same Wi-Fi "
+                     "router, the same computer) can still join with their own.",
                 MUTE: f"Stop {self.name} from speaking?"}[self.kind]
 
     def set_duration(self, minutes: int) -> None:
