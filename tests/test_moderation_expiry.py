@@ -6,8 +6,10 @@ runs out tells nobody (there is no frame for it) and leaves the ban list, stored
 from __future__ import annotations
 
 import pytest
+from gui_harness import WAIT_MS
 from test_moderation_core import ADMIN, MOD, FileNet, join, last
 
+from qtchat.gui.moderation import unmute_notice
 from qtchat.server.features.moderation import SWEEP_EVERY
 from qtchat.server.identity import new_identity
 
@@ -106,3 +108,28 @@ def test_a_ban_that_runs_out_tells_nobody_and_leaves_the_ban_list(net, people):
     owner.send(type="ban_list")
     assert last(owner, "ban_list")["bans"] == []
     assert list(net.store.rows("SELECT name FROM bans")) == []  # stored as lifted
+
+
+def test_the_window_says_a_mute_ran_out_rather_than_that_someone_lifted_it():
+    # by "": what ChatClient reports for user_unmuted {reason: "expired"}.
+    assert unmute_notice("Mallory", "", "den") == \
+        "Mallory may speak again in #den: the mute has run out."
+    assert unmute_notice("Mallory", "", None, me=True) == \
+        "You may speak again: the mute has run out."
+    assert unmute_notice("Mallory", "Olga", "den") == "Olga let Mallory speak again in #den."
+
+
+def test_a_client_hears_a_mute_run_out_with_no_one_named_over_sockets(qtbot, make_server,
+                                                                      make_client):
+    from test_moderation_client import owner_and_member
+
+    server, owner, member = owner_and_member(qtbot, make_server, make_client)
+    with qtbot.waitSignal(member.userMuted, timeout=WAIT_MS):
+        owner.mute("Mallory", None, 1)
+    moderation = server.core.moderation
+    # The host's wall clock moves on two minutes (the core reads it as its own clock
+    # plus an offset): the next sweep finds the mute over.
+    moderation._offset += 120.0
+    with qtbot.waitSignal(member.userUnmuted, timeout=WAIT_MS) as ended:
+        pass
+    assert ended.args == ["Mallory", "", ""]  # server-wide, and nobody lifted it

@@ -408,12 +408,14 @@ def mute_notice(name: str, by: str, room: str | None, until: datetime | None,
     return f"{by} muted {name} {where} {_until(until, now, tz)}."
 
 
-def unmute_notice(name: str, by: str, room: str | None) -> str:
-    """``by`` "": the mute ran out by itself."""
+def unmute_notice(name: str, by: str, room: str | None, *, me: bool = False) -> str:
+    """What the room reads when someone may speak again (``me``: the one muted reads
+    it). ``by`` "": the mute ran out by itself (nobody lifted it)."""
     where = f" in #{room}" if room else ""
+    who = "You" if me else name
     if not by:
-        return f"{name} may speak again{where}: the mute has run out."
-    return f"{by} let {name} speak again{where}."
+        return f"{who} may speak again{where}: the mute has run out."
+    return f"{by} let {'you' if me else name} speak again{where}."
 
 
 def role_notice(name: str, role: str, by: str) -> str:
