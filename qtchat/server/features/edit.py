@@ -55,6 +55,8 @@ class EditFeature(Feature):
         self.rooms = rooms
         self.sessions = sessions
         self._parties: set[int | None] = set()  # the sessions of the message being changed
+        # The change being told, as it applies to a copy not yet replayed (see _tell).
+        self._change: Callable[[Message], Message | None] = lambda copy: copy
 
     @handles(Edit)
     def _edit(self, conn: Connection, frame: Edit) -> None:
@@ -73,11 +75,8 @@ class EditFeature(Feature):
         data = Edited(seq=message.seq, room=message.room, to=message.to, text=frame.text,
                       edited_ts=edited_ts).encode()
         text = frame.text
-
-        def edited(copy: Message) -> Message | None:
-            return copy._replace(text=text, edited=edited_ts) if copy.deleted is None \
-                else copy
-        self._tell(message, room, data, edited)
+        self._change = lambda copy: copy._replace(text=text, edited=edited_ts)
+        self._tell(message, room, data)
 
     @handles(Delete)
     def _delete(self, conn: Connection, frame: Delete) -> None:
@@ -99,10 +98,9 @@ class EditFeature(Feature):
         data = Deleted(seq=message.seq, room=message.room, to=message.to, by=by,
                        ts=ts).encode()
         tombstone = {"by": by, "ts": ts}
-
-        def deleted(copy: Message) -> Message | None:
-            return copy._replace(text="", edited=None, file=None, deleted=tombstone)
-        self._tell(message, room, data, deleted)
+        self._change = lambda copy: copy._replace(text="", edited=None, file=None,
+                                                  deleted=tombstone)
+        self._tell(message, room, data)
 
     # --- the rules -----------------------------------------------------------------------
 
@@ -153,26 +151,31 @@ class EditFeature(Feature):
                 return True
         return False
 
-    def _tell(self, message: Message, room: Room | None, data: bytes,
-              change: Callable[[Message], Message | None]) -> None:
+    def _tell(self, message: Message, room: Room | None, data: bytes) -> None:
         """Everyone who can see the message now and negotiated ``edit``: the room's live
         members, or a whisper's two sessions (by session, not by name: a name may have
-        passed to someone else since). A session whose resume is still replaying gets it
-        too, through its replay (``Core.amend_replay``): the frame after the replayed
-        copy, or the copy already changed - a client without ``edit`` gets the edited
-        text that way, and a deleted message not at all."""
+        passed to someone else since); and those whose resume is replaying."""
         core = self.core
+        self._tell_replaying(message, room, data)
         if room is not None:
             for conn in room.conns:
                 if knows(conn, "edit"):
                     core.queue(conn, data)
-        else:
-            parties = self._parties
-            for session in self.sessions.by_secret.values():
-                conn = session.conn
-                if session.sid in parties and conn is not None \
-                        and conn.state is ConnState.LIVE and knows(conn, "edit"):
-                    core.queue(conn, data)
+            return
+        parties = self._parties
+        for session in self.sessions.by_secret.values():
+            conn = session.conn
+            if session.sid in parties and conn is not None \
+                    and conn.state is ConnState.LIVE and knows(conn, "edit"):
+                core.queue(conn, data)
+
+    def _tell_replaying(self, message: Message, room: Room | None, data: bytes) -> None:
+        """A session that can see the message and whose resume is still replaying (in no
+        fan-out yet) gets it through its replay (``Core.amend_replay``): the frame after
+        the replayed copy, or the copy already changed (``self._change``) - a client
+        without ``edit`` gets the edited text that way, and a deleted message not at all."""
+        core = self.core
+        change = self._change
         for conn in core.replaying():
             session = conn.session
             if session is None or not (room.key in session.rooms if room is not None
