@@ -96,7 +96,8 @@ class ChatClient(QObject):
     Moderation (PROTOCOL-FEATURES §4; qtchat/client/moderation.py):
         roleChanged(str name, str role, str by); userMuted(str name, str room, str by,
         str until) and userUnmuted(str name, str room, str by) (room "" = server-wide,
-        until "" = until lifted); topicChanged(str room, str text, str by);
+        until "" = until lifted, by "" = the mute ran out);
+        topicChanged(str room, str text, str by);
         roomModeChanged(str room, bool moderated, bool topic_locked, str by);
         banListReceived(list bans); memberKicked(str name, str room, str by, str text);
         removed(str room, str kind, str by, str reason, str until): we were kicked

@@ -80,7 +80,9 @@ def _on_user_muted(self: cs.ClientSession, frame: mp.UserMuted, now: float) -> N
 
 
 def _on_user_unmuted(self: cs.ClientSession, frame: mp.UserUnmuted, now: float) -> None:
-    self._events.append(UserUnmuted(frame.name, frame.room or "", frame.by))
+    # A mute that ran out by itself comes with by "": nobody let them speak.
+    by = "" if frame.reason == "expired" else frame.by
+    self._events.append(UserUnmuted(frame.name, frame.room or "", by))
 
 
 def _on_topic(self: cs.ClientSession, frame: mp.TopicFrame, now: float) -> None:

@@ -285,6 +285,7 @@ class AppController(QObject):
         return replace(
             base, host="0.0.0.0", port=choice.port, server_name=choice.room_name,
             password=choice.password, tls=choice.tls,
+            edit_window=base.edit_window if choice.edit_window is None else choice.edit_window,
             # The app's host mode makes itself the owner with a secret of its own (§4).
             admin_password=base.admin_password or secrets.token_urlsafe(24),
             data_dir=data_dir or _default_host_dir(), host_user=parse_name(choice.name).display,

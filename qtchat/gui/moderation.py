@@ -174,7 +174,7 @@ class ModerationDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
-        question = QLabel(self._question())
+        self.question = question = QLabel(self._question())
         question.setTextFormat(Qt.TextFormat.PlainText)
         question.setWordWrap(True)
         layout.addWidget(question)
@@ -185,8 +185,10 @@ class ModerationDialog(QDialog):
     def _question(self) -> str:
         where = f" from #{self.room}" if self.room is not None and self.kind == KICK else ""
         return {KICK: f"Remove {self.name}{where}?",
-                BAN: f"Ban {self.name} from this host? Their name, identity and address "
-                     "will be refused.",
+                BAN: f"Ban {self.name} from this host? Their name and their app's "
+                     "identity will be refused. Their network address is refused only to "
+                     "apps without an identity, so others who share it (the same Wi-Fi "
+                     "router, the same computer) can still join with their own.",
                 MUTE: f"Stop {self.name} from speaking?"}[self.kind]
 
     def set_duration(self, minutes: int) -> None:
@@ -406,9 +408,14 @@ def mute_notice(name: str, by: str, room: str | None, until: datetime | None,
     return f"{by} muted {name} {where} {_until(until, now, tz)}."
 
 
-def unmute_notice(name: str, by: str, room: str | None) -> str:
+def unmute_notice(name: str, by: str, room: str | None, *, me: bool = False) -> str:
+    """What the room reads when someone may speak again (``me``: the one muted reads
+    it). ``by`` "": the mute ran out by itself (nobody lifted it)."""
     where = f" in #{room}" if room else ""
-    return f"{by} let {name} speak again{where}."
+    who = "You" if me else name
+    if not by:
+        return f"{who} may speak again{where}: the mute has run out."
+    return f"{by} let {'you' if me else name} speak again{where}."
 
 
 def role_notice(name: str, role: str, by: str) -> str:

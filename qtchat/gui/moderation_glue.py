@@ -232,7 +232,7 @@ class ModerationGlue(QObject):
     @Slot(str, str, str)
     def _on_unmuted(self, name: str, room: str, by: str) -> None:
         self.muted.discard(fold(name))
-        text = m.unmute_notice(name, by, room or None)
+        text = m.unmute_notice(name, by, room or None, me=fold(name) == fold(self.window.me))
         self._notice(self._room(room) if room else self.window.current(), text)
 
     @Slot(str, str, str)

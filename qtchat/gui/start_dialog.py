@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSpinBox,
     QTabWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -42,6 +43,13 @@ class HostChoice:
     port: int
     password: str | None
     tls: bool
+    # The host's settings from the dialog's Advanced part (None: the server's default).
+    edit_window: float | None = None  # minutes authors may edit or delete (0: never)
+
+
+# The edit window the Advanced part offers (minutes; ServerConfig.edit_window's default).
+DEFAULT_EDIT_WINDOW = 15
+MAX_EDIT_WINDOW = 7 * 24 * 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +132,7 @@ class StartDialog(QDialog):
         host_form.addRow("Port", self.port_spin)
         host_form.addRow("Password", self.host_password)
         host_form.addRow("", self.tls_check)
+        host_form.addRow(self._build_advanced(stored))
         host_form.addRow("", self.host_button)
         host_hint = _plain_label(
             "People on your network see the room in their Join tab. Once you are hosting, "
@@ -196,6 +205,48 @@ class StartDialog(QDialog):
         self._check_name(self.name_edit.text())
         self._update_rooms_hint()
         self._tab_changed(self.tabs.currentIndex())
+
+    def _build_advanced(self, stored: QSettings) -> QWidget:
+        """The host's less common settings, folded away under "Advanced settings": what
+        most people never change should not stand between them and the Host button."""
+        self.advanced_toggle = QToolButton()
+        self.advanced_toggle.setText("Advanced settings")
+        self.advanced_toggle.setCheckable(True)
+        self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.advanced_toggle.setAutoRaise(True)
+        self.edit_window_spin = QSpinBox()
+        self.edit_window_spin.setRange(0, MAX_EDIT_WINDOW)
+        self.edit_window_spin.setSuffix(" minutes")
+        # 0 is a choice of its own, said in words: nobody may change what they sent.
+        self.edit_window_spin.setSpecialValueText("Never")
+        try:
+            minutes = int(float(stored.value("edit_window", DEFAULT_EDIT_WINDOW)))
+        except (TypeError, ValueError):
+            minutes = DEFAULT_EDIT_WINDOW
+        self.edit_window_spin.setValue(min(max(minutes, 0), MAX_EDIT_WINDOW))
+        self.edit_window_spin.setToolTip(
+            "How long after sending a message its author may still edit or delete it. "
+            "Never: messages stay as sent (ops may still delete room messages).")
+        self.advanced_box = QWidget()
+        form = QFormLayout(self.advanced_box)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addRow("Edit or delete for", self.edit_window_spin)
+        self.advanced_box.setVisible(False)
+        self.advanced_toggle.toggled.connect(self._show_advanced)
+        part = QWidget()
+        column = QVBoxLayout(part)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.advanced_toggle)
+        column.addWidget(self.advanced_box)
+        return part
+
+    @Slot(bool)
+    def _show_advanced(self, shown: bool) -> None:
+        self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if shown
+                                          else Qt.ArrowType.RightArrow)
+        self.advanced_box.setVisible(shown)
+        self._fit()
 
     def _build_certificate_box(self) -> None:
         """The changed-certificate warning: both fingerprints whole, and a way on."""
@@ -331,6 +382,7 @@ class StartDialog(QDialog):
         stored.setValue("room_name", self.room_edit.text().strip())
         stored.setValue("port", self.port_spin.value())
         stored.setValue("tls", self.tls_check.isChecked())
+        stored.setValue("edit_window", self.edit_window_spin.value())
         stored.setValue("address", self.address_edit.text().strip())
         stored.setValue("tab", self.tabs.currentIndex())
 
@@ -356,6 +408,7 @@ class StartDialog(QDialog):
         self.hostRequested.emit(HostChoice(
             name=name, room_name=room, port=self.port_spin.value(),
             password=self.host_password.text() or None, tls=self.tls_check.isChecked(),
+            edit_window=float(self.edit_window_spin.value()),
         ))
 
     @Slot()

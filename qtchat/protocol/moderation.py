@@ -208,6 +208,8 @@ class UserUnmuted(ServerFrame):
     name: str
     by: str
     room: str | None = None
+    # "expired": a timed mute ran out (``by`` is who set it); absent: ``by`` lifted it.
+    reason: str | None = None
 
 
 @server_frame

@@ -32,7 +32,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +80,41 @@ class Pass:
 
 
 FeatureFactory = Callable[["ServerCore"], Feature]
+# A change to a message made while a replay runs (an edit, a delete), applied to the
+# replayed copy: the message as it is now, or None to leave it out.
+Change = Callable[[Message], Message | None]
+
+
+class Replay:
+    """A resume's replay as it runs (``ServerCore.watch_replay``): the messages it hands
+    out, how far it got (``upto``: everything up to this seq is queued, or was had before
+    the replay began), and the changes made meanwhile to messages it has not yet handed
+    out. The store reads a batch ahead, so a message not yet handed out may already be
+    read with its old text: the change is applied when it is handed out, which makes the
+    replayed copy the current one (and no ``edited`` follows it)."""
+
+    __slots__ = ("_messages", "changes", "upto")
+
+    def __init__(self, messages: Iterator[Message], since: int) -> None:
+        self._messages = messages
+        self.upto = since
+        self.changes: dict[int, list[Change]] = {}
+
+    def __iter__(self) -> Replay:
+        return self
+
+    def __next__(self) -> Message:
+        while True:
+            message = next(self._messages)
+            self.upto = message.seq
+            if not self.changes:
+                return message
+            changed: Message | None = message
+            for change in self.changes.pop(message.seq, ()):
+                if changed is not None:
+                    changed = change(changed)
+            if changed is not None:
+                return changed
 
 
 def _living_features() -> tuple[FeatureFactory, ...]:
@@ -129,6 +164,8 @@ class ServerCore:
         # work waits for their output to reach the kernel (see end_pass, drained).
         self._work: deque[Connection] = deque()
         self._awaiting_drain: list[Connection] = []
+        # Resumes whose replay runs (see watch_replay): not yet in their rooms' fan-out.
+        self._replays: dict[Connection, Replay] = {}
         # The connection and frame ``id`` being handled now (see send_error).
         self._answering: tuple[Connection | None, str | None] = (None, None)
         # end_pass count and the last seq at the last two: see sent_upto.
@@ -337,6 +374,7 @@ class ServerCore:
             self._closing.add(conn)
             self._actions.append((Do.CLOSE, conn, None))
         self._conns.clear()
+        self._replays.clear()
         for feature in self.features:
             if overrides(feature, "on_shutdown"):
                 feature.on_shutdown()
@@ -437,6 +475,7 @@ class ServerCore:
         """Registered (or its replay caught up): into its rooms' fan-out."""
         session = conn.session
         assert session is not None
+        self._replays.pop(conn, None)
         conn.to(ConnState.LIVE)
         conn.live_pass = self._passes
         self.rooms.went_live(conn, session, announce=announce)
@@ -447,6 +486,35 @@ class ServerCore:
         """``joined`` for ``room`` is queued for ``conn``: the modules may follow it."""
         for feature in self._join_hooks:
             feature.on_join(conn, session, room)
+
+    def watch_replay(self, conn: Connection, since: int, messages: Iterator[Message]
+                     ) -> Iterator[Message]:
+        """``conn``'s replay of ``messages`` (those after ``since``), watched so that a
+        message changed while it runs reaches ``conn`` changed (``amend_replay``)."""
+        replay = Replay(messages, since)
+        self._replays[conn] = replay
+        return replay
+
+    def replaying(self) -> list[Connection]:
+        """The connections whose replay runs now (not in any fan-out yet)."""
+        return [conn for conn in self._replays if conn.open]
+
+    def amend_replay(self, conn: Connection, seq: int, change: Change,
+                     data: bytes | None) -> None:
+        """Message ``seq`` changed while ``conn``'s replay runs: if the replay already
+        handed it out (or ``conn`` had it before), ``data`` (the ``edited``/``deleted``
+        frame, None for a client that does not get them) follows it now; if not, its
+        replayed copy will carry the change instead. Either way once, in order."""
+        replay = self._replays.get(conn)
+        if replay is None:
+            if data is not None:
+                self.queue(conn, data)
+            return
+        if seq <= replay.upto:
+            if data is not None:
+                self.queue(conn, data)
+        else:
+            replay.changes.setdefault(seq, []).append(change)
 
     def start_task(self, conn: Connection, task: Callable[[Connection], bool]) -> None:
         """Heavy work for ``conn``, run a turn at a time by ``work``: ``task(conn)`` returns
@@ -637,6 +705,7 @@ class ServerCore:
         """Out of every list, out of its session (others hear ``reason``), the session
         ended or held for its resume."""
         self._conns.pop(conn, None)
+        self._replays.pop(conn, None)
         conn.task = None
         conn.held = None
         session = conn.session

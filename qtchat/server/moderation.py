@@ -9,8 +9,9 @@ from them (``from_records``).
 
 Who a person is comes in three parts, because a ban or a mute must catch all of
 them: the identity (hash of the ``register.identity`` secret, None without one), the
-address (``identity.address_of(peer)``) and the name, whose confusable keys
-(``Name.keys``) catch ``Bob``, ``bob`` and ``ВОВ`` alike.
+address (``identity.address_of(peer)``; a ban holds it only against clients without an
+identity, see ``Ban``) and the name, whose confusable keys (``Name.keys``) catch
+``Bob``, ``bob`` and ``ВОВ`` alike.
 """
 
 from __future__ import annotations
@@ -180,7 +181,16 @@ class _Held:
 
 @dataclass(slots=True)
 class Ban(_Held):
-    """One ban: it refuses its identity, its address and its name's look-alikes."""
+    """One ban: it refuses its identity and its name's look-alikes everywhere, and its
+    address to clients without an identity.
+
+    The address is narrow on purpose: on a LAN many people share one (a NAT, a guest
+    network, one machine with several accounts), and a ban of one of them must not shut
+    out a neighbour. A client with an identity is known by it, so an address says
+    nothing more about them; a client without one has only its address and name, so
+    the address is what stops the banned person from coming back under another name.
+    What it does not stop: the banned person making a new identity and a new name (an
+    identity costs nothing to make) - the price of not banning the neighbours."""
 
     name: str  # as shown when banned
     identity: str | None
@@ -192,8 +202,11 @@ class Ban(_Held):
     keys: tuple[str, ...] = field(default=(), compare=False)
 
     def catches(self, identity: str | None, address: str | None, name: Name | None) -> bool:
+        """Whether a registration with this identity (None: none), address and name is
+        refused: the same identity, a look-alike name, or - only without an identity -
+        the same address."""
         return ((identity is not None and identity == self.identity)
-                or (address is not None and address == self.address)
+                or (identity is None and address is not None and address == self.address)
                 or (name is not None and not set(name.keys).isdisjoint(self.keys)))
 
     def to_wire(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ built with the classes of ``qtchat.protocol.server_frames``, each kind in one pl
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Protocol
 
 from qtchat import protocol as p
@@ -61,6 +61,12 @@ class Core(Protocol):
     def veto_post(self, conn: Connection, session: Session, target: Room | Session,
                   text: str) -> tuple[str, str] | None: ...
     def commit_now(self) -> bool: ...
+    def watch_replay(self, conn: Connection, since: int, messages: Iterator[Message]
+                     ) -> Iterator[Message]: ...
+    def replaying(self) -> list[Connection]: ...
+    def amend_replay(self, conn: Connection, seq: int,
+                     change: Callable[[Message], Message | None], data: bytes | None
+                     ) -> None: ...
     def statuses(self, conn: Connection, room: Room) -> dict[str, dict[str, str]] | None: ...
 
 

@@ -19,6 +19,7 @@ messages out for them, see ``MessageStore.page``); they do see the edited text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from qtchat.protocol.living import Delete, Deleted, Edit, Edited
@@ -30,6 +31,15 @@ from qtchat.server.features.session import SessionFeature
 
 # Roles (the moderation module's) that may delete anyone's room messages.
 _MODERATORS = frozenset({"op", "owner"})
+
+
+def _hidden(change: Callable[[Message], Message | None]
+            ) -> Callable[[Message], Message | None]:
+    """``change`` for a replay without tombstones: a message it deletes is left out."""
+    def apply(copy: Message) -> Message | None:
+        changed = change(copy)
+        return None if changed is None or changed.deleted is not None else changed
+    return apply
 
 
 def parse_ts(ts: str) -> datetime:
@@ -45,6 +55,8 @@ class EditFeature(Feature):
         self.rooms = rooms
         self.sessions = sessions
         self._parties: set[int | None] = set()  # the sessions of the message being changed
+        # The change being told, as it applies to a copy not yet replayed (see _tell).
+        self._change: Callable[[Message], Message | None] = lambda copy: copy
 
     @handles(Edit)
     def _edit(self, conn: Connection, frame: Edit) -> None:
@@ -62,6 +74,8 @@ class EditFeature(Feature):
             return
         data = Edited(seq=message.seq, room=message.room, to=message.to, text=frame.text,
                       edited_ts=edited_ts).encode()
+        text = frame.text
+        self._change = lambda copy: copy._replace(text=text, edited=edited_ts)
         self._tell(message, room, data)
 
     @handles(Delete)
@@ -83,6 +97,9 @@ class EditFeature(Feature):
             return
         data = Deleted(seq=message.seq, room=message.room, to=message.to, by=by,
                        ts=ts).encode()
+        tombstone = {"by": by, "ts": ts}
+        self._change = lambda copy: copy._replace(text="", edited=None, file=None,
+                                                  deleted=tombstone)
         self._tell(message, room, data)
 
     # --- the rules -----------------------------------------------------------------------
@@ -137,8 +154,9 @@ class EditFeature(Feature):
     def _tell(self, message: Message, room: Room | None, data: bytes) -> None:
         """Everyone who can see the message now and negotiated ``edit``: the room's live
         members, or a whisper's two sessions (by session, not by name: a name may have
-        passed to someone else since)."""
+        passed to someone else since); and those whose resume is replaying."""
         core = self.core
+        self._tell_replaying(message, room, data)
         if room is not None:
             for conn in room.conns:
                 if knows(conn, "edit"):
@@ -150,6 +168,23 @@ class EditFeature(Feature):
             if session.sid in parties and conn is not None \
                     and conn.state is ConnState.LIVE and knows(conn, "edit"):
                 core.queue(conn, data)
+
+    def _tell_replaying(self, message: Message, room: Room | None, data: bytes) -> None:
+        """A session that can see the message and whose resume is still replaying (in no
+        fan-out yet) gets it through its replay (``Core.amend_replay``): the frame after
+        the replayed copy, or the copy already changed (``self._change``) - a client
+        without ``edit`` gets the edited text that way, and a deleted message not at all."""
+        core = self.core
+        change = self._change
+        for conn in core.replaying():
+            session = conn.session
+            if session is None or not (room.key in session.rooms if room is not None
+                                       else session.sid in self._parties):
+                continue
+            if knows(conn, "edit"):
+                core.amend_replay(conn, message.seq, change, data)
+            else:  # no tombstones for it: a deleted message is left out of its replay
+                core.amend_replay(conn, message.seq, _hidden(change), None)
 
     def _no_such_message(self, conn: Connection, ref: str) -> None:
         self.core.send_error(conn, "no_such_message", "There is no such message here.", ref)

@@ -49,6 +49,7 @@ from qtchat.server.moderation import (
     MEMBER,
     OWNER,
     BanList,
+    Mute,
     Mutes,
     Roles,
     RoomMode,
@@ -435,10 +436,15 @@ class ModerationFeature(Feature):
             return
         self._next_sweep = now + SWEEP_EVERY
         wall = self.wall()
+        # A ban that ends tells nobody (the contract has no frame for it: ``ban_list``
+        # is asked for, and no longer lists it); a mute that ends is said, as it began.
         if self.bans.expire(wall):
             self._save_bans()
-        if self.mutes.expire(wall):
+        ended = self.mutes.expire(wall)
+        if ended:
             self._save_mutes()
+            for mute in ended:
+                self._mute_ended(mute)
         self.guesses.prune(now)
         live = {s.sid for s in self.sessions.by_secret.values()}
         present = set()
@@ -462,15 +468,42 @@ class ModerationFeature(Feature):
 
     # --- doing it ------------------------------------------------------------------------
 
+    def _mute_ended(self, mute: Mute) -> None:
+        """``user_unmuted {reason: "expired"}`` for a timed mute that ran out, to those who
+        got its ``user_muted`` and are here now: the room (a room mute), or the muted
+        person and everyone sharing a room with them (a server mute); and whoever muted
+        them. ``by`` is who set the mute (the field is required; ``reason`` says that
+        nobody lifted it)."""
+        room = self.rooms.rooms.get(mute.room) if mute.room is not None else None
+        if mute.room is not None and room is None:
+            return  # the room is gone, and with it everyone who heard of the mute
+        conns: dict[Connection, None] = {}
+        if room is not None:
+            conns.update(room.conns)
+        else:
+            for session in dict.fromkeys(self.sessions.names.values()):
+                if mute.covers(self.identity_of(session), session.name):
+                    conns.update(dict.fromkeys(self._around(session, None)))
+        try:
+            muter = self.sessions.named(parse_name(mute.by))
+        except ValueError:
+            muter = None
+        if muter is not None and muter.conn is not None:
+            conns[muter.conn] = None
+        out = mp.UserUnmuted(name=mute.name, by=mute.by, room=room.display if room else None,
+                             reason="expired").encode()
+        self._tell((conn for conn in conns if conn is not None and conn.open), out)
+
+
     def _tell(self, conns: Iterable[Connection], data: bytes) -> None:
         """Queue ``data`` for those of ``conns`` that asked for moderation."""
         for conn in conns:
             if self.negotiated(conn):
                 self.core.queue(conn, data)
 
-    def _around(self, target: Session | None, actor: Connection) -> list[Connection]:
+    def _around(self, target: Session | None, actor: Connection | None) -> list[Connection]:
         """Everyone sharing a room with ``target`` (and ``target``, and the actor)."""
-        conns: dict[Connection, None] = {actor: None}
+        conns: dict[Connection, None] = {actor: None} if actor is not None else {}
         if target is not None:
             if target.conn is not None:
                 conns[target.conn] = None

@@ -241,6 +241,8 @@ class SessionFeature(Feature):
         # The live key view: rooms joined while replaying are replayed too.
         replay = core.store.replay(session.rooms.keys(), session.sid, since, batch=100,
                                    tombstones=knows(conn, "edit"))
+        # Watched: an edit or delete made while it runs reaches it (EditFeature).
+        replay = core.watch_replay(conn, since, replay)
         core.start_task(conn, lambda conn: self._replay_turn(conn, replay))
 
     def _replay_turn(self, conn: Connection, replay: Iterator[Message]) -> bool:
