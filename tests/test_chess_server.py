@@ -11,6 +11,7 @@ import io
 
 import chess
 import chess.pgn
+import test_full_disk
 from helpers import LineClient, ServeProcess, SyncClient
 
 CHESS = ["chess"]
@@ -174,3 +175,47 @@ def test_a_player_who_drops_and_resumes_sees_the_same_position_and_clocks(qtbot,
     assert moved["white_ms"] - 2_000 < started["white_ms"] <= moved["white_ms"]
     back.send({"type": "game_move", "game": game, "move": "g1f3"})
     assert black.wait_for("game_moved", game=game, uci="g1f3")["san"] == "Nf3"
+
+
+small_disk = test_full_disk.small_disk  # a 2 MB tmpfs that really fills
+
+
+def test_a_move_the_full_disk_refuses_is_not_played(small_disk):
+    """Stored means stored (features §0): a move the host cannot commit is refused with
+    storage_error, the opponent hears nothing, the position stays, and once the disk
+    has room the same move is played."""
+    from test_full_disk import TIMEOUT, fill, post_until_refused
+
+    with ServeProcess(small_disk / "data") as host:
+        white, black = SyncClient(host.port, timeout=TIMEOUT), SyncClient(host.port,
+                                                                        timeout=TIMEOUT)
+        white.register("Wanda", features=CHESS)
+        black.register("Boris", features=CHESS)
+        white.send({"type": "game_offer", "to": "Boris", "color": "white"})
+        offered, _ = black.recv_until("game_offered")
+        game = offered["game"]
+        black.send({"type": "game_accept", "game": game})
+        white.recv_until("game_started")
+        white.send({"type": "game_move", "game": game, "move": "e2e4"})
+        black.recv_until("game_moved")
+        filler = fill(small_disk)
+        post_until_refused(white, "filling")
+        black.send({"type": "game_move", "game": game, "move": "e7e5", "id": "m1"})
+        error, _ = black.recv_until("error", id="m1")
+        assert (error["code"], error["ref"]) == ("storage_error", "game_move")
+        assert [f for f in white.sync() if f["type"] == "game_moved"] == []
+        black.send({"type": "game_list", "id": "l1"})
+        listed, _ = black.recv_until("game_list", id="l1")
+        assert listed["games"][0]["moves"] == ["e2e4"]  # the position as it was
+        filler.unlink()
+        black.send({"type": "game_move", "game": game, "move": "e7e5", "id": "m2"})
+        moved, _ = white.recv_until("game_moved")
+        assert (moved["ply"], moved["san"]) == (2, "e5")
+        host.terminate()
+    with ServeProcess(small_disk / "data") as host:  # and what is stored is that
+        again = SyncClient(host.port, timeout=TIMEOUT)
+        again.register("Wanda", resume=white.session, features=CHESS)
+        started, _ = again.recv_until("game_started")
+        assert started["moves"] == ["e2e4", "e7e5"]
+        again.close()
+        host.terminate()

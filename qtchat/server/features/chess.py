@@ -219,6 +219,7 @@ class ChessFeature(Feature):
         if game is None:
             return
         core = self.core
+        before = game.to_record()
         try:
             uci, san = game.move(session.name.display, frame.move, core.now)
         except ChessError as error:
@@ -228,6 +229,17 @@ class ChessFeature(Feature):
             return
         snap = game.snapshot()
         self._save(game)
+        if not core.commit_now():
+            # Stored means stored (§0): a move the disk refused was played by nobody.
+            # The game goes back to the position before it, and that is what the store
+            # is asked to keep when it has room again (it replaces the refused change).
+            game = ChessGame.from_record(before)
+            self.games[game.game_id] = game
+            self._save(game)
+            core.send_error(conn, "storage_error", "The host could not store your move "
+                            "(its disk may be full), so it was not played; try again later.",
+                            frame.type)
+            return
         data = pc.GameMoved(game=game.game_id, ply=game.ply, uci=uci, san=san, fen=snap["fen"],
                             white_ms=snap["white_ms"], black_ms=snap["black_ms"],
                             turn=snap["turn"]).encode()
