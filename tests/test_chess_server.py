@@ -98,8 +98,7 @@ def test_a_host_killed_mid_game_restarts_and_the_game_goes_on(tmp_path):
         host.kill()
     with ServeProcess(data) as host:
         white2 = SyncClient(host.port)
-        white2.register("Wanda", resume=white.session, features=CHESS)
-        started, _ = white2.recv_until("game_started")
+        (started,) = white2.register("Wanda", resume=white.session, features=CHESS)["games"]
         assert started["game"] == offered["game"] and started["moves"] == ["e2e4"]
         assert started["turn"] == "black" and started["black_ms"] > 590_000
         black2 = SyncClient(host.port)
@@ -168,8 +167,9 @@ def test_a_player_who_drops_and_resumes_sees_the_same_position_and_clocks(qtbot,
     moved = play(white, black, game, "e2e4 e7e5")[-1]
     white.close()  # a network drop: the session is held
     back = LineClient(qtbot, server.port)
-    assert back.register("Wanda", resume=white.session, features=CHESS)["resumed"]
-    started = back.wait_for("game_started", game=game)
+    registered = back.register("Wanda", resume=white.session, features=CHESS)
+    assert registered["resumed"]
+    (started,) = registered["games"]
     assert started["moves"] == ["e2e4", "e7e5"] and started["fen"] == moved["fen"]
     assert started["black_ms"] == moved["black_ms"]  # not Black's turn: not charged
     assert moved["white_ms"] - 2_000 < started["white_ms"] <= moved["white_ms"]
@@ -214,8 +214,7 @@ def test_a_move_the_full_disk_refuses_is_not_played(small_disk):
         host.terminate()
     with ServeProcess(small_disk / "data") as host:  # and what is stored is that
         again = SyncClient(host.port, timeout=TIMEOUT)
-        again.register("Wanda", resume=white.session, features=CHESS)
-        started, _ = again.recv_until("game_started")
+        (started,) = again.register("Wanda", resume=white.session, features=CHESS)["games"]
         assert started["moves"] == ["e2e4", "e7e5"]
         again.close()
         host.terminate()

@@ -299,3 +299,6 @@ SERVER_FRAME_SHAPES.update({
                    "finished": _list_of(_finished_game, MAX_GAMES_LISTED)},
                   {"id": _short_str}),
 })
+# ``registered`` and ``joined`` may carry ``games`` (the game_started shape, without type).
+for _kind in ("registered", "joined"):
+    SERVER_FRAME_SHAPES[_kind][1]["games"] = _list_of(_shape(*_STARTED), MAX_GAMES_LISTED)

@@ -178,6 +178,7 @@ class Registered(ServerFrame):
     topic: dict[str, Any] | None = None
     role: str | None = None
     statuses: dict[str, dict[str, str]] | None = None  # presence (features §5)
+    games: list[dict[str, Any]] | None = None  # chess (features §3): game_started shapes
 
 
 @server_frame
@@ -215,13 +216,14 @@ class Joined(ServerFrame):
     topic: dict[str, Any] | None = None
     mode: dict[str, bool] | None = None
     statuses: dict[str, dict[str, str]] | None = None  # presence (features §5)
+    games: list[dict[str, Any]] | None = None  # chess (features §3): the room's games
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, Any]) -> Joined:
         return cls(room=obj["room"], users=obj["users"],
                    history=[Message.from_wire(m) for m in obj["history"]],
                    roles=obj.get("roles"), topic=obj.get("topic"), mode=obj.get("mode"),
-                   statuses=obj.get("statuses"))
+                   statuses=obj.get("statuses"), games=obj.get("games"))
 
 
 @server_frame
