@@ -279,3 +279,57 @@ def _label_ms(text: str) -> int:
     """'0:58' → 58000, '0:09.4' → 9400: the lowest figure a clock label stands for."""
     minutes, seconds = text.split(":")[-2:]
     return int(minutes) * 60_000 + round(float(seconds) * 1000)
+
+
+def test_after_a_reconnect_each_own_running_game_is_a_board_tab_again(
+        qtbot, server, make_client):
+    """The host lists your games in ``registered.games``: a board whose tab was closed
+    (or an app started again) comes back on the position the host has."""
+    alice, bob = two_windows(qtbot, make_client, server.port)
+    game, (white, black) = start_game(qtbot, alice, bob)
+    play(qtbot, white, game, "e4")
+    alice.tabs.tabCloseRequested.emit(alice.tabs.indexOf(alice.chess.panels[game]))
+    assert game not in alice.chess.panels
+    with qtbot.waitSignal(alice.client.registered, timeout=15_000) as resumed:
+        assert server.drop_connection("Alice")
+    assert [g["game"] for g in resumed.args[0].games] == [game]
+    qtbot.waitUntil(lambda: game in alice.chess.panels, timeout=WAIT_MS)
+    panel = alice.chess.panels[game]
+    assert [panel.moves.item(i).text() for i in range(panel.moves.count())] == ["1. e4"]
+    assert alice.chess.snapshots[game]["state"] == "running"
+    play(qtbot, black, game, "e5")  # and it is live: the next move arrives on it
+    qtbot.waitUntil(lambda: panel.moves.item(0).text() == "1. e4 e5", timeout=WAIT_MS)
+
+
+def test_an_adjourned_game_stops_the_board_until_both_are_back(qtbot, server, make_client):
+    from qtchat.server.identity import new_identity
+
+    secrets_of = {"Alice": new_identity(), "Bob": new_identity()}
+
+    def window_with_identity(name: str) -> ChatWindow:
+        client = make_client(features=("chess",))
+        client.identity = secrets_of[name]
+        with qtbot.waitSignal(client.registered, timeout=WAIT_MS) as blocker:
+            client.open(Endpoint("127.0.0.1", server.port), name)
+        window = ChatWindow(client)
+        qtbot.addWidget(window)
+        window._on_registered(blocker.args[0])
+        window.show()
+        return window
+
+    alice, bob = window_with_identity("Alice"), window_with_identity("Bob")
+    qtbot.waitUntil(lambda: "Bob" in lobby(alice).members.names(), timeout=WAIT_MS)
+    game, (white, black) = start_game(qtbot, alice, bob)
+    play(qtbot, white, game, "e4")
+    panel = alice.chess.panels[game]
+    with qtbot.waitSignal(alice.client.gameAdjourned, timeout=WAIT_MS):
+        bob.client.close()  # Bob quits the app: his session ends
+    assert alice.chess.snapshots[game]["state"] == "adjourned"
+    assert not panel.board.can_move() and not panel.buttons.resign.isEnabled()
+    assert any("adjourned" in text for text in notices(lobby(alice).model))
+    with qtbot.waitSignal(alice.client.gameStarted, timeout=WAIT_MS):
+        window_with_identity("Bob")  # his app again, with the same identity
+    assert alice.chess.snapshots[game]["state"] == "running"
+    assert alice.chess.snapshots[game]["moves"] == ["e2e4"]
+    assert panel.buttons.resign.isEnabled()
+    assert panel.board.can_move() == (alice is black)

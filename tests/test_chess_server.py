@@ -218,3 +218,34 @@ def test_a_move_the_full_disk_refuses_is_not_played(small_disk):
         assert started["moves"] == ["e2e4", "e7e5"]
         again.close()
         host.terminate()
+
+
+def test_a_game_between_identities_is_adjourned_and_resumes_over_sockets(qtbot, server):
+    """Boris quits (bye): Wanda and the room hear game_adjourned, a move is refused;
+    Boris's app starts again with the same identity and the game goes on."""
+    from qtchat.server.identity import new_identity
+
+    identities = {name: new_identity() for name in ("Wanda", "Boris", "Vera")}
+    clients = {}
+    for name, identity in identities.items():
+        client = LineClient(qtbot, server.port)
+        assert client.register(name, features=CHESS, identity=identity)["identity"] is True
+        client.send({"type": "join", "room": "club"})
+        client.wait_for("joined")
+        clients[name] = client
+    white, black, watcher = clients["Wanda"], clients["Boris"], clients["Vera"]
+    game = start_game(white, black, room="club", clock={"initial": 300, "increment": 0})
+    play(white, black, game, "e2e4 e7e5")
+    black.send({"type": "bye"})
+    assert white.wait_for("game_adjourned")["game"] == game
+    assert watcher.wait_for("game_adjourned")["game"] == game
+    white.send({"type": "game_move", "game": game, "move": "g1f3", "id": "m"})
+    assert white.wait_for("error", id="m")["code"] == "not_permitted"
+    again = LineClient(qtbot, server.port)
+    registered = again.register("Boris", features=CHESS, identity=identities["Boris"])
+    assert [(g["game"], g["adjourned"]) for g in registered["games"]] == [(game, True)]
+    started = white.wait_for("game_started", game=game)
+    assert started["moves"] == ["e2e4", "e7e5"] and "adjourned" not in started
+    assert watcher.wait_for("game_started", game=game)["turn"] == "white"
+    white.send({"type": "game_move", "game": game, "move": "g1f3"})
+    assert again.wait_for("game_moved", game=game)["san"] == "Nf3"

@@ -3,8 +3,9 @@
 ``ChessGames`` listens to the window's ``ChatClient`` (its ``game…`` signals) and keeps,
 per game, the snapshot the board is drawn from (the fields of ``game_started``, updated
 by each ``game_moved``); a game opens as a tab holding a ``ChessPanel`` when it starts
-(or when a resume brings it again). The board's ``moveChosen`` and buttons go to the
-host; nothing on the board changes until the host answers with the move.
+(or when ``registered.games`` brings it again after a reconnect or a restart of the app;
+an adjourned game's board stays still until it resumes). The board's ``moveChosen`` and
+buttons go to the host; nothing on the board changes until the host answers with the move.
 
 An offer to you is a notice in the conversation it came from (its room, else the
 lobby), a bar with Accept / Decline above the message box while that conversation is in
@@ -92,6 +93,7 @@ class ChessGames(QObject):
         client.gameMoved.connect(self._moved)
         client.gameDraw.connect(self._draw)
         client.gameOver.connect(self._over)
+        client.gameAdjourned.connect(self._adjourned)
         client.gameList.connect(self._listed)
         window.tabs.tabCloseRequested.connect(self._close_tab)
 
@@ -242,6 +244,18 @@ class ChessGames(QObject):
         snapshot.update(fen=frame.fen, turn=frame.turn, white_ms=frame.white_ms,
                         black_ms=frame.black_ms, draw_offer_from=None)
         self.panels[frame.game].apply_snapshot(snapshot, self.me)
+
+    @Slot(object)
+    def _adjourned(self, frame: pc.GameAdjourned) -> None:
+        """A player's session ended: the board stops (no moves, no clock) until the host
+        resumes the game with ``game_started`` once both are back."""
+        snapshot = self.snapshots.get(frame.game)
+        if snapshot is None:
+            return
+        snapshot.update(state="adjourned", draw_offer_from=None)
+        self.panels[frame.game].apply_snapshot(snapshot, self.me)
+        self._notice(f"Chess, {snapshot['white']} against {snapshot['black']}: adjourned; "
+                     "it goes on when both players are back.", room=snapshot.get("room"))
 
     @Slot(object)
     def _draw(self, frame: pc.GameDrawRelay) -> None:
