@@ -460,3 +460,91 @@ def test_without_identities_a_game_whose_player_leaves_is_abandoned_not_adjourne
     assert "game_adjourned" not in [f["type"] for f in frames]
     (over,) = [f for f in frames if f["type"] == "game_over"]
     assert (over["result"], over["reason"]) == ("1-0", "abandoned")
+
+
+# --- the end of a room game, as said in the room and kept in its history ----------------
+
+
+def fools_mate(net: Net, white: FakeClient, black: FakeClient, room: str) -> str:
+    game = start(net, white, black, room=room)
+    for client, uci in ((white, "f2f3"), (black, "e7e5"), (white, "g2g4"), (black, "d8h4")):
+        client.send(type="game_move", game=game, move=uci)
+    return game
+
+
+def test_the_result_said_in_the_room_keeps_its_game_in_history_and_after_a_restart(
+        tmp_path: Path):
+    from qtchat.server.core import ServerCore
+
+    path = tmp_path / "history.db"
+    net = Net()
+    net.store.close()
+
+    def restart() -> None:
+        net.store = MessageStore(path)
+        net.core = ServerCore(net.config, net.store, now=net.now,
+                              timestamp=lambda: "2026-12-03T12:00:00.000Z")
+        net.clients.clear()
+
+    restart()
+    white, black = players(net, "Wanda", "Boris")
+    old = net.registered("Olga")  # protocol 1: no features at all
+    for client in (white, black, old):
+        client.send(type="join", room="club")
+        client.new()
+    game = fools_mate(net, white, black, "club")
+    said = {"game": game, "result": "0-1", "reason": "checkmate"}
+    (live,) = [f for f in white.new() if f["type"] == "broadcast"]
+    assert live["game"] == said and "Black wins" in live["text"]
+    (plain,) = [f for f in old.new() if f["type"] == "broadcast"]
+    assert "game" not in plain and plain["text"] == live["text"]  # a plain broadcast
+    later = players(net, "Lena")[0]
+    later.send(type="join", room="club")
+    joined = last(later, "joined")
+    assert [m.get("game") for m in joined["history"]] == [said]
+    net.drop(white)
+    net.core.shutdown()
+    net.settle()
+    net.store.close()
+    restart()
+    back = net.client()
+    back.register("Wanda", resume=white.session, features=CHESS, since=0)
+    net.settle()
+    replayed = [f for f in back.frames if f["type"] == "broadcast"]
+    assert [m.get("game") for m in replayed] == [said]
+    back.send(type="history", room="club")
+    (page,) = back.of("history")
+    assert [m.get("game") for m in page["messages"]] == [said]
+    net.store.close()
+
+
+def test_the_game_notices_step_adds_its_table_to_the_history_before_it(
+        tmp_path: Path, monkeypatch):
+    import sqlite3
+
+    from qtchat.server import store as store_module
+
+    path = tmp_path / "history.db"
+    step = store_module.MIGRATIONS.index(store_module._game_notices)
+    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:step])
+    old = MessageStore(path)
+    old.add(ts="2026-01-01T00:00:00Z", bucket="club", room="club", sender="Ann",
+            sender_sid=1, text="before")
+    old.commit()
+    old.close()
+    monkeypatch.undo()
+    store = MessageStore(path)
+    assert store.game_notices == {}
+    seq = store.add(ts="2026-01-01T00:01:00Z", bucket="club", room="club", sender="Ann",
+                    sender_sid=1, text="Chess: Draw")
+    store.add_game_notice(seq, {"game": "g1", "result": "1/2-1/2", "reason": "agreement"})
+    store.commit(messages_only=True)
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(store_module.MIGRATIONS)
+    db.close()
+    again = MessageStore(path)
+    assert [(m.text, m.game) for m in again.page("club", None, 10)] == [
+        ("before", None),
+        ("Chess: Draw", {"game": "g1", "result": "1/2-1/2", "reason": "agreement"})]
+    again.close()

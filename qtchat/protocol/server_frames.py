@@ -74,6 +74,8 @@ class Message(NamedTuple):
     file: dict[str, Any] | None = None
     edited: str | None = None  # the last edit's time (features §7)
     deleted: dict[str, str] | None = None  # a tombstone's {by, ts}; its text is ""
+    # The end of a chess game it says (features §3): {game, result, reason}.
+    game: dict[str, str] | None = None
 
     @property
     def type(self) -> str:
@@ -100,6 +102,8 @@ class Message(NamedTuple):
             body["edited"] = self.edited
         if self.deleted is not None:
             body["deleted"] = self.deleted
+        if self.game is not None:
+            body["game"] = self.game
         return body
 
     def encode(self) -> bytes:
@@ -121,7 +125,7 @@ class Message(NamedTuple):
         return cls(seq=obj["seq"], ts=obj["ts"], sender=obj["from"], text=obj["text"],
                    room=obj.get("room") if "to" not in obj else None, to=obj.get("to"),
                    id=obj.get("id"), file=obj.get("file"), edited=obj.get("edited"),
-                   deleted=obj.get("deleted"))
+                   deleted=obj.get("deleted"), game=obj.get("game"))
 
 
 SERVER_FRAME_TYPES["broadcast"] = Message

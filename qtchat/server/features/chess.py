@@ -463,14 +463,19 @@ class ChessFeature(Feature):
         ts = core.timestamp()
         seq = core.store.add(ts=ts, bucket=room.key, room=room.display, sender=sender,
                              sender_sid=ender.sid if ender is not None else 0, text=text)
-        message = Message(seq=seq, ts=ts, sender=sender, room=room.display, text=text)
-        wire = message.to_wire()
-        wire["game"] = {"game": game.game_id, "result": result, "reason": reason}
-        data = p.encode(wire)
-        core.fan_out(room, data)
+        said = {"game": game.game_id, "result": result, "reason": reason}
+        core.store.add_game_notice(seq, said)
+        message = Message(seq=seq, ts=ts, sender=sender, room=room.display, text=text,
+                          game=said)
+        data = message.encode()
+        # A client without chess gets the plain broadcast (its text says it all).
+        plain = message._replace(game=None).encode()
+        for conn_ in room.conns:
+            core.queue(conn_, data if self._plays_chess(conn_) else plain)
         poster = conn if conn is not None else (ender.conn if ender is not None else None)
         if poster is not None and poster.session is not None:
-            core.posted(poster, poster.session, message, None, (data, None))
+            # Both copies go back if the commit fails (see ServerCore._storage_failed).
+            core.posted(poster, poster.session, message, None, (data, plain))
 
     def _room_named(self, display: str) -> Room | None:
         try:
