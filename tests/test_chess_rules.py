@@ -548,3 +548,20 @@ def test_the_game_notices_step_adds_its_table_to_the_history_before_it(
         ("before", None),
         ("Chess: Draw", {"game": "g1", "result": "1/2-1/2", "reason": "agreement"})]
     again.close()
+
+
+def test_an_app_restarted_with_its_identity_takes_its_game_over_without_an_adjournment():
+    net = Net()
+    white = with_identity(net, "Wanda", IDENT_W)
+    black = with_identity(net, "Boris", IDENT_B)
+    game = start(net, white, black, clock={"initial": 300, "increment": 0})
+    white.send(type="game_move", game=game, move="e2e4")
+    net.drop(black)  # the app is gone; its session is held
+    fresh = net.client()  # the app again: a fresh register with the same identity
+    (listed,) = fresh.register("Boris", features=CHESS, identity=IDENT_B)["games"]
+    assert listed["game"] == game and "adjourned" not in listed
+    net.advance(1)
+    net.advance(1)
+    assert "game_adjourned" not in [f["type"] for f in white.new() + fresh.new()]
+    fresh.send(type="game_move", game=game, move="e7e5")
+    assert last(white, "game_moved")["san"] == "e5"
