@@ -411,3 +411,22 @@ def test_two_windows_play_by_dragging_a_third_watches_and_a_promotion_is_chosen(
     model = dora.conversation(ConversationKind.ROOM, "club", create=False).model
     qtbot.waitUntil(lambda: said in notices(model), timeout=WAIT_MS)
     assert said not in rows(model, RowKind.MESSAGE)
+
+
+def test_a_game_that_ended_while_you_were_away_shows_its_end_after_the_reconnect(
+        qtbot, server, make_client):
+    alice, bob = two_windows(qtbot, make_client, server.port)
+    game, (white, black) = start_game(qtbot, alice, bob)
+    play(qtbot, white, game, "e4")
+    server.pause_accepting()  # Alice's reconnect waits in the backlog
+    assert server.drop_connection("Alice")
+    with qtbot.waitSignal(bob.client.gameOver, timeout=WAIT_MS):
+        bob.chess.panels[game].buttons.resign.click()
+    assert alice.chess.snapshots[game]["state"] == "running"  # she has not heard yet
+    with qtbot.waitSignal(alice.client.gameList, timeout=15_000):
+        server.resume_accepting()
+    assert alice.chess.snapshots[game]["state"] == "finished"
+    banner = alice.chess.banners[game]
+    assert banner.label.text() == ("White won by resignation" if bob is black
+                                   else "Black won by resignation")
+    assert not alice.chess.panels[game].buttons.resign.isEnabled()

@@ -95,6 +95,7 @@ class ChessGames(QObject):
         client.gameOver.connect(self._over)
         client.gameAdjourned.connect(self._adjourned)
         client.gameList.connect(self._listed)
+        client.registered.connect(self._registered)
         window.tabs.tabCloseRequested.connect(self._close_tab)
 
     @property
@@ -178,10 +179,28 @@ class ChessGames(QObject):
         return self.games_dialog
 
     @Slot(object)
+    def _registered(self, frame: Any) -> None:
+        """After a (re)connect: a board of our own that the host no longer lists in
+        ``registered.games`` ended while we were away; ``game_list`` says how."""
+        if frame.games is None:  # a host without chess, or one that does not list games
+            return
+        listed = {entry["game"] for entry in frame.games}
+        me = self.me
+        if any(snapshot.get("state") != "finished" and game not in listed
+               and me in (snapshot.get("white"), snapshot.get("black"))
+               for game, snapshot in self.snapshots.items()):
+            self.window.client.list_games()
+
+    @Slot(object)
     def _listed(self, frame: pc.GameListAnswer) -> None:
         self._listed_games = {entry["game"]: entry for entry in frame.games}
         if self.games_dialog is not None:
             self.games_dialog.fill(frame.games, frame.finished)
+        for entry in frame.finished:  # boards still open on a game that ended meanwhile
+            snapshot = self.snapshots.get(entry["game"])
+            if snapshot is not None and snapshot.get("state") != "finished":
+                self._over(pc.GameOver(game=entry["game"], result=entry["result"],
+                                       reason=entry["reason"], pgn=entry["pgn"]))
 
     @Slot(str)
     def open_game(self, game: str) -> None:
