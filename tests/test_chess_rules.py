@@ -357,6 +357,27 @@ def test_a_move_made_while_a_resume_replays_comes_as_game_started_once_live():
     assert [s["moves"] for s in started] == [["e2e4"]]
 
 
+def test_a_game_that_ends_while_a_resume_replays_comes_as_game_over_once_live():
+    net = Net(send_queue_bytes=256 * 1024)  # a replay turn then holds 64 KB at most
+    white, black = players(net, "Wanda", "Boris")
+    game = start(net, white, black)
+    net.drop(black)
+    for number in range(600):
+        white.send(type="broadcast", text=f"line {number} " + "x" * 200)
+    back = net.client(window=4096)
+    back.send(type="register", name="Boris", protocol=1, resume=black.session,
+              features=CHESS)
+    assert back.conn.state is not ConnState.LIVE  # still replaying
+    white.send(type="game_resign", game=game)
+    while back.pending or back.unread or back.conn.state is not ConnState.LIVE:
+        back.read()
+    (registered,) = back.of("registered")
+    assert [g["game"] for g in registered["games"]] == [game]
+    (over,) = back.of("game_over")
+    assert (over["game"], over["result"], over["reason"]) == (game, "0-1", "resign")
+    assert '[Result "0-1"]' in over["pgn"]
+
+
 IDENT_W, IDENT_B = new_identity(), new_identity()
 
 

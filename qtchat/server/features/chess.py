@@ -550,13 +550,23 @@ class ChessFeature(Feature):
         return {"games": listed}
 
     def _catch_up(self, conn: Connection, games: list[ChessGame]) -> None:
-        """``game_started`` for each of ``games`` not as the registered/joined gave it."""
+        """``game_started`` for each of ``games`` not as the registered/joined gave it,
+        and ``game_over`` for a game of its own it listed that has ended since."""
         given = self._given.pop(conn, {})
-        if not self._plays_chess(conn):
+        if not self._plays_chess(conn) or conn.session is None:
             return
         for game in games:
             if given.get(game.game_id) != (game.ply, game.state):
                 self.core.queue(conn, self._started(game).encode())
+        ended = [game_id for game_id in given if game_id not in self.games]
+        if ended:
+            name = conn.session.name.display
+            for record in self.core.store.finished_games(name, FINISHED_LISTED):
+                if record["game"] in ended:
+                    self.core.queue(conn, pc.GameOver(
+                        game=record["game"], result=record["result"] or "*",
+                        reason=record["reason"] or "aborted",
+                        pgn=ChessGame.from_record(record).pgn()).encode())
 
     def _games_of(self, session: Session) -> list[ChessGame]:
         """The games ``session`` plays or watches (in its rooms)."""
