@@ -22,6 +22,7 @@ from qtchat.gui.chess_dialogs import ChallengeDialog
 from qtchat.gui.chess_games import parse_time_control
 from qtchat.gui.commands import CommandError
 from qtchat.gui.main_window import ChatWindow
+from qtchat.gui.models import ConversationKind
 
 pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints")
 
@@ -279,3 +280,153 @@ def _label_ms(text: str) -> int:
     """'0:58' → 58000, '0:09.4' → 9400: the lowest figure a clock label stands for."""
     minutes, seconds = text.split(":")[-2:]
     return int(minutes) * 60_000 + round(float(seconds) * 1000)
+
+
+def test_after_a_reconnect_each_own_running_game_is_a_board_tab_again(
+        qtbot, server, make_client):
+    """The host lists your games in ``registered.games``: a board whose tab was closed
+    (or an app started again) comes back on the position the host has."""
+    alice, bob = two_windows(qtbot, make_client, server.port)
+    game, (white, black) = start_game(qtbot, alice, bob)
+    play(qtbot, white, game, "e4")
+    alice.tabs.tabCloseRequested.emit(alice.tabs.indexOf(alice.chess.panels[game]))
+    assert game not in alice.chess.panels
+    with qtbot.waitSignal(alice.client.registered, timeout=15_000) as resumed:
+        assert server.drop_connection("Alice")
+    assert [g["game"] for g in resumed.args[0].games] == [game]
+    qtbot.waitUntil(lambda: game in alice.chess.panels, timeout=WAIT_MS)
+    panel = alice.chess.panels[game]
+    assert [panel.moves.item(i).text() for i in range(panel.moves.count())] == ["1. e4"]
+    assert alice.chess.snapshots[game]["state"] == "running"
+    play(qtbot, black, game, "e5")  # and it is live: the next move arrives on it
+    qtbot.waitUntil(lambda: panel.moves.item(0).text() == "1. e4 e5", timeout=WAIT_MS)
+
+
+def test_an_adjourned_game_stops_the_board_until_both_are_back(qtbot, server, make_client):
+    from qtchat.server.identity import new_identity
+
+    secrets_of = {"Alice": new_identity(), "Bob": new_identity()}
+
+    def window_with_identity(name: str) -> ChatWindow:
+        client = make_client(features=("chess",))
+        client.identity = secrets_of[name]
+        with qtbot.waitSignal(client.registered, timeout=WAIT_MS) as blocker:
+            client.open(Endpoint("127.0.0.1", server.port), name)
+        window = ChatWindow(client)
+        qtbot.addWidget(window)
+        window._on_registered(blocker.args[0])
+        window.show()
+        return window
+
+    alice, bob = window_with_identity("Alice"), window_with_identity("Bob")
+    qtbot.waitUntil(lambda: "Bob" in lobby(alice).members.names(), timeout=WAIT_MS)
+    game, (white, black) = start_game(qtbot, alice, bob)
+    play(qtbot, white, game, "e4")
+    panel = alice.chess.panels[game]
+    with qtbot.waitSignal(alice.client.gameAdjourned, timeout=WAIT_MS):
+        bob.client.close()  # Bob quits the app: his session ends
+    assert alice.chess.snapshots[game]["state"] == "adjourned"
+    assert not panel.board.can_move() and not panel.buttons.resign.isEnabled()
+    assert any("adjourned" in text for text in notices(lobby(alice).model))
+    with qtbot.waitSignal(alice.client.gameStarted, timeout=WAIT_MS):
+        window_with_identity("Bob")  # his app again, with the same identity
+    assert alice.chess.snapshots[game]["state"] == "running"
+    assert alice.chess.snapshots[game]["moves"] == ["e2e4"]
+    assert panel.buttons.resign.isEnabled()
+    assert panel.board.can_move() == (alice is black)
+
+
+# --- a game played by dragging pieces, watched from the room ---------------------------
+
+
+def drag_move(qtbot, window: ChatWindow, game: str, uci: str) -> None:
+    """Press on the piece, move the mouse across the board, release on the target."""
+    board = window.chess.panels[game].board
+    window.tabs.setCurrentWidget(window.chess.panels[game])
+    qtbot.waitExposed(board)
+    start = board.square_center(chess.parse_square(uci[:2]))
+    end = board.square_center(chess.parse_square(uci[2:4]))
+    qtbot.mousePress(board, Qt.MouseButton.LeftButton, pos=start)
+    qtbot.mouseMove(board, (start + end) / 2)
+    qtbot.mouseMove(board, end)
+    qtbot.mouseRelease(board, Qt.MouseButton.LeftButton, pos=end)
+
+
+@pytest.mark.qt_log_ignore(r"This plugin does not support (raise\(\)|grabbing the keyboard)")
+def test_two_windows_play_by_dragging_a_third_watches_and_a_promotion_is_chosen(
+        qtbot, server, make_client):
+    from test_commands import rows
+
+    from qtchat.gui.models import RowKind
+
+    alice, bob = two_windows(qtbot, make_client, server.port)
+    carol = chess_window(qtbot, make_client, server.port, "Carol")
+    for window in (alice, bob, carol):
+        type_line(qtbot, window, "/join club")
+    club = {w: (lambda w=w: w.conversation(ConversationKind.ROOM, "club", create=False))
+            for w in (alice, bob, carol)}
+    qtbot.waitUntil(lambda: all(c() is not None for c in club.values()), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: {"Alice", "Bob", "Carol"} <= set(club[alice]().members.names()),
+                    timeout=WAIT_MS)
+    alice.show_conversation(club[alice]())
+    type_line(qtbot, alice, "/chess Bob")
+    qtbot.waitUntil(lambda: bool(bob.chess.offers), timeout=WAIT_MS)
+    type_line(qtbot, bob, "/chess accept")
+    qtbot.waitUntil(lambda: all(w.chess.panels for w in (alice, bob, carol)),
+                    timeout=WAIT_MS)
+    (game,) = alice.chess.panels
+    snapshot = alice.chess.snapshots[game]
+    assert snapshot["room"] == "club"
+    white, black = (alice, bob) if snapshot["white"] == "Alice" else (bob, alice)
+    watched = carol.chess.panels[game]
+    assert not watched.board.can_move()  # a watcher's board takes no moves
+    moves = ["a2a4", "b7b5", "a4b5", "a7a6", "b5a6", "c8b7", "a6b7", "b8c6"]
+    for ply, uci in enumerate(moves, start=1):
+        mover = white if ply % 2 else black
+        with qtbot.waitSignal(carol.client.gameMoved, timeout=WAIT_MS) as moved:
+            drag_move(qtbot, mover, game, uci)
+        assert moved.args[0].uci == uci
+        assert carol.chess.snapshots[game]["moves"] == moves[:ply]
+    # The promotion: the pawn dragged to the last rank, then a knight in the chooser.
+    drag_move(qtbot, white, game, "b7a8")
+    chooser = white.chess.panels[game].board.promotion_chooser
+    assert chooser is not None and chooser.isVisible()
+    with qtbot.waitSignal(carol.client.gameMoved, timeout=WAIT_MS) as moved:
+        qtbot.mouseClick(chooser.buttons[chess.KNIGHT], Qt.MouseButton.LeftButton)
+    assert (moved.args[0].uci, moved.args[0].san) == ("b7a8n", "bxa8=N")
+    assert chess.Board(carol.chess.snapshots[game]["fen"]).piece_at(chess.A8) == \
+        chess.Piece(chess.KNIGHT, chess.WHITE)
+    assert watched.moves.item(4).text() == "5. bxa8=N"
+    # Black resigns: the room hears it as a notice, not as something Black said.
+    with qtbot.waitSignal(carol.client.gameOver, timeout=WAIT_MS):
+        black.chess.panels[game].buttons.resign.click()
+    said = f"Chess, {white.me} (White) against {black.me} (Black): White wins (1-0), resign."
+    qtbot.waitUntil(lambda: said in notices(club[carol]().model), timeout=WAIT_MS)
+    assert said not in rows(club[carol]().model, RowKind.MESSAGE)
+    # And so it stays in the room's history for someone who comes later.
+    dora = chess_window(qtbot, make_client, server.port, "Dora")
+    type_line(qtbot, dora, "/join club")
+    qtbot.waitUntil(lambda: dora.conversation(ConversationKind.ROOM, "club", create=False)
+                    is not None, timeout=WAIT_MS)
+    model = dora.conversation(ConversationKind.ROOM, "club", create=False).model
+    qtbot.waitUntil(lambda: said in notices(model), timeout=WAIT_MS)
+    assert said not in rows(model, RowKind.MESSAGE)
+
+
+def test_a_game_that_ended_while_you_were_away_shows_its_end_after_the_reconnect(
+        qtbot, server, make_client):
+    alice, bob = two_windows(qtbot, make_client, server.port)
+    game, (white, black) = start_game(qtbot, alice, bob)
+    play(qtbot, white, game, "e4")
+    server.pause_accepting()  # Alice's reconnect waits in the backlog
+    assert server.drop_connection("Alice")
+    with qtbot.waitSignal(bob.client.gameOver, timeout=WAIT_MS):
+        bob.chess.panels[game].buttons.resign.click()
+    assert alice.chess.snapshots[game]["state"] == "running"  # she has not heard yet
+    with qtbot.waitSignal(alice.client.gameList, timeout=15_000):
+        server.resume_accepting()
+    assert alice.chess.snapshots[game]["state"] == "finished"
+    banner = alice.chess.banners[game]
+    assert banner.label.text() == ("White won by resignation" if bob is black
+                                   else "Black won by resignation")
+    assert not alice.chess.panels[game].buttons.resign.isEnabled()

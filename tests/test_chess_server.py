@@ -11,6 +11,7 @@ import io
 
 import chess
 import chess.pgn
+import test_full_disk
 from helpers import LineClient, ServeProcess, SyncClient
 
 CHESS = ["chess"]
@@ -97,8 +98,7 @@ def test_a_host_killed_mid_game_restarts_and_the_game_goes_on(tmp_path):
         host.kill()
     with ServeProcess(data) as host:
         white2 = SyncClient(host.port)
-        white2.register("Wanda", resume=white.session, features=CHESS)
-        started, _ = white2.recv_until("game_started")
+        (started,) = white2.register("Wanda", resume=white.session, features=CHESS)["games"]
         assert started["game"] == offered["game"] and started["moves"] == ["e2e4"]
         assert started["turn"] == "black" and started["black_ms"] > 590_000
         black2 = SyncClient(host.port)
@@ -167,10 +167,85 @@ def test_a_player_who_drops_and_resumes_sees_the_same_position_and_clocks(qtbot,
     moved = play(white, black, game, "e2e4 e7e5")[-1]
     white.close()  # a network drop: the session is held
     back = LineClient(qtbot, server.port)
-    assert back.register("Wanda", resume=white.session, features=CHESS)["resumed"]
-    started = back.wait_for("game_started", game=game)
+    registered = back.register("Wanda", resume=white.session, features=CHESS)
+    assert registered["resumed"]
+    (started,) = registered["games"]
     assert started["moves"] == ["e2e4", "e7e5"] and started["fen"] == moved["fen"]
     assert started["black_ms"] == moved["black_ms"]  # not Black's turn: not charged
     assert moved["white_ms"] - 2_000 < started["white_ms"] <= moved["white_ms"]
     back.send({"type": "game_move", "game": game, "move": "g1f3"})
     assert black.wait_for("game_moved", game=game, uci="g1f3")["san"] == "Nf3"
+
+
+small_disk = test_full_disk.small_disk  # a 2 MB tmpfs that really fills
+
+
+def test_a_move_the_full_disk_refuses_is_not_played(small_disk):
+    """Stored means stored (features §0): a move the host cannot commit is refused with
+    storage_error, the opponent hears nothing, the position stays, and once the disk
+    has room the same move is played."""
+    from test_full_disk import TIMEOUT, fill, post_until_refused
+
+    with ServeProcess(small_disk / "data") as host:
+        white, black = SyncClient(host.port, timeout=TIMEOUT), SyncClient(host.port,
+                                                                        timeout=TIMEOUT)
+        white.register("Wanda", features=CHESS)
+        black.register("Boris", features=CHESS)
+        white.send({"type": "game_offer", "to": "Boris", "color": "white"})
+        offered, _ = black.recv_until("game_offered")
+        game = offered["game"]
+        black.send({"type": "game_accept", "game": game})
+        white.recv_until("game_started")
+        white.send({"type": "game_move", "game": game, "move": "e2e4"})
+        black.recv_until("game_moved")
+        filler = fill(small_disk)
+        post_until_refused(white, "filling")
+        black.send({"type": "game_move", "game": game, "move": "e7e5", "id": "m1"})
+        error, _ = black.recv_until("error", id="m1")
+        assert (error["code"], error["ref"]) == ("storage_error", "game_move")
+        assert [f for f in white.sync() if f["type"] == "game_moved"] == []
+        black.send({"type": "game_list", "id": "l1"})
+        listed, _ = black.recv_until("game_list", id="l1")
+        assert listed["games"][0]["moves"] == ["e2e4"]  # the position as it was
+        filler.unlink()
+        black.send({"type": "game_move", "game": game, "move": "e7e5", "id": "m2"})
+        moved, _ = white.recv_until("game_moved")
+        assert (moved["ply"], moved["san"]) == (2, "e5")
+        host.terminate()
+    with ServeProcess(small_disk / "data") as host:  # and what is stored is that
+        again = SyncClient(host.port, timeout=TIMEOUT)
+        (started,) = again.register("Wanda", resume=white.session, features=CHESS)["games"]
+        assert started["moves"] == ["e2e4", "e7e5"]
+        again.close()
+        host.terminate()
+
+
+def test_a_game_between_identities_is_adjourned_and_resumes_over_sockets(qtbot, server):
+    """Boris quits (bye): Wanda and the room hear game_adjourned, a move is refused;
+    Boris's app starts again with the same identity and the game goes on."""
+    from qtchat.server.identity import new_identity
+
+    identities = {name: new_identity() for name in ("Wanda", "Boris", "Vera")}
+    clients = {}
+    for name, identity in identities.items():
+        client = LineClient(qtbot, server.port)
+        assert client.register(name, features=CHESS, identity=identity)["identity"] is True
+        client.send({"type": "join", "room": "club"})
+        client.wait_for("joined")
+        clients[name] = client
+    white, black, watcher = clients["Wanda"], clients["Boris"], clients["Vera"]
+    game = start_game(white, black, room="club", clock={"initial": 300, "increment": 0})
+    play(white, black, game, "e2e4 e7e5")
+    black.send({"type": "bye"})
+    assert white.wait_for("game_adjourned")["game"] == game
+    assert watcher.wait_for("game_adjourned")["game"] == game
+    white.send({"type": "game_move", "game": game, "move": "g1f3", "id": "m"})
+    assert white.wait_for("error", id="m")["code"] == "not_permitted"
+    again = LineClient(qtbot, server.port)
+    registered = again.register("Boris", features=CHESS, identity=identities["Boris"])
+    assert [(g["game"], g["adjourned"]) for g in registered["games"]] == [(game, True)]
+    started = white.wait_for("game_started", game=game)
+    assert started["moves"] == ["e2e4", "e7e5"] and "adjourned" not in started
+    assert watcher.wait_for("game_started", game=game)["turn"] == "white"
+    white.send({"type": "game_move", "game": game, "move": "g1f3"})
+    assert again.wait_for("game_moved", game=game)["san"] == "Nf3"

@@ -3,16 +3,20 @@
 Each frame of ``qtchat.protocol.chess`` that the host sends becomes one event whose
 signal on ``ChatClient`` carries the typed frame (``gameStarted(GameStarted)`` ...): the
 board widgets read a snapshot from it. The session keeps no game state of its own: the
-host's frames are the truth, and a resume brings ``game_started`` again for every game.
-Importing this module (``chat_client.py`` does) registers the handlers.
+host's frames are the truth. ``registered.games`` and ``joined.games`` (a session's own
+games and its rooms' after a (re)connect; a room's games on joining it) come out as one
+``gameStarted`` each, after the ``registered``/``roomJoined`` event, so a window opens
+a board for them exactly as for a game that starts while it watches. Importing this
+module (``chat_client.py`` does) registers the handlers.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from qtchat.client.session import _HANDLERS, ClientSession, Emit, _emit
+from qtchat.client.session import _HANDLERS, ClientSession, Emit, RegisteredEvent, RoomJoined, _emit
 from qtchat.protocol import chess as pc
+from qtchat.protocol.server_frames import Joined, Registered
 
 
 @_emit("gameOffered")
@@ -75,3 +79,24 @@ def _on_game_frame(session: ClientSession, frame: Any, now: float) -> None:
 
 for _kind in _EVENTS:
     _HANDLERS[_kind] = _on_game_frame
+
+
+def _with_games(handle: Any, answered: type) -> Any:
+    """``handle`` (the core's handler of registered/joined), then a ``gameStarted`` per
+    listed game, if the core took the frame (it emitted ``answered``)."""
+
+    def handled(session: ClientSession, frame: Any, now: float) -> None:
+        before = len(session._events)
+        handle(session, frame, now)
+        if not frame.games or not session.has_feature(pc.FEATURE):
+            return
+        if not any(isinstance(event, answered) for event in session._events[before:]):
+            return  # refused (a protocol violation): nothing of it counts
+        for entry in frame.games:
+            session._events.append(GameStartedEvent(pc.GameStarted.from_wire(entry)))
+
+    return handled
+
+
+_HANDLERS[Registered] = _with_games(_HANDLERS[Registered], RegisteredEvent)
+_HANDLERS[Joined] = _with_games(_HANDLERS[Joined], RoomJoined)

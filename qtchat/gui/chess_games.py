@@ -3,8 +3,9 @@
 ``ChessGames`` listens to the window's ``ChatClient`` (its ``game…`` signals) and keeps,
 per game, the snapshot the board is drawn from (the fields of ``game_started``, updated
 by each ``game_moved``); a game opens as a tab holding a ``ChessPanel`` when it starts
-(or when a resume brings it again). The board's ``moveChosen`` and buttons go to the
-host; nothing on the board changes until the host answers with the move.
+(or when ``registered.games`` brings it again after a reconnect or a restart of the app;
+an adjourned game's board stays still until it resumes). The board's ``moveChosen`` and
+buttons go to the host; nothing on the board changes until the host answers with the move.
 
 An offer to you is a notice in the conversation it came from (its room, else the
 lobby), a bar with Accept / Decline above the message box while that conversation is in
@@ -92,7 +93,9 @@ class ChessGames(QObject):
         client.gameMoved.connect(self._moved)
         client.gameDraw.connect(self._draw)
         client.gameOver.connect(self._over)
+        client.gameAdjourned.connect(self._adjourned)
         client.gameList.connect(self._listed)
+        client.registered.connect(self._registered)
         window.tabs.tabCloseRequested.connect(self._close_tab)
 
     @property
@@ -176,10 +179,28 @@ class ChessGames(QObject):
         return self.games_dialog
 
     @Slot(object)
+    def _registered(self, frame: Any) -> None:
+        """After a (re)connect: a board of our own that the host no longer lists in
+        ``registered.games`` ended while we were away; ``game_list`` says how."""
+        if frame.games is None:  # a host without chess, or one that does not list games
+            return
+        listed = {entry["game"] for entry in frame.games}
+        me = self.me
+        if any(snapshot.get("state") != "finished" and game not in listed
+               and me in (snapshot.get("white"), snapshot.get("black"))
+               for game, snapshot in self.snapshots.items()):
+            self.window.client.list_games()
+
+    @Slot(object)
     def _listed(self, frame: pc.GameListAnswer) -> None:
         self._listed_games = {entry["game"]: entry for entry in frame.games}
         if self.games_dialog is not None:
             self.games_dialog.fill(frame.games, frame.finished)
+        for entry in frame.finished:  # boards still open on a game that ended meanwhile
+            snapshot = self.snapshots.get(entry["game"])
+            if snapshot is not None and snapshot.get("state") != "finished":
+                self._over(pc.GameOver(game=entry["game"], result=entry["result"],
+                                       reason=entry["reason"], pgn=entry["pgn"]))
 
     @Slot(str)
     def open_game(self, game: str) -> None:
@@ -242,6 +263,18 @@ class ChessGames(QObject):
         snapshot.update(fen=frame.fen, turn=frame.turn, white_ms=frame.white_ms,
                         black_ms=frame.black_ms, draw_offer_from=None)
         self.panels[frame.game].apply_snapshot(snapshot, self.me)
+
+    @Slot(object)
+    def _adjourned(self, frame: pc.GameAdjourned) -> None:
+        """A player's session ended: the board stops (no moves, no clock) until the host
+        resumes the game with ``game_started`` once both are back."""
+        snapshot = self.snapshots.get(frame.game)
+        if snapshot is None:
+            return
+        snapshot.update(state="adjourned", draw_offer_from=None)
+        self.panels[frame.game].apply_snapshot(snapshot, self.me)
+        self._notice(f"Chess, {snapshot['white']} against {snapshot['black']}: adjourned; "
+                     "it goes on when both players are back.", room=snapshot.get("room"))
 
     @Slot(object)
     def _draw(self, frame: pc.GameDrawRelay) -> None:

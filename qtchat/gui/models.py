@@ -1145,6 +1145,9 @@ class MessageModel(QAbstractListModel):
         entry.state = SendState.SENT
         entry.notice = None
         entry.local_id = None
+        if frame.game is not None:  # how a chess game ended (features §3): a notice
+            entry.kind = RowKind.NOTICE
+            entry.notice = NoticeKind.INFO
         return entry
 
     def _pending_for(self, frame: Message) -> MessageEntry | None:

@@ -299,3 +299,10 @@ SERVER_FRAME_SHAPES.update({
                    "finished": _list_of(_finished_game, MAX_GAMES_LISTED)},
                   {"id": _short_str}),
 })
+# A broadcast may say how a chess game ended: ``game`` {game, result, reason}.
+_said = _shape({"game": _game, "result": _one_of("1-0", "0-1", "1/2-1/2", "*"),
+                "reason": _short_str})
+SERVER_FRAME_SHAPES["broadcast"][1]["game"] = _said
+# ``registered`` and ``joined`` may carry ``games`` (the game_started shape, without type).
+for _kind in ("registered", "joined"):
+    SERVER_FRAME_SHAPES[_kind][1]["games"] = _list_of(_shape(*_STARTED), MAX_GAMES_LISTED)

@@ -74,6 +74,8 @@ class Message(NamedTuple):
     file: dict[str, Any] | None = None
     edited: str | None = None  # the last edit's time (features §7)
     deleted: dict[str, str] | None = None  # a tombstone's {by, ts}; its text is ""
+    # The end of a chess game it says (features §3): {game, result, reason}.
+    game: dict[str, str] | None = None
 
     @property
     def type(self) -> str:
@@ -100,6 +102,8 @@ class Message(NamedTuple):
             body["edited"] = self.edited
         if self.deleted is not None:
             body["deleted"] = self.deleted
+        if self.game is not None:
+            body["game"] = self.game
         return body
 
     def encode(self) -> bytes:
@@ -121,7 +125,7 @@ class Message(NamedTuple):
         return cls(seq=obj["seq"], ts=obj["ts"], sender=obj["from"], text=obj["text"],
                    room=obj.get("room") if "to" not in obj else None, to=obj.get("to"),
                    id=obj.get("id"), file=obj.get("file"), edited=obj.get("edited"),
-                   deleted=obj.get("deleted"))
+                   deleted=obj.get("deleted"), game=obj.get("game"))
 
 
 SERVER_FRAME_TYPES["broadcast"] = Message
@@ -180,6 +184,7 @@ class Registered(ServerFrame):
     statuses: dict[str, dict[str, str]] | None = None  # presence (features §5)
     # Private conversations that last (§1, qtchat/protocol/conversations.py): {with, last_seq}.
     conversations: list[dict[str, Any]] | None = None
+    games: list[dict[str, Any]] | None = None  # chess (features §3): game_started shapes
 
 
 @server_frame
@@ -217,13 +222,14 @@ class Joined(ServerFrame):
     topic: dict[str, Any] | None = None
     mode: dict[str, bool] | None = None
     statuses: dict[str, dict[str, str]] | None = None  # presence (features §5)
+    games: list[dict[str, Any]] | None = None  # chess (features §3): the room's games
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, Any]) -> Joined:
         return cls(room=obj["room"], users=obj["users"],
                    history=[Message.from_wire(m) for m in obj["history"]],
                    roles=obj.get("roles"), topic=obj.get("topic"), mode=obj.get("mode"),
-                   statuses=obj.get("statuses"))
+                   statuses=obj.get("statuses"), games=obj.get("games"))
 
 
 @server_frame

@@ -173,9 +173,17 @@ def _whisper_identities(db: sqlite3.Connection) -> None:
                    f"WHERE {column} IS NOT NULL")
 
 
+def _game_notices(db: sqlite3.Connection) -> None:
+    """The chess results said in rooms (features §3): the ``game`` {game, result,
+    reason} of a stored broadcast, by its seq, so history shows it as a notice too."""
+    db.execute("CREATE TABLE IF NOT EXISTS game_notices (seq INTEGER PRIMARY KEY, "
+               "game TEXT NOT NULL)")
+
+
 # Step N (at index N-1) takes a version N-1 history to version N.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
-    _to_v1, fts.create_index, _to_v3, _moderation_tables, _to_v5, _whisper_identities)
+    _to_v1, fts.create_index, _to_v3, _moderation_tables, _to_v5, _whisper_identities,
+    _game_notices)
 SCHEMA_VERSION = len(MIGRATIONS)  # what a history this qtchat writes is at
 
 
@@ -416,6 +424,12 @@ class MessageStore:
         # seq -> the ``file`` a message carries (files feature: kept by its file store,
         # which fills this in; every message read from here gets its own).
         self.attachments: dict[int, dict[str, Any]] = {}
+        # seq -> the ``game`` a message carries (a chess result; see add_game_notice).
+        # (No table: a history made by the steps before it, in a test of the steps.)
+        self.game_notices: dict[int, dict[str, str]] = {}
+        with contextlib.suppress(sqlite3.OperationalError):
+            self.game_notices = {seq: json.loads(game) for seq, game in self._db.execute(
+                "SELECT seq, game FROM game_notices")}
         self._changed = False  # an edit or delete is in the open transaction
         self._closed = False
         self._db.execute("BEGIN")
@@ -655,8 +669,9 @@ class MessageStore:
             cursor.close()
         rows.reverse()
         files = self.attachments
+        games = self.game_notices
         return [Message(seq=s, ts=ts, sender=f, room=r, text=t, file=files.get(s),
-                        **_changed(*c))
+                        game=games.get(s), **_changed(*c))
                 for s, ts, r, f, t, *c in rows]
 
     def whisper_page(self, sid: int, other_sid: int, before: int | None, limit: int,
@@ -754,7 +769,8 @@ class MessageStore:
                               room=room if bucket else None,
                               to=None if bucket else recipient,
                               id=cid if sender_sid == sid else None,
-                              file=self.attachments.get(seq), **_changed(*c))
+                              file=self.attachments.get(seq),
+                              game=self.game_notices.get(seq), **_changed(*c))
 
     def message_by_seq(self, seq: int) -> Message | None:
         """One stored message (with its sender's ``id``), or None if pruned."""
@@ -776,7 +792,7 @@ class MessageStore:
         return bucket, sender_sid, recipient_sid, Message(
             seq=seq, ts=ts, sender=sender, text=text, room=room if bucket else None,
             to=None if bucket else recipient, id=cid, file=self.attachments.get(seq),
-            **_changed(*c))
+            game=self.game_notices.get(seq), **_changed(*c))
 
     def client_ids(self, sid: int, limit: int = 10_000) -> dict[str, int]:
         """The latest client-chosen ids a session used, mapped to their seq."""
@@ -1003,6 +1019,13 @@ class MessageStore:
                      (game, white, black, white_sid, black_sid, state, state,
                       json.dumps(record)))
         self._urgent = True
+
+    def add_game_notice(self, seq: int, game: dict[str, str]) -> None:
+        """Message ``seq`` (added this pass) says how a chess game ended: stored with it
+        (the same commit), and read back with it by pages, replays and lookups."""
+        self.game_notices[seq] = game
+        self.keep(("game_notice", seq), "INSERT OR REPLACE INTO game_notices VALUES (?, ?)",
+                  (seq, json.dumps(game)))
 
     def open_games(self) -> list[tuple[int | None, int | None, dict[str, Any]]]:
         """Running and adjourned games as committed: (white_sid, black_sid, record)."""

@@ -9,14 +9,20 @@ room's members (watchers) — only connections that negotiated ``chess``.
 Time comes from the core (``Core.now``, and ``on_tick``): an offer lapses after
 ``OFFER_SECONDS``, and a clock that runs out ends its game at the next sweep (at most a
 second late) even if nobody moves — ``ChessGame.deadline`` says when. A player who
-drops keeps their game (the clock runs only on their turn); when their session ends
-(``bye``, the end of the grace period) a running game is abandoned, a loss for the one
-gone (aborted if nobody has moved yet). Games in the store are loaded when the server
-starts, their clocks restarting then: no time is charged while the host was down.
+drops keeps their game (the clock runs only on their turn). When their session ends
+(``bye``, the end of the grace period), a game whose two players registered with an
+identity (``ModerationFeature.identity_of``) is adjourned: its clock stops, it is
+stored, the other player and the watchers get ``game_adjourned``, and it resumes
+(``game_started`` again, clocks as stored) once a session of each identity is back
+under the player's name — after a host restart too. Without identities it is
+abandoned, a loss for the one gone (aborted if nobody has moved yet). Games in the
+store are loaded when the server starts, their clocks restarting then: no time is
+charged while the host was down.
 
-Not yet here (see docs/protocol.md): adjournment between identities (the identity
-feature is another module), and ``games`` in ``registered``/``joined`` (the running
-games are sent as ``game_started`` frames right after instead).
+``registered`` and ``joined`` carry ``games`` (those of your rooms and your own, in
+the ``game_started`` shape) for a connection with ``chess``; games past
+``GAMES_IN_FRAME`` characters of them follow as ``game_started`` frames, so a room of
+long games never pushes the frame past its size.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ OFFER_SECONDS = 60
 MAX_RUNNING_PER_PLAYER = 5
 FINISHED_LISTED = 20
 SAVE_EVERY = 10.0  # seconds between stores of a running clock (see on_tick)
+GAMES_IN_FRAME = 24_000  # characters of ``games`` in one registered/joined (see above)
 
 _RESULT_WORDS = {"1-0": "White wins", "0-1": "Black wins", "1/2-1/2": "Draw", "*": "No result"}
 
@@ -67,6 +74,12 @@ class ChessFeature(Feature):
         self.sids: dict[str, tuple[int | None, int | None]] = {}  # game -> players' sessions
         self._finished_ids: set[str] = set()  # games ended since start (game_finished)
         self._saved_at: dict[str, float] = {}  # game -> when last stored
+        # game -> the players' identities (hashes; None: registered without one).
+        self.idents: dict[str, tuple[str | None, str | None]] = {}
+        # What a registered/joined being built listed of each game: (ply, state). What
+        # differs by the time it is live (a move during a resume's replay, a game that
+        # did not fit) follows as game_started then (see on_live, on_join).
+        self._given: dict[Connection, dict[str, tuple[int, str]]] = {}
         self._load()
 
     # --- the other modules, as the core has them ---------------------------------------
@@ -91,6 +104,8 @@ class ChessFeature(Feature):
                 game.resume(now)
             self.games[game.game_id] = game
             self.sids[game.game_id] = (white_sid, black_sid)
+            white_id, black_id = record.get("identities") or (None, None)
+            self.idents[game.game_id] = (white_id, black_id)
 
     # --- offers --------------------------------------------------------------------------
 
@@ -193,6 +208,7 @@ class ChessFeature(Feature):
                          game_id=offer.game, room=offer.room.display if offer.room else None)
         self.games[game.game_id] = game
         self.sids[game.game_id] = (white.sid, black.sid)
+        self.idents[game.game_id] = (self._identity(white), self._identity(black))
         self._save(game)
         data = self._started(game).encode()
         for conn_ in self._audience(game):
@@ -219,6 +235,7 @@ class ChessFeature(Feature):
         if game is None:
             return
         core = self.core
+        before = game.to_record()
         try:
             uci, san = game.move(session.name.display, frame.move, core.now)
         except ChessError as error:
@@ -228,6 +245,17 @@ class ChessFeature(Feature):
             return
         snap = game.snapshot()
         self._save(game)
+        if not core.commit_now():
+            # Stored means stored (§0): a move the disk refused was played by nobody.
+            # The game goes back to the position before it, and that is what the store
+            # is asked to keep when it has room again (it replaces the refused change).
+            game = ChessGame.from_record(before)
+            self.games[game.game_id] = game
+            self._save(game)
+            core.send_error(conn, "storage_error", "The host could not store your move "
+                            "(its disk may be full), so it was not played; try again later.",
+                            frame.type)
+            return
         data = pc.GameMoved(game=game.game_id, ply=game.ply, uci=uci, san=san, fen=snap["fen"],
                             white_ms=snap["white_ms"], black_ms=snap["black_ms"],
                             turn=snap["turn"]).encode()
@@ -297,6 +325,7 @@ class ChessFeature(Feature):
 
     def on_detach(self, conn: Connection, session: Session, announce: str | None) -> None:
         """An offer ends when either's connection drops; games wait for the session."""
+        self._given.pop(conn, None)
         for offer in list(self.offers.values()):
             if session in (offer.sender, offer.to):
                 self._end_offer(offer, "gone")
@@ -317,6 +346,7 @@ class ChessFeature(Feature):
                 self._end_offer(offer, "expired")
         for game in list(self.games.values()):
             if game.state != RUNNING:
+                self._try_resume(game)
                 continue
             if game.tick(now):
                 self._over(game, None)
@@ -328,7 +358,15 @@ class ChessFeature(Feature):
                 game.resume(now)
                 self._save(game)
             gone = self._gone_player(game)
-            if gone is not None:
+            back = self._back(game) if gone is not None else None
+            if back is not None:
+                # Both identities have sessions (an app restarted: its new session
+                # ended the old one): the game goes on with the new ones.
+                self.sids[game.game_id] = (back[0].sid, back[1].sid)
+                self._save(game)
+            elif gone is not None and all(self.idents.get(game.game_id, (None, None))):
+                self._adjourn(game)
+            elif gone is not None:
                 other = game.opponent_of(gone)
                 if game.ply == 0:
                     game.finish("*", "aborted", other, now)
@@ -336,6 +374,55 @@ class ChessFeature(Feature):
                     result = "0-1" if gone == game.white else "1-0"
                     game.finish(result, "abandoned", other, now)
                 self._over(game, None)
+
+    # --- adjournment between identities --------------------------------------------------
+
+    def _identity(self, session: Session) -> str | None:
+        """The identity (hash) ``session`` registered with, if any (moderation keeps it)."""
+        moderation = getattr(self.core, "moderation", None)
+        return moderation.identity_of(session) if moderation is not None else None
+
+    def _adjourn(self, game: ChessGame) -> None:
+        """A player's session ended and both have identities: stop the clock, store the
+        game, tell the other player and the watchers; it waits for both to be back."""
+        game.adjourn(self.core.now)
+        if game.state == FINISHED:  # the flag fell at the very moment
+            self._over(game, None)
+            return
+        self._save(game)
+        data = pc.GameAdjourned(game=game.game_id).encode()
+        for conn in self._audience(game):
+            self.core.queue(conn, data)
+
+    def _try_resume(self, game: ChessGame) -> None:
+        """An adjourned game runs again once each player's identity has a session under
+        the player's name (new sessions, possibly after a restart): ``game_started``
+        again, the clocks as stored, running from now."""
+        sessions = self._back(game, connected=True)
+        if sessions is None:
+            return
+        game.resume(self.core.now)
+        self.sids[game.game_id] = (sessions[0].sid, sessions[1].sid)
+        self._save(game)
+        data = self._started(game).encode()
+        for conn in self._audience(game):
+            self.core.queue(conn, data)
+
+    def _back(self, game: ChessGame, *, connected: bool = False
+              ) -> tuple[Session, Session] | None:
+        """Both players' sessions if each is held by the identity the game has for it
+        (``connected``: and each has a connection, not merely a session in its grace
+        period, as after a host restart before anyone is back)."""
+        found = []
+        for name, identity in zip((game.white, game.black),
+                                  self.idents.get(game.game_id, (None, None)), strict=True):
+            session = self._sessions.named(parse_name(name))
+            if identity is None or session is None or self._identity(session) != identity:
+                return None
+            if connected and session.conn is None:
+                return None
+            found.append(session)
+        return found[0], found[1]
 
     # --- inside --------------------------------------------------------------------------
 
@@ -355,6 +442,8 @@ class ChessFeature(Feature):
         audience = self._audience(game)
         self.games.pop(game.game_id, None)
         self._saved_at.pop(game.game_id, None)
+        self.idents.pop(game.game_id, None)
+        self.sids.pop(game.game_id, None)
         self._finished_ids.add(game.game_id)
         result, reason = game.result or "*", game.reason or "aborted"
         data = pc.GameOver(game=game.game_id, result=result, reason=reason,
@@ -374,14 +463,19 @@ class ChessFeature(Feature):
         ts = core.timestamp()
         seq = core.store.add(ts=ts, bucket=room.key, room=room.display, sender=sender,
                              sender_sid=ender.sid if ender is not None else 0, text=text)
-        message = Message(seq=seq, ts=ts, sender=sender, room=room.display, text=text)
-        wire = message.to_wire()
-        wire["game"] = {"game": game.game_id, "result": result, "reason": reason}
-        data = p.encode(wire)
-        core.fan_out(room, data)
+        said = {"game": game.game_id, "result": result, "reason": reason}
+        core.store.add_game_notice(seq, said)
+        message = Message(seq=seq, ts=ts, sender=sender, room=room.display, text=text,
+                          game=said)
+        data = message.encode()
+        # A client without chess gets the plain broadcast (its text says it all).
+        plain = message._replace(game=None).encode()
+        for conn_ in room.conns:
+            core.queue(conn_, data if self._plays_chess(conn_) else plain)
         poster = conn if conn is not None else (ender.conn if ender is not None else None)
         if poster is not None and poster.session is not None:
-            core.posted(poster, poster.session, message, None, (data, None))
+            # Both copies go back if the commit fails (see ServerCore._storage_failed).
+            core.posted(poster, poster.session, message, None, (data, plain))
 
     def _room_named(self, display: str) -> Room | None:
         try:
@@ -392,8 +486,10 @@ class ChessFeature(Feature):
     def _save(self, game: ChessGame) -> None:
         self._saved_at[game.game_id] = self.core.now
         white_sid, black_sid = self.sids.get(game.game_id, (None, None))
+        record = game.to_record()
+        record["identities"] = list(self.idents.get(game.game_id, (None, None)))
         self.core.store.save_game(game.game_id, game.white, game.black, white_sid, black_sid,
-                                  game.state, game.to_record())
+                                  game.state, record)
 
     def _started(self, game: ChessGame) -> pc.GameStarted:
         snap = game.snapshot(self.core.now)
@@ -435,19 +531,76 @@ class ChessFeature(Feature):
                         found[conn] = None
         return list(found)
 
-    def on_join(self, conn: Connection, session: Session, room: Room) -> None:
-        """Joining a room: its running games, to watch (in place of ``joined.games``)."""
-        if not self._plays_chess(conn):
+    def _games_field(self, conn: Connection, games: list[ChessGame]) -> dict[str, Any]:
+        """``games`` for a registered/joined: as many as fit in ``GAMES_IN_FRAME``
+        characters (the rest follow as ``game_started``, see ``_catch_up``)."""
+        if not self._plays_chess_negotiated(conn):
+            return {}
+        listed: list[dict[str, Any]] = []
+        given: dict[str, tuple[int, str]] = {}
+        size = 0
+        for game in games:
+            wire = self._started(game).to_wire()
+            del wire["type"]
+            size += len(p.encode(wire))
+            if size <= GAMES_IN_FRAME:
+                listed.append(wire)
+                given[game.game_id] = (game.ply, game.state)
+        self._given[conn] = given
+        return {"games": listed}
+
+    def _catch_up(self, conn: Connection, games: list[ChessGame]) -> None:
+        """``game_started`` for each of ``games`` not as the registered/joined gave it,
+        and ``game_over`` for a game of its own it listed that has ended since."""
+        given = self._given.pop(conn, {})
+        if not self._plays_chess(conn) or conn.session is None:
             return
-        for game in self.games.values():
-            if game.room is not None and self._room_named(game.room) is room:
+        for game in games:
+            if given.get(game.game_id) != (game.ply, game.state):
                 self.core.queue(conn, self._started(game).encode())
+        ended = [game_id for game_id in given if game_id not in self.games]
+        if ended:
+            name = conn.session.name.display
+            for record in self.core.store.finished_games(name, FINISHED_LISTED):
+                if record["game"] in ended:
+                    self.core.queue(conn, pc.GameOver(
+                        game=record["game"], result=record["result"] or "*",
+                        reason=record["reason"] or "aborted",
+                        pgn=ChessGame.from_record(record).pgn()).encode())
+
+    def _games_of(self, session: Session) -> list[ChessGame]:
+        """The games ``session`` plays or watches (in its rooms)."""
+        name = session.name.display
+        return [game for game in self.games.values()
+                if name in (game.white, game.black) or self._watches(session, game)]
+
+    def _games_in(self, room: Room) -> list[ChessGame]:
+        return [game for game in self.games.values()
+                if game.room is not None and self._room_named(game.room) is room]
+
+    def registered_fields(self, conn: Connection, session: Session) -> dict[str, Any]:
+        """``registered.games``: the games of the session's rooms and its own."""
+        return self._games_field(conn, self._games_of(session))
+
+    def joined_fields(self, conn: Connection, session: Session, room: Room) -> dict[str, Any]:
+        """``joined.games``: the room's games, to watch."""
+        return self._games_field(conn, self._games_in(room))
+
+    def on_join(self, conn: Connection, session: Session, room: Room) -> None:
+        """The room's games that did not fit in ``joined.games``."""
+        self._catch_up(conn, self._games_in(room))
 
     def on_live(self, conn: Connection, session: Session) -> None:
-        """A connection went live: the running games it plays or watches, as
-        ``game_started`` (in place of ``registered.games``)."""
-        if not self._plays_chess(conn):
-            return
-        for game in self.games.values():
-            if session.name.display in (game.white, game.black) or self._watches(session, game):
-                self.core.queue(conn, self._started(game).encode())
+        """What changed while a resume replayed (moves are sent only to live
+        connections), and what did not fit in ``registered.games``; then an adjourned
+        game of this player's may resume, now that they are back."""
+        self._catch_up(conn, self._games_of(session))
+        for game in list(self.games.values()):
+            if game.state != RUNNING and session.name.display in (game.white, game.black):
+                self._try_resume(game)
+
+    @staticmethod
+    def _plays_chess_negotiated(conn: Connection) -> bool:
+        """Asked for chess (``registered``/``joined`` are built before the connection is
+        live, so ``_plays_chess`` would say no)."""
+        return conn.features is not None and pc.FEATURE in conn.features
