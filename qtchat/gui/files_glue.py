@@ -188,7 +188,7 @@ class FilesGlue(QObject):
         # Answered by dialogs; a test or another front end may replace them.
         self.ask_save_path: Callable[[str], str | None] = self._ask_save_path
         self.ask_open_files: Callable[[], list[str]] = self._ask_open_files
-        self.confirm_open: Callable[[Path], bool] = self._confirm_open
+        self.confirm_open: Callable[[Path], bool] = self._confirm_open  # before a program
         self.opened: list[Path] = []  # what the person opened (after the warning)
 
         self.attach_button = QToolButton()
@@ -463,8 +463,6 @@ class FilesGlue(QObject):
         return key
 
     def _confirm_open(self, path: Path) -> bool:
-        if not is_executable(path):
-            return True
         box = QMessageBox(QMessageBox.Icon.Warning, "Open a program?",
                           f"{path.name} is a program or a script: opening it runs it, with "
                           "everything you may do on this computer. Open it only if you know "
@@ -480,7 +478,7 @@ class FilesGlue(QObject):
         transfer = self._transfers.get(key)
         if transfer is None or transfer.state is not State.DONE or transfer.path is None:
             return False
-        if not self.confirm_open(transfer.path):
+        if is_executable(transfer.path) and not self.confirm_open(transfer.path):
             return False
         self.opened.append(transfer.path)
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(transfer.path)))
