@@ -152,6 +152,12 @@ def test_a_dropped_picture_goes_up_shows_in_the_other_window_and_is_saved(
     conv.view.viewport().repaint()  # the row grew by the picture: measured again
     assert conv.view.row_rect(row).height() > picture.height()
 
+    # A click on the picture shows it whole, fetched from the host, in a viewer.
+    click_action(qtbot, conv, row, "picture")
+    qtbot.waitUntil(lambda: bool(bob.files._viewers), timeout=WAIT_MS)
+    [label] = bob.files._viewers[-1].findChildren(QLabel)
+    assert label.pixmap().size().toTuple() == (400, 300)
+
     # Save as…: the person chooses where; the bytes are the original's.
     saved = tmp_path / "bob's" / "garden copy.png"
     saved.parent.mkdir()

@@ -134,6 +134,7 @@ class _RowPaint:
     status: str = ""  # pending state line
     status_y: float = 0.0
     file_top: int = 0  # a file row: where its box starts (0: no file box)
+    file_lines: int = 0  # … and its text lines: name, size and type, a state if any
     picture: QSize = field(default_factory=QSize)  # the picture's size in that box
 
 
@@ -353,7 +354,7 @@ class MessageDelegate(QObject):
             text_origin=QPointF(_PAD_X + self._time_w + _GAP, _PAD_Y),
             links=links,
         )
-        if entry.state != SendState.SENT:
+        if entry.state != SendState.SENT and file_of(entry) is None:  # (a file: its box)
             built.status = _FAILED_TEXT if entry.state == SendState.FAILED else _SENDING_TEXT
             built.status_y = _PAD_Y + height
             built.height += self._status_h
@@ -373,7 +374,8 @@ class MessageDelegate(QObject):
                 built.height += built.picture.height() + 4
             elif row.picture_note:
                 built.height += self._line_h
-            built.height += 4 * self._line_h + 2 * _PAD_Y
+            built.file_lines = 3 if row.state or row.fraction is not None else 2
+            built.height += (built.file_lines + 1) * self._line_h + 2 * _PAD_Y
         return built
 
     def file_row(self, entry: MessageEntry) -> FileRow | None:
@@ -479,7 +481,7 @@ class MessageDelegate(QObject):
 
     def _file_rects(self, built: _RowPaint, row: FileRow) -> dict[str, QRect]:
         """Where a file box's parts are, relative to the row's top-left: "box",
-        "picture", "lines" (the first text line) and each action's key."""
+        "picture" (or "note"), "lines" (the text lines) and each action's key."""
         x = int(built.text_origin.x())
         width = min(self._text_width(), 480)
         y = built.file_top + _PAD_Y
@@ -490,10 +492,10 @@ class MessageDelegate(QObject):
         elif row.picture_note:
             rects["note"] = QRect(x, y, width, self._line_h)
             y += self._line_h
-        rects["lines"] = QRect(x, y, width, 3 * self._line_h)
+        rects["lines"] = QRect(x, y, width, built.file_lines * self._line_h)
         fm = QFontMetricsF(self._font)
         ax = x
-        actions_y = y + 3 * self._line_h
+        actions_y = y + built.file_lines * self._line_h
         for key, label in row.actions:
             w = math.ceil(fm.horizontalAdvance(label))
             rects[key] = QRect(ax, actions_y, w, self._line_h)
@@ -536,7 +538,9 @@ class MessageDelegate(QObject):
         painter.drawText(QRect(lines.left(), lines.top() + line_h, lines.width(), line_h),
                          flags, detail)
         state_rect = QRect(lines.left(), lines.top() + 2 * line_h, lines.width(), line_h)
-        if row.fraction is not None:
+        if built.file_lines < 3:
+            pass  # no state when it was laid out (a refresh is on its way)
+        elif row.fraction is not None:
             bar = QStyleOptionProgressBar()
             bar.rect = state_rect.adjusted(0, 1, 0, -1)
             bar.minimum, bar.maximum = 0, 1000

@@ -55,6 +55,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMessageBox,
     QScrollArea,
+    QStyle,
     QToolButton,
     QVBoxLayout,
 )
@@ -192,7 +193,9 @@ class FilesGlue(QObject):
         self.opened: list[Path] = []  # what the person opened (after the warning)
 
         self.attach_button = QToolButton()
-        self.attach_button.setText("📎")
+        self.attach_button.setText("File…")
+        self.attach_button.setIcon(window.style().standardIcon(QStyle.StandardPixmap.SP_FileIcon))
+        self.attach_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.attach_button.setToolTip("Send a file (or drop one on the window)")
         self.attach_button.setAccessibleName("Send a file")
         self.attach_button.clicked.connect(self.choose_files)
@@ -631,7 +634,7 @@ class FilesGlue(QObject):
             else:
                 actions = [*row.actions, *actions]
         if shown is not None:
-            actions.append(("picture", "View"))
+            actions.append(("view", "View"))
         row.actions = tuple(actions)
         return row
 
@@ -693,7 +696,7 @@ class FilesGlue(QObject):
         file_id = info.get("file")
         if what == "save" and entry.seq is not None:
             self.save(info, conv)
-        elif what == "picture" and _is_picture(info):
+        elif what in ("picture", "view") and _is_picture(info):
             self.view_picture(info, entry)
         elif what in ("cancel", "retry"):
             key = entry.local_id if entry.seq is None else self._saved.get(str(file_id))
