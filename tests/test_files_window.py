@@ -311,3 +311,40 @@ def test_a_private_conversation_kind_is_kept(qtbot, people):
     conv = alice.conversation(ConversationKind.PRIVATE, "Bob")
     alice.show_conversation(conv)
     assert conv.view.property("filesAttached") and conv.view.delegate().files is alice.files
+
+
+def test_an_upload_cut_by_a_host_restart_goes_on_by_itself(
+        qtbot, make_server, make_client, isolated_settings, tmp_path):
+    server = make_server()
+    port = server.port
+    alice = open_window(qtbot, make_client, port, "Alice")
+    source = tmp_path / "film.mkv"
+    data = os.urandom(48 << 20)
+    source.write_bytes(data)
+    cut = []
+
+    def restart_midway(_key: str, done: int, _total: int) -> None:
+        if not cut and done >= 8 << 20:
+            cut.append(done)
+            server.stop()
+            server.close_store()
+
+    alice.client.transferProgress.connect(restart_midway)
+    with qtbot.waitSignal(alice.client.transferFailed, timeout=WAIT_MS) as failed:
+        [key] = alice.files.send_paths([str(source)])
+    alice.client.transferProgress.disconnect(restart_midway)
+    assert failed.args[1] == "network"
+    conv = lobby(alice)
+    row = last_file_row(conv)
+    assert "Retry" in shown_lines(conv, row)
+    again = make_server(port=port)  # the same data folder: what arrived is kept
+    moved = []
+    alice.client.transferProgress.connect(lambda _k, done, _t: moved.append(done))
+    with qtbot.waitSignal(alice.client.fileSent, timeout=30_000):
+        pass  # reconnecting and resuming are the app's own doing
+    assert min(moved) > 4 << 20  # from what the host held, not from 0
+    assert alice.files.model.transfer(key).state is State.DONE
+    entry = lobby(alice).model.entry(last_file_row(lobby(alice)))
+    assert entry.seq is not None and file_of(entry)["size"] == len(data)
+    assert again.is_listening
+    alice.files.shut_down()

@@ -107,6 +107,8 @@ SENTENCES = {
     "unknown_type": "This host does not take files.",
 }
 _FILE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# Failures of the connection, not refusals: retried by themselves once the chat is back.
+RESUMABLE = frozenset({"network", "offline", "timeout", "closed", "refused", "not_resolved"})
 
 
 def _is_picture(info: dict[str, Any]) -> bool:
@@ -146,6 +148,7 @@ class _Transfer:
     cancelled: bool = False
     listed: bool = True  # in the transfers panel
     done: int = 0
+    code: str = ""  # why it stopped, the last time it did
 
 
 @dataclass
@@ -229,6 +232,7 @@ class FilesGlue(QObject):
         client.fileSent.connect(self._sent)
         client.fileSaved.connect(self._saved_to)
         client.transferFailed.connect(self._failed)
+        client.reconnected.connect(self._reconnected)
 
     # --- sending --------------------------------------------------------------------------
 
@@ -393,6 +397,7 @@ class FilesGlue(QObject):
             return
         sentence = sentence if sentence and sentence != code else SENTENCES.get(code, code)
         cancelled = code == "cancelled" or transfer.cancelled
+        transfer.code = code
         transfer.state = State.CANCELLED if cancelled else State.FAILED
         transfer.error = "" if cancelled else sentence
         if transfer.listed:
@@ -401,7 +406,7 @@ class FilesGlue(QObject):
         if transfer.direction == UPLOAD:
             if conv is not None:
                 conv.model.mark_failed(key)
-                if not cancelled:
+                if not cancelled and code not in RESUMABLE:  # (those go on by themselves)
                     self._say(conv, f"{transfer.name} was not sent: {sentence}")
         elif transfer.purpose == "save":
             self._say(conv or self.window.current(),
@@ -417,6 +422,15 @@ class FilesGlue(QObject):
         if transfer.conv_key is None:
             return None
         return self.window.conversation(*transfer.conv_key, create=False)
+
+    @Slot(bool)
+    def _reconnected(self, _gap: bool) -> None:
+        """The chat is back (a dropped network, a restarted host): what stopped because
+        the connection went goes on by itself from where it was; refusals and what the
+        person cancelled wait for Retry."""
+        for key, transfer in list(self._transfers.items()):
+            if transfer.state is State.FAILED and transfer.code in RESUMABLE:
+                self.retry(key)
 
     # --- cancel, retry, save, open ----------------------------------------------------------
 
