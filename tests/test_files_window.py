@@ -348,3 +348,46 @@ def test_an_upload_cut_by_a_host_restart_goes_on_by_itself(
     assert entry.seq is not None and file_of(entry)["size"] == len(data)
     assert again.is_listening
     alice.files.shut_down()
+
+
+SVG = (b'<svg xmlns="http://www.w3.org/2000/svg" width="30000" height="30000">'
+       b'<image href="http://example.invalid/x.png" width="10" height="10"/></svg>')
+
+
+def test_svg_is_never_drawn_inline_even_named_like_a_png(qtbot, people, tmp_path):
+    alice, bob = people
+    honest, disguised = tmp_path / "logo.svg", tmp_path / "logo.png"
+    honest.write_bytes(SVG)
+    disguised.write_bytes(SVG)
+    conv = lobby(bob)
+    with qtbot.waitSignal(bob.client.messageReceived, timeout=WAIT_MS):
+        alice.files.send_paths([str(honest)])
+    row = last_file_row(conv)
+    shown = conv.view.delegate().file_row(conv.model.entry(row))
+    assert shown.picture is None and shown.picture_note == ""  # a file, not a picture
+    with qtbot.waitSignal(bob.client.messageReceived, timeout=WAIT_MS):
+        alice.files.send_paths([str(disguised)])
+    row = last_file_row(conv)
+    assert "preview" not in file_of(conv.model.entry(row))
+    qtbot.waitUntil(lambda: "not a picture this app shows" in shown_lines(conv, row),
+                    timeout=WAIT_MS)
+
+
+@pytest.mark.parametrize(("sent", "suggested"), [
+    ("con.txt", "_con.txt"),
+    ("what? <now>.txt", "what_ _now_.txt"),
+    ("notes.txt. ", "notes.txt"),
+])
+def test_save_as_suggests_a_name_safe_on_any_system(qtbot, people, tmp_path, sent,
+                                                    suggested):
+    alice, bob = people
+    source = tmp_path / "out" / sent
+    source.parent.mkdir()
+    source.write_text("x")
+    with qtbot.waitSignal(bob.client.messageReceived, timeout=WAIT_MS):
+        alice.files.send_paths([str(source)])
+    conv = lobby(bob)
+    asked = []
+    bob.files.ask_save_path = lambda path: asked.append(path) and None  # the person cancels
+    bob.files.act(conv, conv.model.entry(last_file_row(conv)), "save")
+    assert [Path(path).name for path in asked] == [suggested]
