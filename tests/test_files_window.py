@@ -391,3 +391,34 @@ def test_save_as_suggests_a_name_safe_on_any_system(qtbot, people, tmp_path, sen
     bob.files.ask_save_path = lambda path: asked.append(path) and None  # the person cancels
     bob.files.act(conv, conv.model.entry(last_file_row(conv)), "save")
     assert [Path(path).name for path in asked] == [suggested]
+
+
+def test_pictures_without_previews_are_fetched_and_shown(qtbot, people, tmp_path):
+    # An app that sends no previews: Bob's window fetches the small pictures to show
+    # them (a few at a time; six tiny ones shown at once all arrive).
+    alice, bob = people
+    bob.resize(980, 1000)
+    conv = lobby(bob)
+    elsewhere = bob.conversation(ConversationKind.PRIVATE, "Alice")
+    bob.show_conversation(elsewhere)  # the rows arrive unseen, then show all at once
+    for number in range(6):
+        source = tmp_path / f"dot{number}.png"
+        picture_png(source, 24, 12)
+        with qtbot.waitSignal(bob.client.messageReceived, timeout=WAIT_MS):
+            alice.client.send_file(source, mime="image/png")  # no preview
+    rows = file_rows(conv)
+    assert len(rows) == 6
+    bob.show_conversation(conv)
+    conv.view.scroll_to_bottom()
+    conv.view.viewport().repaint()
+    assert {row for row, _rect in conv.view.visible_rows()} >= set(rows)  # all at once
+
+    def pictures() -> list:
+        conv.view.viewport().repaint()
+        return [conv.view.delegate().file_row(conv.model.entry(row)).picture for row in rows]
+
+    qtbot.waitUntil(lambda: all(picture is not None for picture in pictures()),
+                    timeout=WAIT_MS)
+    notices = [conv.model.entry(row).text for row in range(conv.model.rowCount())
+               if conv.model.entry(row).kind == RowKind.NOTICE]
+    assert not any("not saved" in text for text in notices)

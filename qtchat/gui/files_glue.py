@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AUTO_FETCH = 8 << 20  # a picture without a preview up to this size is fetched to show
+SHOW_FETCHES = 2  # pictures fetched to be shown at once (the host allows 4 transfers)
 # Progress is painted at most this often: a repaint per slice moved held a loopback
 # upload to the window's paint rate (25 MB/s on Xvfb, one repaint per 1 MiB sent).
 PAINT_EVERY_MS = 100
@@ -192,6 +194,7 @@ class FilesGlue(QObject):
         self._previews = _PreviewMade(self)
         self._previews.done.connect(self._preview_made, Qt.ConnectionType.QueuedConnection)
         self._viewers: list[QDialog] = []
+        self._waiting: deque[tuple[str, str, int]] = deque()  # pictures to fetch, in turn
         self._moved: dict[str, int] = {}  # progress not painted yet: key -> bytes done
         self._paint_timer = QTimer(self)
         self._paint_timer.setSingleShot(True)
@@ -385,6 +388,7 @@ class FilesGlue(QObject):
             shown = self._shown.get(transfer.file_id)
             if shown is not None:
                 self._decode_file(transfer.file_id, Path(path), shown)
+            self._fetch_next()
         elif transfer.purpose == "view":
             self.loader.load(("view", transfer.file_id, transfer.name), path)
         self._refresh(transfer.file_id)
@@ -416,6 +420,8 @@ class FilesGlue(QObject):
             shown = self._shown.get(transfer.file_id)
             if shown is not None:
                 shown.note = f"the picture could not be fetched: {sentence}"
+            if transfer.purpose == "show":
+                self._fetch_next()
         self._refresh(transfer.file_id or key)
 
     def _conversation(self, transfer: _Transfer) -> Conversation | None:
@@ -539,12 +545,23 @@ class FilesGlue(QObject):
         if destination.exists():
             self._saved_to_cache(file_id, name, destination, purpose)
             return
+        if purpose == "show" and self._fetching() >= SHOW_FETCHES:
+            self._waiting.append((file_id, name, size))  # in turn: after one ends
+            return
         key = self.client.download(file_id, destination)
         self._transfers[key] = _Transfer(key, DOWNLOAD, name, size, purpose=purpose,
                                          path=destination, file_id=file_id,
                                          state=State.DOWNLOADING, listed=purpose == "view")
         if purpose == "view":
             self.model.add(key, name, DOWNLOAD, size, now=self._clock())
+
+    def _fetching(self) -> int:
+        return sum(1 for t in self._transfers.values()
+                   if t.purpose == "show" and t.state is State.DOWNLOADING)
+
+    def _fetch_next(self) -> None:
+        while self._waiting and self._fetching() < SHOW_FETCHES:
+            self._fetch(*self._waiting.popleft(), "show")
 
     def _saved_to_cache(self, file_id: str, name: str, path: Path, purpose: str) -> None:
         if purpose == "view":
@@ -777,6 +794,8 @@ class FilesGlue(QObject):
     def _refresh(self, key: str) -> None:
         """Rows showing ``key`` (a file id or an offer id) are measured and painted again."""
         keys = {key, *(k for k, v in self._posted.items() if v == key)}
+        if key in self._posted:
+            keys.add(self._posted[key])
         for conv in self._conversations():
             attached = conv.view.property("filesAttached")
             model = conv.model
