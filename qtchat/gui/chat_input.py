@@ -54,8 +54,8 @@ class ChatInput(QPlainTextEdit):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setPlaceholderText("Message — Enter sends, Shift+Enter starts a new line, "
-                                "/help lists commands")
+        # Short enough for one line beside the File… button in a window of 800 px.
+        self.setPlaceholderText("Message — Enter sends, Shift+Enter new line, /help")
         self.setTabChangesFocus(False)
         self.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
