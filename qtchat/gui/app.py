@@ -43,7 +43,7 @@ from qtchat.wakeup import install_signal_wakeup
 log = logging.getLogger(__name__)
 _STARTED = time.perf_counter()
 # The features the app implements and asks hosts for (PROTOCOL-FEATURES §0).
-APP_FEATURES: tuple[str, ...] = ("chess", *CLIENT_FEATURES)
+APP_FEATURES: tuple[str, ...] = ("chess", "files", *CLIENT_FEATURES)
 
 
 class HostRuntime:

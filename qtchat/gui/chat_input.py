@@ -2,20 +2,30 @@
 
 Enter sends, Shift+Enter starts a new line, Up and Down recall what was typed, Tab
 completes a member's name. What it sends is plain text; the window decides whether
-it is a command (``qtchat.gui.commands``) or a message.
+it is a command (``qtchat.gui.commands``) or a message. Files dropped or pasted on it,
+and pictures pasted from the clipboard, are offered to the window as files to send.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import QEvent, Qt, Signal, Slot
-from PySide6.QtGui import QKeyEvent, QResizeEvent, QTextCursor
+from PySide6.QtCore import QEvent, QMimeData, Qt, Signal, Slot
+from PySide6.QtGui import QImage, QKeyEvent, QResizeEvent, QTextCursor
 from PySide6.QtWidgets import QPlainTextEdit, QSizePolicy, QWidget
 
 from qtchat import protocol as p
 
-__all__ = ["ChatInput"]
+__all__ = ["ChatInput", "local_files"]
+
+
+def local_files(source: QMimeData) -> list[str]:
+    """The local files a drop or a paste carries (a file manager's ``file://`` URLs);
+    other URLs (a link dragged from a browser) are text, not files."""
+    if not source.hasUrls():
+        return []
+    return [url.toLocalFile() for url in source.urls() if url.isLocalFile()
+            and url.toLocalFile()]
 
 
 class ChatInput(QPlainTextEdit):
@@ -29,17 +39,23 @@ class ChatInput(QPlainTextEdit):
             long); the text stays, for the person to shorten.
         editSubmitted(int seq, str text): Enter while editing message ``seq`` (see
             ``start_edit``: Up in an empty box, when the window offers ``edit_last``).
+        filesOffered(list paths): files dropped or pasted here (local files only): the
+            window sends them; their paths never become text in the box.
+        pictureOffered(QImage): a picture pasted from the clipboard (a screenshot), not
+            a file: the window saves it as a PNG and sends that.
     """
 
     submitted = Signal(str)
     refused = Signal(str)
     editSubmitted = Signal(int, str)
+    filesOffered = Signal(list)
+    pictureOffered = Signal(QImage)
     MAX_LINES = 6
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setPlaceholderText("Message — Enter sends, Shift+Enter starts a new line, "
-                                "/help lists commands")
+        # Short enough for one line beside the File… button in a window of 800 px.
+        self.setPlaceholderText("Message — Enter sends, Shift+Enter new line, /help")
         self.setTabChangesFocus(False)
         self.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
@@ -55,6 +71,23 @@ class ChatInput(QPlainTextEdit):
         self._placeholder = self.placeholderText()
         self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
         self._fit_height()
+
+    # Files and pictures dropped or pasted: offered to the window, not typed.
+    def canInsertFromMimeData(self, source: QMimeData) -> bool:
+        return bool(local_files(source)) or source.hasImage() or \
+            super().canInsertFromMimeData(source)
+
+    def insertFromMimeData(self, source: QMimeData) -> None:
+        files = local_files(source)
+        if files:
+            self.filesOffered.emit(files)
+            return
+        if source.hasImage():
+            image = QImage(source.imageData())
+            if not image.isNull():
+                self.pictureOffered.emit(image)
+                return
+        super().insertFromMimeData(source)
 
     # The QLineEdit-like API the window and the tests use.
     def text(self) -> str:

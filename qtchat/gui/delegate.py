@@ -38,12 +38,13 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from operator import add, attrgetter
 
-from PySide6.QtCore import QObject, QPoint, QPointF, QRect, Qt
+from PySide6.QtCore import QObject, QPoint, QPointF, QRect, QSize, Qt
 from PySide6.QtGui import (
     QBrush,
     QColor,
     QFont,
     QFontMetricsF,
+    QImage,
     QPainter,
     QPalette,
     QPen,
@@ -54,20 +55,21 @@ from PySide6.QtGui import (
     QTextOption,
     QTransform,
 )
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QApplication, QStyle, QStyleOptionProgressBar, QWidget
 
 from qtchat.gui.models import (
     MessageEntry,
     MessageModel,
     RowKind,
     SendState,
+    file_of,
     format_time,
     sender_color,
 )
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MessageDelegate", "estimate_code", "estimate_codes"]
+__all__ = ["FileRow", "MessageDelegate", "estimate_code", "estimate_codes"]
 
 _PAD_X = 6  # left/right margin of a row
 _PAD_Y = 2  # top/bottom margin of a row
@@ -97,6 +99,30 @@ _URL = re.compile(r"https?://[^\s<>\"'\u2028]+", re.IGNORECASE)
 _URL_TRAILING = ".,;:!?)]}'\""
 
 
+PICTURE_BOX = QSize(320, 240)  # the largest a picture is shown inline
+
+
+@dataclass(slots=True)
+class FileRow:
+    """What a file row shows under its message, from whoever tracks its transfers
+    (``MessageDelegate.files.file_row(entry)``, the files glue). All plain text.
+
+    ``picture``: the decoded preview to draw, or ``picture_note`` in its place ("picture
+    too large to show", "loading the picture…"); ``fraction``: a progress bar (0–1)
+    with ``state`` written on it, None for a state line alone; ``actions``: (key, label)
+    links on the last line, e.g. ("save", "Save as…"), ("cancel", "Cancel").
+    """
+
+    title: str
+    detail: str
+    state: str = ""
+    fraction: float | None = None
+    failed: bool = False
+    picture: QImage | None = None
+    picture_note: str = ""
+    actions: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass(slots=True)
 class _RowPaint:
     """What ``paint`` needs for one row at one width (built once, LRU-cached)."""
@@ -107,6 +133,9 @@ class _RowPaint:
     links: list[tuple[int, int, str]] = field(default_factory=list)  # (start, end, url)
     status: str = ""  # pending state line
     status_y: float = 0.0
+    file_top: int = 0  # a file row: where its box starts (0: no file box)
+    file_lines: int = 0  # … and its text lines: name, size and type, a state if any
+    picture: QSize = field(default_factory=QSize)  # the picture's size in that box
 
 
 class MessageDelegate(QObject):
@@ -119,6 +148,7 @@ class MessageDelegate(QObject):
     def __init__(self, view: QWidget) -> None:
         super().__init__(view)
         self._view = view
+        self.files = None  # has file_row(entry) -> FileRow: the files glue sets it
         self._width = max(view.width(), 1)
         self._paints: OrderedDict[int, _RowPaint] = OrderedDict()
         self._estimates: list[int] | None = None
@@ -238,6 +268,7 @@ class MessageDelegate(QObject):
             and entry.state == SendState.SENT
             and not entry.is_whisper
             and not entry.is_action
+            and file_of(entry) is None
         ):
             # A plain "name: text" message, the bulk of a backlog. Summed per-glyph
             # ASCII advances plus a margin for kerning and rounding bound its width;
@@ -323,7 +354,7 @@ class MessageDelegate(QObject):
             text_origin=QPointF(_PAD_X + self._time_w + _GAP, _PAD_Y),
             links=links,
         )
-        if entry.state != SendState.SENT:
+        if entry.state != SendState.SENT and file_of(entry) is None:  # (a file: its box)
             built.status = _FAILED_TEXT if entry.state == SendState.FAILED else _SENDING_TEXT
             built.status_y = _PAD_Y + height
             built.height += self._status_h
@@ -331,7 +362,31 @@ class MessageDelegate(QObject):
             built.status = _RECEIPT_TEXT[entry.receipt]  # sent, delivered, read
             built.status_y = _PAD_Y + height
             built.height += self._status_h
+        row = self.file_row(entry)
+        if row is not None:
+            built.file_top = built.height
+            if row.picture is not None and not row.picture.isNull():
+                box = QSize(min(PICTURE_BOX.width(), self._text_width()), PICTURE_BOX.height())
+                size = row.picture.size()
+                if size.width() > box.width() or size.height() > box.height():
+                    size = size.scaled(box, Qt.AspectRatioMode.KeepAspectRatio)
+                built.picture = QSize(max(size.width(), 1), max(size.height(), 1))
+                built.height += built.picture.height() + 4
+            elif row.picture_note:
+                built.height += self._line_h
+            built.file_lines = 3 if row.state or row.fraction is not None else 2
+            built.height += (built.file_lines + 1) * self._line_h + 2 * _PAD_Y
         return built
+
+    def file_row(self, entry: MessageEntry) -> FileRow | None:
+        """What the files glue says a file row shows (None: not a file row)."""
+        if self.files is None or file_of(entry) is None or entry.kind != RowKind.MESSAGE:
+            return None
+        return self.files.file_row(entry)
+
+    def forget(self, uid: int) -> None:
+        """Build that row again when next measured (its file box changed)."""
+        self._paints.pop(uid, None)
 
     def _lay_out(
         self,
@@ -417,6 +472,120 @@ class MessageDelegate(QObject):
             painter.setPen(self._failed_color if failed else self._muted)
             origin = QPointF(rect.left() + built.text_origin.x(), rect.top() + built.status_y)
             painter.drawStaticText(origin, self._static_text(built.status))
+        if built.file_top:
+            row = self.file_row(entry)
+            if row is not None:
+                self._paint_file(painter, rect, built, row)
+
+    # ------------------------------------------------------------- file rows
+
+    def _file_rects(self, built: _RowPaint, row: FileRow) -> dict[str, QRect]:
+        """Where a file box's parts are, relative to the row's top-left: "box",
+        "picture" (or "note"), "lines" (the text lines) and each action's key."""
+        x = int(built.text_origin.x())
+        width = min(self._text_width(), 480)
+        y = built.file_top + _PAD_Y
+        rects: dict[str, QRect] = {}
+        if not built.picture.isEmpty():
+            rects["picture"] = QRect(QPoint(x, y), built.picture)
+            y += built.picture.height() + 4
+        elif row.picture_note:
+            rects["note"] = QRect(x, y, width, self._line_h)
+            y += self._line_h
+        rects["lines"] = QRect(x, y, width, built.file_lines * self._line_h)
+        fm = QFontMetricsF(self._font)
+        ax = x
+        actions_y = y + built.file_lines * self._line_h
+        for key, label in row.actions:
+            w = math.ceil(fm.horizontalAdvance(label))
+            rects[key] = QRect(ax, actions_y, w, self._line_h)
+            ax += w + 2 * _GAP
+        rects["box"] = QRect(x - 4, built.file_top, width + 8,
+                             actions_y + self._line_h + _PAD_Y - built.file_top)
+        return rects
+
+    def _paint_file(self, painter: QPainter, rect: QRect, built: _RowPaint, row: FileRow) -> None:
+        rects = {k: r.translated(rect.topLeft()) for k, r in self._file_rects(built, row).items()}
+        box = rects["box"]
+        frame = QColor(self._muted)
+        frame.setAlpha(90)
+        painter.setPen(QPen(frame, 1))
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.drawRoundedRect(box.adjusted(0, 0, -1, -1), 4, 4)
+        picture = rects.get("picture")
+        if picture is not None and row.picture is not None and not row.picture.isNull():
+            painter.drawImage(picture, row.picture)
+        note = rects.get("note")
+        if note is not None:  # plain text: ours ("picture too large to show")
+            painter.setFont(self._italic)
+            painter.setPen(self._muted)
+            painter.drawText(note, Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextSingleLine,
+                             row.picture_note)
+        lines = rects["lines"]
+        line_h = self._line_h
+        flags = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter | \
+            Qt.TextFlag.TextSingleLine
+        painter.setFont(self._bold)
+        painter.setPen(self._text_color)
+        fm = painter.fontMetrics()
+        title = fm.elidedText(f"{_FSI}{row.title}{_PDI}", Qt.TextElideMode.ElideMiddle,
+                              lines.width())
+        painter.drawText(QRect(lines.left(), lines.top(), lines.width(), line_h), flags, title)
+        painter.setFont(self._font)
+        painter.setPen(self._muted)
+        fm = painter.fontMetrics()
+        detail = fm.elidedText(row.detail, Qt.TextElideMode.ElideRight, lines.width())
+        painter.drawText(QRect(lines.left(), lines.top() + line_h, lines.width(), line_h),
+                         flags, detail)
+        state_rect = QRect(lines.left(), lines.top() + 2 * line_h, lines.width(), line_h)
+        if built.file_lines < 3:
+            pass  # no state when it was laid out (a refresh is on its way)
+        elif row.fraction is not None:
+            bar = QStyleOptionProgressBar()
+            bar.rect = state_rect.adjusted(0, 1, 0, -1)
+            bar.minimum, bar.maximum = 0, 1000
+            bar.progress = max(0, min(1000, int(row.fraction * 1000)))
+            bar.text = row.state
+            bar.textVisible = True
+            bar.state = QStyle.StateFlag.State_Enabled | QStyle.StateFlag.State_Horizontal
+            style = self._view.style() if self._view is not None else QApplication.style()
+            style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter, self._view)
+        elif row.state:
+            painter.setPen(self._failed_color if row.failed else self._muted)
+            painter.drawText(state_rect, flags,
+                             fm.elidedText(row.state, Qt.TextElideMode.ElideRight,
+                                           state_rect.width()))
+        painter.setPen(self._link_color)
+        link_font = QFont(self._font)
+        link_font.setUnderline(True)
+        painter.setFont(link_font)
+        for key, label in row.actions:
+            painter.drawText(rects[key], flags, label)
+
+    def file_action_at(self, entry: MessageEntry, pos: QPoint) -> str | None:
+        """The file row's part under ``pos`` (row coordinates): "picture" or an
+        action's key ("save", "cancel", …); None elsewhere."""
+        if entry.kind != RowKind.MESSAGE or file_of(entry) is None:
+            return None
+        built = self._paint_for(entry)
+        row = self.file_row(entry)
+        if not built.file_top or row is None:
+            return None
+        for key, area in self._file_rects(built, row).items():
+            if key in ("box", "lines", "note"):
+                continue
+            if area.contains(pos):
+                return key
+        return None
+
+    def file_lines(self, entry: MessageEntry) -> list[str]:
+        """The text a file row shows in its box, top to bottom (tests, accessibility)."""
+        row = self.file_row(entry)
+        if row is None:
+            return []
+        lines = [row.picture_note] if row.picture_note else []
+        lines += [row.title, row.detail, row.state, *(label for _key, label in row.actions)]
+        return [line for line in lines if line]
 
     def name_color(self, entry: MessageEntry) -> QColor | None:
         """The colour the row's name is painted in (None for rows without one)."""

@@ -23,13 +23,18 @@ from PySide6.QtGui import (
     QAction,
     QCloseEvent,
     QDesktopServices,
+    QDragEnterEvent,
+    QDragMoveEvent,
+    QDropEvent,
     QGuiApplication,
+    QImage,
     QKeySequence,
     QResizeEvent,
 )
 from PySide6.QtWidgets import (
     QApplication,
     QDialog,
+    QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -41,7 +46,7 @@ from PySide6.QtWidgets import (
 
 from qtchat import protocol as p
 from qtchat.client.chat_client import ChatClient, ConnectError
-from qtchat.gui.chat_input import ChatInput
+from qtchat.gui.chat_input import ChatInput, local_files
 from qtchat.gui.chess_games import ChessGames
 from qtchat.gui.commands import REGISTRY, CommandRegistry
 from qtchat.gui.conversation import Conversation, fold
@@ -125,7 +130,12 @@ class ChatWindow(QMainWindow):
         center_layout.setContentsMargins(0, 0, 0, 0)
         center_layout.addWidget(self.tabs, 1)
         center_layout.addWidget(self.reconnect_bar)
-        center_layout.addWidget(self.input)
+        self.input_row = QWidget()  # the message box, and the files glue's attach button
+        input_layout = QHBoxLayout(self.input_row)
+        input_layout.setContentsMargins(0, 0, 0, 0)
+        input_layout.setSpacing(2)
+        input_layout.addWidget(self.input, 1)
+        center_layout.addWidget(self.input_row)
 
         self.members_panel = right = MembersPanel()
         self.members_label = right.label
@@ -190,6 +200,12 @@ class ChatWindow(QMainWindow):
         # the window's own slots, so it sees the models those have filled.
         self.living = LivingGlue(self, center_layout)
         self.search_bar = self.living.search_bar
+        # Files and pictures (issue 15): attach, drop, paste, file rows, transfers panel.
+        from qtchat.gui.files_glue import FilesGlue
+
+        self.files = FilesGlue(self)
+        input_layout.addWidget(self.files.attach_button, 0, Qt.AlignmentFlag.AlignBottom)
+        self.setAcceptDrops(True)
 
         self._update_title()
         self._on_state(c.state)
@@ -246,7 +262,7 @@ class ChatWindow(QMainWindow):
                                       QKeySequence("Ctrl+,"), "Name, away, privacy, theme")
         self.quit_action = action(chat, "&Quit", self.close, QKeySequence("Ctrl+Q"))
 
-        view = bar.addMenu("&View")
+        view = self.view_menu = bar.addMenu("&View")  # the files glue adds Transfers
         action(view, "&Next conversation", lambda: self.tabs.step(1),
                [QKeySequence("Ctrl+Tab"), QKeySequence("Ctrl+PgDown")])
         action(view, "&Previous conversation", lambda: self.tabs.step(-1),
@@ -750,6 +766,9 @@ class ChatWindow(QMainWindow):
 
     @Slot(str)
     def _retry(self, message_id: str) -> None:
+        if self.files.owns(message_id):  # a file's upload: it goes on from where it was
+            self.files.retry(message_id)
+            return
         for conv in self._conversations.values():
             if conv.model.mark_sending(message_id):
                 self.client.retry(message_id)
@@ -769,6 +788,34 @@ class ChatWindow(QMainWindow):
         self.statusBar().showMessage("Invite copied — paste it to the people you want to join.",
                                      5000)
 
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        """Files dragged over the window (anywhere but the message box, which takes
+        them itself) are accepted: dropped, they are sent to the conversation in front."""
+        data = event.mimeData()
+        if local_files(data) or data.hasImage():
+            event.acceptProposedAction()
+        else:
+            super().dragEnterEvent(event)
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
+        data = event.mimeData()
+        if local_files(data) or data.hasImage():
+            event.acceptProposedAction()
+        else:
+            super().dragMoveEvent(event)
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        data = event.mimeData()
+        files = local_files(data)
+        if files:
+            event.acceptProposedAction()
+            self.files.send_paths(files)
+        elif data.hasImage():
+            event.acceptProposedAction()
+            self.files.send_picture(QImage(data.imageData()))
+        else:
+            super().dropEvent(event)
+
     def closeEvent(self, event: QCloseEvent) -> None:
         if self.host is not None and not self._force_close:
             # Everyone is in the lobby: its member list is who the room would close on.
@@ -785,6 +832,7 @@ class ChatWindow(QMainWindow):
                     event.ignore()
                     return
         self._force_close = True
+        self.files.shut_down()
         self.client.close()
         if self.host is not None:
             self.host.shutdown()

@@ -87,6 +87,7 @@ from qtchat.gui.models import (
     RowKind,
     SendState,
     display_text,
+    file_of,
     format_time,
 )
 
@@ -498,7 +499,8 @@ class MessageView(QAbstractScrollArea):
         """A confirmed message taller than CLIP_LINES (+2, not to clip a line or two):
         a pending or failed one keeps its status line, which says what to do, in view."""
         return (entry.kind == RowKind.MESSAGE and entry.state == SendState.SENT
-                and full > self._clip_height() + 2 * max(self._delegate.line_height(), 1))
+                and full > self._clip_height() + 2 * max(self._delegate.line_height(), 1)
+                and file_of(entry) is None)  # a file's box (its picture) shows whole
 
     def is_clipped(self, row: int) -> bool:
         """True when ``row`` is a tall message shown cut short, with "Show more"."""

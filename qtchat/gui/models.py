@@ -140,6 +140,7 @@ class MessageRoles(IntEnum):
     NoticeKind = _USER_ROLE + 14  #: int ``NoticeKind`` for notices, else None
     RowKey = _USER_ROLE + 15  #: int identity of the row's *content*; changes when it does
     IsMention = _USER_ROLE + 16  #: bool, someone else's message naming this user
+    File = _USER_ROLE + 40  #: dict: the file a message carries (features §2), or None
 
 
 def _role_names(roles: type[IntEnum]) -> dict[int, QByteArray]:
@@ -308,10 +309,14 @@ class MessageEntry:
     - ``seq`` (int or None), ``kind`` (RowKind), ``state`` (SendState),
       ``notice`` (NoticeKind or None), ``ts`` (epoch ms), ``sender``, ``text``,
       ``peer`` (room, or whisper recipient), ``local_id`` (pending only),
-      ``is_own``/``is_whisper``/``is_action``.
+      ``is_own``/``is_whisper``/``is_action``; ``file``: the ``file`` dict a message
+      carries (features §2: file, name, size, sha256, mime, preview?, gone?), or for
+      an upload not posted yet {name, size, mime}; None for everything else (read it
+      with ``file_of``: a row made some other way may not have set it).
     """
 
     __slots__ = (
+        "file",
         "flags",
         "key",
         "kind",
@@ -341,7 +346,9 @@ class MessageEntry:
         state: SendState = SendState.SENT,
         notice: NoticeKind | None = None,
         local_id: str | None = None,
+        file: dict[str, Any] | None = None,
     ) -> None:
+        self.file = file
         self.key = key
         self.uid = uid
         self.seq = seq
@@ -455,6 +462,11 @@ class SummaryEntry(MessageEntry):
     """A notice row that stands for a ``MembershipSummary`` (updated in place)."""
 
     __slots__ = ("summary",)
+
+
+def file_of(entry: MessageEntry) -> dict[str, Any] | None:
+    """The file a row carries (``MessageEntry.file``), None for most rows."""
+    return getattr(entry, "file", None)
 
 
 def display_text(entry: MessageEntry) -> str:
@@ -598,6 +610,8 @@ class MessageModel(QAbstractListModel):
             return entry.uid
         if role == MessageRoles.IsMention:
             return self.mentions_me(entry)
+        if role == MessageRoles.File:
+            return file_of(entry)
         return None
 
     def flags(self, index: _ParentIndex) -> Qt.ItemFlag:
@@ -842,6 +856,7 @@ class MessageModel(QAbstractListModel):
         peer: str = "",
         whisper: bool = False,
         action: bool = False,
+        file: dict[str, Any] | None = None,
     ) -> None:
         """Show the user's message at the bottom as "sending…" until its echo arrives.
 
@@ -865,6 +880,7 @@ class MessageModel(QAbstractListModel):
             flags=flags,
             state=SendState.SENDING,
             local_id=local_id,
+            file=file,
         )
         row = len(self._rows)
         self.beginInsertRows(QModelIndex(), row, row)
@@ -1145,6 +1161,7 @@ class MessageModel(QAbstractListModel):
         entry.state = SendState.SENT
         entry.notice = None
         entry.local_id = None
+        entry.file = frame.file if type(frame.file) is dict else None
         if frame.game is not None:  # how a chess game ended (features §3): a notice
             entry.kind = RowKind.NOTICE
             entry.notice = NoticeKind.INFO
@@ -1247,6 +1264,23 @@ class MessageModel(QAbstractListModel):
             self.endMoveRows()
             index = self.index(target)
             self.dataChanged.emit(index, index)
+
+    def refresh_row(self, row: int) -> None:
+        """Say that what ``row`` shows changed outside the model (a file's picture was
+        decoded, its transfer started or ended): the view measures it again."""
+        if 0 <= row < len(self._rows):
+            index = self.index(row)
+            self.dataChanged.emit(index, index)
+
+    def row_of_entry(self, entry: MessageEntry) -> int:
+        """Where ``entry`` is now; -1 if it is no longer a row."""
+        rows = self._rows
+        i = bisect_left(rows, entry.key, key=_sort_key)
+        while i < len(rows) and rows[i].key == entry.key:
+            if rows[i] is entry:
+                return i
+            i += 1
+        return -1
 
     def _set_pending_state(self, local_id: str, state: SendState) -> bool:
         entry = self._pending.get(local_id)

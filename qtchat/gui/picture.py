@@ -198,13 +198,18 @@ def preview_picture(preview: object) -> Picture:
 
 
 class _DecodeJob(QRunnable):
-    def __init__(self, relay: _Relay, key: object, source, max_side: int | None) -> None:
+    def __init__(self, relay: _Relay, key: object, source, max_side: int | None,
+                 decode=None) -> None:
         super().__init__()
         self._relay, self._key, self._source, self._max_side = relay, key, source, max_side
+        self._decode = decode
 
     def run(self) -> None:
         try:
-            picture = decode_picture(self._source, max_side=self._max_side)
+            if self._decode is not None:
+                picture = self._decode(self._source)
+            else:
+                picture = decode_picture(self._source, max_side=self._max_side)
         except Exception:  # a decoder bug must not kill the pool's thread silently
             log.exception("decoding a picture failed")
             picture = Picture(None, error=DAMAGED)
@@ -239,6 +244,11 @@ class PictureLoader(QObject):
              max_side: int | None = None) -> None:
         """Decode ``source`` off the GUI thread; ``loaded(key, picture)`` follows."""
         self._pool.start(_DecodeJob(self._relay, key, source, max_side))
+
+    def load_preview(self, key: object, preview: object) -> None:
+        """Decode a ``preview`` a peer sent (``preview_picture``'s caps) off the GUI
+        thread; ``loaded(key, picture)`` follows."""
+        self._pool.start(_DecodeJob(self._relay, key, preview, None, preview_picture))
 
     def wait(self, msecs: int = -1) -> bool:
         """Block until every job is done (closing, tests)."""
