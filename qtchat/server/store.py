@@ -753,10 +753,14 @@ class MessageStore:
         while True:
             keys = list(buckets)
             marks = ",".join("?" * len(keys)) or "NULL"
+            # ``+m.bucket`` keeps the bucket index out: with it SQLite gathered every later
+            # message of those rooms and sorted them for each batch (a replay of 20,000
+            # took 1.4 s of CPU, 14x that of 5,000); walking seq from the cursor reads
+            # each later message once over the whole replay and stops at the batch.
             sql = (
                 "SELECT m.seq, ts, bucket, room, sender, sender_sid, recipient, text, "
                 f"client_id, {_CHANGED} FROM messages m {_CHANGES} WHERE m.seq>? AND "
-                f"(bucket IN ({marks}) OR (bucket='' AND (sender_sid=? OR recipient_sid=?))) "
+                f"(+m.bucket IN ({marks}) OR (+m.bucket='' AND (sender_sid=? OR recipient_sid=?))) "
                 f"{'' if tombstones else _NOT_DELETED} ORDER BY m.seq LIMIT ?"
             )
             self._before_read()
