@@ -291,6 +291,28 @@ def test_accessible_children_are_the_messages_on_screen(chat, qtbot):
         chat.model.add_pending("p", "yes")
 
 
+def test_a_burst_in_one_pass_is_shown_at_the_bottom_and_announced_briefly(chat, qtbot):
+    # 2,000 live messages in one event-loop pass (one slice of a burst): one insertion;
+    # the newest is painted at the bottom, and a screen reader hears the last few, not
+    # 2,000 announcements.
+    chat.model.coalesce_appends = True
+    chat.model.add_messages([broadcast(s) for s in range(1, 51)])
+    chat.settle()
+    announced: list[str] = []
+    chat.view.announced.connect(announced.append)
+    inserted: list[tuple[int, int]] = []
+    chat.model.rowsInserted.connect(lambda _p, first, last: inserted.append((first, last)))
+    with qtbot.waitSignal(chat.model.rowsInserted, timeout=WAIT_MS):
+        for s in range(51, 2051):
+            chat.model.add_message(broadcast(s, "bob"))
+    chat.settle()
+    assert inserted == [(50, 2049)]
+    rows = chat.view.visible_rows()
+    assert rows[-1][0] == chat.model.rowCount() - 1
+    assert chat.view.painted_text(rows[-1][0]) == "bob: \u2068message 2050\u2069"
+    assert announced == [f"bob: message {s}" for s in range(2046, 2051)]
+
+
 # --------------------------------------------------------------- RowHeights
 
 

@@ -314,6 +314,7 @@ class ChatWindow(QMainWindow):
             self.tabs.add_conversation(reopened.view, kind, reopened.title)
             return reopened
         model = MessageModel(self, self_name=self.me, conversation=name)
+        model.coalesce_appends = True  # a burst's live messages: one insertion per pass
         view = MessageView(model)
         view.retryRequested.connect(self._retry)
         view.linkActivated.connect(self._open_link)

@@ -97,6 +97,7 @@ __all__ = ["MessageView", "RowHeights"]
 _CHUNK = 256  # rows per chunk of RowHeights (split at twice this)
 _BAR_DELAY_MS = 50  # the scroll bar lags rows streaming in at the bottom by at most this
 _MAX_HEIGHT = 0xFFFF  # heights are stored in 16 bits
+_ANNOUNCE_MAX = 5  # new messages announced per insertion (a burst is not read out whole)
 _Parent = QModelIndex | QPersistentModelIndex
 # A message taller than this many lines is shown clipped to it, with a "Show more"
 # link under it: a 4,000-character paste must not fill the whole view.
@@ -383,8 +384,12 @@ class MessageView(QAbstractScrollArea):
                 self._flush_timer.start()
         else:
             self._changed()
-        if count == 1 and last == model.rowCount() - 1 - len(model.pending_entries()):
-            self._announce(entries[0])
+        if (count == 1 or model.inserting_live) and \
+                last == model.rowCount() - 1 - len(model.pending_entries()):
+            # New messages at the bottom (one, or the live ones of one event-loop
+            # pass), not a history page; a burst announces its last few only.
+            for entry in entries[-_ANNOUNCE_MAX:]:
+                self._announce(entry)
 
     @Slot(QModelIndex, int, int)
     def _on_rows_removed(self, _parent: _Parent, first: int, last: int) -> None:
