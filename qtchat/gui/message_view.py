@@ -16,6 +16,8 @@ with huge backlogs draw their own view (Quassel's ``ChatView``, Chatterino's
   move its index, not the picture: older history prepended at the top, or
   guessed heights above replaced by measured ones, never move what is shown.
 - **Text layouts** are kept for the rows on screen only (``MessageDelegate.retain``).
+- **A burst** that brings a screenful of rows per pass is painted at most once per
+  frame (``frame_ms``): rows the next pass pushes off are never laid out.
 - Scrolling to the top (or a wheel turn up while there) emits ``topReached``,
   every time: each older page arrives above the reader, who can scroll up again.
 

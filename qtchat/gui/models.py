@@ -12,6 +12,10 @@ conversations' in ``qtchat.gui.conversation_list``.
     markers. Messages are kept in server ``seq`` order; duplicates (by ``seq``) are
     dropped, so resume replays and overlapping history pages are harmless.
 
+    Live messages below every row may be coalesced (``coalesce_appends``, on in the
+    window's rooms): stored at once, told to Qt once per event-loop pass in one
+    ``beginInsertRows`` (``publish``), before any other change.
+
     Joins and leaves since the last message are one notice row, updated in place
     (``add_membership``): a burst of 300 people is one line, not 600.
 
