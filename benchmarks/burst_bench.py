@@ -12,6 +12,8 @@ echoes so the host never has reason to drop it. In the window's process:
   gap between two repaints from the first burst message shown to the last;
 * the time from the bot's first send (``CLOCK_MONOTONIC``, system-wide) until the last
   message is in the lobby's ``MessageModel`` *and* a paint has shown it;
+* the CPU time of this process (``time.process_time``) over the same span: what the
+  window itself spent, whatever else the machine was doing;
 * afterwards, that the lobby holds all N texts exactly once and in order, and that the
   client's ``connectionLost`` never fired (the host never cut the window off as a slow
   reader).
@@ -217,7 +219,8 @@ def _measure(args: argparse.Namespace, scratch: str, port: int, env: dict) -> di
 
     # Paint stamps (monotonic, comparable with the bot's clock) and burst progress.
     last_text = text_of(args.count - 1)
-    state = {"first_shown": None, "model_done": None, "painted_done": None}
+    state = {"first_shown": None, "model_done": None, "painted_done": None,
+             "cpu_go": None, "cpu_done": None}
     paints: list[float] = []
 
     def last_row_is(text: str) -> bool:
@@ -243,6 +246,7 @@ def _measure(args: argparse.Namespace, scratch: str, port: int, env: dict) -> di
                     rect = view.row_rect(rows - 1)
                     if rect.intersects(view.viewport().rect()):
                         state["painted_done"] = now
+                        state["cpu_done"] = time.process_time()
             return False
 
     def _shows_bot() -> bool:
@@ -270,6 +274,7 @@ def _measure(args: argparse.Namespace, scratch: str, port: int, env: dict) -> di
             sys.exit(f"the bot did not register: {said}")
         gaps.clear()
         last_tick[0] = time.perf_counter()
+        state["cpu_go"] = time.process_time()
         bot.stdin.write("go\n")
         bot.stdin.flush()
         finished = spin(lambda: state["painted_done"] is not None and bot_said("sent"),
@@ -330,6 +335,7 @@ def _measure(args: argparse.Namespace, scratch: str, port: int, env: dict) -> di
         "model_s": (state["model_done"] or float("nan")) - first_send_t,
         "shown_s": (state["painted_done"] or float("nan")) - first_send_t,
         "json_s": json_yardstick(args.count),
+        "cpu_s": (state["cpu_done"] or float("nan")) - state["cpu_go"],
         "received": len(texts),
         "in_order_once": texts == expected,
         "lost": [f"{why!r} at {t - first_send_t:.1f} s" for t, why in lost],
@@ -360,6 +366,8 @@ def report(r: dict, count: int) -> None:
         ("first send → last message painted", f"{r['shown_s']:.2f} s",
          f"{r['shown_s'] / r['json_s']:.0f}× json",
          f"≤ {SHOWN_TARGET_S:.0f} s {verdict(r['shown_s'] <= SHOWN_TARGET_S)}"),
+        ("window process CPU, go → last painted", f"{r['cpu_s']:.2f} s",
+         f"{r['cpu_s'] / r['json_s']:.0f}× json", ""),
     ]
     width = max(len(row[0]) for row in rows)
     for name, value, ratio, target in rows:

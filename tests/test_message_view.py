@@ -9,7 +9,7 @@ import pytest
 from helpers import LineClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
+from PySide6.QtCore import QEvent, QObject, QPoint, QPointF, Qt
 from PySide6.QtGui import QAccessible, QColor, QGuiApplication, QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication
 from view_harness import ShownView, broadcast
@@ -91,6 +91,7 @@ def test_rows_streaming_in_are_painted_as_a_full_repaint_would(chat, qtbot):
             if seq % 3 == 0:  # read (by a screen reader, say) before it is painted
                 QAccessible.queryAccessibleInterface(view).childCount()
         qtbot.wait(5)
+    qtbot.wait(view.frame_ms + 5)  # a paint held back in a burst comes when its frame ends
     assert view.visible_rows()[-1][0] == chat.model.rowCount() - 1
     viewport = view.viewport().geometry()
 
@@ -294,6 +295,66 @@ def test_accessible_children_are_the_messages_on_screen(chat, qtbot):
     assert blocker.args == ["bob: are you there?"]
     with qtbot.assertNotEmitted(chat.view.announced):
         chat.model.add_pending("p", "yes")
+
+
+def test_a_burst_in_one_pass_is_shown_at_the_bottom_and_announced_briefly(chat, qtbot):
+    # 2,000 live messages in one event-loop pass (one slice of a burst): one insertion;
+    # the newest is painted at the bottom, and a screen reader hears the last few, not
+    # 2,000 announcements.
+    chat.model.coalesce_appends = True
+    chat.model.add_messages([broadcast(s) for s in range(1, 51)])
+    chat.settle()
+    announced: list[str] = []
+    chat.view.announced.connect(announced.append)
+    inserted: list[tuple[int, int]] = []
+    chat.model.rowsInserted.connect(lambda _p, first, last: inserted.append((first, last)))
+    with qtbot.waitSignal(chat.model.rowsInserted, timeout=WAIT_MS):
+        for s in range(51, 2051):
+            chat.model.add_message(broadcast(s, "bob"))
+    chat.settle()
+    assert inserted == [(50, 2049)]
+    rows = chat.view.visible_rows()
+    assert rows[-1][0] == chat.model.rowCount() - 1
+    assert chat.view.painted_text(rows[-1][0]) == "bob: \u2068message 2050\u2069"
+    assert announced == [f"bob: message {s}" for s in range(2046, 2051)]
+
+
+def test_a_burst_of_screenfuls_is_painted_once_per_frame(chat, qtbot):
+    # Each event-loop pass brings more new rows than the screen holds: painting every
+    # pass would draw rows the next pass pushes off. Within one frame (a hand-held
+    # clock) the screen is painted for the first pass only; the frame over, the newest
+    # rows are shown.
+    chat.model.coalesce_appends = True
+    chat.model.add_messages([broadcast(s) for s in range(1, 51)])
+    chat.settle()
+    view, app = chat.view, QApplication.instance()
+    view.frame_ms = 60_000  # one long frame: no real timer ends it during the test
+    now = [view.clock() + 61]  # the last paint (settle's) is a frame ago
+    view.clock = lambda: now[0]
+    paints: list[int] = []
+
+    class PaintCount(QObject):
+        def eventFilter(self, _watched, event):
+            if event.type() == QEvent.Type.Paint:
+                paints.append(chat.model.rowCount())
+            return False
+
+    counter = PaintCount()
+    view.viewport().installEventFilter(counter)
+    seq = 51
+    for _ in range(10):  # ten passes of 40 rows each (a screen shows about 15)
+        for _ in range(40):
+            chat.model.add_message(broadcast(seq, "bob"))
+            seq += 1
+        for _ in range(3):
+            app.processEvents()
+    assert 1 <= len(paints) <= 2  # the first pass's (its scrolled strip may come apart)
+    assert paints[-1] <= 130  # nothing painted after the second pass
+    now[0] += 61  # the frame is over: the next pass paints at once
+    chat.model.add_message(broadcast(seq, "bob"))
+    qtbot.waitUntil(lambda: paints[-1] == seq, timeout=WAIT_MS)
+    rows = view.visible_rows()
+    assert view.painted_text(rows[-1][0]) == f"bob: \u2068message {seq}\u2069"
 
 
 # --------------------------------------------------------------- RowHeights

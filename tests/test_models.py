@@ -269,6 +269,61 @@ def test_backlog_is_appended_in_one_insert(model):
     assert model.newest_seq() == 10_001
 
 
+def test_live_messages_of_one_event_loop_pass_are_one_insertion(model, qtmodeltester,
+                                                                 qtbot):
+    # A burst read in one slice of the client reaches the view as one insertion,
+    # in order, each message once (the window's models coalesce live appends).
+    model.coalesce_appends = True
+    model.add_messages([broadcast(s) for s in range(1, 11)])
+    qtmodeltester.check(model)
+    recorder = Recorder(model)
+    for s in range(11, 511):
+        assert model.add_message(broadcast(s))
+    assert not model.add_message(broadcast(300))  # a replayed duplicate: dropped at once
+    assert model.has_seq(510) and model.newest_seq() == 510
+    assert model.rowCount() == 10 and recorder.inserted == []  # told on the next pass
+    with qtbot.waitSignal(model.rowsInserted, timeout=5000):
+        pass
+    assert recorder.inserted == [(10, 509)]
+    assert seqs(model) == list(range(1, 511))
+
+
+def _mixed_changes(model: MessageModel) -> None:
+    model.add_message(broadcast(1))
+    model.add_message(broadcast(2))
+    model.add_membership("bob", "joined")
+    model.add_message(broadcast(3))
+    model.change_message(3, text="changed")
+    model.add_message(broadcast(5))
+    model.add_message(broadcast(4))  # late: goes in above 5
+    model.add_message(broadcast(6))
+    model.add_pending("p", "mine")
+    model.add_message(broadcast(7))
+    model.set_unread_marker()
+    model.add_message(broadcast(8, "me", "mine", id="p"))
+    model.add_message(broadcast(9))
+    model.mark_receipt(9, "read")
+    model.add_notice("carol left", NoticeKind.LEAVE)
+    model.add_message(broadcast(10))
+    model.add_gap_marker()
+    model.add_message(broadcast(11))
+
+
+def test_coalesced_rows_come_out_as_rows_added_one_by_one(owner, qtmodeltester, qapp):
+    plain = MessageModel(owner, self_name="me")
+    _mixed_changes(plain)
+    coalesced = MessageModel(owner, self_name="me")
+    coalesced.coalesce_appends = True
+    qtmodeltester.check(coalesced)  # stays attached: every signal is checked
+    _mixed_changes(coalesced)
+    qapp.processEvents()
+    assert coalesced.rowCount() == plain.rowCount()
+    shown = [(e.kind, e.seq, e.text, e.flags) for e in coalesced.entries()]
+    assert shown == [(e.kind, e.seq, e.text, e.flags) for e in plain.entries()]
+    texts = [coalesced.index(r).data() for r in range(coalesced.rowCount())]
+    assert texts == [plain.index(r).data() for r in range(plain.rowCount())]
+
+
 def test_notices_follow_the_newest_message_and_stay_put(model):
     model.add_messages([broadcast(1), broadcast(5)])
     model.add_notice("connection lost", NoticeKind.CONNECTION_LOST)
@@ -398,11 +453,13 @@ _operations = st.lists(
 )
 
 
+@pytest.mark.parametrize("coalesce", [False, True])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operations=_operations)
-def test_any_arrival_order_gives_sorted_unique_rows(qapp, operations):
+def test_any_arrival_order_gives_sorted_unique_rows(qapp, operations, coalesce):
     owner = QObject()
     model = MessageModel(owner, self_name="me")
+    model.coalesce_appends = coalesce
     seen: set[int] = set()
     pending: dict[str, int] = {}
     for what, numbers in operations:
@@ -423,6 +480,7 @@ def test_any_arrival_order_gives_sorted_unique_rows(qapp, operations):
     for local_id, seq in pending.items():
         model.add_message(broadcast(seq, "me", "mine", id=local_id))
         seen.add(seq)
+    qapp.processEvents()  # coalesced live rows are told to Qt on the next pass
     entries = list(model.entries())
     stored = [e.seq for e in entries if e.seq is not None]
     assert stored == sorted(seen)

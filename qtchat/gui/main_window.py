@@ -330,6 +330,9 @@ class ChatWindow(QMainWindow):
             self.tabs.add_conversation(reopened.view, kind, reopened.title)
             return reopened
         model = MessageModel(self, self_name=self.me, conversation=name)
+        # A room's burst of live messages: one insertion per event-loop pass. Not in
+        # private tabs: the read receipt looks for the newest row as soon as it arrives.
+        model.coalesce_appends = kind == ConversationKind.ROOM
         view = MessageView(model)
         view.retryRequested.connect(self._retry)
         view.linkActivated.connect(self._open_link)

@@ -16,6 +16,8 @@ with huge backlogs draw their own view (Quassel's ``ChatView``, Chatterino's
   move its index, not the picture: older history prepended at the top, or
   guessed heights above replaced by measured ones, never move what is shown.
 - **Text layouts** are kept for the rows on screen only (``MessageDelegate.retain``).
+- **A burst** that brings a screenful of rows per pass is painted at most once per
+  frame (``frame_ms``): rows the next pass pushes off are never laid out.
 - Scrolling to the top (or a wheel turn up while there) emits ``topReached``,
   every time: each older page arrives above the reader, who can scroll up again.
 
@@ -37,6 +39,7 @@ Signals:
 from __future__ import annotations
 
 import logging
+import time
 from array import array
 from bisect import bisect_right
 from itertools import accumulate
@@ -98,6 +101,11 @@ __all__ = ["MessageView", "RowHeights"]
 _CHUNK = 256  # rows per chunk of RowHeights (split at twice this)
 _BAR_DELAY_MS = 50  # the scroll bar lags rows streaming in at the bottom by at most this
 _MAX_HEIGHT = 0xFFFF  # heights are stored in 16 bits
+#: While a burst streams in below a reader at the bottom, at most one paint per frame
+#: (60 Hz): a pass that brings a screenful of new rows would paint rows the next pass
+#: pushes off again, and a screen shows no more than this anyway.
+_FRAME_MS = 16
+_ANNOUNCE_MAX = 5  # new messages announced per insertion (a burst is not read out whole)
 _Parent = QModelIndex | QPersistentModelIndex
 # A message taller than this many lines is shown clipped to it, with a "Show more"
 # link under it: a 4,000-character paste must not fill the whole view.
@@ -278,6 +286,13 @@ class MessageView(QAbstractScrollArea):
         self._flush_timer.setSingleShot(True)
         self._flush_timer.setInterval(0)
         self._flush_timer.timeout.connect(self._flush_appends)
+        #: Seconds, monotonic (a test may hand-advance it), and the frame in ms.
+        self.clock = time.perf_counter
+        self.frame_ms = _FRAME_MS
+        self._painted_at = float("-inf")  # self.clock() at the last paint
+        self._frame_timer = QTimer(self)
+        self._frame_timer.setSingleShot(True)
+        self._frame_timer.timeout.connect(self._frame_due)
         # Painting a QScrollBar costs more than a new row (about 1 ms offscreen); while
         # rows stream in at the bottom the bar is brought up to date at most every
         # _BAR_DELAY_MS instead of on each row (its handle moves by a pixel or less).
@@ -371,9 +386,18 @@ class MessageView(QAbstractScrollArea):
         appended = first == len(self._codes)
         self._codes[first:first] = codes
         self._measured[first:first] = bytes(count)
-        self._heights.insert(first, array("H", [table[code] for code in codes]))
+        added = array("H", [table[code] for code in codes])
+        self._heights.insert(first, added)
         self._row_map(lambda row: row + count if row >= first else row)
-        if appended and self._follow and not self._full_repaint and self.isVisible():
+        wait = self._frame_wait(sum(added)) if appended and self._follow else 0
+        if wait > 0 and self.isVisible():
+            # A burst: a screenful or more since the last paint, which was less than a
+            # frame ago. Paint it all when the frame is over, not on every pass.
+            self._dirty = True
+            self._full_repaint = True
+            if not self._frame_timer.isActive():
+                self._frame_timer.start(wait)
+        elif appended and self._follow and not self._full_repaint and self.isVisible():
             # The common case of a live chat: rows below the others while the reader
             # is at the bottom. Scroll what is painted up and paint only the new rows,
             # once per event-loop pass however many arrive in it.
@@ -384,8 +408,12 @@ class MessageView(QAbstractScrollArea):
                 self._flush_timer.start()
         else:
             self._changed()
-        if count == 1 and last == model.rowCount() - 1 - len(model.pending_entries()):
-            self._announce(entries[0])
+        if (count == 1 or model.inserting_live) and \
+                last == model.rowCount() - 1 - len(model.pending_entries()):
+            # New messages at the bottom (one, or the live ones of one event-loop
+            # pass), not a history page; a burst announces its last few only.
+            for entry in entries[-_ANNOUNCE_MAX:]:
+                self._announce(entry)
 
     @Slot(QModelIndex, int, int)
     def _on_rows_removed(self, _parent: _Parent, first: int, last: int) -> None:
@@ -450,6 +478,21 @@ class MessageView(QAbstractScrollArea):
         self._full_repaint = True
         self.viewport().update()
         self._update_actions()
+
+    def _frame_wait(self, added_height: int) -> int:
+        """How many ms to hold back the paint of rows just appended at the bottom: the
+        rest of the frame begun by the last paint, when the rows since then fill the
+        screen (or a whole repaint is due anyway); else 0, paint on this pass."""
+        if added_height < self.viewport().height() and not self._full_repaint:
+            return 0
+        elapsed = (self.clock() - self._painted_at) * 1000
+        frame = self.frame_ms
+        return max(0, int(frame - elapsed) + 1) if elapsed < frame else 0
+
+    @Slot()
+    def _frame_due(self) -> None:
+        if self._dirty or self._full_repaint:  # not painted since: now
+            self._changed()
 
     @Slot()
     def _flush_appends(self) -> None:
@@ -703,6 +746,7 @@ class MessageView(QAbstractScrollArea):
         finally:
             painter.end()
         self._painted_top = self._last_top
+        self._painted_at = self.clock()
         if whole:
             self._full_repaint = False
         delegate.retain(model.entry(row).uid for row, _y, _h in self._visible)

@@ -12,6 +12,10 @@ conversations' in ``qtchat.gui.conversation_list``.
     markers. Messages are kept in server ``seq`` order; duplicates (by ``seq``) are
     dropped, so resume replays and overlapping history pages are harmless.
 
+    Live messages below every row may be coalesced (``coalesce_appends``, on in the
+    window's rooms): stored at once, told to Qt once per event-loop pass in one
+    ``beginInsertRows`` (``publish``), before any other change.
+
     Joins and leaves since the last message are one notice row, updated in place
     (``add_membership``): a burst of 300 people is one line, not 600.
 
@@ -50,6 +54,7 @@ from PySide6.QtCore import (
     QObject,
     QPersistentModelIndex,
     Qt,
+    QTimer,
 )
 from PySide6.QtGui import QColor
 
@@ -542,13 +547,26 @@ class MessageModel(QAbstractListModel):
         # (without the "(edited)" the row shows: what Up-arrow editing starts from).
         self._edited_at: dict[int, str] = {}
         self._written: dict[int, str] = {}
+        #: Live messages appended at the bottom are stored at once but announced to Qt
+        #: (``beginInsertRows``) once per event-loop pass, all together (``publish``):
+        #: a burst read in one slice of the client is one insertion, not one per
+        #: message with the view's bookkeeping for each. Off by default (a model
+        #: without an event loop, e.g. in a script, shows each row as it is added);
+        #: the window turns it on.
+        self.coalesce_appends = False
+        self._unpublished = 0  # rows at the end of _rows that Qt has not been told of
+        self._publish_posted = False
+        self._publish_timer: QTimer | None = None
+        #: True while ``publish`` inserts: the rows are live messages (a view may
+        #: announce them), not a history page.
+        self.inserting_live = False
 
     # ------------------------------------------------------------ Qt interface
 
     def rowCount(self, parent: _ParentIndex = QModelIndex()) -> int:  # noqa: B008
         if parent.isValid():
             return 0
-        return len(self._rows)
+        return len(self._rows) - self._unpublished
 
     def data(self, index: _ParentIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or index.column() != 0:
@@ -632,7 +650,9 @@ class MessageModel(QAbstractListModel):
         return self._rows[row]
 
     def entries(self) -> Iterator[MessageEntry]:
-        """Every entry, oldest first."""
+        """Every entry Qt has been told of (``rowCount()``), oldest first."""
+        if self._unpublished:
+            return iter(self._rows[: len(self._rows) - self._unpublished])
         return iter(self._rows)
 
     def entries_between(self, first: int, last: int) -> list[MessageEntry]:
@@ -642,7 +662,37 @@ class MessageModel(QAbstractListModel):
 
     def stored_count(self) -> int:
         """Rows stored (the same as ``rowCount()``)."""
-        return len(self._rows)
+        return self.rowCount()
+
+    def publish(self) -> None:
+        """Tell Qt of the messages appended since the last time, in one insertion.
+
+        Runs by itself on the next event-loop pass after a live message is added
+        (``coalesce_appends``), and first thing in every other change, so rows are
+        always inserted, moved and changed in the order they happened.
+        """
+        self._publish_posted = False
+        count = self._unpublished
+        if not count:
+            return
+        end = len(self._rows)
+        self.beginInsertRows(QModelIndex(), end - count, end - 1)
+        self._unpublished = 0  # after rowsAboutToBeInserted: it still saw the old count
+        self.inserting_live = True
+        try:
+            self.endInsertRows()
+        finally:
+            self.inserting_live = False
+
+    def _post_publish(self) -> None:
+        self._publish_posted = True
+        timer = self._publish_timer
+        if timer is None:
+            timer = self._publish_timer = QTimer(self)
+            timer.setSingleShot(True)
+            timer.setInterval(0)
+            timer.timeout.connect(self.publish)
+        timer.start()
 
     def message_count(self) -> int:
         """Messages with a seq that are stored."""
@@ -663,7 +713,10 @@ class MessageModel(QAbstractListModel):
         """Row of the message ``seq``; -1 if absent."""
         if seq not in self._seqs:
             return -1
-        return bisect_left(self._rows, seq, 0, self._message_end(), key=_sort_key)
+        row = bisect_left(self._rows, seq, 0, self._message_end(), key=_sort_key)
+        if self._unpublished and row >= len(self._rows) - self._unpublished:
+            self.publish()  # a row number is only good to Qt once Qt knows the row
+        return row
 
     def _changed(self, seq: int, sender: str, text: str, flags: int, edited: str | None,
                  deleted: dict[str, str] | None) -> tuple[int, str]:
@@ -701,6 +754,7 @@ class MessageModel(QAbstractListModel):
         """A receipt from the peer: our whispers up to ``upto`` were ``delivered`` or
         ``read`` (read counts as delivered). Returns how many rows changed."""
         flag = _READ | _DELIVERED if state == "read" else _DELIVERED
+        self.publish()  # the rows it changes may be among those Qt is not told of yet
         first = last = -1
         for row in range(self._message_end() - 1, -1, -1):
             entry = self._rows[row]
@@ -797,6 +851,16 @@ class MessageModel(QAbstractListModel):
             self._settle_floating(seq - 0.5 if self._newest is None else self._newest)
         self._seqs.add(seq)
         self._note_seq(seq, seq)
+        if self.coalesce_appends and pend is None and not self._pending:
+            rows = self._rows
+            if not rows or rows[-1].key < seq:  # the live case: below everything
+                rows.append(entry)
+                self._unpublished += 1
+                if not self._publish_posted:
+                    self._post_publish()
+                return True
+        if self._unpublished:
+            self.publish()
         if pend is not None:
             entry.flags |= _OWN
             self._replace_pending(pend, entry)
@@ -882,6 +946,7 @@ class MessageModel(QAbstractListModel):
             local_id=local_id,
             file=file,
         )
+        self.publish()
         row = len(self._rows)
         self.beginInsertRows(QModelIndex(), row, row)
         self._rows.append(entry)
@@ -1035,6 +1100,7 @@ class MessageModel(QAbstractListModel):
         if not self._rows:
             self.add_notice(text)
             return
+        self.publish()
         if self._floating:
             self._settle_floating(self._newest or 0)
         self._uid_offset += _UID_OFFSET_STEP  # its seq 1, 2, 3 are new rows to any cache
@@ -1100,6 +1166,7 @@ class MessageModel(QAbstractListModel):
     def clear(self) -> None:
         """Forget every row (e.g. the user left the room)."""
         self.beginResetModel()
+        self._unpublished = 0
         self._rows.clear()
         self._seqs.clear()
         self._pending.clear()
@@ -1199,6 +1266,8 @@ class MessageModel(QAbstractListModel):
         return i
 
     def _insert_block(self, pos: int, block: list[MessageEntry]) -> None:
+        if self._unpublished:
+            self.publish()  # positions count every stored row; Qt must know them first
         self.beginInsertRows(QModelIndex(), pos, pos + len(block) - 1)
         if pos == len(self._rows):
             self._rows.extend(block)
@@ -1235,6 +1304,8 @@ class MessageModel(QAbstractListModel):
             self._insert_block(pos, block)
 
     def _remove_at(self, i: int) -> None:
+        if self._unpublished:
+            self.publish()
         self.beginRemoveRows(QModelIndex(), i, i)
         del self._rows[i]
         self.endRemoveRows()
