@@ -74,6 +74,21 @@ def test_a_message_between_starts_a_new_summary(chat):
                               "erin joined · bob left"]
 
 
+def test_someone_who_came_back_is_not_said_to_have_left(chat):
+    # Bob quits, and starts the app again minutes later, no message said between: the
+    # row must not end on "bob left" while he is in the member list.
+    chat.model.add_messages([broadcast(1)])
+    chat.model.add_membership("bob", "joined")
+    chat.model.add_membership("bob", "left")
+    assert chat.painted()[-1] == "bob joined · bob left"
+    chat.model.add_membership("bob", "joined")
+    assert chat.painted()[-1] == "bob joined"
+    chat.model.add_membership("carol", "left")
+    chat.model.add_membership("carol", "joined")
+    chat.model.add_membership("carol", "left")
+    assert chat.painted()[-1] == "bob joined · carol left"
+
+
 def test_a_dropped_connection_and_rejoin_cancel_out(chat):
     chat.model.add_messages([broadcast(1)])
     for name in ("bob", "carol", "dave"):  # a host frozen for a few seconds

@@ -432,7 +432,17 @@ class MembershipSummary:
         self.dropped: set[str] = set()  # phrases that mean "lost their connection"
 
     def add(self, name: str, phrase: str) -> None:
-        self.groups.setdefault(phrase, {})[name.casefold()] = name
+        """``name`` did ``phrase``. Saying again what they did earlier in this row
+        (joined, left, joined) takes back what they did since: the row ends on where
+        they are now ("bob joined"), never on "bob left" for someone who is here."""
+        folded = name.casefold()
+        group = self.groups.setdefault(phrase, {})
+        if folded in group:
+            for other in [p for p, g in self.groups.items() if p != phrase and folded in g]:
+                del self.groups[other][folded]
+                if not self.groups[other]:
+                    del self.groups[other]
+        group[folded] = name
 
     def cancel_drop(self, name: str) -> bool:
         """Take back a "lost their connection" of ``name`` said in this summary."""
