@@ -78,6 +78,9 @@ def drop_files(window: ChatWindow, paths: list[Path]) -> None:
 
 
 def file_rows(conv: Conversation) -> list[int]:
+    """The file rows on screen: a room's live messages reach its view on the next
+    event-loop pass (one insertion per pass), so let that pass run first."""
+    QApplication.processEvents()
     model = conv.model
     return [row for row in range(model.rowCount())
             if model.entry(row).kind == RowKind.MESSAGE and file_of(model.entry(row))]

@@ -45,11 +45,11 @@ def test_speed_and_time_left_come_from_the_clock_passed_in():
     model.progress("u1", 1 * MB, now=101.0)
     model.progress("u1", 2 * MB, now=102.0)
     assert shown(model, 0, Column.PROGRESS) == "20 %"
-    assert shown(model, 0, Column.SPEED) == "1.0 MB/s"
+    assert shown(model, 0, Column.SPEED) == "1.0 MiB/s"
     assert shown(model, 0, Column.TIME_LEFT) == "8 s"
     assert model.data(model.index(0, 0), Role.SECONDS_LEFT) == 8.0
     assert shown(model, 0, Column.STATE) == "Uploading"
-    assert shown(model, 0, Column.SIZE) == "10.0 MB"
+    assert shown(model, 0, Column.SIZE) == "10.0 MiB"
 
 
 def test_a_stall_shows_as_stalled_and_old_speed_is_forgotten():
@@ -57,12 +57,12 @@ def test_a_stall_shows_as_stalled_and_old_speed_is_forgotten():
     model.add("d1", "big.iso", DOWNLOAD, 100 * MB, now=0.0)
     for second in range(1, 4):
         model.progress("d1", second * 10 * MB, now=float(second))
-    assert shown(model, 0, Column.SPEED) == "10.0 MB/s"
+    assert shown(model, 0, Column.SPEED) == "10.0 MiB/s"
     model.progress("d1", 30 * MB, now=20.0)  # nothing moved for 17 s
     assert shown(model, 0, Column.SPEED) == "0 bytes/s"
     assert shown(model, 0, Column.TIME_LEFT) == "stalled"
     model.progress("d1", 31 * MB, now=21.0)  # moving again: the speed is of the last seconds
-    assert shown(model, 0, Column.SPEED) == "1.0 MB/s"
+    assert shown(model, 0, Column.SPEED) == "1.0 MiB/s"
     assert shown(model, 0, Column.TIME_LEFT) == "1 min 09 s"
 
 

@@ -113,12 +113,13 @@ class Transfer:
 
 
 def format_size(count: float) -> str:
-    """``1.5 MB`` style (powers of 1024, as file managers on the LAN's systems show)."""
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if abs(count) < 1024 or unit == "GB":
+    """``1.5 MiB`` style: powers of 1024 named as the host names them in its lines and
+    refusals ("sunset.jpg (47.4 KiB)"), so the row under that line says the same size."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024 or unit == "GiB":
             return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
         count /= 1024
-    return f"{count:.1f} GB"
+    return f"{count:.1f} GiB"
 
 
 def format_duration(seconds: float | None) -> str:
