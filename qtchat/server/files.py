@@ -594,34 +594,59 @@ class UploadStream:
         if not self.hash_behind:
             while not self.rehash(64 * MiB):
                 pass
-        view = memoryview(data)[: self.file.size - self.offset]
-        while len(view):
-            try:
-                written = os.write(self._fd, view)
-            except OSError as exc:
-                code = DISK_FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else STORAGE_ERROR
-                log.warning("upload %s stopped at %d: %s", self.file.file, self.offset, exc)
-                self._remember_hash()
-                return [UploadFailed(code)]
-            if self.hash_behind:
-                self.offset += written
-            else:
-                with self._lock:
-                    self._hasher.update(view[:written])
-                    self.offset += written
-                    self._hashed += written
-            view = view[written:]
-        self._remember_hash()
+        failed = self.append(data)
+        if failed is not None:
+            return [failed]
         if self.offset < self.file.size:
             return []
         while not self.rehash(64 * MiB):  # hash_behind: catch up with the worker's lag
             pass
         return [self._finish(now)]
 
+    def append(self, data: bytes | bytearray | memoryview) -> UploadFailed | None:
+        """Write ``data`` to the part file (up to the offered size) and, unless
+        ``hash_behind``, into the hash; None, or why it stopped. Unlike ``receive`` it
+        never finishes the upload, and a worker thread may call it (one at a time) while
+        the event loop's thread does other things: the store's state is not touched,
+        and a stream superseded meanwhile answers ``no_such_file`` instead of writing
+        to a descriptor that was closed under it. Call ``receive(b"")`` on the loop's
+        thread once ``offset`` reaches the size to check and store the file."""
+        view = memoryview(data)[: self.file.size - self.offset]
+        with self._lock:
+            if self.finished or self._fd is None:
+                return UploadFailed(NO_SUCH_FILE)
+            while len(view):
+                try:
+                    written = os.write(self._fd, view)
+                except OSError as exc:
+                    code = (DISK_FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                            else STORAGE_ERROR)
+                    log.warning("upload %s stopped at %d: %s", self.file.file, self.offset, exc)
+                    self._held_hash()
+                    return UploadFailed(code)
+                if not self.hash_behind:
+                    self._hasher.update(view[:written])
+                    self._hashed += written
+                self.offset += written
+                view = view[written:]
+            self._held_hash()
+        return None
+
+    def flush(self) -> None:
+        """fsync what was written so far (off the event loop's thread: it can take
+        seconds for a large file); the final check's own fsync then has little left."""
+        with self._lock:
+            if self._fd is not None:
+                os.fsync(self._fd)
+
     def _remember_hash(self) -> None:
         with self._lock:
-            # A copy: a superseded stream's worker may still be updating its own.
-            self._store._hashers[self.file.file] = (self._hasher.copy(), self._hashed)
+            self._held_hash()
+
+    def _held_hash(self) -> None:
+        # A copy: a superseded stream's worker may still be updating its own. (Caller
+        # holds the lock.) One dict assignment: safe from a worker thread.
+        self._store._hashers[self.file.file] = (self._hasher.copy(), self._hashed)
 
     def _finish(self, now: float) -> UploadDone | UploadFailed:
         """The last byte is in: fsync, check the hash, then store or forget the offer."""
@@ -647,8 +672,9 @@ class UploadStream:
         return UploadDone(self.file)
 
     def _supersede(self) -> None:
-        self.finished = True
-        self._close_fd()
+        with self._lock:  # waits for a worker's write in progress, then stops it
+            self.finished = True
+            self._close_fd()
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -657,10 +683,11 @@ class UploadStream:
 
     def close(self, *, now: float) -> None:
         """The connection ended: keep what arrived (fsynced) for a later resume."""
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.fsync(self._fd)
-            self._close_fd()
+        with self._lock:  # a worker thread's write in progress ends first
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.fsync(self._fd)
+                self._close_fd()
         self._store._upload_closed(self, now)
 
 
