@@ -458,6 +458,31 @@ class FileStore:
             self._mark_gone(entry)
         return entry
 
+    def update_extra(self, file_id: str, **changes: Any) -> None:
+        """Change what is kept with an offer (who offers it now) and write it down."""
+        entry = self._files[file_id]
+        entry.extra.update(changes)
+        try:
+            self._write_meta(entry)
+        except FileError as exc:  # kept in memory; written with the next change
+            log.warning("file %s: %s", file_id, exc)
+
+    def remove(self, file_id: str) -> StoredFile | None:
+        """The file's message is gone for good (deleted, or dropped by retention): its
+        bytes, its part file and its entry all go, as if it had never been offered.
+        (``delete`` keeps the entry as ``gone`` for a message that stays.)"""
+        entry = self._files.get(file_id)
+        if entry is None:
+            return None
+        upload = self._uploads.pop(file_id, None)
+        if upload is not None:
+            upload._supersede()
+        self._discard(entry)
+        with contextlib.suppress(FileNotFoundError):
+            self.path(file_id).unlink()
+        log.info("file %s (%s) removed with its message", entry.file, entry.name)
+        return entry
+
     def attach_message(self, file_id: str, seq: int) -> None:
         """Remember the message that posted ``file_id`` (for retention and ``gone``)."""
         entry = self._files[file_id]

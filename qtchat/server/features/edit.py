@@ -84,6 +84,10 @@ class EditFeature(Feature):
         data = Deleted(seq=message.seq, room=message.room, to=message.to, by=by,
                        ts=ts).encode()
         self._tell(message, room, data)
+        for feature in getattr(core, "features", ()):  # a file it carried leaves with it
+            hook = getattr(feature, "on_message_deleted", None)
+            if hook is not None:
+                hook(frame.seq)
 
     # --- the rules -----------------------------------------------------------------------
 
