@@ -6,10 +6,14 @@ line takes it out of the chat core (``ServerCore.hand_over``: no register deadli
 frame or rate limits, no send-queue cap) and gives its transport to a ``Transfer``:
 
 - an upload answers ``upload_ready`` with the offset the host holds, then takes raw
-  bytes as the transport reads them (at most 256 KiB per read, one read per event-loop
-  pass, so chat keeps its turns) into the file store's ``UploadStream``; when the last
-  byte is in and the hash matches, the files module posts the message, the adapter
-  commits it, and only then is ``upload_done`` written and the connection closed;
+  bytes into the file store's ``UploadStream``. On a plain socket a thread of its own
+  (``_Receiver``) reads, hashes and writes them a MiB at a time and fsyncs at the end,
+  so the event loop's thread does nothing per chunk; on TLS (Qt's socket, which only
+  the loop's thread may read) the transport's reads (at most 256 KiB, one per pass)
+  are written on the loop and a second thread hashes the part file behind them. When
+  the last byte is in and the hash matches, the files module posts the message, the
+  adapter commits it, and only then is ``upload_done`` written and the connection
+  closed;
 - a download answers ``download_ready``, then on a plain socket hands the file to the
   kernel with ``os.sendfile`` (no copy through Python) until the kernel refuses more,
   and waits for the socket to be writable again; on TLS it writes slices only while
