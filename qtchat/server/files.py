@@ -573,6 +573,7 @@ class UploadStream:
         self.file = entry
         self.hash_behind = hash_behind
         self._lock = threading.Lock()  # the hash state, shared with a hash_behind worker
+        self._fd_lock = threading.Lock()  # the part file's descriptor, shared with a writer
         self._fd: int | None = os.open(store._part(entry.file),
                                        os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self.offset = os.fstat(self._fd).st_size
@@ -637,7 +638,7 @@ class UploadStream:
         to a descriptor that was closed under it. Call ``receive(b"")`` on the loop's
         thread once ``offset`` reaches the size to check and store the file."""
         view = memoryview(data)[: self.file.size - self.offset]
-        with self._lock:
+        with self._fd_lock:
             if self.finished or self._fd is None:
                 return UploadFailed(NO_SUCH_FILE)
             while len(view):
@@ -647,31 +648,37 @@ class UploadStream:
                     code = (DISK_FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT)
                             else STORAGE_ERROR)
                     log.warning("upload %s stopped at %d: %s", self.file.file, self.offset, exc)
-                    self._held_hash()
+                    self._remember_hash()
                     return UploadFailed(code)
                 if not self.hash_behind:
-                    self._hasher.update(view[:written])
-                    self._hashed += written
+                    with self._lock:
+                        self._hasher.update(view[:written])
+                        self._hashed += written
                 self.offset += written
                 view = view[written:]
-            self._held_hash()
+        if not self.hash_behind:  # (behind: the hashing thread's state lags; see close)
+            self._remember_hash()
         return None
+
+    def hash_more(self, data: bytes | bytearray | memoryview) -> None:
+        """With ``hash_behind``: the next bytes after those hashed so far, from memory
+        (a thread hashing what the writer has just written, in parallel with it)."""
+        with self._lock:
+            self._hasher.update(data)
+            self._hashed += len(data)
 
     def flush(self) -> None:
         """fsync what was written so far (off the event loop's thread: it can take
         seconds for a large file); the final check's own fsync then has little left."""
-        with self._lock:
+        with self._fd_lock:
             if self._fd is not None:
                 os.fsync(self._fd)
 
     def _remember_hash(self) -> None:
         with self._lock:
-            self._held_hash()
-
-    def _held_hash(self) -> None:
-        # A copy: a superseded stream's worker may still be updating its own. (Caller
-        # holds the lock.) One dict assignment: safe from a worker thread.
-        self._store._hashers[self.file.file] = (self._hasher.copy(), self._hashed)
+            # A copy: a superseded stream's worker may still be updating its own. One
+            # dict assignment: safe from a worker thread.
+            self._store._hashers[self.file.file] = (self._hasher.copy(), self._hashed)
 
     def _finish(self, now: float) -> UploadDone | UploadFailed:
         """The last byte is in: fsync, check the hash, then store or forget the offer."""
@@ -697,7 +704,7 @@ class UploadStream:
         return UploadDone(self.file)
 
     def _supersede(self) -> None:
-        with self._lock:  # waits for a worker's write in progress, then stops it
+        with self._fd_lock:  # waits for a worker's write in progress, then stops it
             self.finished = True
             self._close_fd()
 
@@ -708,11 +715,13 @@ class UploadStream:
 
     def close(self, *, now: float) -> None:
         """The connection ended: keep what arrived (fsynced) for a later resume."""
-        with self._lock:  # a worker thread's write in progress ends first
+        with self._fd_lock:  # a worker thread's write in progress ends first
             if self._fd is not None:
                 with contextlib.suppress(OSError):
                     os.fsync(self._fd)
                 self._close_fd()
+        if not self.finished:
+            self._remember_hash()  # a resume goes on hashing from here
         self._store._upload_closed(self, now)
 
 
