@@ -6,7 +6,14 @@ part files, hashes, tokens); this module is the chat side of it. ``file_offer`` 
 checked like a message would be (the room or the person, moderation's veto), then
 accepted by the store with the host's limits (``--max-file-size``, ``--files-quota``,
 ``--files-max-bytes``); ``file_get`` gets a ticket if the asker may see the file (a
-room's file: its members now; a whisper's: its two parties).
+room's file: its members now; a whisper's: its two parties, by session or identity).
+
+Files belong to identities: an offer counts against (and may be resumed by) the
+identity its session registered with, else the session, so an app that restarted
+goes on with an unfinished upload under the same offer id. A file leaves with its
+message: the edit module's ``delete`` calls ``on_message_deleted``, and the sweep
+finds messages that retention (or a retired room) dropped; either way the file's
+bytes and entry go (``FileStore.remove``).
 
 The bytes move on transfer connections, which the adapter owns (``ChatServer`` hands a
 connection whose first line is ``upload``/``download`` to a ``Transfer``): it asks this
