@@ -660,13 +660,6 @@ class UploadStream:
             self._remember_hash()
         return None
 
-    def hash_more(self, data: bytes | bytearray | memoryview) -> None:
-        """With ``hash_behind``: the next bytes after those hashed so far, from memory
-        (a thread hashing what the writer has just written, in parallel with it)."""
-        with self._lock:
-            self._hasher.update(data)
-            self._hashed += len(data)
-
     def flush(self) -> None:
         """fsync what was written so far (off the event loop's thread: it can take
         seconds for a large file); the final check's own fsync then has little left."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import select
 import socket
 import threading
@@ -73,9 +72,6 @@ FLUSH_AHEAD = 8 << 20
 SENDFILE_TURN = 4 << 20
 # Bytes an upload's thread reads (and hashes and writes) at a time, on a plain socket.
 RECEIVE_SLICE = 1 << 20
-# Buffers an upload's reader and its hashing thread pass between them (memory: this
-# many slices per upload on a plain socket).
-RECEIVE_BUFFERS = 4
 
 
 class _Hasher:
@@ -127,21 +123,11 @@ class _Flushed(QObject):
         self._callback()
 
 
-def _in_background() -> None:
-    """The calling thread (an upload's reader or hash) stops pre-empting others when it
-    wakes (Linux ``SCHED_BATCH``): it keeps its share of the CPU, but the event loop's
-    thread, woken by a chat line, is not made to wait behind a MiB of bytes."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-
-
 class _Receiver(QObject):
-    """An upload on a plain socket, read by a thread of its own: ``recv_into`` a buffer
-    and ``os.write`` it to the part file, a MiB at a time, then one fsync; a second
-    thread hashes the same buffers from memory meanwhile (``RECEIVE_BUFFERS`` of them
-    circulate, so the hash is at most that far behind and nothing is read twice).
-    Each of those calls releases the GIL, so the event loop's thread does nothing per
-    chunk and chat keeps its turns however fast the bytes come. The thread
+    """An upload on a plain socket, read by a thread of its own: ``recv_into`` one
+    buffer, SHA-256 of it in memory and ``os.write`` to the part file, a MiB at a time,
+    then one fsync; each of those releases the GIL, so the event loop's thread does
+    nothing per chunk and chat keeps its turns however fast the bytes come. The thread
     has its own descriptor (a ``dup``), so a close on the loop's side never pulls one
     out from under it; it polls with a short timeout and looks at ``stop`` between
     reads. ``ended(outcome)`` is queued to the loop's thread: ``"complete"`` (every
@@ -162,8 +148,6 @@ class _Receiver(QObject):
         self._stop = False
         self.ended.connect(self._on_ended, Qt.ConnectionType.QueuedConnection)
         self._thread = threading.Thread(target=self._run, name="qtchat-upload", daemon=True)
-        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self._written: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
 
     def start(self) -> None:
         self._thread.start()
@@ -175,55 +159,35 @@ class _Receiver(QObject):
             self._sock.shutdown(socket.SHUT_RD)  # wakes a poll at once
 
     def _run(self) -> None:
-        _in_background()
-        hashing = threading.Thread(target=self._hash, name="qtchat-hash", daemon=True)
-        for _ in range(RECEIVE_BUFFERS):
-            self._free.put(bytearray(RECEIVE_SLICE))
         try:
-            hashing.start()
             outcome = self._receive()
-            self._written.put(None)
-            hashing.join()
-            if outcome == "complete":
-                self._stream.flush()
         except OSError as exc:
             log.info("upload %s ended: %s", self._stream.file.file, exc)
             outcome = "error"
         finally:
-            self._written.put(None)  # (again, if an error came first: it ends the hash)
             with contextlib.suppress(OSError):
                 self._sock.close()
         self.ended.emit(outcome)
-
-    def _hash(self) -> None:
-        _in_background()
-        stream = self._stream
-        while (item := self._written.get()) is not None:
-            buffer, count = item
-            stream.hash_more(memoryview(buffer)[:count])
-            self._free.put(buffer)
 
     def _receive(self) -> object:
         stream = self._stream
         while not stream.rehash(RECEIVE_SLICE):  # after a host restart: catch up first
             if self._stop:
                 return "stopped"
-        size = stream.file.size
         if self._first:
-            first = self._first[: size - stream.offset]
-            failed = stream.append(first)
+            failed = stream.append(self._first)
             if failed is not None:
                 return failed
-            stream.hash_more(first)
+        size = stream.file.size
+        buffer = memoryview(bytearray(RECEIVE_SLICE))
         sock = self._sock
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLIN)
-        buffer = self._free.get()
         while stream.offset < size:
             if self._stop:
                 return "stopped"
             try:
-                count = sock.recv_into(buffer, min(len(buffer), size - stream.offset))
+                count = sock.recv_into(buffer)
             except (BlockingIOError, InterruptedError):
                 poller.poll(250)
                 continue
@@ -232,13 +196,11 @@ class _Receiver(QObject):
                 return "error"
             if count == 0:
                 return "stopped" if self._stop else "eof"
-            failed = stream.append(memoryview(buffer)[:count])
+            failed = stream.append(buffer[:count])
             if failed is not None:
                 return failed
-            self._written.put((buffer, count))  # hashed from memory while we read on
             self._on_progress(time.monotonic())
-            if stream.offset < size:
-                buffer = self._free.get()  # waits while the hash is RECEIVE_BUFFERS behind
+        stream.flush()
         return "complete"
 
     @Slot(object)
@@ -295,9 +257,10 @@ class Transfer:
                 self.download, self._who = self.files.open_download(
                     frame.token, frame.offset, now, window=WINDOW)
             else:
+                threaded = isinstance(self.transport, RawTransport)
                 self.upload, self._who = self.files.open_upload(frame.token, now,
-                                                                hash_behind=True)
-                if not isinstance(self.transport, RawTransport):
+                                                                hash_behind=not threaded)
+                if not threaded:
                     self._hasher = _Hasher(self.upload)
         except FileError as exc:
             self._who = None
