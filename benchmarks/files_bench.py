@@ -63,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from qtchat.server.files import FileLimits, FileStore, UploadDone
 
 MiB = 1024 * 1024
+GiB_ = 1024 * MiB
 RECV_BUFFER = 1 * MiB
 
 
@@ -203,6 +204,14 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """CPU time (user + system) of process ``pid``, or of one of its threads, so far."""
+    path = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
+    with open(path) as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def serve_main(args: argparse.Namespace, work: Path, source: Path, sha256: str,
                size: int) -> None:
     copy_path = work / "copy"
@@ -227,6 +236,11 @@ def serve_main(args: argparse.Namespace, work: Path, source: Path, sha256: str,
         results: dict[str, list[float]] = {"yardstick": [], "serve upload": [],
                                            "serve download": []}
         ratios: dict[str, list[float]] = {"serve upload": [], "serve download": []}
+        # The host's CPU seconds during each transfer: its event loop's thread, and all.
+        cpu: dict[str, list[tuple[float, float]]] = {"serve upload": [], "serve download": []}
+
+        def host_cpu() -> tuple[float, float]:
+            return cpu_seconds(process.pid, process.pid), cpu_seconds(process.pid)
 
         def yardstick() -> None:
             bystander.phase = "yardstick"
@@ -241,6 +255,7 @@ def serve_main(args: argparse.Namespace, work: Path, source: Path, sha256: str,
                         "size": size, "sha256": sha256})
             accepted = owner.until("file_accepted", id=offer_id)
             bystander.phase = "upload"
+            before = host_cpu()
             start = time.perf_counter()
             conn = Lines(port)
             conn.send({"type": "upload", "token": accepted["token"]})
@@ -251,6 +266,8 @@ def serve_main(args: argparse.Namespace, work: Path, source: Path, sha256: str,
                                           size - offset)
             done = conn.line()
             results["serve upload"].append(time.perf_counter() - start)
+            after = host_cpu()
+            cpu["serve upload"].append((after[0] - before[0], after[1] - before[1]))
             bystander.phase = "between"
             conn.sock.close()
             assert done["type"] == "upload_done", done
@@ -260,6 +277,7 @@ def serve_main(args: argparse.Namespace, work: Path, source: Path, sha256: str,
             owner.send({"type": "file_get", "id": "g", "file": file_id})
             ticket = owner.until("file_ticket", id="g")
             bystander.phase = "download"
+            before = host_cpu()
             start = time.perf_counter()
             conn = Lines(port)
             conn.send({"type": "download", "token": ticket["token"], "offset": 0})
@@ -267,6 +285,8 @@ def serve_main(args: argparse.Namespace, work: Path, source: Path, sha256: str,
             assert ready["type"] == "download_ready", ready
             got = read_to_disk(conn.sock, copy_path, conn.buffer)
             results["serve download"].append(time.perf_counter() - start)
+            after = host_cpu()
+            cpu["serve download"].append((after[0] - before[0], after[1] - before[1]))
             bystander.phase = "between"
             assert got == size
             copy_path.unlink()
@@ -294,6 +314,13 @@ def serve_main(args: argparse.Namespace, work: Path, source: Path, sha256: str,
                          + ", ".join(f"{r:.2f}" for r in ratios[name]) + ")")
             print(f"  {name:16s} best {size / min(times) / MiB:6.0f} MiB/s  (runs: {runs})"
                   f"{ratio}")
+        for name, spent in cpu.items():
+            loop = statistics.median(c[0] for c in spent)
+            whole = statistics.median(c[1] for c in spent)
+            wall = statistics.median(results[name])
+            print(f"  {name}: host CPU per GiB (median), event-loop thread "
+                  f"{loop * GiB_ / size:.2f} s, all threads {whole * GiB_ / size:.2f} s; "
+                  f"loop thread busy {loop / wall:.0%} of the transfer's wall time")
         idle = bystander.samples.get("idle", [])
         print(f"  bystander ping round trip, idle: p50 {percentile(idle, 0.5) * 1e3:.2f} ms "
               f"p99 {percentile(idle, 0.99) * 1e3:.2f} ms ({len(idle)} pings)")

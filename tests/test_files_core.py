@@ -197,5 +197,8 @@ def test_a_file_leaves_with_its_message_when_retention_removes_it(tmp_path):
         alice.send(type="file_get", file=accepted["file"])
         assert alice.new()[-1]["code"] == "no_such_file"
         assert not (tmp_path / "files" / accepted["file"]).exists()
+        # Its entry goes too: nothing of it is left in the folder or in quotas.
+        assert not list((tmp_path / "files").glob(accepted["file"] + "*"))
+        assert _files(net).store.get(accepted["file"]) is None
     finally:
         net.store.close()

@@ -234,6 +234,7 @@ class ChatClient(QObject):
         self._wanted: dict[str, Path] = {}
         self._transfers: dict[str, Any] = {}
         self._hashing: dict[str, _Hashed] = {}
+        self.journal: Any = None  # a TransferJournal (client/files.py): survives restarts
         self.fileAccepted.connect(self._start_upload)
         self.fileTicket.connect(self._start_download)
         self.fileRefused.connect(self._file_refused)
@@ -509,6 +510,8 @@ class ChatClient(QObject):
         path = Path(path)
         offer_id = offer_id or _new_id()
         offer = {"room": room, "to": to, "text": text, "mime": mime, "preview": preview}
+        if self.journal is not None:
+            self.journal.upload_begun(offer_id, path, offer)
         hashed = _Hashed(self, offer_id, path, offer)
         hashed.done.connect(self._hashed, Qt.ConnectionType.QueuedConnection)
         self._hashing[offer_id] = hashed
@@ -540,6 +543,8 @@ class ChatClient(QObject):
         again for the same destination."""
         transfer_id = transfer_id or _new_id()
         self._wanted[transfer_id] = Path(destination)
+        if self.journal is not None:
+            self.journal.download_begun(transfer_id, file_id, Path(destination))
         if not self._session.send_frame(FileGet(id=transfer_id, file=file_id)):
             QTimer.singleShot(0, self, lambda: self.transferFailed.emit(
                 transfer_id, "offline", "Not connected to the host; try again once connected."))

@@ -22,10 +22,12 @@ download: the destination ``Path``), ``failed(code, sentence)``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -328,3 +330,222 @@ class Download(_Transfer):
             with contextlib.suppress(OSError):
                 self._file.close()
             self._file = None
+
+
+# --- remembering unfinished transfers across an app restart --------------------------------
+
+JOURNAL_NAME = "transfers.json"
+# Failures after which there is nothing to resume: the host refused it, or it is gone.
+FINAL_CODES = frozenset({
+    "checksum_mismatch", "file_too_large", "quota_exceeded", "invalid_name", "bad_frame",
+    "no_such_room", "not_in_room", "no_such_user", "not_permitted", "muted", "file",
+    "protocol",
+})
+# How often progress is written down at most (seconds): the host's offset (uploads) and
+# the part file's length (downloads) are what a resume goes on from; this is for show.
+SAVE_EVERY = 1.0
+
+
+@dataclasses.dataclass(slots=True, kw_only=True)
+class PendingTransfer:
+    """One unfinished transfer, as remembered: ``kind`` ``upload`` or ``download``; its
+    ``id`` (the offer's or the ``file_get``'s, reused to resume); ``host``
+    (``address:port`` of the chat); ``path`` (the file sent, or the destination chosen);
+    ``file`` (the host's id, once known); ``size``; ``offset`` (bytes moved when last
+    written down); ``offer`` (an upload's ``room``/``to``/``text``/``mime``/``preview``);
+    ``state`` (``running``, or ``stopped`` with the ``reason`` sentence)."""
+
+    kind: str
+    id: str
+    host: str
+    path: str
+    file: str | None = None
+    size: int = 0
+    offset: int = 0
+    offer: dict[str, Any] = dataclasses.field(default_factory=dict)
+    state: str = "running"
+    reason: str = ""
+    updated: float = 0.0
+
+
+class TransferJournal(QObject):
+    """Unfinished uploads and downloads, kept in ``<data_dir>/transfers.json`` so the app
+    can offer to resume them after a restart (issue 15).
+
+    ``attach(client)`` makes a ``ChatClient`` report every ``send_file`` and
+    ``download`` here (``client.journal``) and follows its signals: progress is written
+    down at most once a second, a transfer that ended (``fileSent``, ``fileSaved``) or
+    was refused for good leaves the record, one cut short stays ``stopped``. At start
+    the window asks ``pending_transfers()`` and calls ``resume(id)`` or
+    ``resume_all()`` once connected (or ``forget(id)``): an upload is offered again
+    under its id (the host, which keeps it by identity, answers with the bytes it
+    holds), a download asks again for a ticket and goes on from its ``.part`` file.
+
+    The file is replaced atomically (written beside, fsynced, renamed), so a crash
+    leaves the old record or the new one; an unreadable one counts as empty.
+    ``changed`` is emitted after each change, for a transfers panel.
+    """
+
+    changed = Signal()
+
+    def __init__(self, data_dir: Path | str, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.folder = Path(data_dir)
+        self.path = self.folder / JOURNAL_NAME
+        self._entries: dict[str, PendingTransfer] = self._load()
+        self._client: Any = None
+        self._saved_at = 0.0
+
+    # --- what the window calls --------------------------------------------------------------
+
+    def attach(self, client: Any) -> None:
+        """Follow ``client`` (a ``ChatClient``): its transfers are remembered here."""
+        self._client = client
+        client.journal = self
+        client.transferProgress.connect(self._progress)
+        client.fileSent.connect(lambda transfer_id, *_: self._ended(transfer_id))
+        client.fileSaved.connect(lambda transfer_id, *_: self._ended(transfer_id))
+        client.transferFailed.connect(self._failed)
+        client.fileAccepted.connect(self._accepted)
+        client.fileTicket.connect(self._ticketed)
+
+    def pending_transfers(self, host: str | None = None) -> list[PendingTransfer]:
+        """Every unfinished transfer (of ``host`` only, if given), oldest first."""
+        return sorted((e for e in self._entries.values() if host is None or e.host == host),
+                      key=lambda e: (e.updated, e.id))
+
+    def resume(self, transfer_id: str) -> bool:
+        """Start ``transfer_id`` again on the attached client (connected to its host);
+        False if it is unknown, the client is elsewhere, or its file is missing."""
+        entry = self._entries.get(transfer_id)
+        client = self._client
+        if entry is None or client is None or _host(client) != entry.host:
+            return False
+        if entry.kind == "upload":
+            if not Path(entry.path).is_file():
+                self._stopped(entry, f"{Path(entry.path).name} is no longer there.")
+                return False
+            offer = {k: v for k, v in entry.offer.items()
+                     if k in ("room", "to", "text", "mime", "preview")}
+            client.send_file(entry.path, offer_id=entry.id, **offer)
+        else:
+            if entry.file is None:
+                return False
+            client.download(entry.file, entry.path, transfer_id=entry.id)
+        return True
+
+    def resume_all(self) -> list[str]:
+        """``resume`` every transfer of the attached client's host; the ids started."""
+        client = self._client
+        if client is None:
+            return []
+        return [e.id for e in self.pending_transfers(_host(client)) if self.resume(e.id)]
+
+    def forget(self, transfer_id: str) -> None:
+        """Drop a transfer from the record (the person gave up on it)."""
+        if self._entries.pop(transfer_id, None) is not None:
+            self._save()
+
+    # --- what ChatClient reports -------------------------------------------------------------
+
+    def upload_begun(self, transfer_id: str, path: Path, offer: dict[str, Any]) -> None:
+        known = self._entries.get(transfer_id)
+        self._entries[transfer_id] = PendingTransfer(
+            kind="upload", id=transfer_id, host=_host(self._client), path=str(Path(path).resolve()),
+            file=known.file if known else None, offset=known.offset if known else 0,
+            size=known.size if known else 0,
+            offer={k: v for k, v in offer.items() if v is not None}, updated=time.time())
+        self._save()
+
+    def download_begun(self, transfer_id: str, file_id: str, destination: Path) -> None:
+        known = self._entries.get(transfer_id)
+        self._entries[transfer_id] = PendingTransfer(
+            kind="download", id=transfer_id, host=_host(self._client),
+            path=str(Path(destination).resolve()), file=file_id,
+            size=known.size if known else 0, offset=known.offset if known else 0,
+            updated=time.time())
+        self._save()
+
+    @Slot(object)
+    def _accepted(self, frame: Any) -> None:
+        entry = self._entries.get(frame.id)
+        if entry is not None:
+            entry.file, entry.offset, entry.state, entry.reason = frame.file, frame.offset, \
+                "running", ""
+            self._save()
+
+    @Slot(object)
+    def _ticketed(self, frame: Any) -> None:
+        entry = self._entries.get(frame.id or "")
+        if entry is not None:
+            entry.size, entry.state, entry.reason = frame.size, "running", ""
+            self._save()
+
+    @Slot(str, int, int)
+    def _progress(self, transfer_id: str, done: int, total: int) -> None:
+        entry = self._entries.get(transfer_id)
+        if entry is None:
+            return
+        entry.offset, entry.size = done, total
+        if time.monotonic() - self._saved_at >= SAVE_EVERY:
+            self._save()
+
+    def _ended(self, transfer_id: str) -> None:
+        self.forget(transfer_id)
+
+    @Slot(str, str, str)
+    def _failed(self, transfer_id: str, code: str, sentence: str) -> None:
+        entry = self._entries.get(transfer_id)
+        if entry is None:
+            return
+        if code in FINAL_CODES or (code == "no_such_file" and entry.kind == "download"):
+            self.forget(transfer_id)
+            return
+        self._stopped(entry, sentence)
+
+    def _stopped(self, entry: PendingTransfer, reason: str) -> None:
+        entry.state, entry.reason, entry.updated = "stopped", reason, time.time()
+        self._save()
+
+    # --- on disk ---------------------------------------------------------------------------
+
+    def _load(self) -> dict[str, PendingTransfer]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            entries = {}
+            for item in data.get("transfers", []):
+                entry = PendingTransfer(**item)
+                entry.state = "stopped"  # nothing runs before the app says so
+                entries[entry.id] = entry
+            return entries
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            log.warning("ignoring an unreadable %s: %s", self.path, exc)
+            return {}
+
+    def _save(self) -> None:
+        """Replace the record atomically; a failure to write is logged, never raised."""
+        self._saved_at = time.monotonic()
+        data = json.dumps({"version": 1, "transfers": [dataclasses.asdict(e) for e in
+                                                       self._entries.values()]},
+                          ensure_ascii=False).encode()
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with open(temporary, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.path, exc)
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+        self.changed.emit()
+
+
+def _host(client: Any) -> str:
+    """``address:port`` of the host ``client`` is connected to (or was asked to)."""
+    endpoint = getattr(client, "endpoint", None)
+    return f"{endpoint.host}:{endpoint.port}" if endpoint is not None else ""

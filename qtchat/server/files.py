@@ -458,6 +458,31 @@ class FileStore:
             self._mark_gone(entry)
         return entry
 
+    def update_extra(self, file_id: str, **changes: Any) -> None:
+        """Change what is kept with an offer (who offers it now) and write it down."""
+        entry = self._files[file_id]
+        entry.extra.update(changes)
+        try:
+            self._write_meta(entry)
+        except FileError as exc:  # kept in memory; written with the next change
+            log.warning("file %s: %s", file_id, exc)
+
+    def remove(self, file_id: str) -> StoredFile | None:
+        """The file's message is gone for good (deleted, or dropped by retention): its
+        bytes, its part file and its entry all go, as if it had never been offered.
+        (``delete`` keeps the entry as ``gone`` for a message that stays.)"""
+        entry = self._files.get(file_id)
+        if entry is None:
+            return None
+        upload = self._uploads.pop(file_id, None)
+        if upload is not None:
+            upload._supersede()
+        self._discard(entry)
+        with contextlib.suppress(FileNotFoundError):
+            self.path(file_id).unlink()
+        log.info("file %s (%s) removed with its message", entry.file, entry.name)
+        return entry
+
     def attach_message(self, file_id: str, seq: int) -> None:
         """Remember the message that posted ``file_id`` (for retention and ``gone``)."""
         entry = self._files[file_id]
@@ -548,6 +573,7 @@ class UploadStream:
         self.file = entry
         self.hash_behind = hash_behind
         self._lock = threading.Lock()  # the hash state, shared with a hash_behind worker
+        self._fd_lock = threading.Lock()  # the part file's descriptor, shared with a writer
         self._fd: int | None = os.open(store._part(entry.file),
                                        os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self.offset = os.fstat(self._fd).st_size
@@ -594,33 +620,57 @@ class UploadStream:
         if not self.hash_behind:
             while not self.rehash(64 * MiB):
                 pass
-        view = memoryview(data)[: self.file.size - self.offset]
-        while len(view):
-            try:
-                written = os.write(self._fd, view)
-            except OSError as exc:
-                code = DISK_FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else STORAGE_ERROR
-                log.warning("upload %s stopped at %d: %s", self.file.file, self.offset, exc)
-                self._remember_hash()
-                return [UploadFailed(code)]
-            if self.hash_behind:
-                self.offset += written
-            else:
-                with self._lock:
-                    self._hasher.update(view[:written])
-                    self.offset += written
-                    self._hashed += written
-            view = view[written:]
-        self._remember_hash()
+        failed = self.append(data)
+        if failed is not None:
+            return [failed]
         if self.offset < self.file.size:
             return []
         while not self.rehash(64 * MiB):  # hash_behind: catch up with the worker's lag
             pass
         return [self._finish(now)]
 
+    def append(self, data: bytes | bytearray | memoryview) -> UploadFailed | None:
+        """Write ``data`` to the part file (up to the offered size) and, unless
+        ``hash_behind``, into the hash; None, or why it stopped. Unlike ``receive`` it
+        never finishes the upload, and a worker thread may call it (one at a time) while
+        the event loop's thread does other things: the store's state is not touched,
+        and a stream superseded meanwhile answers ``no_such_file`` instead of writing
+        to a descriptor that was closed under it. Call ``receive(b"")`` on the loop's
+        thread once ``offset`` reaches the size to check and store the file."""
+        view = memoryview(data)[: self.file.size - self.offset]
+        with self._fd_lock:
+            if self.finished or self._fd is None:
+                return UploadFailed(NO_SUCH_FILE)
+            while len(view):
+                try:
+                    written = os.write(self._fd, view)
+                except OSError as exc:
+                    code = (DISK_FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                            else STORAGE_ERROR)
+                    log.warning("upload %s stopped at %d: %s", self.file.file, self.offset, exc)
+                    self._remember_hash()
+                    return UploadFailed(code)
+                if not self.hash_behind:
+                    with self._lock:
+                        self._hasher.update(view[:written])
+                        self._hashed += written
+                self.offset += written
+                view = view[written:]
+        if not self.hash_behind:  # (behind: the hashing thread's state lags; see close)
+            self._remember_hash()
+        return None
+
+    def flush(self) -> None:
+        """fsync what was written so far (off the event loop's thread: it can take
+        seconds for a large file); the final check's own fsync then has little left."""
+        with self._fd_lock:
+            if self._fd is not None:
+                os.fsync(self._fd)
+
     def _remember_hash(self) -> None:
         with self._lock:
-            # A copy: a superseded stream's worker may still be updating its own.
+            # A copy: a superseded stream's worker may still be updating its own. One
+            # dict assignment: safe from a worker thread.
             self._store._hashers[self.file.file] = (self._hasher.copy(), self._hashed)
 
     def _finish(self, now: float) -> UploadDone | UploadFailed:
@@ -647,8 +697,9 @@ class UploadStream:
         return UploadDone(self.file)
 
     def _supersede(self) -> None:
-        self.finished = True
-        self._close_fd()
+        with self._fd_lock:  # waits for a worker's write in progress, then stops it
+            self.finished = True
+            self._close_fd()
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -657,10 +708,13 @@ class UploadStream:
 
     def close(self, *, now: float) -> None:
         """The connection ended: keep what arrived (fsynced) for a later resume."""
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.fsync(self._fd)
-            self._close_fd()
+        with self._fd_lock:  # a worker thread's write in progress ends first
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.fsync(self._fd)
+                self._close_fd()
+        if not self.finished:
+            self._remember_hash()  # a resume goes on hashing from here
         self._store._upload_closed(self, now)
 
 

@@ -6,10 +6,14 @@ line takes it out of the chat core (``ServerCore.hand_over``: no register deadli
 frame or rate limits, no send-queue cap) and gives its transport to a ``Transfer``:
 
 - an upload answers ``upload_ready`` with the offset the host holds, then takes raw
-  bytes as the transport reads them (at most 256 KiB per read, one read per event-loop
-  pass, so chat keeps its turns) into the file store's ``UploadStream``; when the last
-  byte is in and the hash matches, the files module posts the message, the adapter
-  commits it, and only then is ``upload_done`` written and the connection closed;
+  bytes into the file store's ``UploadStream``. On a plain socket a thread of its own
+  (``_Receiver``) reads, hashes and writes them a MiB at a time and fsyncs at the end,
+  so the event loop's thread does nothing per chunk; on TLS (Qt's socket, which only
+  the loop's thread may read) the transport's reads (at most 256 KiB, one per pass)
+  are written on the loop and a second thread hashes the part file behind them. When
+  the last byte is in and the hash matches, the files module posts the message, the
+  adapter commits it, and only then is ``upload_done`` written and the connection
+  closed;
 - a download answers ``download_ready``, then on a plain socket hands the file to the
   kernel with ``os.sendfile`` (no copy through Python) until the kernel refuses more,
   and waits for the socket to be writable again; on TLS it writes slices only while
@@ -22,8 +26,11 @@ here decides who may do what: that is ``FilesFeature`` and ``FileStore``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -63,6 +70,8 @@ WINDOW = 1 << 20
 FLUSH_AHEAD = 8 << 20
 # Bytes handed to the kernel per event-loop pass for one download (then it yields).
 SENDFILE_TURN = 4 << 20
+# Bytes an upload's thread reads (and hashes and writes) at a time, on a plain socket.
+RECEIVE_SLICE = 1 << 20
 
 
 class _Hasher:
@@ -114,6 +123,91 @@ class _Flushed(QObject):
         self._callback()
 
 
+class _Receiver(QObject):
+    """An upload on a plain socket, read by a thread of its own: ``recv_into`` one
+    buffer, SHA-256 of it in memory and ``os.write`` to the part file, a MiB at a time,
+    then one fsync; each of those releases the GIL, so the event loop's thread does
+    nothing per chunk and chat keeps its turns however fast the bytes come. The thread
+    has its own descriptor (a ``dup``), so a close on the loop's side never pulls one
+    out from under it; it polls with a short timeout and looks at ``stop`` between
+    reads. ``ended(outcome)`` is queued to the loop's thread: ``"complete"`` (every
+    byte is in and fsynced: check and store), ``"eof"`` (the peer stopped early),
+    ``"error"``, ``"stopped"`` or an ``UploadFailed``."""
+
+    ended = Signal(object)
+
+    def __init__(self, stream: UploadStream, descriptor: int, first: bytes,
+                 on_progress: Callable[[float], None],
+                 on_end: Callable[[object], None]) -> None:
+        super().__init__()
+        self._stream = stream
+        self._sock = socket.socket(fileno=os.dup(descriptor))
+        self._first = first
+        self._on_progress = on_progress
+        self._on_end = on_end
+        self._stop = False
+        self.ended.connect(self._on_ended, Qt.ConnectionType.QueuedConnection)
+        self._thread = threading.Thread(target=self._run, name="qtchat-upload", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """From the loop's thread: end the reads (within a poll's timeout at most)."""
+        self._stop = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RD)  # wakes a poll at once
+
+    def _run(self) -> None:
+        try:
+            outcome = self._receive()
+        except OSError as exc:
+            log.info("upload %s ended: %s", self._stream.file.file, exc)
+            outcome = "error"
+        finally:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+        self.ended.emit(outcome)
+
+    def _receive(self) -> object:
+        stream = self._stream
+        while not stream.rehash(RECEIVE_SLICE):  # after a host restart: catch up first
+            if self._stop:
+                return "stopped"
+        if self._first:
+            failed = stream.append(self._first)
+            if failed is not None:
+                return failed
+        size = stream.file.size
+        buffer = memoryview(bytearray(RECEIVE_SLICE))
+        sock = self._sock
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        while stream.offset < size:
+            if self._stop:
+                return "stopped"
+            try:
+                count = sock.recv_into(buffer)
+            except (BlockingIOError, InterruptedError):
+                poller.poll(250)
+                continue
+            except OSError as exc:
+                log.info("upload %s cut: %s", stream.file.file, exc)
+                return "error"
+            if count == 0:
+                return "stopped" if self._stop else "eof"
+            failed = stream.append(buffer[:count])
+            if failed is not None:
+                return failed
+            self._on_progress(time.monotonic())
+        stream.flush()
+        return "complete"
+
+    @Slot(object)
+    def _on_ended(self, outcome: object) -> None:
+        self._on_end(outcome)
+
+
 def transfer_line(line: bytes) -> dict[str, Any] | None:
     """The JSON object of a first line if it opens a transfer, else None (a chat line)."""
     if b"upload" not in line and b"download" not in line:
@@ -144,6 +238,7 @@ class Transfer:
         self._held = bytearray()
         self._flushed_ahead = False
         self._hasher: _Hasher | None = None
+        self._receiver: _Receiver | None = None
         transport.on_readable = self._readable
         transport.on_drained = self._pump
         transport.on_peer_finished = self._peer_finished
@@ -162,9 +257,11 @@ class Transfer:
                 self.download, self._who = self.files.open_download(
                     frame.token, frame.offset, now, window=WINDOW)
             else:
+                threaded = isinstance(self.transport, RawTransport)
                 self.upload, self._who = self.files.open_upload(frame.token, now,
-                                                                hash_behind=True)
-                self._hasher = _Hasher(self.upload)
+                                                                hash_behind=not threaded)
+                if not threaded:
+                    self._hasher = _Hasher(self.upload)
         except FileError as exc:
             self._who = None
             sentence = ("Too many transfers at once; wait for one to end."
@@ -181,6 +278,12 @@ class Transfer:
             return
         assert self.upload is not None
         self.transport.write(UploadReady(offset=self.upload.offset).encode())
+        if isinstance(self.transport, RawTransport):
+            self.transport.pause_reading()  # the receiver's thread reads from now on
+            self._receiver = _Receiver(self.upload, self.transport.fileno(), rest,
+                                       self._progressed, self._received)
+            self._receiver.start()
+            return
         if rest or self.upload.offset >= self.upload.file.size:
             self._take(rest)
         if not self._finished:
@@ -220,6 +323,27 @@ class Transfer:
             self._hasher.wake()
         if upload.offset != before:
             self.last_progress = now
+        self._act(actions)
+
+    def _progressed(self, now: float) -> None:
+        self.last_progress = now  # from the receiver's thread: one attribute, no more
+
+    def _received(self, outcome: object) -> None:
+        """The receiver's thread is over (see ``_Receiver``)."""
+        self._receiver = None
+        if self._finished or self.upload is None:
+            return
+        if outcome == "complete":
+            self._act(self.upload.receive(b"", now=time.monotonic()))
+        elif isinstance(outcome, UploadFailed):
+            self._act([outcome])
+        elif outcome == "eof":
+            self._peer_finished()
+        elif outcome == "error":
+            self._finished = True
+            self.transport.abort()
+
+    def _act(self, actions: list) -> None:
         for action in actions:
             if isinstance(action, StreamDone):
                 seq = self.files.post_upload(action.file)
@@ -335,6 +459,9 @@ class Transfer:
         now = time.monotonic()
         if self._hasher is not None:
             self._hasher.stop()
+        self._finished = True
+        if self._receiver is not None:
+            self._receiver.stop()
         self.files.transfers.pop(self, None)
         if self.upload is not None:
             self.upload.close(now=now)

@@ -101,6 +101,10 @@ class EditFeature(Feature):
         self._change = lambda copy: copy._replace(text="", edited=None, file=None,
                                                   deleted=tombstone)
         self._tell(message, room, data)
+        for feature in getattr(core, "features", ()):  # a file it carried leaves with it
+            hook = getattr(feature, "on_message_deleted", None)
+            if hook is not None:
+                hook(frame.seq)
 
     # --- the rules -----------------------------------------------------------------------
 

@@ -6,7 +6,14 @@ part files, hashes, tokens); this module is the chat side of it. ``file_offer`` 
 checked like a message would be (the room or the person, moderation's veto), then
 accepted by the store with the host's limits (``--max-file-size``, ``--files-quota``,
 ``--files-max-bytes``); ``file_get`` gets a ticket if the asker may see the file (a
-room's file: its members now; a whisper's: its two parties).
+room's file: its members now; a whisper's: its two parties, by session or identity).
+
+Files belong to identities: an offer counts against (and may be resumed by) the
+identity its session registered with, else the session, so an app that restarted
+goes on with an unfinished upload under the same offer id. A file leaves with its
+message: the edit module's ``delete`` calls ``on_message_deleted``, and the sweep
+finds messages that retention (or a retired room) dropped; either way the file's
+bytes and entry go (``FileStore.remove``).
 
 The bytes move on transfer connections, which the adapter owns (``ChatServer`` hands a
 connection whose first line is ``upload``/``download`` to a ``Transfer``): it asks this
@@ -142,7 +149,8 @@ class FilesFeature(Feature):
             core.send_error(conn, refusal[0], refusal[1], frame.type)
             return
         extra: dict[str, Any] = {"text": text, "from": session.name.display,
-                                 "from_sid": session.sid}
+                                 "from_sid": session.sid,
+                                 "from_identity": self._identity(session)}
         if frame.preview is not None:
             extra["preview"] = frame.preview
         if room is not None:
@@ -150,6 +158,7 @@ class FilesFeature(Feature):
         else:
             assert target is not None
             extra["to_sid"] = target.sid
+            extra["to_identity"] = self._identity(target)
         try:
             accepted = self.store.offer(
                 owner=self._owner(session), offer_id=frame.id or "", name=frame.name,
@@ -160,6 +169,11 @@ class FilesFeature(Feature):
         except FileError as exc:
             core.send_error(conn, exc.code, self._sentence(exc), frame.type)
             return
+        if accepted.file.extra.get("from_sid") != session.sid:
+            # The same identity offers it again from a new session (the app restarted):
+            # the upload goes on, and its message comes from, and is echoed to, this one.
+            self.store.update_extra(accepted.file.file, from_sid=session.sid,
+                                    **{"from": session.name.display})
         for old in accepted.evicted:
             log.info("file %s evicted to make room", old.file)
             if old.message_seq is not None:
@@ -243,7 +257,8 @@ class FilesFeature(Feature):
             room = self._rooms.room(parse_room(entry.room or p.LOBBY))
             target: Room | Session = room
         else:
-            recipient = self._session_by_sid(int(extra.get("to_sid", 0)))
+            recipient = self._session_by_sid(int(extra.get("to_sid", 0))) \
+                or self._session_by_identity(extra.get("to_identity"))
             target = recipient if recipient is not None else None  # type: ignore[assignment]
         if session is not None and conn is not None and target is not None:
             refusal = core.veto_post(conn, session, target, text)
@@ -265,7 +280,8 @@ class FilesFeature(Feature):
             recipient = target if isinstance(target, Session) else None
             seq = core.store.add(ts=ts, bucket=WHISPER_BUCKET, room=None, sender=sender_name,
                                  sender_sid=sender_sid, recipient=entry.to,
-                                 recipient_sid=int(extra.get("to_sid", 0)), text=text)
+                                 recipient_sid=recipient.sid if recipient is not None
+                                 else int(extra.get("to_sid", 0)), text=text)
             message = Message(seq=seq, ts=ts, sender=sender_name, to=entry.to, text=text,
                               file=info)
             theirs = own_copy = None
@@ -297,17 +313,35 @@ class FilesFeature(Feature):
             self._leave_with_messages()
 
     def _leave_with_messages(self) -> None:
-        """Files go with their message: one that retention removed takes its bytes along."""
+        """Files go with their message: one that retention removed (or a room's history
+        retired, or a delete by any path) takes its bytes and its entry along."""
         history = self.core.store
         for entry in self.store.files():
             seq = entry.message_seq
-            if entry.state != "done" or seq is None:
+            if seq is None or entry.state == "pending":
                 continue
             bucket = entry.extra.get("room_key") if entry.to is None else WHISPER_BUCKET
             if isinstance(bucket, str) and history.pruned_upto(bucket) >= seq:
+                gone = True
+            else:
+                found = history.message_meta(seq)
+                gone = found is None or found[3].deleted is not None
+            if gone:
                 log.info("file %s leaves with message %d", entry.file, seq)
-                self.store.delete(entry.file)
-                history.attachments.pop(seq, None)
+                self.message_gone(seq)
+
+    def on_message_deleted(self, seq: int) -> None:
+        """The edit module's hook: message ``seq`` was deleted (and that is stored)."""
+        self.message_gone(seq)
+
+    def message_gone(self, seq: int) -> None:
+        """No message refers to the files of message ``seq`` any more (each file is
+        posted by one message): their bytes and entries go now, so a download of them
+        is refused (``no_such_file``) and their bytes stop counting against quotas."""
+        for entry in self.store.files():
+            if entry.message_seq == seq:
+                self.store.remove(entry.file)
+        self.core.store.attachments.pop(seq, None)
 
     def close(self) -> None:
         """The server stops: a scratch folder (history in memory) goes with it."""
@@ -338,9 +372,24 @@ class FilesFeature(Feature):
             info["gone"] = True
         return info
 
-    @staticmethod
-    def _owner(session: Session) -> str:
-        return f"s{session.sid}"
+    def _owner(self, session: Session) -> str:
+        """Who a file belongs to (its quota, and who may resume its upload): the
+        identity where the session registered with one, else the session."""
+        identity = self._identity(session)
+        return f"i{identity}" if identity is not None else f"s{session.sid}"
+
+    def _identity(self, session: Session) -> str | None:
+        """The (hashed) identity ``session`` registered with, if any (moderation's)."""
+        moderation = getattr(self.core, "moderation", None)
+        return moderation.identity_of(session) if moderation is not None else None
+
+    def _session_by_identity(self, identity: object) -> Session | None:
+        if not isinstance(identity, str):
+            return None
+        for session in self._sessions.by_secret.values():
+            if self._identity(session) == identity:
+                return session
+        return None
 
     def _session_by_sid(self, sid: int) -> Session | None:
         for session in self._sessions.by_secret.values():
@@ -349,12 +398,18 @@ class FilesFeature(Feature):
         return None
 
     def _may_download(self, entry: StoredFile, requester: str) -> bool:
-        """A room's file: its members now; a whisper's: its two parties."""
+        """A room's file: its members now; a whisper's: its two parties, by session or
+        by identity (a party's app that restarted is a new session with the same
+        identity), never by name (a name may pass to someone else)."""
         sid = int(requester)
         extra = entry.extra
-        if entry.to is not None:
-            return sid in (extra.get("from_sid"), extra.get("to_sid"))
         session = self._session_by_sid(sid)
+        if entry.to is not None:
+            if sid in (extra.get("from_sid"), extra.get("to_sid")):
+                return True
+            identity = self._identity(session) if session is not None else None
+            return identity is not None and identity in (extra.get("from_identity"),
+                                                         extra.get("to_identity"))
         return session is not None and extra.get("room_key") in session.rooms
 
     def _sentence(self, exc: FileError) -> str:
