@@ -343,13 +343,17 @@ def test_a_burst_of_screenfuls_is_painted_once_per_frame(chat, qtbot):
     # pass would draw rows the next pass pushes off. Within one frame (a hand-held
     # clock) the screen is painted for the first pass only; the frame over, the newest
     # rows are shown.
+    view, app = chat.view, QApplication.instance()
+    # The clock and the frame are held from before the first rows: 50 rows right after
+    # the view was shown are a burst too, held back on a real 16 ms timer that would
+    # otherwise end one of the passes' frames below, whenever it came round.
+    view.frame_ms = 60_000  # one long frame: no real timer ends it during the test
+    now = [view.clock() + 61]  # the view's first paint is a frame ago
+    view.clock = lambda: now[0]
     chat.model.coalesce_appends = True
     chat.model.add_messages([broadcast(s) for s in range(1, 51)])
     chat.settle()
-    view, app = chat.view, QApplication.instance()
-    view.frame_ms = 60_000  # one long frame: no real timer ends it during the test
-    now = [view.clock() + 61]  # the last paint (settle's) is a frame ago
-    view.clock = lambda: now[0]
+    now[0] += 61  # the last paint (settle's) is a frame ago
     paints: list[int] = []
 
     class PaintCount(QObject):
