@@ -93,15 +93,34 @@ def test_rows_streaming_in_are_painted_as_a_full_repaint_would(chat, qtbot):
         qtbot.wait(5)
     qtbot.wait(view.frame_ms + 5)  # a paint held back in a burst comes when its frame ends
     assert view.visible_rows()[-1][0] == chat.model.rowCount() - 1
+    # A loaded machine may end qtbot.wait before the last burst's paint has run;
+    # a wrong partial paint stays wrong, so waiting for the paint hides nothing.
+    qtbot.waitUntil(lambda: _on_screen_matches_a_full_repaint(view), timeout=3000)
+
+
+def _on_screen_matches_a_full_repaint(view: MessageView) -> bool:
+    """Whether the pixels on the screen (the window's backing store) are what painting
+    the whole view afresh gives."""
     viewport = view.viewport().geometry()
+    on_screen = view.screen().grabWindow(view.winId()).toImage().copy(viewport)
+    return on_screen == view.grab().toImage().copy(viewport)
 
-    def on_screen_matches_a_full_repaint() -> bool:
-        # A loaded machine may end qtbot.wait before the last burst's paint has run;
-        # a wrong partial paint stays wrong, so waiting for the paint hides nothing.
-        on_screen = view.screen().grabWindow(view.winId()).toImage().copy(viewport)
-        return on_screen == view.grab().toImage().copy(viewport)
 
-    qtbot.waitUntil(on_screen_matches_a_full_repaint, timeout=3000)
+def test_a_part_painted_before_new_rows_scroll_in_is_painted_where_it_is_shown(chat, qtbot):
+    # New rows at the bottom are scrolled in on the next event-loop pass. A paint of a
+    # part of the view that comes first (the strips a previous pass asked for, an
+    # expose) must paint that part of what is on screen, not of the scrolled picture
+    # (the top strip would show rows the scroll then moves up again: a torn screen).
+    chat.model.add_messages([broadcast(s, text="word " * (s % 25 + 1)) for s in range(1, 60)])
+    chat.settle()
+    view = chat.view
+    assert _on_screen_matches_a_full_repaint(view)
+    for seq in range(60, 64):
+        chat.model.add_message(broadcast(seq, "bob", "a new row " * (seq % 4 + 1)))
+        view.viewport().repaint(0, 0, view.viewport().width(), 60)  # before the scroll
+        qtbot.wait(5)
+    assert view.visible_rows()[-1][0] == chat.model.rowCount() - 1
+    qtbot.waitUntil(lambda: _on_screen_matches_a_full_repaint(view), timeout=3000)
 
 
 def test_notices_markers_and_pending_rows_are_on_screen(chat):
@@ -324,13 +343,17 @@ def test_a_burst_of_screenfuls_is_painted_once_per_frame(chat, qtbot):
     # pass would draw rows the next pass pushes off. Within one frame (a hand-held
     # clock) the screen is painted for the first pass only; the frame over, the newest
     # rows are shown.
+    view, app = chat.view, QApplication.instance()
+    # The clock and the frame are held from before the first rows: 50 rows right after
+    # the view was shown are a burst too, held back on a real 16 ms timer that would
+    # otherwise end one of the passes' frames below, whenever it came round.
+    view.frame_ms = 60_000  # one long frame: no real timer ends it during the test
+    now = [view.clock() + 61]  # the view's first paint is a frame ago
+    view.clock = lambda: now[0]
     chat.model.coalesce_appends = True
     chat.model.add_messages([broadcast(s) for s in range(1, 51)])
     chat.settle()
-    view, app = chat.view, QApplication.instance()
-    view.frame_ms = 60_000  # one long frame: no real timer ends it during the test
-    now = [view.clock() + 61]  # the last paint (settle's) is a frame ago
-    view.clock = lambda: now[0]
+    now[0] += 61  # the last paint (settle's) is a frame ago
     paints: list[int] = []
 
     class PaintCount(QObject):

@@ -72,6 +72,7 @@ from PySide6.QtGui import (
     QPaintEvent,
     QPalette,
     QPen,
+    QRegion,
     QResizeEvent,
     QWheelEvent,
 )
@@ -659,6 +660,23 @@ class MessageView(QAbstractScrollArea):
         first = visible[0][0]
         self._anchor_row, self._anchor_off = first, top - heights.top_of(first)
 
+    def _rows_from(self, top: int, y0: int, y1: int) -> list[tuple[int, int, int]]:
+        """(row, y, height) of the rows between ``y0`` and ``y1`` (viewport
+        coordinates) when the viewport's top is at content y ``top``."""
+        heights = self._heights
+        count = len(heights)
+        row = heights.row_at(top + y0)
+        if row < 0:
+            return []
+        y = heights.top_of(row) - top
+        rows = []
+        while row < count and y < y1:
+            height = self._measure_row(row)
+            rows.append((row, y, height))
+            y += height
+            row += 1
+        return rows
+
     def _set_bar(self, top: int, total: int, vh: int) -> None:
         self._bar_stale = False
         self._bar_timer.stop()
@@ -711,18 +729,28 @@ class MessageView(QAbstractScrollArea):
 
     def paintEvent(self, event: QPaintEvent) -> None:
         clip = event.rect()
-        whole = clip.contains(self.viewport().rect())
+        # The region, not its bounding rect: two strips (top and bottom) are not all.
+        whole = (QRegion(self.viewport().rect()) - event.region()).isEmpty()
         self.ensure_laid_out(sync_bar=whole)
         model = self._model
         if model is None:
             return
+        if whole or self._painted_top == self._last_top:
+            rows = self._visible
+        else:
+            # Rows were appended since the pixels on screen were painted, and their
+            # scroll (_flush_appends) has not run yet: the pixels outside this region
+            # still show the rows at _painted_top. Painting this part at the new top
+            # would tear the picture (and the scroll, finding nothing to move, would
+            # never mend it): paint the part of the picture that is on screen.
+            rows = self._rows_from(self._painted_top, clip.top(), clip.bottom() + 1)
         painter = QPainter(self.viewport())
         width = self.viewport().width()
         lo, hi = self._selection()
         delegate = self._delegate
         focus = self.hasFocus()
         try:
-            for row, y, height in self._visible:
+            for row, y, height in rows:
                 rect = QRect(0, y, width, height)
                 if not rect.intersects(clip):
                     continue
@@ -745,9 +773,9 @@ class MessageView(QAbstractScrollArea):
                     painter.drawRect(rect.adjusted(0, 0, -1, -1))
         finally:
             painter.end()
-        self._painted_top = self._last_top
         self._painted_at = self.clock()
         if whole:
+            self._painted_top = self._last_top
             self._full_repaint = False
         delegate.retain(model.entry(row).uid for row, _y, _h in self._visible)
 
