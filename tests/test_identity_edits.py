@@ -138,3 +138,95 @@ def test_a_later_holder_of_the_name_may_not_change_the_earlier_holders_messages(
     alice, _ = join(net, "Alicia", "10.0.0.1:2", identity=alice_id, features=ALL)
     edited = answer(alice, type="edit", seq=room, text="meet at six")
     assert edited["type"] == "edited"
+
+
+def read_up_to(client: Any, with_: str) -> dict[str, int]:
+    page = answer(client, type="history", **{"with": with_})
+    assert page["type"] == "history", page
+    return page["read_up_to"]
+
+
+def test_receipts_follow_the_identities_across_restarts_and_only_forwards(net):
+    alice_id, bob_id = new_identity(), new_identity()
+    alice, _ = join(net, "Alice", "10.0.0.1:1", identity=alice_id, features=ALL)
+    bob, _ = join(net, "Bob", "10.0.0.2:1", identity=bob_id, features=ALL)
+    first = said(alice, "whisper", "are you coming?", to="Bob")
+    second = said(alice, "whisper", "bring the keys", to="Bob")
+    bob.send(type="receipt", **{"with": "Alice"}, seq=second, state="read")
+    assert last(alice, "receipt") == {"type": "receipt", "from": "Bob", "seq": second,
+                                      "state": "read"}
+    restart_past_grace(net, alice, bob)
+    net.advance(3 * DAY)
+    net.restart()
+    alice, _ = join(net, "Alice", "10.0.0.1:2", identity=alice_id, features=ALL)
+    assert read_up_to(alice, "Bob") == {"you": 0, "them": second}  # Bob is not even here
+    bob, _ = join(net, "Bob", "10.0.0.2:2", identity=bob_id, features=ALL)
+    assert read_up_to(bob, "Alice") == {"you": second, "them": 0}
+    # Only forwards: Bob's new app acknowledging the first whisper again changes nothing,
+    # and Alice is not told of it.
+    alice.new()
+    bob.send(type="receipt", **{"with": "Alice"}, seq=first, state="read")
+    assert read_up_to(alice, "Bob") == {"you": 0, "them": second}
+    assert not alice.of("receipt")
+    # Alice reads Bob's answer after his app quit: kept for his identity all the same.
+    answered = said(bob, "whisper", "on my way", to="Alice")
+    bob.send(type="bye")
+    alice.send(type="receipt", **{"with": "Bob"}, seq=answered, state="read")
+    net.restart()
+    bob, _ = join(net, "Bob", "10.0.0.2:3", identity=bob_id, features=ALL)
+    assert read_up_to(bob, "Alice") == {"you": second, "them": answered}
+
+
+def test_a_later_holder_of_the_name_never_inherits_its_receipts(net):
+    alice_id, bob_id = new_identity(), new_identity()
+    alice, _ = join(net, "Alice", "10.0.0.1:1", identity=alice_id, features=ALL)
+    bob, _ = join(net, "Bob", "10.0.0.2:1", identity=bob_id, features=ALL)
+    seq = said(alice, "whisper", "bring the keys", to="Bob")
+    bob.send(type="receipt", **{"with": "Alice"}, seq=seq, state="read")
+    restart_past_grace(net, alice, bob)
+    owner, _ = join(net, "Root", "10.0.0.7:1", admin=ADMIN, features=["moderation"])
+    owner.send(type="release_name", name="Bob")
+    alice, _ = join(net, "Alice", "10.0.0.1:2", identity=alice_id, features=ALL)
+    # Another identity under the name: Alice's page with "Bob" is with this one now.
+    newbob, _ = join(net, "Bob", "10.0.0.6:1", identity=new_identity(), features=ALL)
+    assert read_up_to(alice, "Bob") == {"you": 0, "them": 0}
+    assert read_up_to(newbob, "Alice") == {"you": 0, "them": 0}
+    newbob.send(type="bye")
+    owner.send(type="release_name", name="Bob")
+    # Nor someone without identity.
+    anonymous, registered = join(net, "Bob", "10.0.0.5:1", features=ALL)
+    assert registered["type"] == "registered"
+    assert read_up_to(alice, "Bob") == {"you": 0, "them": 0}
+    assert read_up_to(anonymous, "Alice") == {"you": 0, "them": 0}
+    anonymous.send(type="bye")
+    # The identity that read it still carries it, under the name it holds now.
+    _bob, _ = join(net, "Robert", "10.0.0.2:2", identity=bob_id, features=ALL)
+    assert read_up_to(alice, "Robert") == {"you": 0, "them": seq}
+
+
+def test_the_store_step_keeps_an_older_historys_receipts_by_identity(tmp_path, monkeypatch):
+    """The step appended for this upgrades a history of the version before it: receipts
+    kept by session between two sessions with a stored identity move to those
+    identities (the higher seq wins); the others stay by session."""
+    import qtchat.server.store as store_module
+    from qtchat.server.store import MIGRATIONS, SCHEMA_VERSION, MessageStore
+
+    path = tmp_path / "old.db"
+    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS[:-1])
+    old = MessageStore(path)
+    old._db.executemany("INSERT INTO session_identities VALUES (?, ?, 0)",
+                        [(1, "alice"), (2, "bob"), (3, "bob")])
+    old._db.executemany("INSERT INTO receipts VALUES (?, ?, ?, ?)",
+                        [(2, 1, "read", 7), (3, 1, "read", 9), (2, 1, "delivered", 7),
+                         (4, 1, "read", 5)])  # session 4 has no identity
+    old._db.execute("COMMIT")
+    old.close()
+    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS)
+    store = MessageStore(path)
+    try:
+        assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert sorted(store.identity_receipts()) == [("bob", "alice", "delivered", 7),
+                                                     ("bob", "alice", "read", 9)]
+        assert (4, 1, "read", 5) in store.receipts()
+    finally:
+        store.close()
