@@ -180,10 +180,33 @@ def _game_notices(db: sqlite3.Connection) -> None:
                "game TEXT NOT NULL)")
 
 
+def _author_identities(db: sqlite3.Connection) -> None:
+    """What an identity keeps past its sessions (PROTOCOL-FEATURES §1, §6, §7): the
+    identity (hash) that wrote each message (``author_identity``: a room message's too,
+    whose ``sender_identity`` stays NULL so the whisper indexes never hold rooms' rows;
+    read by seq only, so unindexed), so its author may edit or delete it from a later
+    session; and receipts between two identities (``identity_receipts``), so
+    ``read_up_to`` holds across restarts. Receipts stored by session between sessions
+    that still have a stored identity move over (the higher seq wins)."""
+    db.execute("ALTER TABLE messages ADD COLUMN author_identity TEXT")
+    db.execute("""CREATE TABLE identity_receipts (
+        reader_identity TEXT NOT NULL,
+        writer_identity TEXT NOT NULL,
+        state TEXT NOT NULL,           -- 'delivered' or 'read'
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (reader_identity, writer_identity, state)
+    ) WITHOUT ROWID""")
+    db.execute("INSERT INTO identity_receipts SELECT ri.identity, wi.identity, r.state, "
+               "MAX(r.seq) FROM receipts r JOIN session_identities ri ON ri.sid=r.reader_sid "
+               "JOIN session_identities wi ON wi.sid=r.writer_sid WHERE ri.identity IS NOT "
+               "NULL AND wi.identity IS NOT NULL AND ri.identity<>wi.identity "
+               "GROUP BY ri.identity, wi.identity, r.state")
+
+
 # Step N (at index N-1) takes a version N-1 history to version N.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _to_v1, fts.create_index, _to_v3, _moderation_tables, _to_v5, _whisper_identities,
-    _game_notices)
+    _game_notices, _author_identities)
 SCHEMA_VERSION = len(MIGRATIONS)  # what a history this qtchat writes is at
 
 
@@ -219,9 +242,12 @@ _CHANGES = "LEFT JOIN message_changes c ON c.seq=m.seq"
 _CHANGED = "c.edited_ts, c.deleted_by, c.deleted_ts"
 _NOT_DELETED = "AND text<>''"  # a tombstone's text is '' (a message's never is)
 _INSERT_MESSAGE = ("INSERT INTO messages (seq, ts, bucket, room, sender, sender_sid, recipient, "
-                   "recipient_sid, text, client_id, sender_identity, recipient_identity) "
-                   "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+                   "recipient_sid, text, client_id, sender_identity, recipient_identity, "
+                   "author_identity) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _V1_COLUMNS = 10  # the columns of version 1 (before whisper identities), in order
+_WHISPER_ID_COLUMNS = 12  # ... and up to the step before author identities
+_INSERT_WHISPER_IDS = (_INSERT_MESSAGE.replace(", author_identity", "")
+                       .replace(",?)", ")"))  # a history kept at that step (tests)
 
 
 def _changed(edited_ts: str | None, deleted_by: str | None,
@@ -376,8 +402,9 @@ class MessageStore:
         # Whisper identities are stored from the step that added their columns on; a
         # history kept at an older version (a test that stops the steps early) stores
         # messages without them.
-        self._identity_columns = any(
-            row[1] == "sender_identity" for row in self._db.execute("PRAGMA table_info(messages)"))
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        self._identity_columns = "sender_identity" in columns
+        self._author_column = "author_identity" in columns
         row = self._db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
         stored_max = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()[0]
         self.last_seq: int = max(row[0] if row else 0, stored_max)
@@ -452,12 +479,14 @@ class MessageStore:
         recipient_identity: str | None = None,
     ) -> int:
         """Queue one message for the next commit and return its ``seq``. A whisper
-        carries the identity hashes of its two sides (None: a side without one)."""
+        carries the identity hashes of its two sides (None: a side without one); a room
+        message's ``sender_identity`` is kept as its author only (see _author_identities)."""
         self.last_seq += 1
         seq = self.last_seq
+        whisper_sender = sender_identity if bucket == WHISPER_BUCKET else None
         self._pending.append(
             (seq, ts, bucket, room, sender, sender_sid, recipient, recipient_sid, text, client_id,
-             sender_identity, recipient_identity)
+             whisper_sender, recipient_identity, sender_identity)
         )
         count = self._counts.get(bucket, 0) + 1
         self._counts[bucket] = count
@@ -471,8 +500,11 @@ class MessageStore:
             rows, self._pending = self._pending, []
             self._inserted += rows
             try:
-                if self._identity_columns:
+                if self._author_column:
                     self._db.executemany(_INSERT_MESSAGE, rows)
+                elif self._identity_columns:
+                    self._db.executemany(_INSERT_WHISPER_IDS,
+                                         [row[:_WHISPER_ID_COLUMNS] for row in rows])
                 else:
                     marks = ",".join("?" * _V1_COLUMNS)
                     self._db.executemany(f"INSERT INTO messages VALUES ({marks})",
@@ -798,6 +830,19 @@ class MessageStore:
             to=None if bucket else recipient, id=cid, file=self.attachments.get(seq),
             game=self.game_notices.get(seq), **_changed(*c))
 
+    def message_identities(self, seq: int) -> tuple[str | None, str | None]:
+        """(its author's identity, a whisper's recipient's identity) of one stored message
+        (None: a side without one, or a message stored before the store kept it): who
+        may see and change it from a later session of the same identity (§1, §7)."""
+        self._before_read()
+        author = "author_identity" if self._author_column else "NULL"
+        if not self._identity_columns:
+            return None, None
+        row = self._db.execute(f"SELECT COALESCE({author}, sender_identity), "
+                               "recipient_identity FROM messages WHERE seq=?",
+                               (seq,)).fetchone()
+        return (row[0], row[1]) if row is not None else (None, None)
+
     def client_ids(self, sid: int, limit: int = 10_000) -> dict[str, int]:
         """The latest client-chosen ids a session used, mapped to their seq."""
         self._before_read()
@@ -958,6 +1003,21 @@ class MessageStore:
         """Every stored receipt: (reader session, writer session, state, seq)."""
         return self._db.execute(
             "SELECT reader_sid, writer_sid, state, seq FROM receipts").fetchall()
+
+    def save_identity_receipt(self, reader: str, writer: str, state: str, seq: int) -> None:
+        """A receipt between two identities moved forward (kept past their sessions, §1);
+        committed as ``save_receipt``."""
+        self._change(("identity_receipt", reader, writer, state),
+                     "INSERT INTO identity_receipts VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                     "SET seq=MAX(seq, excluded.seq)", (reader, writer, state, seq))
+        self._changed = True
+
+    def identity_receipts(self) -> list[tuple[str, str, str, int]]:
+        """Every stored receipt between identities: (reader, writer, state, seq)."""
+        if not self._author_column:  # a history kept before the step (tests)
+            return []
+        return self._db.execute("SELECT reader_identity, writer_identity, state, seq "
+                                "FROM identity_receipts").fetchall()
 
     def forget_room(self, key: str) -> None:
         """A room with no messages and nobody in it: gone (see ChatServer._leave_room)."""

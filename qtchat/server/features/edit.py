@@ -1,6 +1,7 @@
 """Edit and delete (PROTOCOL-FEATURES.md §7, the ``edit`` feature).
 
-``edit {seq, text}`` by the message's author (the same session) within the host's edit
+``edit {seq, text}`` by the message's author (the same identity, or the same session:
+§1, an identity keeps its messages past an app restart) within the host's edit
 window (``ServerConfig.edit_window`` minutes, ``--edit-window``; 0: never) becomes
 ``edited`` for everyone who can see the message and negotiated ``edit``; ``delete
 {seq}`` by its author in the window, or by an op of the room, leaves a tombstone
@@ -55,6 +56,7 @@ class EditFeature(Feature):
         self.rooms = rooms
         self.sessions = sessions
         self._parties: set[int | None] = set()  # the sessions of the message being changed
+        self._identities: set[str] = set()  # ... and the identities (a whisper's)
         # The change being told, as it applies to a copy not yet replayed (see _tell).
         self._change: Callable[[Message], Message | None] = lambda copy: copy
 
@@ -120,13 +122,18 @@ class EditFeature(Feature):
             self._no_such_message(conn, ref)
             return None
         bucket, sender_sid, recipient_sid, message = meta
+        author_identity, recipient_identity = core.store.message_identities(seq)
         self._parties = {sender_sid, recipient_sid}
+        self._identities = {i for i in (author_identity, recipient_identity) if i is not None}
+        mine = self.sessions.identity_of(session)
         room = session.rooms.get(bucket) if bucket else None
-        visible = room is not None if bucket else session.sid in (sender_sid, recipient_sid)
+        visible = room is not None if bucket else self._party(session, mine)
         if not visible or message.deleted is not None:
             self._no_such_message(conn, ref)
             return None
-        author = sender_sid == session.sid
+        # The same session, or the same identity from a later one (§7); a later holder of
+        # the name (another identity, or none) is not the author.
+        author = sender_sid == session.sid or (mine is not None and mine == author_identity)
         if op_may and room is not None and self._is_op(session, room):
             return message, room  # ops may delete room messages whatever the window
         if not author:
@@ -141,6 +148,15 @@ class EditFeature(Feature):
             core.send_error(conn, "edit_window_expired", how_long, ref)
             return None
         return message, room
+
+    def _party(self, session: Session, identity: str | None = None) -> bool:
+        """Whether ``session`` is one side of the whisper being changed: by its session,
+        or by its identity (whispers belong to identities, §1)."""
+        if session.sid in self._parties:
+            return True
+        if identity is None:
+            identity = self.sessions.identity_of(session)
+        return identity is not None and identity in self._identities
 
     def _is_op(self, session: Session, room: Room) -> bool:
         """Whether ``session`` moderates ``room``: asked of any module that knows (the
@@ -157,8 +173,8 @@ class EditFeature(Feature):
 
     def _tell(self, message: Message, room: Room | None, data: bytes) -> None:
         """Everyone who can see the message now and negotiated ``edit``: the room's live
-        members, or a whisper's two sessions (by session, not by name: a name may have
-        passed to someone else since); and those whose resume is replaying."""
+        members, or a whisper's two sides (by session or identity, not by name: a name may
+        have passed to someone else since); and those whose resume is replaying."""
         core = self.core
         self._tell_replaying(message, room, data)
         if room is not None:
@@ -166,11 +182,10 @@ class EditFeature(Feature):
                 if knows(conn, "edit"):
                     core.queue(conn, data)
             return
-        parties = self._parties
         for session in self.sessions.by_secret.values():
             conn = session.conn
-            if session.sid in parties and conn is not None \
-                    and conn.state is ConnState.LIVE and knows(conn, "edit"):
+            if conn is not None and conn.state is ConnState.LIVE and knows(conn, "edit") \
+                    and self._party(session):
                 core.queue(conn, data)
 
     def _tell_replaying(self, message: Message, room: Room | None, data: bytes) -> None:
@@ -183,7 +198,7 @@ class EditFeature(Feature):
         for conn in core.replaying():
             session = conn.session
             if session is None or not (room.key in session.rooms if room is not None
-                                       else session.sid in self._parties):
+                                       else self._party(session)):
                 continue
             if knows(conn, "edit"):
                 core.amend_replay(conn, message.seq, change, data)

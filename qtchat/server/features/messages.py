@@ -50,7 +50,8 @@ class MessagesFeature(Feature):
         ts = core.timestamp()
         sender = session.name.display
         seq = core.store.add(ts=ts, bucket=room.key, room=room.display, sender=sender,
-                             sender_sid=session.sid, text=frame.text, client_id=frame.id)
+                             sender_sid=session.sid, text=frame.text, client_id=frame.id,
+                             sender_identity=self.sessions.identity_of(session))  # §7 author
         message = Message(seq=seq, ts=ts, sender=sender, room=room.display, text=frame.text)
         wire = message.to_wire()
         data = p.encode(wire)
