@@ -21,6 +21,7 @@ from test_files_window import file_rows
 from qtchat.client.chat_client import ChatClient, Endpoint
 from qtchat.client.files import JOURNAL_NAME, TransferJournal
 from qtchat.gui.app import APP_FEATURES
+from qtchat.gui.files_glue import STOPPED_SENTENCE
 from qtchat.gui.main_window import ChatWindow
 from qtchat.gui.models import file_of
 from qtchat.gui.transfers import Column, State
@@ -215,3 +216,48 @@ def test_cancelling_a_restored_download_forgets_it_and_removes_its_part(
     assert not part.exists() and not destination.exists()
     assert stored(data_dir) == []
     window.files.shut_down()
+
+
+def test_the_app_remembers_an_upload_in_its_data_dir_and_the_next_run_finishes_it(
+        qtbot, apps, make_server, make_client, tmp_path):
+    """The same through ``AppController``: the journal is the app's own (its data dir,
+    its identity for the host), the second run is a new controller."""
+    server = make_server()
+    data = os.urandom(SIZE)
+    source = tmp_path / "film.bin"
+    source.write_bytes(data)
+    first = apps.join(server.port, "Alice")
+    window = first.window
+    window.closedByUser.disconnect()  # the app would quit the QApplication; the test goes on
+    window.closedByUser.connect(lambda: None)  # (the harness disconnects it again)
+    cut = close_when(window, CUT_AT)
+    with qtbot.waitSignal(window.client.transferFailed, timeout=WAIT_MS):
+        [key] = window.files.send_paths([str(source)])
+    assert cut
+    first.release_session()  # what the app does as its window closes
+    [entry] = stored(first.client.journal.folder)
+    assert entry["id"] == key
+
+    bob = joined(qtbot, make_client, server.port, "Bob")
+    seen = []
+    bob.messageReceived.connect(seen.append)
+    second = apps.join(server.port, "Alice")
+    assert second.client.journal is not None
+    # (the harness let the event loop run until the window was up: it may be moving)
+    shown = panel_row(second.window, key)
+    assert (shown[Column.NAME], shown[Column.DIRECTION]) == ("film.bin", "Upload")
+    assert shown[Column.STATE] in ("Stopped: " + STOPPED_SENTENCE, "Uploading")
+    accepted = []
+    second.client.fileAccepted.connect(accepted.append)
+    with qtbot.waitSignals([second.client.fileSent, bob.messageReceived], timeout=30_000):
+        pass
+    [offer] = accepted
+    assert offer.offset > 0  # the host knew it was the same person: went on, not anew
+    assert panel_row(second.window, key)[Column.STATE] == "Done"
+    [message] = seen
+    saved = tmp_path / "bob" / "film.bin"
+    saved.parent.mkdir()
+    with qtbot.waitSignal(bob.fileSaved, timeout=WAIT_MS):
+        bob.download(message.file["file"], saved)
+    assert sha(saved.read_bytes()) == sha(data)
+    assert stored(second.client.journal.folder) == []
