@@ -110,13 +110,19 @@ def test_an_upload_cut_by_closing_the_window_comes_back_and_finishes(
     again.files.panel.select(key)
     assert again.files.panel.retry_button.isEnabled()
     assert again.files.panel.cancel_button.isEnabled()
+    conv = lobby(again)
 
     accepted, moved, seen = [], [], []
     again.client.fileAccepted.connect(accepted.append)
     again.client.transferProgress.connect(lambda _k, done, _t: moved.append(done))
     bob.messageReceived.connect(seen.append)
-    with qtbot.waitSignals([again.client.fileSent, bob.messageReceived], timeout=30_000):
+    with qtbot.waitSignal(again.client.transferProgress, timeout=WAIT_MS):
         pass  # resuming is the window's own doing
+    [row] = file_rows(conv)  # Alice's own file, pending, as before the restart
+    entry = conv.model.entry(row)
+    assert entry.seq is None and entry.local_id == key
+    with qtbot.waitSignals([again.client.fileSent, bob.messageReceived], timeout=30_000):
+        pass
     [offer] = accepted
     assert offer.id == key and offer.offset >= CUT_AT - 2 * MiB  # from what the host held
     assert min(moved) > offer.offset - 1
@@ -125,10 +131,9 @@ def test_an_upload_cut_by_closing_the_window_comes_back_and_finishes(
     [message] = seen
     assert message.file["name"] == "film.bin" and message.file["size"] == SIZE
     assert stored(data_dir) == []
-    conv = lobby(again)
-    rows = file_rows(conv)
-    assert rows and conv.model.entry(rows[-1]).seq is not None
-    assert file_of(conv.model.entry(rows[-1]))["size"] == SIZE
+    [row] = file_rows(conv)  # the pending row became the posted message: one row
+    assert conv.model.entry(row).seq is not None
+    assert file_of(conv.model.entry(row))["size"] == SIZE
 
     saved = tmp_path / "bob" / "film.bin"
     saved.parent.mkdir()
@@ -261,3 +266,29 @@ def test_the_app_remembers_an_upload_in_its_data_dir_and_the_next_run_finishes_i
         bob.download(message.file["file"], saved)
     assert sha(saved.read_bytes()) == sha(data)
     assert stored(second.client.journal.folder) == []
+
+
+def test_a_transfer_the_person_cancelled_is_not_offered_after_a_restart(
+        qtbot, make_server, make_client, isolated_settings, tmp_path):
+    server = make_server()
+    data_dir = tmp_path / "app"
+    identity = secrets.token_urlsafe(24)
+    source = tmp_path / "film.bin"
+    source.write_bytes(os.urandom(SIZE))
+    alice = open_app(qtbot, make_client, server.port, "Alice", data_dir, identity)
+
+    def cancel_midway(key: str, done: int, _total: int) -> None:
+        if done >= CUT_AT and alice.files.model.transfer(key).state is State.UPLOADING:
+            alice.files.panel.select(key)
+            alice.files.panel.cancel_button.click()
+
+    alice.client.transferProgress.connect(cancel_midway)
+    with qtbot.waitSignal(alice.client.transferFailed, timeout=WAIT_MS) as failed:
+        [key] = alice.files.send_paths([str(source)])
+    assert failed.args[:2] == [key, "cancelled"]
+    assert stored(data_dir) == []
+    alice.close()
+
+    again = open_app(qtbot, make_client, server.port, "Alice", data_dir, identity)
+    assert again.files.model.rowCount() == 0
+    again.files.shut_down()
