@@ -18,12 +18,14 @@ import pytest
 from test_commands import lobby
 from test_files_window import file_rows
 
+from qtchat.address import parse_join_target
 from qtchat.client.chat_client import ChatClient, Endpoint
 from qtchat.client.files import JOURNAL_NAME, TransferJournal
 from qtchat.gui.app import APP_FEATURES
 from qtchat.gui.files_glue import STOPPED_SENTENCE
 from qtchat.gui.main_window import ChatWindow
 from qtchat.gui.models import file_of
+from qtchat.gui.start_dialog import JoinChoice
 from qtchat.gui.transfers import Column, State
 
 pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints")
@@ -246,14 +248,17 @@ def test_the_app_remembers_an_upload_in_its_data_dir_and_the_next_run_finishes_i
     bob = joined(qtbot, make_client, server.port, "Bob")
     seen = []
     bob.messageReceived.connect(seen.append)
-    second = apps.join(server.port, "Alice")
+    second = apps.controller()  # (apps.join, but listening from the client's start)
+    second.join(JoinChoice(name="Alice", target=parse_join_target(f"127.0.0.1:{server.port}"),
+                           password=None))
     assert second.client.journal is not None
-    # (the harness let the event loop run until the window was up: it may be moving)
+    accepted = []
+    second.client.fileAccepted.connect(accepted.append)
+    qtbot.waitUntil(lambda: second.window is not None, timeout=WAIT_MS)
+    # (the event loop ran until the window was up: it may be moving already)
     shown = panel_row(second.window, key)
     assert (shown[Column.NAME], shown[Column.DIRECTION]) == ("film.bin", "Upload")
     assert shown[Column.STATE] in ("Stopped: " + STOPPED_SENTENCE, "Uploading")
-    accepted = []
-    second.client.fileAccepted.connect(accepted.append)
     with qtbot.waitSignals([second.client.fileSent, bob.messageReceived], timeout=30_000):
         pass
     [offer] = accepted
