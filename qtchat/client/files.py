@@ -414,6 +414,10 @@ class TransferJournal(QObject):
         return sorted((e for e in self._entries.values() if host is None or e.host == host),
                       key=lambda e: (e.updated, e.id))
 
+    def host(self) -> str:
+        """The key (``address:port``) of the attached client's host, as entries keep it."""
+        return _host(self._client)
+
     def resume(self, transfer_id: str) -> bool:
         """Start ``transfer_id`` again on the attached client (connected to its host);
         False if it is unknown, the client is elsewhere, or its file is missing."""

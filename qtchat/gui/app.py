@@ -188,6 +188,7 @@ class AppController(QObject):
         self._announce = not getattr(args, "no_announce", False) and not args.smoke
         self._smoke_text = ""
         self._session_lock: QLockFile | None = None
+        self._journal_lock: QLockFile | None = None
         self._session_scope = ""
         self._last_join: JoinChoice | None = None
         self._host_choice: HostChoice | None = None
@@ -445,6 +446,7 @@ class AppController(QObject):
             pin_store = PinStore(_app_data_dir())
         client = ChatClient(self, pin_store=pin_store, features=APP_FEATURES)
         self.client = client
+        self._attach_journal(client)
         client.registered.connect(self._registered)
         client.connectFailed.connect(self._connect_failed)
         client.usernameTaken.connect(self._username_taken)
@@ -459,6 +461,23 @@ class AppController(QObject):
             client.identity = host_identity(endpoint, self._session_scope)
         client.admin = admin
         client.open(endpoint, name, password, resume=resume)
+
+    def _attach_journal(self, client: ChatClient) -> None:
+        """Remember unfinished uploads and downloads in the app's data dir (issue 15): the
+        next window lists this host's and resumes them. One copy of the app at a time (a
+        lock beside the record): a second would resume the first one's transfers."""
+        from qtchat.client.files import TransferJournal
+
+        folder = _app_data_dir()
+        if self._journal_lock is None:
+            with contextlib.suppress(OSError):
+                folder.mkdir(parents=True, exist_ok=True)
+            lock = QLockFile(str(folder / "transfers.lock"))
+            lock.setStaleLockTime(0)  # only a dead process's lock is stale (checked by PID)
+            if not lock.tryLock(0):
+                return
+            self._journal_lock = lock
+        TransferJournal(folder, client).attach(client)
 
     def _lock_session(self, key: str) -> bool:
         """Claim a saved session for this process.
@@ -615,6 +634,9 @@ class AppController(QObject):
         if self._session_lock is not None:
             self._session_lock.unlock()
             self._session_lock = None
+        if self._journal_lock is not None:
+            self._journal_lock.unlock()
+            self._journal_lock = None
 
     def shut_down(self) -> None:
         """Leave at once, without questions (a signal): bye to the room, then quit."""

@@ -25,6 +25,12 @@ to the window, so ``main_window.py`` only makes a ``FilesGlue``:
   for, with its state, Cancel and Retry. A refusal from the host is said as the
   sentence the host sent (``file_too_large``: "That file is larger than this room
   allows (2 GiB)"), or ours when it sent none.
+- **After a restart** (issue 15): the app attaches one ``TransferJournal`` to the client
+  (``client.journal``); what it remembers as unfinished on this host is listed at once
+  as *Stopped* (an upload also as a pending row of its conversation) and goes on by
+  itself once the window is up and connected: an upload under its old id from what
+  the host holds, a download into its ``.part``. Cancel forgets it (a download's
+  ``.part`` goes too).
 
 ``ask_save_path`` and ``confirm_open`` are attributes so a test (or another front end)
 can answer without a modal dialog.
@@ -83,6 +89,7 @@ from qtchat.gui.transfers import (
     format_duration,
     format_size,
 )
+from qtchat.protocol import LOBBY
 
 if TYPE_CHECKING:
     from qtchat.gui.main_window import ChatWindow
@@ -111,6 +118,8 @@ SENTENCES = {
 _FILE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 # Failures of the connection, not refusals: retried by themselves once the chat is back.
 RESUMABLE = frozenset({"network", "offline", "timeout", "closed", "refused", "not_resolved"})
+# What a transfer remembered from the app's last run says until it moves again.
+STOPPED_SENTENCE = "unfinished when qtchat closed; it goes on once connected"
 
 
 def _is_picture(info: dict[str, Any]) -> bool:
@@ -151,6 +160,7 @@ class _Transfer:
     listed: bool = True  # in the transfers panel
     done: int = 0
     code: str = ""  # why it stopped, the last time it did
+    restored: bool = False  # remembered by the journal from the app's last run
 
 
 @dataclass
@@ -236,6 +246,9 @@ class FilesGlue(QObject):
         client.fileSaved.connect(self._saved_to)
         client.transferFailed.connect(self._failed)
         client.reconnected.connect(self._reconnected)
+        client.registered.connect(self._registered)
+        self.journal = getattr(client, "journal", None)  # the app's TransferJournal, if any
+        self._restore()
 
     # --- sending --------------------------------------------------------------------------
 
@@ -438,6 +451,85 @@ class FilesGlue(QObject):
             if transfer.state is State.FAILED and transfer.code in RESUMABLE:
                 self.retry(key)
 
+    @Slot(object)
+    def _registered(self, _frame: object) -> None:
+        """Registered (again): what was remembered from the app's last run goes on."""
+        for key, transfer in list(self._transfers.items()):
+            if transfer.state is State.STOPPED:
+                self.retry(key)
+
+    # --- after an app restart ---------------------------------------------------------------
+
+    def _restore(self) -> None:
+        """List what the journal remembers as unfinished on this host (keyed as the
+        journal keys it, ``address:port``) as Stopped; it goes on on the next pass of
+        the event loop (the window is set up by then) if connected, else once
+        registered."""
+        journal = self.journal
+        if journal is None:
+            return
+        now = self._clock()
+        keys = []
+        for entry in journal.pending_transfers(journal.host()):
+            key = entry.id
+            if key in self._transfers or entry.kind not in (UPLOAD, DOWNLOAD):
+                continue
+            path = Path(entry.path)
+            if entry.kind == UPLOAD:
+                offer = entry.offer
+                room, to = offer.get("room"), offer.get("to")
+                size = entry.size
+                if not size:
+                    with contextlib.suppress(OSError):
+                        size = path.stat().st_size
+                conv_key = (ConversationKind.PRIVATE, to) if to else \
+                    (ConversationKind.ROOM, room or LOBBY)
+                transfer = _Transfer(key, UPLOAD, path.name, size, path=path,
+                                     room=room, to=to, mime=offer.get("mime"),
+                                     preview=offer.get("preview"), conv_key=conv_key)
+            else:
+                if not entry.file:
+                    continue  # never got as far as the host: nothing to ask for again
+                transfer = _Transfer(key, DOWNLOAD, path.name, entry.size, path=path,
+                                     file_id=entry.file)
+                self._saved[entry.file] = key
+            transfer.state, transfer.code, transfer.done = State.STOPPED, "network", entry.offset
+            transfer.error, transfer.restored = STOPPED_SENTENCE, True
+            self._transfers[key] = transfer
+            self.model.add(key, transfer.name, transfer.direction, transfer.size, now=now,
+                           done=entry.offset)
+            self.model.set_state(key, State.STOPPED, now=now, error=STOPPED_SENTENCE)
+            keys.append(key)
+        if keys:
+            QTimer.singleShot(0, self, lambda: self._resume_restored(keys))
+
+    def _resume_restored(self, keys: list[str]) -> None:
+        """The window is set up: a restored upload shows in its conversation as the
+        person's own pending file; all go on if the chat is connected."""
+        for key in keys:
+            transfer = self._transfers.get(key)
+            if transfer is None or transfer.direction != UPLOAD:
+                continue
+            conv = self._conversation(transfer)
+            if conv is None:
+                continue
+            transfer.conv_key = conv.key
+            private = conv.kind == ConversationKind.PRIVATE
+            info = {"name": transfer.name, "size": transfer.size, "mime": transfer.mime or ""}
+            conv.model.add_pending(key, f"{transfer.name} ({format_size(transfer.size)})",
+                                   sender=self.window.me, peer=conv.title, whisper=private,
+                                   file=info)
+            conv.model.mark_failed(key)
+        if self.client.connected:
+            for key in keys:
+                self.retry(key)
+
+    def _forget(self, key: str) -> None:
+        """The person gave up on ``key``, or it is this window's own (a picture fetched
+        to show): not to be offered again after a restart."""
+        if self.journal is not None:
+            self.journal.forget(key)
+
     # --- cancel, retry, save, open ----------------------------------------------------------
 
     def owns(self, key: str) -> bool:
@@ -446,20 +538,27 @@ class FilesGlue(QObject):
 
     @Slot(str)
     def cancel(self, key: str) -> None:
+        """The person gives up: stopped, forgotten by the journal (not offered again after
+        a restart); a download the journal kept from the last run loses its ``.part``."""
         transfer = self._transfers.get(key)
-        if transfer is None or transfer.state not in (State.UPLOADING, State.DOWNLOADING):
+        if transfer is None or transfer.state not in (State.UPLOADING, State.DOWNLOADING,
+                                                      State.STOPPED):
             return
         transfer.cancelled = True
         self.client.cancel_transfer(key)  # a running one says transferFailed(cancelled)
-        if transfer.state in (State.UPLOADING, State.DOWNLOADING):  # not running yet
-            self._failed(key, "cancelled", "")
+        if transfer.state in (State.UPLOADING, State.DOWNLOADING, State.STOPPED):
+            self._failed(key, "cancelled", "")  # it was not running (yet)
+        self._forget(key)
+        if transfer.restored and transfer.direction == DOWNLOAD and transfer.path is not None:
+            with contextlib.suppress(OSError):  # the Download closed it as it stopped
+                transfer.path.with_name(transfer.path.name + ".part").unlink()
 
     @Slot(str)
     def retry(self, key: str) -> None:
         """Go on from what the host holds (an upload) or the ``.part`` file (a download)."""
         transfer = self._transfers.get(key)
         if transfer is None or transfer.state not in (State.FAILED, State.CANCELLED,
-                                                      State.PAUSED):
+                                                      State.PAUSED, State.STOPPED):
             return
         transfer.cancelled = False
         transfer.error = ""
@@ -478,6 +577,8 @@ class FilesGlue(QObject):
                                done=transfer.done)
             assert transfer.path is not None
             self.client.download(transfer.file_id, transfer.path, transfer_id=key)
+            if transfer.purpose != "save":
+                self._forget(key)  # into this window's folder, gone when it closes
         self._refresh(transfer.file_id or key)
 
     def _ask_save_path(self, suggested: str) -> str | None:
@@ -549,6 +650,7 @@ class FilesGlue(QObject):
             self._waiting.append((file_id, name, size))  # in turn: after one ends
             return
         key = self.client.download(file_id, destination)
+        self._forget(key)  # into this window's folder, gone when it closes
         self._transfers[key] = _Transfer(key, DOWNLOAD, name, size, purpose=purpose,
                                          path=destination, file_id=file_id,
                                          state=State.DOWNLOADING, listed=purpose == "view")
@@ -712,6 +814,9 @@ class FilesGlue(QObject):
         elif state is State.CANCELLED:
             row.state = "Cancelled"
             row.actions = (("retry", "Retry"),)
+        elif state is State.STOPPED:
+            row.state = f"Stopped: {transfer.error}" if transfer.error else "Stopped"
+            row.actions = (("retry", "Retry"), ("cancel", "Cancel"))
         elif state is State.DONE and transfer.direction == UPLOAD:
             row.state = "Sent"
 
@@ -814,6 +919,9 @@ class FilesGlue(QObject):
         for key, transfer in list(self._transfers.items()):
             if transfer.state in (State.UPLOADING, State.DOWNLOADING):
                 transfer.cancelled = True
-                self.client.cancel_transfer(key)
+                self.client.cancel_transfer(key)  # the journal keeps it, to go on next time
+            if transfer.direction == UPLOAD and transfer.path is not None \
+                    and transfer.path.is_relative_to(self._cache):
+                self._forget(key)  # a pasted picture: its file goes with the folder
         self.loader.wait(2000)
         shutil.rmtree(self._cache, ignore_errors=True)

@@ -45,13 +45,14 @@ class State(enum.StrEnum):
     FAILED = "failed"
     DONE = "done"
     CANCELLED = "cancelled"
+    STOPPED = "stopped"  # unfinished when the app last closed (TransferJournal)
 
 
 ACTIVE = frozenset({State.UPLOADING, State.DOWNLOADING})
-RETRYABLE = frozenset({State.PAUSED, State.FAILED, State.CANCELLED})
+RETRYABLE = frozenset({State.PAUSED, State.FAILED, State.CANCELLED, State.STOPPED})
 STATE_LABELS = {State.UPLOADING: "Uploading", State.DOWNLOADING: "Downloading",
                 State.PAUSED: "Paused", State.FAILED: "Failed", State.DONE: "Done",
-                State.CANCELLED: "Cancelled"}
+                State.CANCELLED: "Cancelled", State.STOPPED: "Stopped"}
 
 
 class Column(enum.IntEnum):
@@ -335,7 +336,7 @@ class TransfersPanel(QWidget):
     def _update_buttons(self, *_args) -> None:
         key = self.selected_key()
         state = self.model.transfer(key).state if key is not None else None
-        self.cancel_button.setEnabled(state in ACTIVE or state is State.PAUSED)
+        self.cancel_button.setEnabled(state in ACTIVE or state in (State.PAUSED, State.STOPPED))
         self.retry_button.setEnabled(state in RETRYABLE)
 
     @Slot()
