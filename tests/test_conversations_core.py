@@ -184,7 +184,7 @@ def test_the_store_step_adds_whisper_identities_to_an_older_history(tmp_path):
 
     path = tmp_path / "old.db"
     original = store_module.MIGRATIONS
-    store_module.MIGRATIONS = original[:-1]
+    store_module.MIGRATIONS = original[:original.index(store_module._whisper_identities)]
     try:
         old = MessageStore(path)
         old._db.execute("INSERT INTO messages (seq, ts, bucket, sender, sender_sid, recipient, "

@@ -212,7 +212,8 @@ def test_the_store_step_keeps_an_older_historys_receipts_by_identity(tmp_path, m
     from qtchat.server.store import MIGRATIONS, SCHEMA_VERSION, MessageStore
 
     path = tmp_path / "old.db"
-    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS[:-1])
+    monkeypatch.setattr(store_module, "MIGRATIONS",
+                        MIGRATIONS[:MIGRATIONS.index(store_module._author_identities)])
     old = MessageStore(path)
     old._db.executemany("INSERT INTO session_identities VALUES (?, ?, 0)",
                         [(1, "alice"), (2, "bob"), (3, "bob")])
