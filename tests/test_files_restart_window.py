@@ -156,8 +156,8 @@ def posted(qtbot, make_client, port: int, data: bytes, tmp_path: Path) -> tuple[
     return sent.args[1], carol
 
 
-def test_a_download_cut_by_closing_the_window_goes_on_into_its_part_file(
-        qtbot, make_server, make_client, isolated_settings, tmp_path):
+def download_cut_by_closing(qtbot, make_server, make_client, tmp_path):
+    """Carol posts a file; Dave's window saves it and is closed mid-way (CUT_AT)."""
     server = make_server()
     data_dir = tmp_path / "app"
     data = os.urandom(SIZE)
@@ -171,7 +171,15 @@ def test_a_download_cut_by_closing_the_window_goes_on_into_its_part_file(
     cut = close_when(dave, CUT_AT)
     with qtbot.waitSignal(dave.client.transferFailed, timeout=WAIT_MS):
         key = dave.files.save({"file": file_id, "name": "notes.bin", "size": SIZE})
-    assert cut and part.exists() and 0 < part.stat().st_size < SIZE
+    assert cut
+    return server, data_dir, data, file_id, destination, part, key
+
+
+def test_a_download_cut_by_closing_the_window_goes_on_into_its_part_file(
+        qtbot, make_server, make_client, isolated_settings, tmp_path):
+    server, data_dir, data, file_id, destination, part, key = download_cut_by_closing(
+        qtbot, make_server, make_client, tmp_path)
+    assert part.exists() and 0 < part.stat().st_size < SIZE
     [entry] = stored(data_dir)
     assert (entry["kind"], entry["id"], entry["file"]) == ("download", key, file_id)
 
@@ -192,20 +200,9 @@ def test_a_download_cut_by_closing_the_window_goes_on_into_its_part_file(
 
 def test_cancelling_a_restored_download_forgets_it_and_removes_its_part(
         qtbot, make_server, make_client, isolated_settings, tmp_path):
-    server = make_server()
-    data_dir = tmp_path / "app"
-    data = os.urandom(SIZE)
-    file_id, _carol = posted(qtbot, make_client, server.port, data, tmp_path)
-    destination = tmp_path / "saved" / "notes.bin"
-    destination.parent.mkdir()
-    part = destination.with_name("notes.bin.part")
-
-    dave = open_app(qtbot, make_client, server.port, "Dave", data_dir)
-    dave.files.ask_save_path = lambda _suggested: str(destination)
-    cut = close_when(dave, CUT_AT)
-    with qtbot.waitSignal(dave.client.transferFailed, timeout=WAIT_MS):
-        key = dave.files.save({"file": file_id, "name": "notes.bin", "size": SIZE})
-    assert cut and part.exists()
+    server, data_dir, _data, _file_id, destination, part, key = download_cut_by_closing(
+        qtbot, make_server, make_client, tmp_path)
+    assert part.exists()
 
     # The host is away when the app starts again: the transfer waits, stopped.
     port = server.port
