@@ -14,6 +14,7 @@ from typing import Any
 import chess
 import chess.pgn
 from test_core_rules import FakeClient, Net
+from test_moderation_core import FileNet
 
 from qtchat.server.domain import ConnState
 from qtchat.server.identity import new_identity
@@ -426,19 +427,7 @@ def test_a_game_between_identities_is_adjourned_then_resumed_with_its_clocks():
 
 
 def test_an_adjourned_game_resumes_after_a_host_restart_when_both_are_back(tmp_path: Path):
-    from qtchat.server.core import ServerCore
-
-    path = tmp_path / "history.db"
-    net = Net()
-    net.store.close()
-
-    def restart() -> None:
-        net.store = MessageStore(path)
-        net.core = ServerCore(net.config, net.store, now=net.now,
-                              timestamp=lambda: "2026-12-03T12:00:00.000Z")
-        net.clients.clear()
-
-    restart()
+    net = FileNet(tmp_path / "history.db")
     white = with_identity(net, "Wanda", IDENT_W)
     black = with_identity(net, "Boris", IDENT_B)
     game = start(net, white, black, clock={"initial": 600, "increment": 0})
@@ -446,11 +435,7 @@ def test_an_adjourned_game_resumes_after_a_host_restart_when_both_are_back(tmp_p
     net.drop(white)
     net.advance(net.config.resume_grace + 2)  # Wanda's session ends: adjourned
     assert last(black, "game_adjourned")["game"] == game
-    net.core.shutdown()
-    net.settle()
-    net.store.close()
-    net.now += 3600
-    restart()
+    net.restart(down_for=3600)
     white2 = net.client()
     (listed,) = white2.register("Wanda", features=CHESS, identity=IDENT_W)["games"]
     assert listed["adjourned"] is True
@@ -495,19 +480,7 @@ def fools_mate(net: Net, white: FakeClient, black: FakeClient, room: str) -> str
 
 def test_the_result_said_in_the_room_keeps_its_game_in_history_and_after_a_restart(
         tmp_path: Path):
-    from qtchat.server.core import ServerCore
-
-    path = tmp_path / "history.db"
-    net = Net()
-    net.store.close()
-
-    def restart() -> None:
-        net.store = MessageStore(path)
-        net.core = ServerCore(net.config, net.store, now=net.now,
-                              timestamp=lambda: "2026-12-03T12:00:00.000Z")
-        net.clients.clear()
-
-    restart()
+    net = FileNet(tmp_path / "history.db")
     white, black = players(net, "Wanda", "Boris")
     old = net.registered("Olga")  # protocol 1: no features at all
     for client in (white, black, old):
@@ -524,10 +497,7 @@ def test_the_result_said_in_the_room_keeps_its_game_in_history_and_after_a_resta
     joined = last(later, "joined")
     assert [m.get("game") for m in joined["history"]] == [said]
     net.drop(white)
-    net.core.shutdown()
-    net.settle()
-    net.store.close()
-    restart()
+    net.restart()
     back = net.client()
     back.register("Wanda", resume=white.session, features=CHESS, since=0)
     net.settle()

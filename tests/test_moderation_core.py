@@ -36,10 +36,13 @@ class FileNet(Net):
                                timestamp=lambda: "2026-12-03T12:00:00.000Z")
         self.clients = {}
 
-    def restart(self) -> None:
+    def restart(self, *, down_for: float = 0.0) -> None:
+        """Stop the server cleanly and start another on the same file ``down_for``
+        seconds later (time the host was down)."""
         self.core.shutdown()
         self.settle()
         self.store.close()
+        self.now += down_for
         self._start()
 
 
