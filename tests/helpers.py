@@ -492,3 +492,18 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         select.select([], [], [], 0.01)
+
+
+def chat_window(qtbot, client: Any, port: int, name: str, *, timeout: int = WAIT_MS) -> Any:
+    """A shown ``ChatWindow`` for ``client`` once it has registered as ``name`` on the
+    server at ``port``, made as ``AppController`` makes the first one."""
+    from qtchat.client.chat_client import Endpoint
+    from qtchat.gui.main_window import ChatWindow
+
+    with qtbot.waitSignal(client.registered, timeout=timeout) as blocker:
+        client.open(Endpoint("127.0.0.1", port), name)
+    window = ChatWindow(client)
+    qtbot.addWidget(window)
+    window._on_registered(blocker.args[0])
+    window.show()
+    return window

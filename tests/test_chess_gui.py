@@ -12,6 +12,7 @@ import chess
 import chess.pgn
 import pytest
 from gui_harness import WAIT_MS
+from helpers import chat_window
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 from test_commands import lobby, notices, private, type_line
@@ -28,14 +29,7 @@ pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateS
 
 
 def chess_window(qtbot, make_client, port: int, name: str) -> ChatWindow:
-    client = make_client(features=("chess",))
-    with qtbot.waitSignal(client.registered, timeout=WAIT_MS) as blocker:
-        client.open(Endpoint("127.0.0.1", port), name)
-    window = ChatWindow(client)
-    qtbot.addWidget(window)
-    window._on_registered(blocker.args[0])
-    window.show()
-    return window
+    return chat_window(qtbot, make_client(features=("chess",)), port, name, timeout=WAIT_MS)
 
 
 def panel_of(window: ChatWindow) -> ChessPanel | None:
@@ -310,13 +304,7 @@ def test_an_adjourned_game_stops_the_board_until_both_are_back(qtbot, server, ma
     def window_with_identity(name: str) -> ChatWindow:
         client = make_client(features=("chess",))
         client.identity = secrets_of[name]
-        with qtbot.waitSignal(client.registered, timeout=WAIT_MS) as blocker:
-            client.open(Endpoint("127.0.0.1", server.port), name)
-        window = ChatWindow(client)
-        qtbot.addWidget(window)
-        window._on_registered(blocker.args[0])
-        window.show()
-        return window
+        return chat_window(qtbot, client, server.port, name, timeout=WAIT_MS)
 
     alice, bob = window_with_identity("Alice"), window_with_identity("Bob")
     qtbot.waitUntil(lambda: "Bob" in lobby(alice).members.names(), timeout=WAIT_MS)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 from gui_harness import WAIT_MS
+from helpers import chat_window
 from PySide6.QtCore import Qt
 
-from qtchat.client.chat_client import Endpoint
 from qtchat.gui.commands import REGISTRY, CommandError, CommandRegistry, command
 from qtchat.gui.conversation import Conversation
 from qtchat.gui.main_window import ChatWindow
@@ -30,14 +30,7 @@ HELP_FOOTER = "Tab completes names; Up and Down recall what you typed."
 
 
 def open_window(qtbot, make_client, port: int, name: str) -> ChatWindow:
-    client = make_client()
-    with qtbot.waitSignal(client.registered, timeout=WAIT_MS) as blocker:
-        client.open(Endpoint("127.0.0.1", port), name)
-    window = ChatWindow(client)
-    qtbot.addWidget(window)
-    window._on_registered(blocker.args[0])  # as AppController does with the first one
-    window.show()
-    return window
+    return chat_window(qtbot, make_client(), port, name, timeout=WAIT_MS)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import secrets
 from pathlib import Path
 
 import pytest
+from helpers import chat_window
 from test_commands import lobby
 from test_files_window import file_rows
 
@@ -47,13 +48,7 @@ def open_app(qtbot, make_client, port: int, name: str, data_dir: Path,
     client: ChatClient = make_client(features=APP_FEATURES)
     client.identity = identity
     TransferJournal(data_dir, client).attach(client)
-    with qtbot.waitSignal(client.registered, timeout=WAIT_MS) as blocker:
-        client.open(Endpoint("127.0.0.1", port), name)
-    window = ChatWindow(client)
-    qtbot.addWidget(window)
-    window._on_registered(blocker.args[0])
-    window.show()
-    return window
+    return chat_window(qtbot, client, port, name, timeout=WAIT_MS)
 
 
 def joined(qtbot, make_client, port: int, name: str) -> ChatClient:

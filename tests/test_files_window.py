@@ -11,13 +11,14 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import chat_window
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QGuiApplication, QImage, QPainter
 from PySide6.QtWidgets import QApplication, QLabel
 from test_commands import lobby, private
 from test_picture import bomb, resident_bytes
 
-from qtchat.client.chat_client import ChatClient, Endpoint
+from qtchat.client.chat_client import ChatClient
 from qtchat.gui.app import APP_FEATURES
 from qtchat.gui.conversation import Conversation
 from qtchat.gui.main_window import ChatWindow
@@ -32,13 +33,8 @@ WAIT_MS = 20_000
 def open_window(qtbot, make_client, port: int, name: str) -> ChatWindow:
     """A window as the app makes it: its client asks the host for the app's features."""
     client: ChatClient = make_client(features=APP_FEATURES)
-    with qtbot.waitSignal(client.registered, timeout=WAIT_MS) as blocker:
-        client.open(Endpoint("127.0.0.1", port), name)
+    window = chat_window(qtbot, client, port, name, timeout=WAIT_MS)
     assert client.has_feature("files")
-    window = ChatWindow(client)
-    qtbot.addWidget(window)
-    window._on_registered(blocker.args[0])
-    window.show()
     return window
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from helpers import LineClient
+from helpers import LineClient, chat_window
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PySide6.QtCore import QEvent, QObject, QPoint, QPointF, Qt
@@ -14,7 +14,6 @@ from PySide6.QtGui import QAccessible, QColor, QGuiApplication, QMouseEvent, QWh
 from PySide6.QtWidgets import QApplication
 from view_harness import ShownView, broadcast
 
-from qtchat.client.chat_client import Endpoint
 from qtchat.gui.main_window import ChatWindow
 from qtchat.gui.message_view import MessageView, RowHeights
 from qtchat.gui.models import ConversationKind, RowKind
@@ -429,14 +428,8 @@ def test_row_heights_agree_with_a_plain_list(operations, seed):
 
 
 def open_window(qtbot, make_client, port: int, name: str) -> ChatWindow:
-    client = make_client()
-    with qtbot.waitSignal(client.registered, timeout=WAIT_MS) as blocker:
-        client.open(Endpoint("127.0.0.1", port), name)
-    window = ChatWindow(client)
-    qtbot.addWidget(window)
-    window._on_registered(blocker.args[0])
+    window = chat_window(qtbot, make_client(), port, name, timeout=WAIT_MS)
     window.resize(800, 500)
-    window.show()
     return window
 
 
