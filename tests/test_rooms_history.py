@@ -219,6 +219,40 @@ def test_a_second_server_on_the_same_data_dir_is_refused(qtbot, make_server):
         make_server()
 
 
+def test_the_log_is_copied_into_the_history_beside_the_server_not_in_its_commits(tmp_path):
+    """Checkpoints run in the store's own thread: a commit never copies the log into
+    the database (SQLite's automatic checkpoint did, every ~1,000 pages, pausing the
+    room 60-170 ms); the checkpointer does soon after, and a burst's long log is cut
+    back once it is copied."""
+    import time
+
+    from qtchat.server import store as store_module
+
+    path = tmp_path / "history.sqlite3"
+    store = store_module.MessageStore(path)
+    try:
+        before = path.stat().st_size
+        text = "x" * 1000
+        for batch in range(8):  # ~8 MB of log: 2,000 pages, twice SQLite's default cue
+            for number in range(1000):
+                store.add(ts="2026-12-03T00:00:00.000Z", bucket="lobby", room="lobby",
+                          sender="Alice", sender_sid=1, text=f"{batch}.{number} {text}")
+            store.commit()
+        deadline = time.monotonic() + 30
+        while path.stat().st_size < before + 8_000_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert path.stat().st_size >= before + 8_000_000, "the log was never copied"
+        assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    finally:
+        store.close()
+    assert not path.with_name(path.name + "-wal").exists()  # the last close removes it
+    reopened = store_module.MessageStore(path)  # the folder's lock was let go
+    try:
+        assert reopened.last_seq == 8000
+    finally:
+        reopened.close()
+
+
 # --- frames that would not fit ---------------------------------------------------------------
 
 

@@ -12,9 +12,15 @@ restarts: the highest one handed out is kept in the ``meta`` table.
 Sessions (for resume) are kept here too, so a host restart does not end them.
 Session secrets are stored only as SHA-256 hashes.
 
-A data directory belongs to one server at a time: the database is opened in
-SQLite's EXCLUSIVE locking mode, so a second server on the same folder fails at
-once with ``StoreLocked`` instead of fighting over every commit.
+A data directory belongs to one server at a time: the server holds an exclusive
+lock on ``<history>.lock`` beside the database (``flock``; the kernel lets go when the
+process dies, however it dies), so a second server on the same folder fails at once
+with ``StoreLocked`` instead of fighting over every commit.
+
+Checkpoints (copying the write-ahead log into the database, with two fsyncs) run in a
+thread of their own on a second connection (``_Checkpointer``), never inside a commit:
+SQLite's automatic checkpoint ran on the event loop's thread every ~1,000 pages and held
+it for 60-170 ms, which a room in full flow saw as a pause (issue 13's burst benchmark).
 
 A commit can fail (the disk is full, an I/O error): ``commit`` then rolls the
 whole transaction back, begins a new one and raises ``StorageError`` naming the
@@ -41,6 +47,8 @@ import json
 import logging
 import secrets
 import sqlite3
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,6 +305,82 @@ class StoreLocked(Exception):
     """Another process (another qtchat server) has this database open."""
 
 
+# The write-ahead log is cut back to this size once a checkpoint has copied all of it.
+WAL_SIZE_LIMIT = 64 << 20
+# A checkpoint runs at most this often (seconds); a commit wakes the checkpointer.
+CHECKPOINT_EVERY = 1.0
+
+
+class _FolderLock:
+    """An exclusive lock on ``<history>.lock``, held while the store is open.
+
+    ``flock`` (``msvcrt.locking`` on Windows) rather than a PID in a file: the kernel
+    drops it when the process ends, also by ``kill -9``, so a crashed host never leaves
+    a lock behind that the next start must judge stale.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path.with_name(path.name + ".lock"), "a+b")  # noqa: SIM115
+        try:
+            if sys.platform == "win32":
+                import msvcrt
+
+                self._file.seek(0)
+                msvcrt.locking(self._file.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.close()
+            raise StoreLocked(f"{path} is in use by another qtchat server") from None
+
+    def release(self) -> None:
+        self._file.close()  # closing lets go of the lock
+
+
+class _Checkpointer:
+    """Copies the write-ahead log into the database from a thread of its own.
+
+    A second connection on the same file runs ``PRAGMA wal_checkpoint(PASSIVE)``: it
+    copies what no reader still needs and never blocks the writer, who goes on
+    appending to the log meanwhile; sqlite3 lets go of the GIL for it. Woken by
+    commits, at most once per ``CHECKPOINT_EVERY``; idle otherwise. A checkpoint that
+    fails (a full disk) is tried again after the next commit; the log keeps the data.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None, timeout=0.5,
+                                   check_same_thread=False)
+        self._wanted = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="qtchat-checkpoint",
+                                        daemon=True)
+        self._thread.start()
+
+    def nudge(self) -> None:
+        self._wanted.set()
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._wanted.set()
+        self._thread.join()
+        self._db.close()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            if self._stopped.is_set():
+                return
+            self._wanted.clear()
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:
+                log.info("checkpoint of the history postponed: %s", exc)
+            if self._stopped.wait(CHECKPOINT_EVERY):
+                return
+
+
 class StoreUnusable(Exception):
     """The files in the data directory must not be opened as they are; the message is
     one sentence saying why and what the person can do."""
@@ -373,22 +457,30 @@ class MessageStore:
         # One line for whoever starts the server, when it starts a history over.
         self.notice: str | None = _check_files(path) if path else None
         new_file = path is not None and not (path.exists() and path.stat().st_size)
-        self._db = sqlite3.connect(
-            str(path) if path else ":memory:", isolation_level=None, timeout=0.5
-        )
+        self._lock = _FolderLock(path) if path else None  # raises StoreLocked
+        self._checkpointer: _Checkpointer | None = None
         try:
-            # EXCLUSIVE before WAL: the WAL index then lives in this process's memory
-            # (no -shm file) and the lock is held until close.
-            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            self._db = sqlite3.connect(
+                str(path) if path else ":memory:", isolation_level=None, timeout=0.5
+            )
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # The checkpointer's thread does it (see the module's docstring); a log that
+            # grew during a long burst is cut back to this once it has been copied.
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             fts.register_functions(self._db)  # the search index's triggers call them
             self._db.execute("BEGIN IMMEDIATE")  # take the lock now, not at the first message
             _migrate(self._db, path)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.OperationalError:
             self._db.close()  # rolls back a step that failed: the file stays as it was
-            if "locked" in str(exc):
-                raise StoreLocked(f"{path} is in use by another qtchat server") from None
+            if self._lock is not None:
+                self._lock.release()
             if new_file and path is not None:
                 # A history that was never made (a full disk, say) leaves no empty file
                 # behind to be mistaken for a lost one at the next start.
@@ -398,6 +490,8 @@ class MessageStore:
             raise
         except BaseException:
             self._db.close()
+            if self._lock is not None:
+                self._lock.release()
             raise
         # Whisper identities are stored from the step that added their columns on; a
         # history kept at an older version (a test that stops the steps early) stores
@@ -460,6 +554,8 @@ class MessageStore:
         self._changed = False  # an edit or delete is in the open transaction
         self._closed = False
         self._db.execute("BEGIN")
+        if path is not None:
+            self._checkpointer = _Checkpointer(path)
 
     # --- writing -----------------------------------------------------------------------
 
@@ -579,6 +675,8 @@ class MessageStore:
             log.info("history of %r pruned up to seq %d (%d messages)", bucket, cutoff,
                      deleted)
         self._db.execute("BEGIN")
+        if self._checkpointer is not None:
+            self._checkpointer.nudge()
         return True
 
     def index_some(self, limit: int = fts.INDEX_SLICE) -> int:
@@ -661,7 +759,11 @@ class MessageStore:
         except sqlite3.Error:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
-        self._db.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+        self._db.close()  # the last connection: SQLite checkpoints and removes the log
+        if self._lock is not None:
+            self._lock.release()
 
     # --- reading -----------------------------------------------------------------------
 
