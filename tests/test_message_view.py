@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PySide6.QtCore import QEvent, QObject, QPoint, QPointF, Qt
 from PySide6.QtGui import QAccessible, QColor, QGuiApplication, QMouseEvent, QWheelEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QAbstractSlider, QApplication
 from view_harness import ShownView, broadcast
 
 from qtchat.gui.main_window import ChatWindow
@@ -48,6 +48,7 @@ def chat(qtbot) -> Chat:
 
 
 def test_only_the_rows_on_screen_are_laid_out_and_painted(chat):
+    chat.view.warm_ms = 3_600_000  # the pages around the screen: the next test
     chat.model.add_messages([broadcast(s) for s in range(1, 10_001)])
     chat.settle()
     view, model = chat.view, chat.model
@@ -224,6 +225,52 @@ def test_keyboard_moves_through_rows_and_pages(chat, qtbot):
     chat.settle()
     assert view.current_row() == 298
     assert 298 in [row for row, _ in view.visible_rows()]
+
+
+def test_a_still_view_lays_out_the_pages_around_it_without_moving(chat, qtbot):
+    """Once the reader stops, a page above and a page below are measured and shaped in
+    slices: Page Up then paints rows already laid out, and nothing on screen moved
+    while their guessed heights were replaced by measured ones."""
+    rng = random.Random(11)
+    words = ["ünïcode", "wörds", "that", "wrap", "längër", "lines", "ok"]
+    chat.model.add_messages([  # long and short, wrapped and not, ASCII (no layout to
+        broadcast(s, text=f"ok {s}" if s % 3 else  # measure) and not
+                  " ".join(rng.choices(words, k=rng.choice([1, 3, 30, 90]))))
+        for s in range(1, 5001)])
+    view, bar = chat.view, chat.bar
+    view.warm_ms = 3_600_000  # still, but not yet: see the picture first
+    chat.settle()
+    bar.setValue(bar.maximum() // 2)
+    chat.settle()
+    shown = [(view.painted_text(row), rect) for row, rect in view.visible_rows()]
+    picture = view.viewport().grab().toImage()
+    first, last = view.visible_rows()[0][0], view.visible_rows()[-1][0]
+    paints = view.delegate()._paints
+    uid = chat.model.entry
+    assert uid(first - 1).uid not in paints and uid(last + 1).uid not in paints
+
+    view.warm_ms = 0
+    chat.settle()  # paints, and the warm-up starts
+    qtbot.waitUntil(lambda: view._warm_todo == [], timeout=WAIT_MS)
+    view.viewport().repaint()
+    assert [(view.painted_text(row), rect) for row, rect in view.visible_rows()] == shown
+    assert view.viewport().grab().toImage() == picture
+    qtbot.waitUntil(lambda: not view._bar_stale, timeout=WAIT_MS)
+    above = [row for row in range(first - 1, -1, -1)
+             if view.row_rect(row).bottom() >= -view.viewport().height()]
+    below = [row for row in range(last + 1, chat.model.rowCount())
+             if view.row_rect(row).top() < 2 * view.viewport().height()]
+    assert above and below
+    assert all(view._measured[row] and uid(row).uid in paints for row in above + below)
+
+    ready = set(paints)
+    was = view.row_rect(first).top()
+    bar.triggerAction(QAbstractSlider.SliderAction.SliderPageStepSub)  # a click above the
+    view.viewport().repaint()  # handle: a page up, exactly (the handle kept up with the
+    assert view.row_rect(first).top() == was + bar.pageStep()  # heights measured above)
+    now = [row for row, _rect in view.visible_rows()]
+    assert now[0] < first and all(uid(row).uid in ready for row in now)
+    assert view.painted_text(now[0]) == f"alice: \u2068{uid(now[0]).text}\u2069"
 
 
 # ------------------------------------------------------------ scroll-keeping

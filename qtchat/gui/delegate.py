@@ -384,6 +384,12 @@ class MessageDelegate(QObject):
             return None
         return self.files.file_row(entry)
 
+    def prepare(self, entry: MessageEntry) -> None:
+        """Lay out ``entry``'s text now, ahead of its first paint (kept like a row on
+        screen's while the view retains it)."""
+        if entry.kind in (RowKind.MESSAGE, RowKind.NOTICE):
+            self._paint_for(entry)
+
     def forget(self, uid: int) -> None:
         """Build that row again when next measured (its file box changed)."""
         self._paints.pop(uid, None)

@@ -15,7 +15,12 @@ with huge backlogs draw their own view (Quassel's ``ChatView``, Chatterino's
   ``_anchor_off``), or "following the bottom". Rows inserted above the anchor
   move its index, not the picture: older history prepended at the top, or
   guessed heights above replaced by measured ones, never move what is shown.
-- **Text layouts** are kept for the rows on screen only (``MessageDelegate.retain``).
+- **Text layouts** are kept for the rows on screen (``MessageDelegate.retain``) and
+  for a page above and a page below it (between, for the rows just scrolled off, up
+  to the delegate's bound of 512): once the view has been still for
+  ``_WARM_DELAY_MS``, ``_warm_up`` measures and lays those out a few ms per pass, so a
+  Page Up/Down or a wheel turn paints rows already shaped (shaping is most of a page
+  never shown). What the reader sees does not move when they are measured.
 - **A burst** that brings a screenful of rows per pass is painted at most once per
   frame (``frame_ms``): rows the next pass pushes off are never laid out.
 - Scrolling to the top (or a wheel turn up while there) emits ``topReached``,
@@ -106,6 +111,10 @@ _MAX_HEIGHT = 0xFFFF  # heights are stored in 16 bits
 #: (60 Hz): a pass that brings a screenful of new rows would paint rows the next pass
 #: pushes off again, and a screen shows no more than this anyway.
 _FRAME_MS = 16
+#: A page above and below the screen are laid out once the view has been still this long
+#: (a burst that paints every frame never pays for it), at most _WARM_SLICE_S a pass.
+_WARM_DELAY_MS = 60
+_WARM_SLICE_S = 0.002
 _ANNOUNCE_MAX = 5  # new messages announced per insertion (a burst is not read out whole)
 _Parent = QModelIndex | QPersistentModelIndex
 # A message taller than this many lines is shown clipped to it, with a "Show more"
@@ -302,6 +311,12 @@ class MessageView(QAbstractScrollArea):
         self._bar_timer.setSingleShot(True)
         self._bar_timer.setInterval(_BAR_DELAY_MS)
         self._bar_timer.timeout.connect(self._sync_bar)
+        self._warm_todo: list[int] | None = None  # rows left to lay out; None: not begun
+        #: ms the view must be still before the pages around it are laid out.
+        self.warm_ms = _WARM_DELAY_MS
+        self._warm_timer = QTimer(self)
+        self._warm_timer.setSingleShot(True)
+        self._warm_timer.timeout.connect(self._warm_up)
         bar = self.verticalScrollBar()
         bar.valueChanged.connect(self._on_bar_value)
         bar.setSingleStep(max(self._delegate.line_height(), 1))
@@ -356,6 +371,7 @@ class MessageView(QAbstractScrollArea):
         entries = list(model.entries()) if model is not None else []
         self._codes = estimate_codes(entries)
         self._delegate.retain(())  # layouts are cached by uid, and uids are per model
+        self._warm_todo = None
         self._reguess_heights()
         self._follow = True
         self._anchor_row = self._anchor_off = 0
@@ -749,14 +765,15 @@ class MessageView(QAbstractScrollArea):
         lo, hi = self._selection()
         delegate = self._delegate
         focus = self.hasFocus()
+        clipped_least = self._clip_height() + self._strip_height()  # a clipped row's height
         try:
             for row, y, height in rows:
                 rect = QRect(0, y, width, height)
                 if not rect.intersects(clip):
                     continue
                 entry = model.entry(row)
-                full = delegate.measure(entry)
-                if self._clippable(entry, full):
+                full = delegate.measure(entry) if height >= clipped_least else height
+                if height >= clipped_least and self._clippable(entry, full):
                     body = QRect(0, y, width, height - self._strip_height())
                     painter.save()
                     painter.setClipRect(body)
@@ -777,7 +794,62 @@ class MessageView(QAbstractScrollArea):
         if whole:
             self._painted_top = self._last_top
             self._full_repaint = False
-        delegate.retain(model.entry(row).uid for row, _y, _h in self._visible)
+        # The layouts of rows scrolled off are dropped by the warm-up, once still
+        # (deleting 35 QTextLayouts took ~1 ms of a page up), or by the cache's bound.
+        self._warm_todo = None
+        self._warm_timer.start(self.warm_ms)  # again: only once the view is still
+
+    @Slot()
+    def _warm_up(self) -> None:
+        """Measure and lay out the rows of a page above the screen, then a page below,
+        for ``_WARM_SLICE_S`` at most, and come back on the next pass for the rest.
+
+        Heights measured above the first row on screen move the content's y, not the
+        picture: the view's top and the pixels' top move with them, and the scroll bar
+        follows (its handle moves by what the guesses were off)."""
+        model = self._model
+        if model is None or not self._visible or self._dirty:
+            return  # the next paint starts it again
+        heights = self._heights
+        count = len(heights)
+        first, last = self._visible[0][0], self._visible[-1][0]
+        if self._warm_todo is None:
+            self._delegate.retain(model.entry(row).uid for row, _y, _h in self._visible)
+            vh = max(self.viewport().height(), 1)
+            todo = []
+            row, filled = first - 1, 0
+            while row >= 0 and filled < vh:
+                filled += heights.get(row)
+                todo.append(row)
+                row -= 1
+            row, filled = last + 1, 0
+            while row < count and filled < vh:
+                filled += heights.get(row)
+                todo.append(row)
+                row += 1
+            todo.reverse()  # popped from the end: the rows above first
+            self._warm_todo = todo
+        todo = self._warm_todo
+        deadline = self.clock() + _WARM_SLICE_S
+        moved = 0
+        while todo and self.clock() < deadline:
+            row = todo.pop()
+            if row >= count:
+                continue
+            before = heights.get(row)
+            height = self._measure_row(row)
+            entry = model.entry(row)
+            self._delegate.prepare(entry)
+            if row < first:
+                moved += height - before
+        if moved:
+            self._last_top += moved
+            self._painted_top += moved
+            self._bar_stale = True
+            if not self._bar_timer.isActive():
+                self._bar_timer.start()
+        if todo:
+            self._warm_timer.start(0)
 
     # ------------------------------------------------------- reading (tests, a11y)
 
