@@ -205,6 +205,32 @@ def test_enter_sends_and_up_recalls_a_multi_line_message(qtbot, pair):
     assert box.text() == "two\nlines"
 
 
+def test_where_the_room_stands_is_saved_while_messages_arrive(qtbot, apps):
+    """A second after messages arrive the app saves the newest seq it has seen (in a
+    thread of its own: the settings file is rewritten each time), so the next start
+    resumes from there; closing saves it at once."""
+    from qtchat.gui.app import session_key
+    from qtchat.gui.start_dialog import settings
+
+    alice = apps.host("Alice")
+    bob = apps.join(alice.host_runtime.server.port, "Bob")
+    key = session_key(bob._session_scope, "Bob")
+
+    def saved() -> list[str]:
+        return [str(value) for value in settings().value(key) or []]
+
+    for number in range(3):
+        type_line(qtbot, alice.window, f"note {number}")
+    wait_for_text(qtbot, lobby(bob.window).model, "note 2")
+    newest = bob.client.last_seq
+    qtbot.waitUntil(lambda: saved() == [bob.client.session, str(newest)], timeout=WAIT_MS)
+    type_line(qtbot, alice.window, "one more")
+    wait_for_text(qtbot, lobby(bob.window).model, "one more")
+    bob.release_session()  # what closing the window does
+    assert saved() == [bob.client.session, str(bob.client.last_seq)]
+    assert bob.client.last_seq > newest
+
+
 def test_a_short_grace_from_the_host_still_leaves_time_to_come_back(qtbot, apps, room):
     room.start(resume_grace=0.2)
     bob = apps.join(room.port, "Bob").window
