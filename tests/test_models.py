@@ -185,6 +185,22 @@ def test_pending_becomes_the_echoed_message_in_place(model, qtbot):
     assert model.rowCount() == 2
 
 
+def test_rows_carrying_files_are_found_without_walking_every_row(model):
+    """What a transfer that moved repaints: the rows with files, where they are now
+    (older history prepended moves them), the upload's row once, echoed or not."""
+    photo = {"file": "f1", "name": "cat.png", "size": 10, "type": "image/png"}
+    model.add_messages([broadcast(10), broadcast(11, file=photo), broadcast(12)])
+    model.add_pending("up", "", file={"name": "film.mkv", "size": 99})
+    assert sorted((row, entry.seq) for row, entry in model.file_rows()) == \
+        [(1, 11), (3, None)]
+    model.add_messages([broadcast(s) for s in range(1, 6)])  # an older page, above
+    assert sorted(row for row, _ in model.file_rows()) == [6, 8]
+    model.add_message(broadcast(13, "me", "", id="up", file={**photo, "file": "f2"}))
+    found = {entry.seq: row for row, entry in model.file_rows()}
+    assert found == {11: 6, 13: 8}
+    assert all(model.entry(row).file is not None for row in found.values())
+
+
 def test_echo_after_others_moves_the_pending_row_to_its_seq(model):
     model.add_message(broadcast(1))
     model.add_pending("a", "first")

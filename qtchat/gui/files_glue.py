@@ -904,8 +904,7 @@ class FilesGlue(QObject):
         for conv in self._conversations():
             attached = conv.view.property("filesAttached")
             model = conv.model
-            for row in range(model.rowCount() - 1, -1, -1):
-                entry = model.entry(row)
+            for row, entry in model.file_rows():
                 info = file_of(entry)
                 if info is None:
                     continue

@@ -543,6 +543,9 @@ class MessageModel(QAbstractListModel):
         self._rows: list[MessageEntry] = []
         self._seqs: set[int] = set()
         self._pending: dict[str, MessageEntry] = {}
+        # uid -> the rows that carry a file, for whoever must find them again (a
+        # transfer that moved); rows that went are dropped as they are met.
+        self._file_entries: dict[int, MessageEntry] = {}
         self._unread_marker: MessageEntry | None = None
         self._oldest: int | None = None
         self._newest: int | None = None
@@ -956,6 +959,8 @@ class MessageModel(QAbstractListModel):
             local_id=local_id,
             file=file,
         )
+        if file is not None:
+            self._file_entries[entry.uid] = entry
         self.publish()
         row = len(self._rows)
         self.beginInsertRows(QModelIndex(), row, row)
@@ -1239,6 +1244,8 @@ class MessageModel(QAbstractListModel):
         entry.notice = None
         entry.local_id = None
         entry.file = frame.file if type(frame.file) is dict else None
+        if entry.file is not None:
+            self._file_entries[entry.uid] = entry
         if frame.game is not None:  # how a chess game ended (features §3): a notice
             entry.kind = RowKind.NOTICE
             entry.notice = NoticeKind.INFO
@@ -1352,6 +1359,18 @@ class MessageModel(QAbstractListModel):
         if 0 <= row < len(self._rows):
             index = self.index(row)
             self.dataChanged.emit(index, index)
+
+    def file_rows(self) -> list[tuple[int, MessageEntry]]:
+        """(row, entry) of every row that carries a file, in no particular order: a
+        walk over those rows only, not over every message."""
+        found = []
+        for uid, entry in list(self._file_entries.items()):
+            row = self.row_of_entry(entry)
+            if row < 0:
+                del self._file_entries[uid]
+            else:
+                found.append((row, entry))
+        return found
 
     def row_of_entry(self, entry: MessageEntry) -> int:
         """Where ``entry`` is now; -1 if it is no longer a row."""
