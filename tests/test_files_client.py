@@ -3,12 +3,15 @@ the client's own transfer connections, plain and TLS."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+from itertools import pairwise
 
 import pytest
 
 from qtchat.client.chat_client import ChatClient, Endpoint
+from qtchat.server import transfers
 
 WAIT = 20_000
 MiB = 1 << 20
@@ -130,3 +133,61 @@ def test_an_upload_cancelled_midway_resumes_under_the_same_id(qtbot, make_server
     with qtbot.waitSignal(alice.fileSaved, timeout=WAIT):
         alice.download(sent.args[1], saved)
     assert saved.read_bytes() == data
+
+
+def _stored(server, file_id: str) -> bytes:
+    return (server.config.data_dir / "files" / file_id).read_bytes()
+
+
+@pytest.mark.skipif(transfers.start_writeback is None, reason="sync_file_range is Linux's")
+def test_a_plain_upload_has_the_disk_write_behind_it(qtbot, make_server, make_client,
+                                                     tmp_path, monkeypatch):
+    """The host asks the kernel to start writing each 8 MiB of the part file as it comes
+    (so its final fsync has little left), and the file still arrives whole and checked."""
+    asked: list[tuple[int, int]] = []
+    real = transfers.start_writeback
+
+    def recorded(descriptor: int, offset: int, count: int) -> None:
+        asked.append((offset, count))
+        real(descriptor, offset, count)
+
+    monkeypatch.setattr(transfers, "start_writeback", recorded)
+    server = make_server()
+    alice = _joined(qtbot, make_client, server, "Alice")
+    data = os.urandom(3 * transfers.WRITE_BEHIND + 5)
+    source = tmp_path / "a.bin"
+    source.write_bytes(data)
+    with qtbot.waitSignal(alice.fileSent, timeout=WAIT) as sent:
+        alice.send_file(source)
+    assert _stored(server, sent.args[1]) == data
+    # One range after another from the first byte, none shorter than the step, and every
+    # byte but the last step's remainder asked for before the end.
+    assert asked[0][0] == 0
+    assert all(start == before + count for (before, count), (start, _) in pairwise(asked))
+    assert all(count >= transfers.WRITE_BEHIND for _, count in asked)
+    assert sum(count for _, count in asked) > len(data) - transfers.WRITE_BEHIND
+
+
+@pytest.mark.parametrize("writeback", ["refused", "absent"])
+def test_a_plain_upload_arrives_whole_without_write_behind(qtbot, make_server, make_client,
+                                                           tmp_path, monkeypatch, writeback):
+    """Where the file system refuses sync_file_range (EINVAL) or there is none (not
+    Linux), the upload goes on as before: the final fsync writes it all."""
+
+    def refuse(_descriptor: int, _offset: int, _count: int) -> None:
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+
+    monkeypatch.setattr(transfers, "start_writeback", refuse if writeback == "refused" else None)
+    server = make_server()
+    alice = _joined(qtbot, make_client, server, "Alice")
+    bob = _joined(qtbot, make_client, server, "Bob")
+    data = os.urandom(2 * transfers.WRITE_BEHIND + 7)
+    source = tmp_path / "a.bin"
+    source.write_bytes(data)
+    seen = []
+    bob.messageReceived.connect(seen.append)
+    with qtbot.waitSignals([alice.fileSent, bob.messageReceived], timeout=WAIT):
+        alice.send_file(source)
+    [message] = seen
+    assert message.file["sha256"] == _sha(data)
+    assert _stored(server, message.file["file"]) == data
