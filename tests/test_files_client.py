@@ -3,14 +3,19 @@ the client's own transfer connections, plain and TLS."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import json
 import os
+import socket
+import threading
 from itertools import pairwise
 
 import pytest
 
 from qtchat.client.chat_client import ChatClient, Endpoint
+from qtchat.client.files import Upload
 from qtchat.server import transfers
 
 WAIT = 20_000
@@ -191,3 +196,75 @@ def test_a_plain_upload_arrives_whole_without_write_behind(qtbot, make_server, m
     [message] = seen
     assert message.file["sha256"] == _sha(data)
     assert _stored(server, message.file["file"]) == data
+
+
+class _StillHost(threading.Thread):
+    """A host that answers ``upload_ready`` and then reads nothing until told to (its
+    socket buffers fill and the client's sender waits), then reads to the end."""
+
+    def __init__(self, answer_late: bytes = b"") -> None:
+        super().__init__(daemon=True)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.go_on = threading.Event()
+        self.answer_late = answer_late  # a line written (not read after) once told to go on
+        self.received = 0
+        self.closed = threading.Event()
+
+    def run(self) -> None:
+        conn, _ = self.listener.accept()
+        self.listener.close()
+        conn.settimeout(30)
+        line = b""
+        while not line.endswith(b"\n"):
+            line += conn.recv(1)
+        assert json.loads(line)["type"] == "upload"
+        conn.sendall(b'{"type": "upload_ready", "offset": 0}\n')
+        self.go_on.wait(30)
+        if self.answer_late:
+            conn.sendall(self.answer_late)
+        with contextlib.suppress(OSError):
+            while chunk := conn.recv(1 << 20):
+                self.received += len(chunk)
+        conn.close()
+        self.closed.set()
+
+
+def test_a_file_that_shrinks_while_it_is_sent_fails_in_a_sentence(qtbot, tmp_path):
+    """The plain upload's sender thread meets the end of a file cut short under it."""
+    host = _StillHost()
+    host.start()
+    source = tmp_path / "growing.log"
+    with open(source, "wb") as out:
+        out.truncate(64 * MiB)  # sparse: more than the socket buffers hold
+    upload = Upload(Endpoint("127.0.0.1", host.port), "token", source, 64 * MiB)
+    with qtbot.waitSignal(upload.progress, timeout=WAIT):  # some is out, the rest waits
+        upload.start()
+    # On a plain socket the bytes go from a thread of their own, not the GUI's.
+    assert "qtchat-send" in [thread.name for thread in threading.enumerate()]
+    with open(source, "r+b") as out:
+        out.truncate(MiB)
+    with qtbot.waitSignal(upload.failed, timeout=WAIT) as failed:
+        host.go_on.set()
+    assert failed.args == ["file", "growing.log became shorter while sending."]
+    assert host.closed.wait(30)
+    assert host.received < 64 * MiB
+
+
+def test_the_hosts_refusal_midway_stops_the_senders_thread(qtbot, tmp_path):
+    """An error line while the sender waits on a full socket: the person reads the
+    host's sentence, and the connection closes (the thread does not go on sending)."""
+    host = _StillHost(b'{"type": "error", "code": "disk_full", '
+                      b'"message": "The host is short of disk space."}\n')
+    host.start()
+    source = tmp_path / "big.bin"
+    with open(source, "wb") as out:
+        out.truncate(64 * MiB)
+    upload = Upload(Endpoint("127.0.0.1", host.port), "token", source, 64 * MiB)
+    with qtbot.waitSignal(upload.progress, timeout=WAIT):
+        upload.start()
+    with qtbot.waitSignal(upload.failed, timeout=WAIT) as failed:
+        host.go_on.set()
+    assert failed.args == ["disk_full", "The host is short of disk space."]
+    assert host.closed.wait(30)
+    assert host.received < 64 * MiB
