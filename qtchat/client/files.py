@@ -49,8 +49,11 @@ log = logging.getLogger(__name__)
 SLICE = 256 << 10  # bytes read from the file per write
 WINDOW = 1 << 20  # bytes waiting in the socket before the upload waits
 MAX_LINE = 8 << 10  # the host's answer line; longer is not a qtchat host
-# Bytes a plain upload's thread hands the kernel per sendfile (then it says how far it got).
+# Bytes a plain upload's thread hands the kernel per sendfile, at most.
 SENDFILE_STEP = 4 << 20
+# A plain upload's thread says how far it got every this many bytes (and at the end): a
+# nearly full socket takes little per sendfile, and each report is a GUI-thread event.
+PROGRESS_STEP = 1 << 20
 # The errors of a connection the host has closed: its answer (or Qt's) says why.
 _CONNECTION_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF)
 
@@ -98,6 +101,7 @@ class _Sender(QObject):
 
     def _send(self) -> object:
         out = self._socket.fileno()
+        reported = self._offset
         poller = select.poll()
         poller.register(out, select.POLLOUT)
         with open(self._path, "rb") as source:
@@ -114,7 +118,9 @@ class _Sender(QObject):
                 if count == 0:
                     return "short"
                 self._offset += count
-                self.sent.emit(self._offset)
+                if self._offset - reported >= PROGRESS_STEP or self._offset >= self._size:
+                    reported = self._offset
+                    self.sent.emit(self._offset)
         return None
 
 
