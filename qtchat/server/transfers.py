@@ -7,10 +7,12 @@ frame or rate limits, no send-queue cap) and gives its transport to a ``Transfer
 
 - an upload answers ``upload_ready`` with the offset the host holds, then takes raw
   bytes into the file store's ``UploadStream``. On a plain socket a thread of its own
-  (``_Receiver``) reads, hashes and writes them a MiB at a time and fsyncs at the end,
-  so the event loop's thread does nothing per chunk; on TLS (Qt's socket, which only
-  the loop's thread may read) the transport's reads (at most 256 KiB, one per pass)
-  are written on the loop and a second thread hashes the part file behind them. When
+  (``_Receiver``) reads, hashes and writes them a MiB at a time, has the kernel start
+  writing them to disk every 8 MiB (``_WriteBehind``) and fsyncs at the end, so the
+  event loop's thread does nothing per chunk and the disk works while bytes come in;
+  on TLS (Qt's socket, which only the loop's thread may read) the transport's reads
+  (at most 256 KiB, one per pass) are written on the loop and a second thread hashes
+  the part file behind them. When
   the last byte is in and the hash matches, the files module posts the message, the
   adapter commits it, and only then is ``upload_done`` written and the connection
   closed;
