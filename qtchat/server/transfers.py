@@ -12,10 +12,9 @@ frame or rate limits, no send-queue cap) and gives its transport to a ``Transfer
   event loop's thread does nothing per chunk and the disk works while bytes come in;
   on TLS (Qt's socket, which only the loop's thread may read) the transport's reads
   (at most 256 KiB, one per pass) are written on the loop and a second thread hashes
-  the part file behind them. When
-  the last byte is in and the hash matches, the files module posts the message, the
-  adapter commits it, and only then is ``upload_done`` written and the connection
-  closed;
+  the part file behind them. When the last byte is in and the hash matches, the files
+  module posts the message, the adapter commits it, and only then is ``upload_done``
+  written and the connection closed;
 - a download answers ``download_ready``, then on a plain socket hands the file to the
   kernel with ``os.sendfile`` (no copy through Python) until the kernel refuses more,
   and waits for the socket to be writable again; on TLS it writes slices only while
