@@ -50,10 +50,14 @@ SLICE = 256 << 10  # bytes read from the file per write
 WINDOW = 1 << 20  # bytes waiting in the socket before the upload waits
 MAX_LINE = 8 << 10  # the host's answer line; longer is not a qtchat host
 # Bytes a plain upload's thread hands the kernel per sendfile, at most.
-SENDFILE_STEP = 4 << 20
+SENDFILE_STEP = 1 << 20
 # A plain upload's thread says how far it got every this many bytes (and at the end): a
 # nearly full socket takes little per sendfile, and each report is a GUI-thread event.
 PROGRESS_STEP = 1 << 20
+# ... and sends no further than this many bytes past the last report the GUI thread has
+# taken: what the person sees stays close to what went, and a cancel (or the app closing)
+# stops the upload within this of where the progress bar stood.
+AHEAD = 8 << 20
 # The errors of a connection the host has closed: its answer (or Qt's) says why.
 _CONNECTION_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF)
 
@@ -65,7 +69,9 @@ class _Sender(QObject):
     buffer is full. Qt never learns of these bytes and needs not: it only reads the
     host's answer. ``sent(offset)`` and ``ended(outcome)`` are queued to the thread
     that made this object: ``outcome`` is None (every byte is out), ``"short"`` (the
-    file became shorter), ``"stopped"``, or the ``OSError`` that ended it."""
+    file became shorter), ``"stopped"``, or the ``OSError`` that ended it. That thread
+    calls ``seen(offset)`` once it has taken a ``sent``: the sender keeps within
+    ``AHEAD`` of it."""
 
     sent = Signal(object)
     ended = Signal(object)
@@ -78,6 +84,8 @@ class _Sender(QObject):
         self._offset = offset
         self._size = size
         self._stop = False
+        self._seen = offset  # the last report the GUI thread has taken
+        self._seen_changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="qtchat-send", daemon=True)
 
     def start(self) -> None:
@@ -89,6 +97,12 @@ class _Sender(QObject):
         self._stop = True
         with contextlib.suppress(OSError):  # (closed already: the thread is over)
             self._socket.shutdown(socket.SHUT_WR)  # wakes a poll at once
+        self.seen(self._seen)  # wakes a wait for the GUI thread
+
+    def seen(self, offset: int) -> None:
+        with self._seen_changed:
+            self._seen = offset
+            self._seen_changed.notify()
 
     def _run(self) -> None:
         try:
@@ -107,6 +121,9 @@ class _Sender(QObject):
         with open(self._path, "rb") as source:
             descriptor = source.fileno()
             while self._offset < self._size:
+                with self._seen_changed:
+                    while not self._stop and self._offset - self._seen >= AHEAD:
+                        self._seen_changed.wait(1.0)
                 if self._stop:
                     return "stopped"
                 try:
@@ -284,6 +301,8 @@ class Upload(_Transfer):
                                                 offset, self.size)
                 sender.sent.connect(self._sent, Qt.ConnectionType.QueuedConnection)
                 sender.ended.connect(self._sent_all, Qt.ConnectionType.QueuedConnection)
+                # Deleted with its client (no cancel): the thread must not wait on.
+                self.destroyed.connect(sender.stop)
                 sender.start()
                 return False
             socket.bytesWritten.connect(self._send_more)
@@ -332,10 +351,15 @@ class Upload(_Transfer):
             return
         self.offset = offset
         self.progress.emit(self.offset, self.size)
+        if self._sender is not None:
+            self._sender.seen(offset)
 
     @Slot(object)
     def _sent_all(self, outcome: object) -> None:
         """The sender's thread is over (see ``_Sender``)."""
+        if self._sender is not None:
+            with contextlib.suppress(RuntimeError, TypeError):
+                self.destroyed.disconnect(self._sender.stop)
         self._sender = None
         if self.done:
             return
