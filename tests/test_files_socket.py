@@ -178,9 +178,11 @@ def test_an_upload_cut_midway_resumes_where_the_host_stopped(serve):
     assert _sha(first + rest) == _sha(data)
 
 
-def test_a_wrong_hash_is_refused_and_nothing_is_posted(serve):
+# 20 MiB: the host has had the kernel write some of it to disk before the check.
+@pytest.mark.parametrize("size", [200_000, 20 * MiB], ids=["small", "written-behind"])
+def test_a_wrong_hash_is_refused_and_nothing_is_posted(serve, size):
     alice, bob = _member(serve.port), _member(serve.port)
-    data = os.urandom(200_000)
+    data = os.urandom(size)
     accepted = _offer(alice, data, "bad", sha256=_sha(b"something else"))
     _ready, last = _upload(serve.port, accepted["token"], data)
     assert last["type"] == "error" and last["code"] == "checksum_mismatch"

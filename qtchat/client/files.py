@@ -5,10 +5,13 @@
 (the same host, port, TLS and pinned certificate as the chat), the first line, one
 answer line, then raw bytes (PROTOCOL-FEATURES §2).
 
-- ``Upload`` sends the file from the offset the host gives (resume), a slice at a time
-  while less than ``WINDOW`` waits in the socket, so a large file never sits in memory
-  and the window keeps repainting; it ends with the host's ``upload_done`` (the message
-  is posted) or its ``error``.
+- ``Upload`` sends the file from the offset the host gives (resume). On a plain socket a
+  thread of its own (``_Sender``) hands the file to the kernel with ``os.sendfile``
+  (no copy through Python, and nothing per chunk on the GUI thread); on TLS (Qt's
+  socket, which only its own thread may use) a slice at a time while less than
+  ``WINDOW`` waits in the socket, so a large file never sits in memory and the window
+  keeps repainting. It ends with the host's ``upload_done`` (the message is posted)
+  or its ``error``.
 - ``Download`` writes into ``<destination>.part`` and asks from that file's length, so a
   download cut short continues where it stopped (the same ticket for 10 minutes, or a
   new one); the bytes are hashed as they come and the part file becomes the destination
@@ -23,15 +26,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
 import os
+import select
+import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtCore import QObject, Qt, Signal, Slot
 from PySide6.QtNetwork import QSslSocket
 
 from qtchat.client.connector import Connector, Ending
@@ -42,6 +49,96 @@ log = logging.getLogger(__name__)
 SLICE = 256 << 10  # bytes read from the file per write
 WINDOW = 1 << 20  # bytes waiting in the socket before the upload waits
 MAX_LINE = 8 << 10  # the host's answer line; longer is not a qtchat host
+# Bytes a plain upload's thread hands the kernel per sendfile, at most.
+SENDFILE_STEP = 1 << 20
+# A plain upload's thread says how far it got every this many bytes (and at the end): a
+# nearly full socket takes little per sendfile, and each report is a GUI-thread event.
+PROGRESS_STEP = 1 << 20
+# ... and sends no further than this many bytes past the last report the GUI thread has
+# taken: what the person sees stays close to what went, and a cancel (or the app closing)
+# stops the upload within this of where the progress bar stood.
+AHEAD = 8 << 20
+# The errors of a connection the host has closed: its answer (or Qt's) says why.
+_CONNECTION_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF)
+
+
+class _Sender(QObject):
+    """A plain upload's bytes, sent by a thread of its own: ``os.sendfile`` from the
+    file to a ``dup`` of the socket's descriptor (Qt's socket has nothing queued by
+    then: the host answered the first line), waiting with ``poll`` while the socket
+    buffer is full. Qt never learns of these bytes and needs not: it only reads the
+    host's answer. ``sent(offset)`` and ``ended(outcome)`` are queued to the thread
+    that made this object: ``outcome`` is None (every byte is out), ``"short"`` (the
+    file became shorter), ``"stopped"``, or the ``OSError`` that ended it. That thread
+    calls ``seen(offset)`` once it has taken a ``sent``: the sender keeps within
+    ``AHEAD`` of it."""
+
+    sent = Signal(object)
+    ended = Signal(object)
+
+    def __init__(self, descriptor: int, path: Path, offset: int, size: int) -> None:
+        super().__init__()
+        # A descriptor of its own: a close on the GUI's side never pulls it away.
+        self._socket = socket.socket(fileno=os.dup(descriptor))
+        self._path = path
+        self._offset = offset
+        self._size = size
+        self._stop = False
+        self._seen = offset  # the last report the GUI thread has taken
+        self._seen_changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="qtchat-send", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the sending now (a cancel, or the host's answer came first); the host
+        keeps what it received, for a resume."""
+        self._stop = True
+        with contextlib.suppress(OSError):  # (closed already: the thread is over)
+            self._socket.shutdown(socket.SHUT_WR)  # wakes a poll at once
+        self.seen(self._seen)  # wakes a wait for the GUI thread
+
+    def seen(self, offset: int) -> None:
+        with self._seen_changed:
+            self._seen = offset
+            self._seen_changed.notify()
+
+    def _run(self) -> None:
+        try:
+            outcome = self._send()
+        except OSError as exc:
+            outcome = exc
+        finally:
+            self._socket.close()
+        self.ended.emit(outcome)
+
+    def _send(self) -> object:
+        out = self._socket.fileno()
+        reported = self._offset
+        poller = select.poll()
+        poller.register(out, select.POLLOUT)
+        with open(self._path, "rb") as source:
+            descriptor = source.fileno()
+            while self._offset < self._size:
+                with self._seen_changed:
+                    while not self._stop and self._offset - self._seen >= AHEAD:
+                        self._seen_changed.wait(1.0)
+                if self._stop:
+                    return "stopped"
+                try:
+                    count = os.sendfile(out, descriptor, self._offset,
+                                        min(SENDFILE_STEP, self._size - self._offset))
+                except (BlockingIOError, InterruptedError):
+                    poller.poll(250)
+                    continue
+                if count == 0:
+                    return "short"
+                self._offset += count
+                if self._offset - reported >= PROGRESS_STEP or self._offset >= self._size:
+                    reported = self._offset
+                    self.sent.emit(self._offset)
+        return None
 
 
 class _Transfer(QObject):
@@ -175,6 +272,7 @@ class Upload(_Transfer):
         self.size = size
         self.offset = 0
         self._file: Any = None
+        self._sender: _Sender | None = None
         self._waiting_done = False
 
     def first_line(self) -> dict[str, Any]:
@@ -197,6 +295,16 @@ class Upload(_Transfer):
             self.offset = offset
             socket = self._connector.socket
             assert socket is not None
+            if not isinstance(socket, QSslSocket) and hasattr(os, "sendfile") \
+                    and socket.bytesToWrite() == 0:
+                self._sender = sender = _Sender(int(socket.socketDescriptor()), self.path,
+                                                offset, self.size)
+                sender.sent.connect(self._sent, Qt.ConnectionType.QueuedConnection)
+                sender.ended.connect(self._sent_all, Qt.ConnectionType.QueuedConnection)
+                # Deleted with its client (no cancel): the thread must not wait on.
+                self.destroyed.connect(sender.stop)
+                sender.start()
+                return False
             socket.bytesWritten.connect(self._send_more)
             if isinstance(socket, QSslSocket):
                 socket.encryptedBytesWritten.connect(self._send_more)
@@ -237,7 +345,35 @@ class Upload(_Transfer):
         self._waiting_done = True
         self.close_file()
 
+    @Slot(object)
+    def _sent(self, offset: int) -> None:
+        if self.done:
+            return
+        self.offset = offset
+        self.progress.emit(self.offset, self.size)
+        if self._sender is not None:
+            self._sender.seen(offset)
+
+    @Slot(object)
+    def _sent_all(self, outcome: object) -> None:
+        """The sender's thread is over (see ``_Sender``)."""
+        if self._sender is not None:
+            with contextlib.suppress(RuntimeError, TypeError):
+                self.destroyed.disconnect(self._sender.stop)
+        self._sender = None
+        if self.done:
+            return
+        if outcome is None:
+            self._waiting_done = True  # the host's upload_done (or error) comes next
+        elif outcome == "short":
+            self._finish_failed("file", f"{self.path.name} became shorter while sending.")
+        elif isinstance(outcome, OSError) and outcome.errno not in _CONNECTION_GONE:
+            self._finish_failed("file", f"Cannot send {self.path.name}: {outcome.strerror}")
+        # else the connection is gone: Qt says so (or the host's error line does)
+
     def close_file(self) -> None:
+        if self._sender is not None:
+            self._sender.stop()  # (kept until its thread says it is over)
         if self._file is not None:
             self._file.close()
             self._file = None
