@@ -63,7 +63,7 @@ def drop_files(window: ChatWindow, paths: list[Path]) -> None:
     data = QMimeData()
     data.setUrls([QUrl.fromLocalFile(str(path)) for path in paths])
     point = QPointF(window.width() / 2, window.height() / 2)
-    enter = QDragEnterEvent(point.toPoint(), Qt.DropAction.CopyAction, data,
+    enter = QDragEnterEvent(point, Qt.DropAction.CopyAction, data,
                             Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(window, enter)
     assert enter.isAccepted()
