@@ -253,6 +253,41 @@ def test_the_log_is_copied_into_the_history_beside_the_server_not_in_its_commits
         reopened.close()
 
 
+def test_a_long_log_starts_over_while_messages_keep_coming(tmp_path, monkeypatch):
+    """The writer always holds a snapshot (a transaction is open between passes), and
+    SQLite rewinds the log only for a writer whose snapshot began after everything was
+    copied: without the store's catch-up the log grew by every message for as long as
+    the room never paused (723 MiB in 12 s of a tight loop)."""
+    from qtchat.server import store as store_module
+
+    monkeypatch.setattr(store_module, "WAL_SIZE_LIMIT", 1 << 20)
+    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 0.05)  # this loop writes fast
+    path = tmp_path / "history.sqlite3"
+    wal = path.with_name(path.name + "-wal")
+    store = store_module.MessageStore(path, retention=1000)
+    largest = 0
+    try:
+        text = "y" * 3000
+        for number in range(20_000):  # ~60 MiB of log in all, never a pause
+            store.add(ts="2026-12-03T00:00:00.000Z", bucket="lobby", room="lobby",
+                      sender="Alice", sender_sid=1, text=f"{number} {text}")
+            if number % 20 == 19:  # a pass: its messages committed, then a read
+                store.commit()
+                store.page("lobby", None, 50)
+                largest = max(largest, wal.stat().st_size)
+        assert store.last_seq == 20_000
+    finally:
+        store.close()
+    # (~60 MiB written; 158 MiB of log without the catch-up, 17 with it)
+    assert largest < 40 << 20, f"the log grew to {largest / 2**20:.0f} MiB"
+    reopened = store_module.MessageStore(path, retention=1000)
+    try:
+        newest = reopened.page("lobby", None, 1)
+        assert [m.text.split()[0] for m in newest] == ["19999"]
+    finally:
+        reopened.close()
+
+
 # --- frames that would not fit ---------------------------------------------------------------
 
 
