@@ -6,9 +6,13 @@ and in what order, over real sockets.
 
 from __future__ import annotations
 
+import itertools
 import json
+import socket
+import threading
 
 from helpers import LineClient, connect_clients
+from PySide6.QtCore import QTimer
 
 
 def _pings(count: int, prefix: str) -> bytes:
@@ -202,3 +206,55 @@ def test_the_budgeted_decoder_charges_before_parsing_and_keeps_the_framing():
     capped = p.FrameDecoder(parse=parse, max_frame=64)
     items, _left, dropped = capped.feed_budgeted(b"x\n" * 10 + b"y" * 100, 1.0)
     assert dropped and isinstance(items[-1], p.RemoteProtocolError) and capped.closed
+
+
+def _broadcasts(count: int, prefix: str) -> bytes:
+    return b"".join(b'{"type":"broadcast","text":"%s%d"}\n' % (prefix.encode(), i)
+                    for i in range(count))
+
+
+def test_a_flood_with_flood_control_off_is_fed_a_slice_a_pass(qtbot, make_server):
+    """20,000 messages in one write, no flood control (the host's choice): the server
+    takes them a slice per event-loop pass and sends between slices, instead of a whole
+    read (256 KiB, ~7,000 of these) in one pass that sent nobody anything meanwhile.
+    Everything arrives, in order."""
+    server = make_server(rate_limit=0.0)
+    flooder, bystander = connect_clients(qtbot, server.port, 2, "slice")
+    count = 20_000
+    stored: list[int] = []  # the newest seq, each time the event loop got a turn
+    tick = QTimer()
+    tick.setInterval(0)
+    tick.timeout.connect(lambda: stored.append(server.store.last_seq))
+    tick.start()
+    flooder.send_raw(_broadcasts(count, "f"))
+    bystander.wait_for("broadcast", text=f"f{count - 1}", timeout=60_000)
+    tick.stop()
+    texts = [f["text"] for f in bystander.frames if f["type"] == "broadcast"]
+    assert texts == [f"f{i}" for i in range(count)]
+    steps = [b - a for a, b in itertools.pairwise(stored)]
+    assert max(steps) <= 1000, max(steps)
+
+
+def test_a_flood_cut_short_by_its_sender_is_all_handled_before_its_end(qtbot, make_server):
+    """A client that writes thousands of messages and closes its side at once: what it
+    sent is all handled, in order, before its end is (nothing waits behind the close)."""
+    server = make_server(rate_limit=0.0)
+    (bystander,) = connect_clients(qtbot, server.port, 1, "end")
+    count = 10_000
+    done = threading.Event()
+
+    def flood() -> None:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b'{"type":"register","name":"Flood","protocol":1}\n'
+                         + _broadcasts(count, "e"))
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):  # read everything the server answers, to its close
+                pass
+        done.set()
+
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    bystander.wait_for("broadcast", text=f"e{count - 1}", timeout=60_000)
+    qtbot.waitUntil(done.is_set, timeout=60_000)
+    texts = [f["text"] for f in bystander.frames if f["type"] == "broadcast"]
+    assert texts == [f"e{i}" for i in range(count)]
