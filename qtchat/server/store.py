@@ -486,12 +486,15 @@ class MessageStore:
             if self._lock is not None:
                 self._lock.release()
             raise
+        # The log's index lives in this process's memory, not a -shm file: see _open_wal.
+        self._exclusive = False
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._open_wal(path)
             self._db.execute("PRAGMA synchronous=NORMAL")
-            # The checkpointer's thread does it (see the module's docstring and
-            # _Checkpointer's); a log that once grew past twice its limit is trimmed.
-            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            if not self._exclusive:
+                # The checkpointer's thread does it (see the module's docstring and
+                # _Checkpointer's); a log that once grew past twice its limit is trimmed.
+                self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.execute(f"PRAGMA journal_size_limit={2 * WAL_SIZE_LIMIT}")
             fts.register_functions(self._db)  # the search index's triggers call them
             self._db.execute("BEGIN IMMEDIATE")  # take the lock now, not at the first message
@@ -573,8 +576,41 @@ class MessageStore:
         self._changed = False  # an edit or delete is in the open transaction
         self._closed = False
         self._db.execute("BEGIN")
-        if path is not None:
-            self._checkpointer = _Checkpointer(path)
+        if path is not None and not self._exclusive:
+            try:
+                self._checkpointer = _Checkpointer(path)
+            except BaseException:  # no descriptor or thread left: the folder is free again
+                self._db.close()
+                if self._lock is not None:
+                    self._lock.release()
+                raise
+
+    def _open_wal(self, path: Path | None) -> None:
+        """Put the connection in WAL mode, in SQLite's normal locking mode when it can.
+
+        Normal locking keeps the log's index in a ``-shm`` file beside the history, which
+        a clean stop deletes and the next start makes again (32 KiB). On a full disk it
+        cannot (``SQLITE_IOERR_SHMSIZE``): the history is then opened in EXCLUSIVE mode,
+        which keeps the index in memory, so the server starts, serves its history and
+        refuses posts until there is room, as before checkpoints had a thread. Until it
+        is restarted SQLite checkpoints inside commits again (no second connection can
+        open the file) and the log is cut back as it was.
+        """
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if path is None or getattr(exc, "sqlite_errorname", "") != "SQLITE_IOERR_SHMSIZE":
+                raise
+            reason = exc
+        self._db.close()  # the failed open leaves the connection unusable
+        self._db = sqlite3.connect(str(path), isolation_level=None, timeout=0.5)
+        self._db.execute("PRAGMA locking_mode=EXCLUSIVE")  # before WAL: no -shm file
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._exclusive = True
+        log.warning("no room for %s-shm in %s (%s): the history is opened in exclusive "
+                    "mode, checkpoints run inside commits until the server is restarted",
+                    path.name, path.parent, reason)
 
     # --- writing -----------------------------------------------------------------------
 
