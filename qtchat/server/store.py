@@ -337,7 +337,16 @@ class _FolderLock:
             raise StoreLocked(f"{path} is in use by another qtchat server") from None
 
     def release(self) -> None:
-        self._file.close()  # closing lets go of the lock
+        if sys.platform == "win32":
+            # Windows lets go of a lock left on a closed file only "when resources
+            # allow" (LockFileEx): a store closed and opened again at once in the same
+            # process could be told its own folder is in use. Unlock the byte first.
+            import msvcrt
+
+            with contextlib.suppress(OSError):
+                self._file.seek(0)
+                msvcrt.locking(self._file.fileno(), msvcrt.LK_UNLCK, 1)
+        self._file.close()  # closing lets go of the lock (flock)
 
 
 class _Checkpointer:
