@@ -49,6 +49,7 @@ import secrets
 import sqlite3
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -384,13 +385,27 @@ class _Checkpointer:
     def nudge(self) -> None:
         self._wanted.set()
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Let the thread end and close its connection; safe from any thread (a
+        finalizer of a store nobody closed, which may run in this thread itself)."""
         self._stopped.set()
         self._wanted.set()
+
+    def close(self) -> None:
+        self.stop()
         self._thread.join()
-        self._db.close()
+        self._db.close()  # (closed by the thread already: harmless)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            # A store dropped without close (stop() from its finalizer): nobody joins
+            # this thread, so it lets go of its connection and descriptors itself.
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+
+    def _loop(self) -> None:
         while True:
             self._wanted.wait()
             if self._stopped.is_set():
@@ -593,6 +608,8 @@ class MessageStore:
                 if self._lock is not None:
                     self._lock.release()
                 raise
+            # A store dropped without close() stops its thread all the same.
+            weakref.finalize(self, self._checkpointer.stop)
 
     def _open_wal(self, path: Path | None) -> None:
         """Put the connection in WAL mode, in SQLite's normal locking mode when it can.
