@@ -414,3 +414,29 @@ def test_a_history_read_in_the_same_pass_never_shows_a_refused_message(small_dis
                                                                   ("history", None)]
         assert "not kept" not in [m["text"] for m in answers[1]["messages"]]
         assert server.terminate() == 0
+
+
+def test_a_history_stopped_cleanly_starts_on_a_full_disk(small_disk):
+    """A clean stop removes the log and its index (-shm); the next start on a full disk
+    cannot make a new -shm file, and must still serve the history and refuse posts
+    (storage_error) rather than refuse to start with a disk I/O error."""
+    data = small_disk / "data"
+    with ServeProcess(data) as first:
+        bob = client(first.port, "Bob")
+        assert post(bob, "from the first run", "first")["type"] == "broadcast"
+        assert first.terminate() == 0
+    assert not (data / "history.sqlite3-shm").exists()
+    filler = fill(small_disk)
+    with ServeProcess(data) as server:
+        alice = client(server.port, "Alice")
+        stored, refused = post_until_refused(alice, "on a full disk")
+        assert refused["code"] == "storage_error"
+        history = lobby_history(server.port, "Reader")
+        assert "from the first run" in history.values()
+        assert stored.items() <= history.items()
+        filler.unlink()
+        assert post(alice, "with room", "room")["type"] == "broadcast"
+        assert server.terminate() == 0
+    with ServeProcess(data) as again:
+        assert "with room" in lobby_history(again.port, "Later").values()
+        assert again.terminate() == 0

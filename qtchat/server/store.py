@@ -49,6 +49,7 @@ import secrets
 import sqlite3
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -337,7 +338,16 @@ class _FolderLock:
             raise StoreLocked(f"{path} is in use by another qtchat server") from None
 
     def release(self) -> None:
-        self._file.close()  # closing lets go of the lock
+        if sys.platform == "win32":
+            # Windows lets go of a lock left on a closed file only "when resources
+            # allow" (LockFileEx): a store closed and opened again at once in the same
+            # process could be told its own folder is in use. Unlock the byte first.
+            import msvcrt
+
+            with contextlib.suppress(OSError):
+                self._file.seek(0)
+                msvcrt.locking(self._file.fileno(), msvcrt.LK_UNLCK, 1)
+        self._file.close()  # closing lets go of the lock (flock)
 
 
 class _Checkpointer:
@@ -375,13 +385,27 @@ class _Checkpointer:
     def nudge(self) -> None:
         self._wanted.set()
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Let the thread end and close its connection; safe from any thread (a
+        finalizer of a store nobody closed, which may run in this thread itself)."""
         self._stopped.set()
         self._wanted.set()
+
+    def close(self) -> None:
+        self.stop()
         self._thread.join()
-        self._db.close()
+        self._db.close()  # (closed by the thread already: harmless)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            # A store dropped without close (stop() from its finalizer): nobody joins
+            # this thread, so it lets go of its connection and descriptors itself.
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+
+    def _loop(self) -> None:
         while True:
             self._wanted.wait()
             if self._stopped.is_set():
@@ -486,12 +510,15 @@ class MessageStore:
             if self._lock is not None:
                 self._lock.release()
             raise
+        # The log's index lives in this process's memory, not a -shm file: see _open_wal.
+        self._exclusive = False
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._open_wal(path)
             self._db.execute("PRAGMA synchronous=NORMAL")
-            # The checkpointer's thread does it (see the module's docstring and
-            # _Checkpointer's); a log that once grew past twice its limit is trimmed.
-            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            if not self._exclusive:
+                # The checkpointer's thread does it (see the module's docstring and
+                # _Checkpointer's); a log that once grew past twice its limit is trimmed.
+                self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.execute(f"PRAGMA journal_size_limit={2 * WAL_SIZE_LIMIT}")
             fts.register_functions(self._db)  # the search index's triggers call them
             self._db.execute("BEGIN IMMEDIATE")  # take the lock now, not at the first message
@@ -573,8 +600,43 @@ class MessageStore:
         self._changed = False  # an edit or delete is in the open transaction
         self._closed = False
         self._db.execute("BEGIN")
-        if path is not None:
-            self._checkpointer = _Checkpointer(path)
+        if path is not None and not self._exclusive:
+            try:
+                self._checkpointer = _Checkpointer(path)
+            except BaseException:  # no descriptor or thread left: the folder is free again
+                self._db.close()
+                if self._lock is not None:
+                    self._lock.release()
+                raise
+            # A store dropped without close() stops its thread all the same.
+            weakref.finalize(self, self._checkpointer.stop)
+
+    def _open_wal(self, path: Path | None) -> None:
+        """Put the connection in WAL mode, in SQLite's normal locking mode when it can.
+
+        Normal locking keeps the log's index in a ``-shm`` file beside the history, which
+        a clean stop deletes and the next start makes again (32 KiB). On a full disk it
+        cannot (``SQLITE_IOERR_SHMSIZE``): the history is then opened in EXCLUSIVE mode,
+        which keeps the index in memory, so the server starts, serves its history and
+        refuses posts until there is room, as before checkpoints had a thread. Until it
+        is restarted SQLite checkpoints inside commits again (no second connection can
+        open the file) and the log is cut back as it was.
+        """
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if path is None or getattr(exc, "sqlite_errorname", "") != "SQLITE_IOERR_SHMSIZE":
+                raise
+            reason = exc
+        self._db.close()  # the failed open leaves the connection unusable
+        self._db = sqlite3.connect(str(path), isolation_level=None, timeout=0.5)
+        self._db.execute("PRAGMA locking_mode=EXCLUSIVE")  # before WAL: no -shm file
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._exclusive = True
+        log.warning("no room for %s-shm in %s (%s): the history is opened in exclusive "
+                    "mode, checkpoints run inside commits until the server is restarted",
+                    path.name, path.parent, reason)
 
     # --- writing -----------------------------------------------------------------------
 
