@@ -1,18 +1,25 @@
-"""Cycles holding Qt objects are freed on the main thread, never by a worker thread.
+"""Qt objects are freed on the main thread, never by a worker thread.
 
 CPython collects in whichever thread allocates when a threshold is crossed; a QTcpSocket
 freed there leaves its notifier in the main loop, which then segfaults (the whole-suite
 crash in test_server.py). ``qtchat.collector`` (installed for the suite by conftest, as
-``qtchat serve`` and the app install it) keeps collection on the main thread.
+``qtchat serve`` and the app install it) keeps collection on the main thread. And a
+worker thread that reports through a QObject must not hold its last reference.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import socket
 import threading
 import weakref
 
 from helpers import LineClient, connect_clients
 from PySide6.QtCore import QObject
+
+from qtchat.server.files import FileLimits, FileStore
+from qtchat.server.transfers import _Receiver
 
 # Enough cyclic allocations for CPython to run every generation several times over
 # (thresholds 2000, 10, 10): a worker thread doing this would collect any young cycle.
@@ -57,3 +64,30 @@ def test_a_connected_socket_in_a_cycle_survives_a_worker_threads_collections(qtb
     assert listener.wait_for("broadcast")["text"] == "still here"
     assert speaker.wait_for("broadcast")["text"] == "still here"
     listener.sync()  # a few more passes of the loop with the lost socket readable
+
+
+def test_an_upload_thread_never_holds_the_last_reference_to_its_receiver(qtbot, tmp_path):
+    """The Transfer can be closed and collected while its receiver's thread still runs;
+    the thread's reference was then the last, and the receiver was deleted on that
+    thread while the loop delivered its queued ``ended`` (a segfault now and then): the
+    receiver lives until its ``ended`` is handled, on the loop's thread."""
+    data = os.urandom(256 * 1024)
+    store = FileStore(tmp_path / "files", FileLimits(min_free_bytes=0, min_free_ratio=0.0),
+                      now=0.0)
+    accepted = store.offer(owner="alice", offer_id="o1", name="a.bin", size=len(data),
+                           sha256=hashlib.sha256(data).hexdigest(), now=0.0)
+    stream = store.open_upload(accepted.token, now=0.0, hash_behind=True)
+    host_end, sender = socket.socketpair()
+    outcomes: list[object] = []
+    freed_in: list[str] = []
+    receiver = _Receiver(stream, host_end.fileno(), b"", lambda _now: None, outcomes.append)
+    weakref.finalize(receiver, lambda: freed_in.append(threading.current_thread().name))
+    receiver.start()
+    del receiver  # as a closed Transfer lets go, while the thread waits for bytes
+    sender.sendall(data)
+    qtbot.waitUntil(lambda: bool(freed_in))
+    assert freed_in == [threading.main_thread().name]
+    assert outcomes == ["complete"]  # (deleted on the thread, its ``ended`` was lost too)
+    stream.close(now=0.0)
+    sender.close()
+    host_end.close()
