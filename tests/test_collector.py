@@ -20,6 +20,7 @@ from PySide6.QtCore import QObject
 
 from qtchat.server.files import FileLimits, FileStore
 from qtchat.server.transfers import _Receiver
+from qtchat.worker import run_in_thread
 
 # Enough cyclic allocations for CPython to run every generation several times over
 # (thresholds 2000, 10, 10): a worker thread doing this would collect any young cycle.
@@ -91,3 +92,38 @@ def test_an_upload_thread_never_holds_the_last_reference_to_its_receiver(qtbot, 
     stream.close(now=0.0)
     sender.close()
     host_end.close()
+
+
+def test_a_worker_threads_result_reaches_the_main_thread_and_its_relay_dies_there(qtbot):
+    """``run_in_thread`` (picture previews, the client's file hashing): the caller keeps
+    nothing, the result still arrives, on the main thread, and the relay the worker
+    emitted on is freed there, after the result (never by the worker)."""
+    got: list[tuple[str, str]] = []
+    freed_in: list[str] = []
+    gate = threading.Event()
+
+    def work() -> str:
+        gate.wait(10)
+        return "sha"
+
+    relay = run_in_thread(work, lambda r: got.append((r, threading.current_thread().name)))
+    weakref.finalize(relay, lambda: freed_in.append(threading.current_thread().name))
+    del relay
+    gate.set()  # only now: the caller let go first, as send_file does
+    qtbot.waitUntil(lambda: bool(freed_in))
+    assert got == [("sha", threading.main_thread().name)]
+    assert freed_in == [threading.main_thread().name]
+
+
+def test_a_result_for_an_owner_deleted_meanwhile_is_dropped(qtbot):
+    """The window closed (its FilesGlue deleted) while its picture's preview was being
+    made: nothing is delivered to the deleted object, and nothing fails."""
+    owner = QObject()
+    got: list[object] = []
+    gate = threading.Event()
+    relay = run_in_thread(lambda: gate.wait(10), got.append, owner=owner)
+    with qtbot.waitSignal(owner.destroyed):
+        owner.deleteLater()
+    with qtbot.waitSignal(relay.done):
+        gate.set()
+    assert got == []
