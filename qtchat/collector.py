@@ -26,7 +26,7 @@ import gc
 from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, QTimer
 
 # Often enough that cyclic garbage never piles up for long, rarely enough that an idle
-# app is not woken for it (one check is a few microseconds when nothing is due).
+# app is not woken for it (a check costs ~0.3 µs when nothing is due).
 TICK_MS = 250
 
 
@@ -56,16 +56,8 @@ class MainThreadCollector(QObject):
         self._timer.setTimerType(Qt.TimerType.CoarseTimer)
         self._timer.setInterval(tick_ms)
         self._timer.timeout.connect(collect_due)  # a function: no cycle through self
-        self._was_enabled = gc.isenabled()
-        gc.disable()
+        gc.disable()  # for good: a thread may run until the very end of the process
         self._timer.start()
-
-    def stop(self) -> None:
-        """Hand collection back to CPython (as it was before), after one last round."""
-        self._timer.stop()
-        collect_due()
-        if self._was_enabled:
-            gc.enable()
 
 
 def collect_on_main_thread(app: QCoreApplication | None = None) -> MainThreadCollector:

@@ -16,9 +16,7 @@ def _collect_on_main_thread(qapp):
     loop would then call into a freed notifier."""
     from qtchat.collector import collect_on_main_thread
 
-    collector = collect_on_main_thread(qapp)
-    yield collector
-    collector.stop()
+    return collect_on_main_thread(qapp)
 
 
 @pytest.fixture(autouse=True)
