@@ -9,6 +9,7 @@ worker thread that reports through a QObject must not hold its last reference.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import socket
@@ -18,6 +19,7 @@ import weakref
 from helpers import LineClient, connect_clients
 from PySide6.QtCore import QObject
 
+from qtchat import protocol as p
 from qtchat.server.files import FileLimits, FileStore
 from qtchat.server.transfers import _Receiver
 from qtchat.worker import run_in_thread
@@ -127,3 +129,32 @@ def test_a_result_for_an_owner_deleted_meanwhile_is_dropped(qtbot):
     with qtbot.waitSignal(relay.done):
         gate.set()
     assert got == []
+
+
+class _Local:
+    """Something a caller of the decoder holds (a socket, in the server's slot)."""
+
+
+def test_a_refused_line_does_not_keep_the_callers_frames_alive():
+    """The decoder hands refused lines on as exceptions; with their tracebacks those
+    held the decoder's frame, which holds them: a cycle through every caller's frame
+    (in test_server.py, the test's own frame with its still-connected sockets), freed
+    only by the cycle collector, whichever thread ran it."""
+    decoder = p.FrameDecoder(parse=p.parse_client_frame)
+
+    def caller() -> tuple[weakref.ref, list]:
+        held = _Local()
+        items = decoder.feed(b'{"type":"register","name":"p\\u0430ypal","protocol":1}\n'
+                             b'{"type":"broadcast","text":5}\n')
+        return weakref.ref(held), items
+
+    was_enabled = gc.isenabled()
+    gc.disable()  # only reference counting: what a cycle keeps stays
+    try:
+        held, items = caller()
+        assert held() is None
+    finally:
+        if was_enabled:
+            gc.enable()
+    assert [(type(item), item.code) for item in items] == [
+        (p.RemoteProtocolError, "invalid_name"), (p.RemoteProtocolError, "bad_frame")]
