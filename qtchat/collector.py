@@ -15,8 +15,8 @@ and a crash waiting for any long-running app or server.
 ``collect_on_main_thread`` turns automatic collection off and has a timer on the main
 thread run, each tick, the generations CPython itself would have run by then (the same
 thresholds). Reference counting still frees everything that is not in a cycle at once;
-only cyclic garbage waits, at most one tick. A leaf module (nothing of qtchat), used by
-``qtchat serve``, the app and the tests alike.
+only cyclic garbage waits, for the first tick at which a collection is due. A leaf
+module (nothing of qtchat), used by ``qtchat serve``, the app and the tests alike.
 """
 
 from __future__ import annotations
