@@ -336,12 +336,16 @@ def test_an_upload_cut_by_a_host_restart_goes_on_by_itself(
     conv = lobby(alice)
     row = last_file_row(conv)
     assert "Retry" in shown_lines(conv, row)
+    # What the host had written when it stopped (its thread may still add a slice):
+    # how far the client got is no measure, the socket buffers hold megabytes.
+    held = sum(part.stat().st_size for part in (tmp_path / "data").rglob("*.part"))
+    assert held > 0
     again = make_server(port=port)  # the same data folder: what arrived is kept
     moved = []
     alice.client.transferProgress.connect(lambda _k, done, _t: moved.append(done))
     with qtbot.waitSignal(alice.client.fileSent, timeout=30_000):
         pass  # reconnecting and resuming are the app's own doing
-    assert min(moved) > 4 << 20  # from what the host held, not from 0
+    assert min(moved) >= held  # from what the host held, not from 0
     assert alice.files.model.transfer(key).state is State.DONE
     entry = lobby(alice).model.entry(last_file_row(lobby(alice)))
     assert entry.seq is not None and file_of(entry)["size"] == len(data)
