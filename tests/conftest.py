@@ -8,6 +8,27 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _collect_on_main_thread(qapp):
+    """Cycles are collected on the Qt main thread only, as in the app and ``qtchat serve``
+    (``qtchat.collector``): a test's threads (``run_threads``' blocking clients, upload
+    receivers) would otherwise free an earlier test's garbage sockets, and the main
+    loop would then call into a freed notifier."""
+    from qtchat.collector import collect_on_main_thread
+
+    return collect_on_main_thread(qapp)
+
+
+@pytest.fixture(autouse=True)
+def _collect_after_each_test(_collect_on_main_thread):
+    """A test that never runs the Qt loop still has its cycles collected (the timer only
+    ticks in the loop): what automatic collection would have done by now, done here."""
+    from qtchat.collector import collect_due
+
+    yield
+    collect_due()
+
+
 @pytest.fixture
 def make_server(qtbot, tmp_path):
     """Start in-process ChatServers on 127.0.0.1, port 0; stopped after the test.

@@ -336,8 +336,9 @@ def test_an_upload_cut_by_a_host_restart_goes_on_by_itself(
     conv = lobby(alice)
     row = last_file_row(conv)
     assert "Retry" in shown_lines(conv, row)
-    # What the host held: less than Alice had written (the rest was in socket buffers).
-    held = sum(part.stat().st_size for part in (tmp_path / "data" / "files").glob("*.part"))
+    # What the host had written when it stopped (its thread may still add a slice):
+    # how far the client got is no measure, the socket buffers hold megabytes.
+    held = sum(part.stat().st_size for part in (tmp_path / "data").rglob("*.part"))
     assert held > 0
     again = make_server(port=port)  # the same data folder: what arrived is kept
     moved = []

@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
-import threading
 import time
 import uuid
 from collections import deque
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from qtchat import protocol as p
 from qtchat.client import chess as _chess  # noqa: F401 (registers the game events)
@@ -44,6 +44,7 @@ from qtchat.protocol import living as pl
 from qtchat.protocol import moderation as mp
 from qtchat.protocol.files import FileAccepted, FileGet, FileOffer, FileTicket
 from qtchat.protocol.server_frames import Registered
+from qtchat.worker import run_in_thread
 
 __all__ = ["FAILURE_KINDS", "ChatClient", "ConnectError", "Endpoint", "qt_error_text"]
 
@@ -233,7 +234,7 @@ class ChatClient(QObject):
         self._offers: dict[str, tuple[Path, int]] = {}
         self._wanted: dict[str, Path] = {}
         self._transfers: dict[str, Any] = {}
-        self._hashing: dict[str, _Hashed] = {}
+        self._hashing: dict[str, tuple[Path, dict[str, Any]]] = {}  # id -> path, offer
         self.journal: Any = None  # a TransferJournal (client/files.py): survives restarts
         self.fileAccepted.connect(self._start_upload)
         self.fileTicket.connect(self._start_download)
@@ -512,25 +513,23 @@ class ChatClient(QObject):
         offer = {"room": room, "to": to, "text": text, "mime": mime, "preview": preview}
         if self.journal is not None:
             self.journal.upload_begun(offer_id, path, offer)
-        hashed = _Hashed(self, offer_id, path, offer)
-        hashed.done.connect(self._hashed, Qt.ConnectionType.QueuedConnection)
-        self._hashing[offer_id] = hashed
-        threading.Thread(target=hashed.run, name="qtchat-hash", daemon=True).start()
+        self._hashing[offer_id] = (path, offer)
+        run_in_thread(functools.partial(_size_and_sha256, path),
+                      functools.partial(self._hashed, offer_id), owner=self, name="qtchat-hash")
         return offer_id
 
-    @Slot(str, object)
     def _hashed(self, offer_id: str, result: Any) -> None:
         hashed = self._hashing.pop(offer_id, None)
         if hashed is None:
             return
+        path, offer = hashed
         if isinstance(result, str):  # what went wrong, in a sentence
             self.transferFailed.emit(offer_id, "file", result)
             return
         size, sha256 = result
-        path = hashed.path
         self._offers[offer_id] = (path, size)
         frame = FileOffer(id=offer_id, name=path.name, size=size, sha256=sha256,
-                          **hashed.offer)
+                          **offer)
         if not self._session.send_frame(frame):
             self.transferFailed.emit(
                 offer_id, "offline", "Not connected to the host; try again once connected.")
@@ -941,31 +940,18 @@ class ChatClient(QObject):
         self._frames.extend(self._session.decode(chunk))
 
 
-class _Hashed(QObject):
-    """A file's size and SHA-256, worked out in a thread; ``done(id, (size, sha256))``
-    or ``done(id, sentence)`` is emitted from that thread (connect it queued)."""
-
-    done = Signal(str, object)
-
-    def __init__(self, parent: QObject, offer_id: str, path: Path,
-                 offer: dict[str, Any]) -> None:
-        super().__init__(parent)
-        self.offer_id = offer_id
-        self.path = path
-        self.offer = offer
-
-    def run(self) -> None:
-        digest = hashlib.sha256()
-        try:
-            size = 0  # what was hashed is what is offered, even if the file grows
-            with open(self.path, "rb") as source:
-                while chunk := source.read(1 << 20):
-                    digest.update(chunk)
-                    size += len(chunk)
-        except OSError as exc:
-            self.done.emit(self.offer_id, f"Cannot read {self.path.name}: {exc.strerror}")
-            return
-        self.done.emit(self.offer_id, (size, digest.hexdigest()))
+def _size_and_sha256(path: Path) -> tuple[int, str] | str:
+    """A file's size and SHA-256 (on a worker thread), or what went wrong in a sentence."""
+    digest = hashlib.sha256()
+    try:
+        size = 0  # what was hashed is what is offered, even if the file grows
+        with open(path, "rb") as source:
+            while chunk := source.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        return f"Cannot read {path.name}: {exc.strerror}"
+    return size, digest.hexdigest()
 
 
 def _new_id() -> str:

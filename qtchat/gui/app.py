@@ -746,6 +746,7 @@ def run_gui(args: argparse.Namespace) -> int:
     """Run the desktop app until its last window closes; return the exit code."""
     import qasync
 
+    from qtchat.collector import collect_on_main_thread
     from qtchat.resources import install_app_icon
 
     logging.basicConfig(level=logging.WARNING,
@@ -760,6 +761,7 @@ def run_gui(args: argparse.Namespace) -> int:
     app.setApplicationName("qtchat")
     app.setOrganizationName("qtchat")
     app.setQuitOnLastWindowClosed(False)  # the controller quits after saying bye
+    collect_on_main_thread(app)  # before any preview or hashing thread starts
     install_app_icon(app)
     apply_theme(str(settings().value("theme", "system")), app)  # the settings dialog's
     loop = qasync.QEventLoop(app)

@@ -39,12 +39,12 @@ can answer without a modal dialog.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import mimetypes
 import re
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from collections import deque
@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, QUrl, Signal, Slot
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, QUrl, Slot
 from PySide6.QtGui import QAction, QDesktopServices, QImage, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QDialog,
@@ -90,6 +90,7 @@ from qtchat.gui.transfers import (
     format_size,
 )
 from qtchat.protocol import LOBBY
+from qtchat.worker import run_in_thread
 
 if TYPE_CHECKING:
     from qtchat.gui.main_window import ChatWindow
@@ -172,10 +173,6 @@ class _Shown:
     asked: bool = False
 
 
-class _PreviewMade(QObject):
-    done = Signal(str, object)
-
-
 class FilesGlue(QObject):
     """See the module docstring. ``window.files`` is this."""
 
@@ -201,8 +198,6 @@ class FilesGlue(QObject):
         self._cache = Path(tempfile.mkdtemp(prefix="qtchat-files-"))
         self.loader = PictureLoader(self)
         self.loader.loaded.connect(self._loaded)
-        self._previews = _PreviewMade(self)
-        self._previews.done.connect(self._preview_made, Qt.ConnectionType.QueuedConnection)
         self._viewers: list[QDialog] = []
         self._waiting: deque[tuple[str, str, int]] = deque()  # pictures to fetch, in turn
         self._moved: dict[str, int] = {}  # progress not painted yet: key -> bytes done
@@ -315,22 +310,13 @@ class FilesGlue(QObject):
         if _is_picture(info):
             shown = self._shown[key] = _Shown()
             self._decode_file(key, path, shown)
-            threading.Thread(target=self._make_preview, args=(key, path), daemon=True,
-                             name="qtchat-preview").start()
+            run_in_thread(functools.partial(_preview_of, path),
+                          functools.partial(self._preview_made, key), owner=self,
+                          name="qtchat-preview")  # the window may close meanwhile
         else:
             self._offer(transfer)
         return key
 
-    def _make_preview(self, key: str, path: Path) -> None:  # a thread of its own
-        try:
-            preview = make_preview(path)
-        except Exception:  # a decoder bug: send without a preview
-            log.exception("making a preview failed")
-            preview = None
-        with contextlib.suppress(RuntimeError):  # the window closed meanwhile
-            self._previews.done.emit(key, preview)
-
-    @Slot(str, object)
     def _preview_made(self, key: str, preview: dict[str, Any] | None) -> None:
         transfer = self._transfers.get(key)
         if transfer is None:
@@ -924,3 +910,12 @@ class FilesGlue(QObject):
                 self._forget(key)  # a pasted picture: its file goes with the folder
         self.loader.wait(2000)
         shutil.rmtree(self._cache, ignore_errors=True)
+
+
+def _preview_of(path: Path) -> dict[str, Any] | None:
+    """``make_preview``, on a worker thread; None (send without one) if it fails."""
+    try:
+        return make_preview(path)
+    except Exception:  # a decoder bug: send without a preview
+        log.exception("making a preview failed")
+        return None

@@ -665,6 +665,19 @@ def check_server_object(obj: Mapping[str, Any]) -> None:
 BLANK_LINES_PER_FRAME = 64
 
 
+def _detached(exc: RemoteProtocolError) -> RemoteProtocolError:
+    """``exc`` without its traceback and chain, to be handed on as a value.
+
+    A caught exception's traceback holds the frame that keeps it (``feed``'s list of
+    items), and through each frame's caller the whole stack above the decoder: every
+    bad line made a reference cycle that only the cycle collector frees, holding the
+    socket's slot, the loop and, in tests, the test's own frame with its sockets.
+    """
+    exc.__traceback__ = None
+    exc.__cause__ = exc.__context__ = None
+    return exc
+
+
 @dataclass(slots=True)
 class FrameDecoder:
     """Splits a byte stream into lines and parses each into a frame.
@@ -718,7 +731,7 @@ class FrameDecoder:
             try:
                 out.append(parse(line))
             except RemoteProtocolError as exc:
-                out.append(exc)
+                out.append(_detached(exc))
         if len(rest) > limit:
             out.append(self._too_large())
         elif rest:
@@ -771,7 +784,7 @@ class FrameDecoder:
             try:
                 out.append(parse(line))
             except RemoteProtocolError as exc:
-                out.append(exc)
+                out.append(_detached(exc))
         if len(data) - pos > limit:
             out.append(self._too_large())
         elif pos < len(data):

@@ -28,9 +28,11 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     from PySide6.QtCore import QCoreApplication, QTimer
 
+    from qtchat.collector import collect_on_main_thread
     from qtchat.server.chat_server import ChatServer, ServerError
 
     app = QCoreApplication.instance() or QCoreApplication(sys.argv[:1])
+    collect_on_main_thread(app)  # before the upload, hash and announcer threads start
     config = ServerConfig.from_args(args)
     try:
         server = ChatServer(config)

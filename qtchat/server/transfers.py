@@ -144,6 +144,21 @@ class _Hasher:
                 return
 
 
+# The QObjects a worker thread reports through with a queued signal, held until the
+# report is handled on the loop's thread. Otherwise the thread can hold the last
+# reference (its Transfer was closed and collected meanwhile): the object is then
+# deleted on the worker thread while the loop delivers the queued event to it, and the
+# loop calls into freed memory (a segfault within ~2,000 uploads in a stress loop).
+_reporting: set[QObject] = set()
+
+
+def _reported(relay: QObject, thread: threading.Thread) -> None:
+    """On the loop's thread, once ``relay``'s report has arrived: its thread has only
+    returning left; wait for that, so the last reference to ``relay`` goes here."""
+    thread.join()
+    _reporting.discard(relay)
+
+
 class _Flushed(QObject):
     """Tells the event loop's thread that a flush in a worker thread is over: ``done``
     is emitted there, queued, and ``callback`` runs in this object's thread."""
@@ -153,10 +168,19 @@ class _Flushed(QObject):
     def __init__(self, callback: Callable[[], None]) -> None:
         super().__init__()
         self._callback = callback
+        self._thread: threading.Thread | None = None
         self.done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
+
+    def start(self, thread: threading.Thread) -> None:
+        """Start ``thread``, which emits ``done`` last."""
+        self._thread = thread
+        _reporting.add(self)
+        thread.start()
 
     @Slot()
     def _on_done(self) -> None:
+        assert self._thread is not None
+        _reported(self, self._thread)
         self._callback()
 
 
@@ -225,6 +249,7 @@ class _Receiver(QObject):
         self._thread = threading.Thread(target=self._run, name="qtchat-upload", daemon=True)
 
     def start(self) -> None:
+        _reporting.add(self)
         self._thread.start()
 
     def stop(self) -> None:
@@ -292,6 +317,7 @@ class _Receiver(QObject):
 
     @Slot(object)
     def _on_ended(self, outcome: object) -> None:
+        _reported(self, self._thread)
         self._on_end(outcome)
 
 
@@ -465,7 +491,7 @@ class Transfer:
                 log.info("flushing %s ahead: %s", path.name, exc)
             flushing.done.emit()  # queued to the event loop's thread
 
-        threading.Thread(target=run, name="qtchat-fsync", daemon=True).start()
+        flushing.start(threading.Thread(target=run, name="qtchat-fsync", daemon=True))
 
     def _flushed(self) -> None:
         self._flushing = None
