@@ -83,7 +83,8 @@ def test_an_upload_thread_never_holds_the_last_reference_to_its_receiver(qtbot, 
     host_end, sender = socket.socketpair()
     outcomes: list[object] = []
     freed_in: list[str] = []
-    receiver = _Receiver(stream, host_end.fileno(), b"", lambda _now: None, outcomes.append)
+    receiver = _Receiver(stream, host_end.fileno(), b"", lambda _now: None, outcomes.append,
+                         store.folder / f"{accepted.file}.part")
     weakref.finalize(receiver, lambda: freed_in.append(threading.current_thread().name))
     receiver.start()
     del receiver  # as a closed Transfer lets go, while the thread waits for bytes
@@ -93,6 +94,34 @@ def test_an_upload_thread_never_holds_the_last_reference_to_its_receiver(qtbot, 
     assert outcomes == ["complete"]  # (deleted on the thread, its ``ended`` was lost too)
     stream.close(now=0.0)
     sender.close()
+    host_end.close()
+
+
+def test_an_upload_sender_let_go_while_its_thread_runs_is_freed_on_the_main_thread(
+        qtbot, tmp_path):
+    """The window's plain upload: its Upload goes with its client while the sender's
+    thread still sends; the sender lives until its end is handled on the main thread."""
+    from qtchat.client.files import _Sender
+
+    source = tmp_path / "film.bin"
+    source.write_bytes(os.urandom(512 * 1024))
+    app_end, host_end = socket.socketpair()
+    app_end.setblocking(False)
+    freed_in: list[str] = []
+    ends: list[object] = []
+    sender = _Sender(app_end.fileno(), source, 0, source.stat().st_size)
+    sender.finished.connect(ends.append)
+    sender.seen(source.stat().st_size)  # nothing holds it back
+    weakref.finalize(sender, lambda: freed_in.append(threading.current_thread().name))
+    sender.start()
+    del sender
+    received = 0
+    while received < source.stat().st_size:
+        received += len(host_end.recv(1 << 20))
+    qtbot.waitUntil(lambda: bool(freed_in))
+    assert freed_in == [threading.main_thread().name]
+    assert ends == [None]  # every byte went out, and that was said
+    app_end.close()
     host_end.close()
 
 

@@ -62,6 +62,13 @@ AHEAD = 8 << 20
 _CONNECTION_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF)
 
 
+# Senders whose thread runs, held until its ``ended`` is handled on the main thread (see
+# ``_Sender``): otherwise the thread could hold the last reference once its Upload went
+# with its client, and the sender would be deleted on that thread while the main loop
+# delivers its queued signal (the race qtchat.worker explains; the host's _Receiver too).
+_sending: set[QObject] = set()
+
+
 class _Sender(QObject):
     """A plain upload's bytes, sent by a thread of its own: ``os.sendfile`` from the
     file to a ``dup`` of the socket's descriptor (Qt's socket has nothing queued by
@@ -71,10 +78,12 @@ class _Sender(QObject):
     that made this object: ``outcome`` is None (every byte is out), ``"short"`` (the
     file became shorter), ``"stopped"``, or the ``OSError`` that ended it. That thread
     calls ``seen(offset)`` once it has taken a ``sent``: the sender keeps within
-    ``AHEAD`` of it."""
+    ``AHEAD`` of it. ``finished(outcome)`` follows ``ended`` on that thread, once the
+    sender's thread is over; the sender has no parent and is held until then."""
 
     sent = Signal(object)
     ended = Signal(object)
+    finished = Signal(object)
 
     def __init__(self, descriptor: int, path: Path, offset: int, size: int) -> None:
         super().__init__()
@@ -87,9 +96,17 @@ class _Sender(QObject):
         self._seen = offset  # the last report the GUI thread has taken
         self._seen_changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="qtchat-send", daemon=True)
+        self.ended.connect(self._on_ended, Qt.ConnectionType.QueuedConnection)
 
     def start(self) -> None:
+        _sending.add(self)
         self._thread.start()
+
+    @Slot(object)
+    def _on_ended(self, outcome: object) -> None:
+        self._thread.join()  # it has only returning left: the last reference goes here
+        _sending.discard(self)
+        self.finished.emit(outcome)
 
     def stop(self) -> None:
         """End the sending now (a cancel, or the host's answer came first); the host
@@ -300,7 +317,7 @@ class Upload(_Transfer):
                 self._sender = sender = _Sender(int(socket.socketDescriptor()), self.path,
                                                 offset, self.size)
                 sender.sent.connect(self._sent, Qt.ConnectionType.QueuedConnection)
-                sender.ended.connect(self._sent_all, Qt.ConnectionType.QueuedConnection)
+                sender.finished.connect(self._sent_all)
                 # Deleted with its client (no cancel): the thread must not wait on.
                 self.destroyed.connect(sender.stop)
                 sender.start()
