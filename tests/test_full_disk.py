@@ -276,18 +276,13 @@ def test_a_registration_on_a_full_disk_is_kept_and_stored_once_there_is_room(sma
         assert restarted.terminate() == 0
 
 
-def test_a_server_started_on_a_full_disk_serves_and_refuses_posts_until_there_is_room(
-        small_disk):
-    data = small_disk / "data"
-    with ServeProcess(data) as first:
-        bob = client(first.port, "Bob")  # a session to hold at the next start
-        assert post(bob, "from the first run", "first")["type"] == "broadcast"
-        first.kill()
+def serves_a_full_disk_then_takes_posts(small_disk: Path, data: Path) -> None:
+    """A start with the disk full: the first run's history is served; posts are stored
+    while the log the first run left has room (a checkpoint frees it for reuse), then
+    refused with storage_error; once there is room they are taken again."""
     filler = fill(small_disk)
     with ServeProcess(data) as server:
         alice = client(server.port, "Alice")
-        # The log the first run left may still have room (a checkpoint frees it for
-        # reuse): posts are stored until that room is used up too.
         stored, refused = post_until_refused(alice, "on a full disk")
         assert refused["code"] == "storage_error"
         history = lobby_history(server.port, "Reader")
@@ -296,6 +291,16 @@ def test_a_server_started_on_a_full_disk_serves_and_refuses_posts_until_there_is
         filler.unlink()
         assert post(alice, "with room", "room")["type"] == "broadcast"
         assert server.terminate() == 0
+
+
+def test_a_server_started_on_a_full_disk_serves_and_refuses_posts_until_there_is_room(
+        small_disk):
+    data = small_disk / "data"
+    with ServeProcess(data) as first:
+        bob = client(first.port, "Bob")  # a session to hold at the next start
+        assert post(bob, "from the first run", "first")["type"] == "broadcast"
+        first.kill()
+    serves_a_full_disk_then_takes_posts(small_disk, data)
 
 
 def test_a_failed_commit_leaves_the_store_as_it_was_and_the_next_one_catches_up(
@@ -426,17 +431,7 @@ def test_a_history_stopped_cleanly_starts_on_a_full_disk(small_disk):
         assert post(bob, "from the first run", "first")["type"] == "broadcast"
         assert first.terminate() == 0
     assert not (data / "history.sqlite3-shm").exists()
-    filler = fill(small_disk)
-    with ServeProcess(data) as server:
-        alice = client(server.port, "Alice")
-        stored, refused = post_until_refused(alice, "on a full disk")
-        assert refused["code"] == "storage_error"
-        history = lobby_history(server.port, "Reader")
-        assert "from the first run" in history.values()
-        assert stored.items() <= history.items()
-        filler.unlink()
-        assert post(alice, "with room", "room")["type"] == "broadcast"
-        assert server.terminate() == 0
+    serves_a_full_disk_then_takes_posts(small_disk, data)
     with ServeProcess(data) as again:
         assert "with room" in lobby_history(again.port, "Later").values()
         assert again.terminate() == 0
