@@ -31,15 +31,23 @@ def close_app(qtbot, apps, controller, server) -> None:
     qtbot.waitUntil(lambda: "Alice" not in server.held_names(), timeout=WAIT)
 
 
-def test_private_tabs_come_back_with_their_whispers_after_the_app_restarts(
-        qtbot, apps, make_server, make_client):
-    server = make_server()
-    first = apps.join(server.port, "Alice")
+def alice_whispers_to_bob(qtbot, apps, server, make_client, text: str):
+    """Alice's app joins; Bob (a client with an identity) joins and gets her whisper.
+    Returns (Alice's app controller, Bob's client)."""
+    alice = apps.join(server.port, "Alice")
     bob = make_client()
     bob.identity = new_identity()
     join(qtbot, bob, server, "Bob")
     with qtbot.waitSignal(bob.messageReceived, timeout=WAIT):
-        first.window.send_whisper("Bob", "meet me at the station at nine")
+        alice.window.send_whisper("Bob", text)
+    return alice, bob
+
+
+def test_private_tabs_come_back_with_their_whispers_after_the_app_restarts(
+        qtbot, apps, make_server, make_client):
+    server = make_server()
+    first, bob = alice_whispers_to_bob(qtbot, apps, server, make_client,
+                                       "meet me at the station at nine")
     bob.close()  # Bob is gone too: only the host keeps the conversation now
     close_app(qtbot, apps, first, server)
 
@@ -61,12 +69,8 @@ def test_private_tabs_come_back_with_their_whispers_after_the_app_restarts(
 def test_a_closed_private_tab_reopened_shows_the_conversation_from_the_host(
         qtbot, apps, make_server, make_client):
     server = make_server()
-    first = apps.join(server.port, "Alice")
-    bob = make_client()
-    bob.identity = new_identity()
-    join(qtbot, bob, server, "Bob")
-    with qtbot.waitSignal(bob.messageReceived, timeout=WAIT):
-        first.window.send_whisper("Bob", "the tickets are in the drawer")
+    first, _bob = alice_whispers_to_bob(qtbot, apps, server, make_client,
+                                        "the tickets are in the drawer")
     close_app(qtbot, apps, first, server)
 
     again = apps.join(server.port, "Alice")
