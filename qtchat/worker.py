@@ -11,7 +11,8 @@ come with that; each segfaulted within a few thousand rounds of a stress loop:
 ``run_in_thread`` avoids both: its relay has no parent and is held here from the start
 until its result has been handled on the main thread, which waits for the finishing
 thread and lets go. ``deliver`` is skipped when ``owner`` has been deleted meanwhile
-(a window closed while its picture's preview was being made).
+(a window closed while its picture's preview was being made). A relay that reports more
+than one result (an upload's thread, with its progress) uses ``hold`` and ``release``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,19 @@ from PySide6.QtCore import QObject, Qt, Signal, Slot
 log = logging.getLogger(__name__)
 
 _FAILED = object()  # what a work that raised delivers: nothing
-_running: set[_Relay] = set()  # started and not yet handled on the main thread
+_held: set[QObject] = set()  # started and not yet handled on the main thread
+
+
+def hold(relay: QObject) -> None:
+    """Keep ``relay`` (no parent) alive from before its thread starts until ``release``."""
+    _held.add(relay)
+
+
+def release(relay: QObject, thread: threading.Thread) -> None:
+    """On the main thread, once ``relay``'s last report has arrived: its thread has only
+    returning left; wait for that, so the last reference to ``relay`` goes here."""
+    thread.join()
+    _held.discard(relay)
 
 
 class _Relay(QObject):
@@ -52,8 +65,7 @@ class _Relay(QObject):
 
     @Slot(object)
     def _finish(self, result: object) -> None:
-        self.worker.join()  # it has only returning left; then our reference is the last
-        _running.discard(self)
+        release(self, self.worker)
         if result is _FAILED:
             return
         if self._owner is not None and not shiboken6.isValid(self._owner):
@@ -67,6 +79,6 @@ def run_in_thread(work: Callable[[], Any], deliver: Callable[[Any], object], *,
     thread, unless ``owner`` has been deleted by then. Call from the main thread.
     Returns the relay (its ``done`` signal is emitted once the result is in)."""
     relay = _Relay(work, deliver, owner, name)
-    _running.add(relay)
+    hold(relay)
     relay.worker.start()
     return relay

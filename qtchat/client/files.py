@@ -41,6 +41,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 from PySide6.QtNetwork import QSslSocket
 
+from qtchat import worker
 from qtchat.client.connector import Connector, Ending
 from qtchat.client.errors import ConnectError, Endpoint
 
@@ -62,13 +63,6 @@ AHEAD = 8 << 20
 _CONNECTION_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF)
 
 
-# Senders whose thread runs, held until its ``ended`` is handled on the main thread (see
-# ``_Sender``): otherwise the thread could hold the last reference once its Upload went
-# with its client, and the sender would be deleted on that thread while the main loop
-# delivers its queued signal (the race qtchat.worker explains; the host's _Receiver too).
-_sending: set[QObject] = set()
-
-
 class _Sender(QObject):
     """A plain upload's bytes, sent by a thread of its own: ``os.sendfile`` from the
     file to a ``dup`` of the socket's descriptor (Qt's socket has nothing queued by
@@ -79,7 +73,9 @@ class _Sender(QObject):
     file became shorter), ``"stopped"``, or the ``OSError`` that ended it. That thread
     calls ``seen(offset)`` once it has taken a ``sent``: the sender keeps within
     ``AHEAD`` of it. ``finished(outcome)`` follows ``ended`` on that thread, once the
-    sender's thread is over; the sender has no parent and is held until then."""
+    sender's thread is over; the sender has no parent and is held until then
+    (``worker.hold``): otherwise its thread could hold the last reference once its
+    Upload went with its client (the race ``qtchat.worker`` explains)."""
 
     sent = Signal(object)
     ended = Signal(object)
@@ -99,13 +95,12 @@ class _Sender(QObject):
         self.ended.connect(self._on_ended, Qt.ConnectionType.QueuedConnection)
 
     def start(self) -> None:
-        _sending.add(self)
+        worker.hold(self)
         self._thread.start()
 
     @Slot(object)
     def _on_ended(self, outcome: object) -> None:
-        self._thread.join()  # it has only returning left: the last reference goes here
-        _sending.discard(self)
+        worker.release(self, self._thread)
         self.finished.emit(outcome)
 
     def stop(self) -> None:

@@ -44,6 +44,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 
 from qtchat import protocol as p
+from qtchat import worker
 from qtchat.protocol.files import (
     TRANSFER_FRAME_TYPES,
     Download,
@@ -144,19 +145,11 @@ class _Hasher:
                 return
 
 
-# The QObjects a worker thread reports through with a queued signal, held until the
-# report is handled on the loop's thread. Otherwise the thread can hold the last
-# reference (its Transfer was closed and collected meanwhile): the object is then
-# deleted on the worker thread while the loop delivers the queued event to it, and the
-# loop calls into freed memory (a segfault within ~2,000 uploads in a stress loop).
-_reporting: set[QObject] = set()
-
-
-def _reported(relay: QObject, thread: threading.Thread) -> None:
-    """On the loop's thread, once ``relay``'s report has arrived: its thread has only
-    returning left; wait for that, so the last reference to ``relay`` goes here."""
-    thread.join()
-    _reporting.discard(relay)
+# The QObjects a worker thread reports through with a queued signal are held (``worker.
+# hold``) until the report is handled on the loop's thread. Otherwise the thread can hold
+# the last reference (its Transfer was closed and collected meanwhile): the object is
+# then deleted on the worker thread while the loop delivers the queued event to it, and
+# the loop calls into freed memory (a segfault within ~2,000 uploads in a stress loop).
 
 
 class _Flushed(QObject):
@@ -174,13 +167,13 @@ class _Flushed(QObject):
     def start(self, thread: threading.Thread) -> None:
         """Start ``thread``, which emits ``done`` last."""
         self._thread = thread
-        _reporting.add(self)
+        worker.hold(self)
         thread.start()
 
     @Slot()
     def _on_done(self) -> None:
         assert self._thread is not None
-        _reported(self, self._thread)
+        worker.release(self, self._thread)
         self._callback()
 
 
@@ -249,7 +242,7 @@ class _Receiver(QObject):
         self._thread = threading.Thread(target=self._run, name="qtchat-upload", daemon=True)
 
     def start(self) -> None:
-        _reporting.add(self)
+        worker.hold(self)
         self._thread.start()
 
     def stop(self) -> None:
@@ -317,7 +310,7 @@ class _Receiver(QObject):
 
     @Slot(object)
     def _on_ended(self, outcome: object) -> None:
-        _reported(self, self._thread)
+        worker.release(self, self._thread)
         self._on_end(outcome)
 
 
