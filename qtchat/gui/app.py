@@ -51,6 +51,8 @@ _SETTINGS_WRITER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="
 
 def _write_setting(key: str, value: object) -> None:
     settings().setValue(key, value)  # written when this QSettings goes, at once
+
+
 # The features the app implements and asks hosts for (PROTOCOL-FEATURES §0).
 APP_FEATURES: tuple[str, ...] = ("chess", "files", *CLIENT_FEATURES)
 

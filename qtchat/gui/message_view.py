@@ -772,8 +772,8 @@ class MessageView(QAbstractScrollArea):
                 if not rect.intersects(clip):
                     continue
                 entry = model.entry(row)
-                full = delegate.measure(entry) if height >= clipped_least else height
-                if height >= clipped_least and self._clippable(entry, full):
+                if height >= clipped_least and \
+                        self._clippable(entry, full := delegate.measure(entry)):
                     body = QRect(0, y, width, height - self._strip_height())
                     painter.save()
                     painter.setClipRect(body)
@@ -817,16 +817,13 @@ class MessageView(QAbstractScrollArea):
             self._delegate.retain(model.entry(row).uid for row, _y, _h in self._visible)
             vh = max(self.viewport().height(), 1)
             todo = []
-            row, filled = first - 1, 0
-            while row >= 0 and filled < vh:
-                filled += heights.get(row)
-                todo.append(row)
-                row -= 1
-            row, filled = last + 1, 0
-            while row < count and filled < vh:
-                filled += heights.get(row)
-                todo.append(row)
-                row += 1
+            for rows in (range(first - 1, -1, -1), range(last + 1, count)):  # up, down
+                filled = 0
+                for row in rows:
+                    if filled >= vh:
+                        break
+                    filled += heights.get(row)
+                    todo.append(row)
             todo.reverse()  # popped from the end: the rows above first
             self._warm_todo = todo
         todo = self._warm_todo
