@@ -4,20 +4,13 @@ sockets, each person from an address of their own on the loopback."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from helpers import ServeProcess, SyncClient
+from test_moderation_server import person
 
 from qtchat.server.identity import new_identity
 
 ADMIN = "a host's own secret"
 FEATURES = ["search"]
-
-
-def person(server: ServeProcess, name: str, address: str, **fields: Any
-           ) -> tuple[SyncClient, dict[str, Any]]:
-    client = SyncClient(server.port, source=address)
-    return client, client.register(name, **fields)
 
 
 def leave(client: SyncClient) -> None:
